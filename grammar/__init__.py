@@ -1,0 +1,1 @@
+"""Lark grammars of the prompt dialects (shipped as ``promptweights.grammar``)."""

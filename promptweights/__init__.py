@@ -1,0 +1,72 @@
+"""promptweights: AUTOMATIC1111 prompt syntax as exact, fast text-encoder conditioning.
+
+The language layer lives here and needs only ``lark``: :func:`parse` gives a typed tree,
+:func:`weighted_spans`, :func:`schedules`, :func:`split_and` and :func:`extra_networks` give exactly
+what A1111's own functions give. Model code is in submodules that import torch lazily
+(``promptweights.strategies``, ``promptweights.builder``, ``promptweights.diffusers``), and
+Hypothesis strategies are in ``promptweights.testing``.
+
+>>> import promptweights as pw
+>>> pw.weighted_spans("a (red:1.2) cat")
+[('a ', 1.0), ('red', 1.2), (' cat', 1.0)]
+>>> pw.schedules("a [cat:dog:0.5]", 10)
+[(5, 'a cat'), (10, 'a dog')]
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    Diagnostic,
+    InfotextError,
+    LimitExceededError,
+    PromptSyntaxError,
+    PromptweightsError,
+    UnknownNameError,
+)
+from .networks import extra_networks, strip_comments
+from .parsing import MAX_PROMPT_CHARS, parse
+from .render import render
+from .schedules import DEFAULT_MAX_DEPTH, schedules, split_and
+from .spans import DIALECTS, weighted_spans
+from .tree import (
+    Alternation,
+    Break,
+    Edit,
+    Emphasis,
+    ExtraNetwork,
+    Node,
+    Prompt,
+    SubPrompt,
+    Text,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DIALECTS",
+    "MAX_PROMPT_CHARS",
+    "Alternation",
+    "Break",
+    "Diagnostic",
+    "Edit",
+    "Emphasis",
+    "ExtraNetwork",
+    "InfotextError",
+    "LimitExceededError",
+    "Node",
+    "Prompt",
+    "PromptSyntaxError",
+    "PromptweightsError",
+    "SubPrompt",
+    "Text",
+    "UnknownNameError",
+    "__version__",
+    "extra_networks",
+    "parse",
+    "render",
+    "schedules",
+    "split_and",
+    "strip_comments",
+    "weighted_spans",
+]

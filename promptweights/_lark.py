@@ -1,0 +1,405 @@
+"""The only module that imports lark: builds the LALR parsers and turns their output into the tree.
+
+Each dialect has a grammar file in ``promptweights.grammar``. Three things make them LALR(1) and
+fast, and keep them total (every string parses):
+
+* a postlexer (:class:`_Balancer`) matches brackets before the parser sees them: a closer without
+  an opener becomes a ``STRAY`` text token, an opener nested deeper than the depth cap becomes a
+  ``DEEP`` text token (with its closer), and every opener left open at the end gets an empty
+  ``UNCLOSED_*`` closer. The grammar therefore only ever sees balanced brackets;
+* what a colon or a pipe inside ``[...]`` means (editing, alternation, or text) is decided in the
+  transformer, following A1111's scheduling grammar (a1111-behaviour.md §2.1);
+* the transformer runs inline (``transformer=``), so nesting depth never touches the Python stack.
+
+Nothing from lark leaves this module: callers get tuples of :mod:`promptweights.tree` nodes and a
+list of :class:`~promptweights.errors.Diagnostic`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from lark import Lark, Token, Transformer
+
+from .errors import Diagnostic, PromptweightsError
+from .tree import Alternation, Break, Edit, Emphasis, Node, Text
+
+__all__ = ["GLOBAL_FAILURES", "parse_nodes"]
+
+# A1111's scheduling parse fails as a whole on these, which switches off editing and alternation
+# for the whole sub-prompt (a1111-behaviour.md §2.1).
+GLOBAL_FAILURES = frozenset({"stray-pipe", "trailing-backslash"})
+
+SQUARE_WEIGHT = 1 / 1.1  # A1111 multiplies by this constant; it never divides (§12 trap 8)
+BRACE_WEIGHT = 1.05  # NovelAI (weighting-strategies.md §1.2)
+NOVELAI_SQUARE_WEIGHT = 1 / 1.05
+
+# `when` of an edit: lark's SIGNED_NUMBER, ASCII digits, with the whitespace around it (§2.1).
+_WHEN_RE = re.compile(
+    r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?))\s*"
+)
+# The emphasis pass's explicit weight `:1.3)`: any Unicode digits and dots (§2.2 token 5).
+_ATTENTION_WEIGHT_RE = re.compile(r":\s*([+-]?[.\d]+)\s*")
+# ComfyUI tries float() on everything after the last colon (weighting-strategies.md §1.3).
+_BREAK_SPLIT_RE = re.compile(r"(\s*\bBREAK\b\s*)")
+
+_OPENERS = {
+    "LPAR": ("RPAR", "UNCLOSED_RPAR"),
+    "LSQB": ("RSQB", "UNCLOSED_RSQB"),
+    "LBRACE": ("RBRACE", "UNCLOSED_RBRACE"),
+}
+_CLOSERS = frozenset({"RPAR", "RSQB", "RBRACE"})
+_BRACKET_NAMES = {"LPAR": "'('", "LSQB": "'['", "LBRACE": "'{'"}
+
+
+@dataclass(frozen=True, slots=True)
+class _ParseState:
+    diagnostics: list[Diagnostic]
+    schedule: bool
+
+
+_STATE: ContextVar[_ParseState] = ContextVar("promptweights_parse_state")
+
+
+def _diagnose(kind: str, message: str, pos: int) -> None:
+    _STATE.get().diagnostics.append(Diagnostic(kind, message, pos))
+
+
+class _Balancer:
+    """Postlexer that hands the parser balanced brackets (see the module docstring)."""
+
+    def __init__(self, max_depth: int, brackets: tuple[str, ...]) -> None:
+        self.max_depth = max_depth
+        # The contextual lexer only looks for terminals the parser accepts next; a closer that
+        # closes nothing must still be lexed, so that it can be turned into STRAY text here.
+        self.always_accept = brackets
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        # Each entry: (closer type, unclosed type, opener token, nested past the cap).
+        stack: list[tuple[str, str, Token, bool]] = []
+        depth = 0
+        for token in stream:
+            kind = token.type
+            if kind in _OPENERS:
+                closer, unclosed = _OPENERS[kind]
+                deep = depth >= self.max_depth
+                stack.append((closer, unclosed, token, deep))
+                if deep:
+                    yield Token.new_borrow_pos("DEEP", token.value, token)
+                else:
+                    depth += 1
+                    yield token
+            elif kind in _CLOSERS:
+                if stack and stack[-1][0] == kind:
+                    deep = stack.pop()[3]
+                    if deep:
+                        yield Token.new_borrow_pos("DEEP", token.value, token)
+                    else:
+                        depth -= 1
+                        yield token
+                else:
+                    yield Token.new_borrow_pos("STRAY", token.value, token)
+            else:
+                yield token
+        while stack:
+            _, unclosed, opener, deep = stack.pop()
+            if not deep:
+                yield Token.new_borrow_pos(unclosed, "", opener)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sub:
+    """A bracket's node plus whether A1111's scheduling grammar accepts it (§2.1)."""
+
+    node: Node
+    ok: bool
+
+
+_Piece = str | Node
+
+
+def _append(seq: list[_Piece], piece: _Piece) -> None:
+    if isinstance(piece, str) and seq and isinstance(seq[-1], str):
+        seq[-1] += piece
+    else:
+        seq.append(piece)
+
+
+class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
+    """Inline LALR transformer: bracket rules → tree nodes (A1111 dialect)."""
+
+    split_breaks = True
+
+    def _nodes(self, seq: Sequence[_Piece]) -> tuple[Node, ...]:
+        out: list[Node] = []
+        for piece in seq:
+            if not isinstance(piece, str):
+                out.append(piece)
+            elif self.split_breaks and "BREAK" in piece:
+                for i, chunk in enumerate(_BREAK_SPLIT_RE.split(piece)):
+                    if i % 2:
+                        out.append(Break(chunk))
+                    elif chunk:
+                        out.append(Text(chunk))
+            elif piece:
+                out.append(Text(piece))
+        return tuple(out)
+
+    def _token(self, token: Token, seq: list[_Piece], first_deep: list[bool]) -> bool:
+        """Add a token's text to ``seq``; return whether it keeps the bracket well formed."""
+        kind = token.type
+        _append(seq, str(token))
+        if kind == "STRAY":
+            _diagnose("stray-closer", f"{str(token)!r} closes nothing", token.start_pos)
+            return False
+        if kind == "BACKSLASH":
+            _diagnose(
+                "trailing-backslash",
+                "a backslash at the end of a line escapes nothing",
+                token.start_pos,
+            )
+            return False
+        if kind == "DEEP" and not first_deep[0]:
+            first_deep[0] = True
+            _diagnose("too-deep", "brackets nested past the depth cap are kept as text",
+                      token.start_pos)
+        if kind == "PIPE":
+            _diagnose("stray-pipe", "'|' outside an alternation [a|b] switches off prompt "
+                      "editing for the whole prompt", token.start_pos)
+            return False
+        return True
+
+    def start(self, children: list[Any]) -> tuple[Node, ...]:
+        seq: list[_Piece] = []
+        first_deep = [False]
+        for child in children:
+            if isinstance(child, _Sub):
+                seq.append(child.node)
+            else:
+                self._token(child, seq, first_deep)
+        return self._nodes(seq)
+
+    def _unclosed(self, opener: Token) -> None:
+        _diagnose("unclosed", f"{str(opener)!r} is never closed", opener.start_pos)
+
+    def round(self, children: list[Any]) -> _Sub:
+        opener, *items, closer = children
+        closed = closer.type == "RPAR"
+        ok = closed
+        colons = 0
+        seq: list[_Piece] = []
+        first_deep = [False]
+        for item in items:
+            if isinstance(item, _Sub):
+                seq.append(item.node)
+                ok = ok and item.ok
+            else:
+                colons += item.type == "COLON"
+                ok = self._token(item, seq, first_deep) and ok
+        weight, weight_text = 1.1, None
+        if closed and seq and isinstance(seq[-1], str):
+            weight, weight_text, seq[-1] = self._explicit_weight(seq[-1], closer)
+        if not closed:
+            self._unclosed(opener)
+        node = Emphasis(self._nodes(seq), weight, "round", weight_text, closed)
+        return _Sub(node, ok and colons <= 1)
+
+    def _explicit_weight(self, tail: str, closer: Token) -> tuple[float, str | None, str]:
+        """Split ``text:1.3`` into weight, weight text and text, as A1111's emphasis pass does."""
+        cut = tail.rfind(":")
+        match = _ATTENTION_WEIGHT_RE.fullmatch(tail, cut) if cut >= 0 else None
+        if match is None:
+            return 1.1, None, tail
+        try:
+            weight = float(match.group(1))
+        except ValueError:
+            _diagnose("bad-weight", f"{match.group(1)!r} is not a number (A1111 fails here)",
+                      closer.start_pos - len(tail) + cut)
+            return 1.1, None, tail
+        return weight, tail[cut:], tail[:cut]
+
+    def square(self, children: list[Any]) -> _Sub:
+        opener, *items, closer = children
+        closed = closer.type == "RSQB"
+        ok = closed
+        parts: list[list[Any]] = [[]]
+        separators: list[Token] = []
+        first_deep = [False]
+        for item in items:
+            if isinstance(item, _Sub):
+                ok = ok and item.ok
+            elif item.type in ("COLON", "PIPE"):
+                separators.append(item)
+                parts.append([])
+                continue
+            elif item.type in ("STRAY", "BACKSLASH"):
+                ok = False
+            elif item.type == "DEEP":
+                self._token(item, [], first_deep)
+            parts[-1].append(item)
+        state = _STATE.get()
+        kinds = {token.type for token in separators}
+        if state.schedule and ok and kinds == {"PIPE"}:
+            return _Sub(Alternation(tuple(self._part(part) for part in parts)), True)
+        if state.schedule and ok and kinds == {"COLON"} and len(separators) <= 2:
+            edit = self._edit(parts)
+            if edit is not None:
+                return _Sub(edit, True)
+        # Plain de-emphasis; colons and pipes are text.
+        seq: list[_Piece] = []
+        for item in items:
+            if isinstance(item, _Sub):
+                seq.append(item.node)
+            elif item.type == "COLON":
+                _append(seq, str(item))
+            else:
+                ok = self._token(item, seq, first_deep) and ok
+        if not closed:
+            self._unclosed(opener)
+        elif "COLON" in kinds and state.schedule:
+            _diagnose("bad-edit", "not a prompt edit [from:to:when] (the step must be a number, "
+                      "with one or two colons); A1111 reads it as de-emphasised text",
+                      opener.start_pos)
+        node = Emphasis(self._nodes(seq), SQUARE_WEIGHT, "square", None, closed)
+        return _Sub(node, ok and not separators)
+
+    def _part(self, items: list[Any]) -> tuple[Node, ...]:
+        seq: list[_Piece] = []
+        for item in items:
+            _append(seq, item.node if isinstance(item, _Sub) else str(item))
+        return self._nodes(seq)
+
+    def _edit(self, parts: list[list[Any]]) -> Edit | None:
+        last = parts[-1]
+        if len(last) != 1 or isinstance(last[0], _Sub) or last[0].type != "TEXT":
+            return None
+        when_text = str(last[0])
+        match = _WHEN_RE.fullmatch(when_text)
+        if match is None:
+            return None
+        when = float(match.group(1))
+        before = self._part(parts[0]) if len(parts) == 3 else None
+        return Edit(before, self._part(parts[-2]), when, when_text)
+
+
+class _NovelAIBuilder(_TreeBuilder):
+    """NovelAI: ``{x}`` and ``[x]`` only; no editing, no BREAK."""
+
+    split_breaks = False
+
+    def brace(self, children: list[Any]) -> _Sub:
+        return self._simple(children, "brace", BRACE_WEIGHT, "RBRACE")
+
+    def square(self, children: list[Any]) -> _Sub:
+        return self._simple(children, "square", NOVELAI_SQUARE_WEIGHT, "RSQB")
+
+    def _simple(self, children: list[Any], kind: Any, weight: float, closer_type: str) -> _Sub:
+        opener, *items, closer = children
+        seq: list[_Piece] = []
+        first_deep = [False]
+        for item in items:
+            if isinstance(item, _Sub):
+                seq.append(item.node)
+            else:
+                self._token(item, seq, first_deep)
+        closed = closer.type == closer_type
+        if not closed:
+            self._unclosed(opener)
+        return _Sub(Emphasis(self._nodes(seq), weight, kind, None, closed), True)
+
+
+class _ComfyBuilder(_TreeBuilder):
+    """ComfyUI: round brackets only; ``(x:n)`` sets the weight to exactly ``n``."""
+
+    split_breaks = False
+
+    def round(self, children: list[Any]) -> _Sub:
+        opener, *items, closer = children
+        closed = closer.type == "RPAR"
+        seq: list[_Piece] = []
+        first_deep = [False]
+        for item in items:
+            if isinstance(item, _Sub):
+                seq.append(item.node)
+            else:
+                self._token(item, seq, first_deep)
+        weight, weight_text, absolute = 1.1, None, False
+        if not closed:
+            self._unclosed(opener)
+        elif seq and isinstance(seq[-1], str):
+            tail = seq[-1]
+            cut = tail.rfind(":")
+            # ComfyUI ignores a colon at the very start of the bracket (`xx > 0`).
+            if cut >= 0 and not (cut == 0 and len(seq) == 1):
+                number = comfy_float(tail[cut + 1 :])
+                if number is not None:
+                    weight, weight_text, absolute = number, tail[cut:], True
+                    seq[-1] = tail[:cut]
+        return _Sub(Emphasis(self._nodes(seq), weight, "round", weight_text, closed, absolute),
+                    True)
+
+
+def comfy_float(text: str) -> float | None:
+    """Python's ``float()`` as ComfyUI applies it to a weight; ``None`` where it fails."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+_BUILDERS: dict[str, tuple[type[_TreeBuilder], tuple[str, ...]]] = {
+    "a1111": (_TreeBuilder, ("LPAR", "RPAR", "LSQB", "RSQB")),
+    "novelai": (_NovelAIBuilder, ("LBRACE", "RBRACE", "LSQB", "RSQB")),
+    "comfy": (_ComfyBuilder, ("LPAR", "RPAR")),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _parser(dialect: str, max_depth: int) -> Lark:
+    try:
+        builder, brackets = _BUILDERS[dialect]
+    except KeyError:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError("dialect", dialect, sorted(_BUILDERS)) from None
+    return Lark.open_from_package(
+        "promptweights.grammar",
+        f"{dialect}.lark",
+        parser="lalr",  # LALR only: linear time, no ambiguity to resolve
+        lexer="contextual",
+        transformer=builder(),  # inline: no lark Tree is built, no recursion on depth
+        postlex=_Balancer(max_depth, brackets),
+        propagate_positions=False,
+        maybe_placeholders=False,
+        cache=False,
+    )
+
+
+def parse_nodes(
+    text: str, *, dialect: str, max_depth: int, schedule: bool = True
+) -> tuple[tuple[Node, ...], list[Diagnostic]]:
+    """Parse one sub-prompt (no AND, comments or networks) into nodes and diagnostics.
+
+    With ``schedule`` false, or when A1111's scheduling parse would fail as a whole (a stray
+    ``|``, a trailing backslash), editing and alternation brackets are read as de-emphasis.
+    """
+    parser = _parser(dialect, max_depth)
+    state = _ParseState([], schedule)
+    reset = _STATE.set(state)
+    try:
+        nodes = parser.parse(text)
+        if schedule and any(d.kind in GLOBAL_FAILURES for d in state.diagnostics):
+            _STATE.set(_ParseState([], False))
+            nodes = parser.parse(text)
+    except PromptweightsError:
+        raise
+    except Exception as error:  # pragma: no cover - the grammar is total; this is a bug guard
+        raise PromptweightsError(f"internal parser error on {text[:40]!r}: {error}") from error
+    finally:
+        _STATE.reset(reset)
+    return nodes, sorted(state.diagnostics, key=lambda d: d.pos)

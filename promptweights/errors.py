@@ -1,0 +1,177 @@
+"""The exception types and diagnostics of promptweights.
+
+Every error the library raises on purpose is a :class:`PromptweightsError`. Errors about a piece of
+text carry the position they refer to and draw a caret excerpt themselves, so a web UI or a bot can
+show the user where the problem is::
+
+    >>> err = PromptSyntaxError("unclosed '('", source="a (b", pos=2)
+    >>> print(err)
+    unclosed '(' at line 1, column 3
+      a (b
+        ^
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "DIAGNOSTICS",
+    "Diagnostic",
+    "InfotextError",
+    "LimitExceededError",
+    "PromptSyntaxError",
+    "PromptweightsError",
+    "UnknownNameError",
+    "line_and_column",
+]
+
+
+def line_and_column(source: str, pos: int) -> tuple[int, int]:
+    """Return the 1-based line and column of offset ``pos`` in ``source``."""
+    pos = max(0, min(pos, len(source)))
+    line = source.count("\n", 0, pos) + 1
+    column = pos - (source.rfind("\n", 0, pos) + 1) + 1
+    return line, column
+
+
+def caret_excerpt(source: str, pos: int, width: int = 60) -> str:
+    """Return the line of ``source`` holding ``pos`` (clipped to ``width``) and a caret under it."""
+    pos = max(0, min(pos, len(source)))
+    start = source.rfind("\n", 0, pos) + 1
+    end = source.find("\n", pos)
+    if end == -1:
+        end = len(source)
+    line = source[start:end]
+    column = pos - start
+    # Keep long lines readable: show a window around the caret.
+    left = max(0, column - width // 2)
+    shown = line[left : left + width]
+    prefix = "…" if left > 0 else ""
+    suffix = "…" if left + width < len(line) else ""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in shown)
+    return f"  {prefix}{shown}{suffix}\n  {' ' * (len(prefix) + column - left)}^"
+
+
+class PromptweightsError(Exception):
+    """Base class of every error promptweights raises on purpose."""
+
+
+class PromptSyntaxError(PromptweightsError, ValueError):
+    """A prompt that strict mode refuses, with the position of the problem.
+
+    Attributes:
+        message: what is wrong, in words.
+        source: the text that was parsed.
+        pos: 0-based offset of the problem in ``source``.
+        line: 1-based line of ``pos``.
+        column: 1-based column of ``pos``.
+        kind: a short machine-readable name of the problem (see ``promptweights.DIAGNOSTICS``).
+    """
+
+    def __init__(self, message: str, *, source: str, pos: int, kind: str = "syntax") -> None:
+        self.message = message
+        self.source = source
+        self.pos = pos
+        self.kind = kind
+        self.line, self.column = line_and_column(source, pos)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.message} at line {self.line}, column {self.column}\n"
+            f"{caret_excerpt(self.source, self.pos)}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_syntax_error, (self.message, self.source, self.pos, self.kind))
+
+
+def _rebuild_syntax_error(message: str, source: str, pos: int, kind: str) -> PromptSyntaxError:
+    return PromptSyntaxError(message, source=source, pos=pos, kind=kind)
+
+
+class LimitExceededError(PromptweightsError, ValueError):
+    """An input larger than a documented resource cap (prompt size, schedule variants, AND parts)."""
+
+
+class UnknownNameError(PromptweightsError, KeyError):
+    """A name (strategy, dialect, sampler, LoRA…) that is not known; the message lists valid ones."""
+
+    def __init__(self, what: str, name: object, known: list[str] | tuple[str, ...]) -> None:
+        self.what = what
+        self.name = name
+        self.known = tuple(known)
+        super().__init__(f"unknown {what} {name!r}; known: {', '.join(self.known)}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InfotextError(PromptweightsError, ValueError):
+    """Generation-parameter text or an image file that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """Something lenient mode tolerated: A1111 would reinterpret or reject it silently.
+
+    Attributes:
+        kind: a short machine-readable name (``"unclosed"``, ``"stray-closer"``, ``"bad-weight"``…).
+        message: what happened, in words.
+        pos: 0-based offset in the text that was parsed (after comment stripping).
+    """
+
+    kind: str
+    message: str
+    pos: int
+
+    def to_error(self, source: str) -> PromptSyntaxError:
+        """Return the strict-mode exception for this diagnostic."""
+        return PromptSyntaxError(self.message, source=source, pos=self.pos, kind=self.kind)
+
+
+class InvalidWeightError(PromptweightsError, ValueError):
+    """A prompt weight that is not a finite number (NaN or ±inf) reached the conditioning builder."""
+
+
+#: Every diagnostic kind the parser reports: what it means and inputs that trigger it (strict mode
+#: raises on each of these; the test suite iterates this table).
+DIAGNOSTICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "unclosed": (
+        "an opening bracket is never closed; A1111 applies it to the end of the text",
+        ("a (b", "[a", "((a)"),
+    ),
+    "stray-closer": (
+        "a closing bracket closes nothing; A1111 keeps it as text",
+        ("a b)", "a]", "(a]"),
+    ),
+    "bad-weight": (
+        "an explicit weight that is not a number; A1111 fails on it",
+        ("(a:1.2.3)", "(a:.)", "(a:1..2)"),
+    ),
+    "bad-edit": (
+        "colons in square brackets that do not form [from:to:when]; A1111 reads de-emphasised text",
+        ("[a:b:x]", "[a:b:c:5]", "[a:b]"),
+    ),
+    "stray-pipe": (
+        "a '|' outside an alternation [a|b]; A1111 then ignores all editing in the prompt",
+        ("a|b [c:d:3]", "(a|b)", "[a|b:3]"),
+    ),
+    "trailing-backslash": (
+        "a backslash at the end of a line; A1111 then ignores all editing in the prompt",
+        ("a\\", "a\\\nb"),
+    ),
+    "too-deep": (
+        "brackets nested deeper than the depth cap; kept as text",
+        ("(" * 300 + "a" + ")" * 300,),
+    ),
+    "bad-network": (
+        "an extra-network tag whose multiplier is not a number, or with no name",
+        ("<lora:x:abc>", "<lora:te=1>"),
+    ),
+}
+
+
+class InfotextLimitError(InfotextError, LimitExceededError):
+    """Generation-parameter text or an image file larger than its documented cap."""

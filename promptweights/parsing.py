@@ -1,0 +1,99 @@
+"""``parse``: the whole prompt language, in A1111's order of operations (a1111-behaviour.md §1).
+
+Comments are stripped, extra-network tags cut out, the text split at ``AND``, and each part parsed
+by the dialect's Lark grammar. Lenient mode (the default) never raises on a ``str``: what A1111
+would silently reinterpret or reject is kept as text and reported in ``Prompt.diagnostics``;
+``strict=True`` raises the first of them as a :class:`~promptweights.errors.PromptSyntaxError`
+pointing into the original text.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ._lark import parse_nodes
+from .errors import Diagnostic, LimitExceededError, UnknownNameError
+from .networks import extra_networks_with_map, strip_comments_with_map
+from .schedules import DEFAULT_MAX_DEPTH, split_and_with_tails
+from .spans import DIALECTS
+from .tree import Prompt, SubPrompt
+
+__all__ = ["MAX_PROMPT_CHARS", "parse"]
+
+#: Longest prompt :func:`parse` accepts (characters); past it, :class:`LimitExceededError`.
+MAX_PROMPT_CHARS = 4_000_000
+
+
+def parse(
+    text: str, *, dialect: str = "a1111", strict: bool = False, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Prompt:
+    """Parse a prompt into a :class:`~promptweights.tree.Prompt` tree.
+
+    Args:
+        text: the prompt as the user typed it.
+        dialect: ``"a1111"`` (comments, extra networks, AND, editing, alternation, emphasis,
+            BREAK), ``"comfy"`` (ComfyUI: round brackets only, explicit weights replace) or
+            ``"novelai"`` (``{x}`` ×1.05, ``[x]`` ÷1.05).
+        strict: raise instead of tolerating input A1111 would silently reinterpret: unbalanced
+            brackets, malformed weights, non-numeric edit steps, a stray ``|``…
+        max_depth: brackets nested deeper than this stay text (with a diagnostic).
+
+    Returns:
+        The tree; ``render(parse(text))`` gives ``text`` back without its comments.
+
+    Raises:
+        PromptSyntaxError: in strict mode, at the first problem, with its position.
+        UnknownNameError: for an unknown dialect.
+        LimitExceededError: for a text longer than :data:`MAX_PROMPT_CHARS`.
+
+    >>> parse("(a:1.5) AND b:0.5").parts[1]
+    SubPrompt(children=(Text(text=' b'),), weight=0.5, weight_text=':0.5')
+    >>> parse("a (b", strict=True)
+    Traceback (most recent call last):
+      ...
+    promptweights.errors.PromptSyntaxError: '(' is never closed at line 1, column 3
+      a (b
+        ^
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, not {type(text).__name__}")
+    if dialect not in DIALECTS:
+        raise UnknownNameError("dialect", dialect, DIALECTS)
+    if len(text) > MAX_PROMPT_CHARS:
+        raise LimitExceededError(
+            f"prompt of {len(text)} characters exceeds the limit of {MAX_PROMPT_CHARS}"
+        )
+    prompt = _parse(text, dialect, max_depth)
+    if strict and prompt.diagnostics:
+        raise prompt.diagnostics[0].to_error(text)
+    return prompt
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(text: str, dialect: str, max_depth: int) -> Prompt:
+    if dialect != "a1111":
+        nodes, diagnostics = parse_nodes(text, dialect=dialect, max_depth=max_depth)
+        return Prompt((SubPrompt(nodes),), (), dialect, tuple(diagnostics))
+
+    uncommented, comment_map = strip_comments_with_map(text)
+    body, found, network_map = extra_networks_with_map(uncommented)
+    diagnostics: list[Diagnostic] = []
+    for network, problem in found:
+        if problem is not None:
+            diagnostics.append(Diagnostic("bad-network", problem, comment_map(network.pos)))
+
+    parts = []
+    offset = 0
+    for piece_text, weight, tail in split_and_with_tails(body):
+        nodes, part_diagnostics = parse_nodes(piece_text, dialect=dialect, max_depth=max_depth)
+        parts.append(SubPrompt(nodes, weight, tail))
+        for d in part_diagnostics:
+            pos = comment_map(network_map(offset + d.pos))
+            diagnostics.append(Diagnostic(d.kind, d.message, pos))
+        offset += len(piece_text) + len(tail) + len("AND")
+    diagnostics.sort(key=lambda d: d.pos)
+    networks = tuple(network for network, _ in found)
+    return Prompt(tuple(parts), networks, dialect, tuple(diagnostics))
+
+
+parse.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]

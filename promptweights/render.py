@@ -1,0 +1,86 @@
+"""Turn a tree back into text: the whole prompt, or one schedule variant of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .tree import Alternation, Break, Edit, Emphasis, Node, Prompt, Text
+
+__all__ = ["render", "render_nodes"]
+
+_BRACKETS = {"round": ("(", ")"), "square": ("[", "]"), "brace": ("{", "}")}
+
+# Maps an Edit to the converted step it switches at (a1111-behaviour.md §4.2).
+StepOf = Callable[[Edit], int]
+
+
+def render_nodes(
+    nodes: Iterable[Node], *, step: int | None = None, step_of: StepOf | None = None
+) -> str:
+    """Render nodes as text; with ``step``, render the schedule variant shown at that step.
+
+    At a ``step``, an edit renders ``before`` while ``step <= step_of(edit)`` and ``after``
+    afterwards, and an alternation renders option ``(step - 1) % n`` — A1111's rules, with the
+    global step also inside nested alternations (§4.3). Everything else renders as written.
+    """
+    out: list[str] = []
+    _render(nodes, out, step, step_of)
+    return "".join(out)
+
+
+def _render(
+    nodes: Iterable[Node], out: list[str], step: int | None, step_of: StepOf | None
+) -> None:
+    for node in nodes:
+        if isinstance(node, Text):
+            out.append(node.text)
+        elif isinstance(node, Break):
+            out.append(node.source)
+        elif isinstance(node, Emphasis):
+            opener, closer = _BRACKETS[node.kind]
+            out.append(opener)
+            _render(node.children, out, step, step_of)
+            if node.weight_text is not None:
+                out.append(node.weight_text)
+            if node.closed:
+                out.append(closer)
+        elif isinstance(node, Edit):
+            if step is None or step_of is None:
+                out.append("[")
+                if node.before is not None:
+                    _render(node.before, out, step, step_of)
+                    out.append(":")
+                _render(node.after, out, step, step_of)
+                out.append(f":{node.when_text}]")
+            elif step <= step_of(node):
+                _render(node.before or (), out, step, step_of)
+            else:
+                _render(node.after, out, step, step_of)
+        elif isinstance(node, Alternation):
+            if step is None:
+                out.append("[")
+                for i, option in enumerate(node.options):
+                    if i:
+                        out.append("|")
+                    _render(option, out, step, step_of)
+                out.append("]")
+            else:
+                _render(node.options[(step - 1) % len(node.options)], out, step, step_of)
+
+
+def render(prompt: Prompt) -> str:
+    """Return the text of ``prompt``, such that ``parse(render(p)) == p``.
+
+    Parsing is lossless apart from comments, so for a prompt without ``#`` comments this gives back
+    the text that was parsed. Extra-network tags are put back where they stood.
+
+    >>> from promptweights import parse
+    >>> render(parse("a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 # note"))
+    'a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 \\n'
+    """
+    text = "AND".join(render_nodes(part.children) + part.weight_text for part in prompt.parts)
+    for network in sorted(prompt.networks, key=lambda n: (n.pos < 0, n.pos)):
+        source = network.source or f"<{network.kind}:{':'.join(network.args or (network.name,))}>"
+        pos = network.pos if 0 <= network.pos <= len(text) else len(text)
+        text = text[:pos] + source + text[pos:]
+    return text

@@ -1,0 +1,151 @@
+"""Prompt editing and alternation over the sampling steps, and the AND split.
+
+:func:`schedules` equals A1111's ``get_learned_conditioning_prompt_schedules([text], steps,
+hires_steps, old_timelines)[0]`` (a1111-behaviour.md §4); :func:`split_and` equals the AND split of
+``get_multicond_prompt_list`` (§6.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Iterable
+
+from ._lark import GLOBAL_FAILURES, parse_nodes
+from .render import render_nodes
+from .tree import Alternation, Edit, Emphasis, Node
+
+__all__ = ["DEFAULT_MAX_DEPTH", "edit_step", "schedules", "split_and"]
+
+#: How deep brackets may nest in the tree; deeper ones stay text (with a diagnostic).
+DEFAULT_MAX_DEPTH = 150
+
+_AND_RE = re.compile(r"\bAND\b")
+# The `:w` tail of an AND part; `\d` is Unicode as in A1111 (§2.3).
+_AND_WEIGHT_RE = re.compile(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")
+
+
+def edit_step(
+    edit: Edit, steps: int, *, base_steps: int = 0, hires: bool = False, old_timelines: bool = False
+) -> int:
+    """Return the step after which ``edit`` switches from ``before`` to ``after`` (§4.2).
+
+    A ``when`` with a decimal point is a fraction of ``steps``, without one an absolute step; the
+    result is truncated toward zero and capped at ``steps``. In the hires pass (new timelines)
+    fractions count from 1.0 and absolute steps from ``base_steps``. With ``old_timelines``,
+    values below 1 are fractions whatever their spelling.
+    """
+    value = edit.when
+    if old_timelines:
+        value = value * steps if value < 1 else value
+    elif "." in edit.when_text:
+        value = (value - (1.0 if hires else 0.0)) * steps
+    else:
+        value = value - (base_steps if hires else 0)
+    if not math.isfinite(value):
+        # A1111 overflows in int() here (`[a:b:1e999]`); the limit is what the user meant.
+        return steps if value > 0 else 0
+    return min(steps, int(value))
+
+
+def _walk(nodes: Iterable[Node]) -> Iterable[Node]:
+    stack = [iter(nodes)]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node
+        if isinstance(node, Emphasis):
+            stack.append(iter(node.children))
+        elif isinstance(node, Edit):
+            stack.append(iter((*(node.before or ()), *node.after)))
+        elif isinstance(node, Alternation):
+            stack.append(iter([child for option in node.options for child in option]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_schedules(
+    text: str, steps: int, hires_steps: int | None, old_timelines: bool
+) -> tuple[tuple[int, str], ...]:
+    hires = hires_steps is not None and not old_timelines
+    total = hires_steps if hires and hires_steps is not None else steps
+    if "[" not in text:
+        return ((total, text),)  # nothing can be scheduled without a square bracket
+    nodes, diagnostics = parse_nodes(text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH)
+    if any(d.kind in GLOBAL_FAILURES for d in diagnostics):
+        return ((total, text),)
+
+    @functools.cache
+    def step_of(edit: Edit) -> int:
+        return edit_step(edit, total, base_steps=steps, hires=hires, old_timelines=old_timelines)
+
+    boundaries = {total}
+    for node in _walk(nodes):
+        if isinstance(node, Edit):
+            switch = step_of(node)
+            if switch >= 1:
+                boundaries.add(switch)
+        elif isinstance(node, Alternation):
+            boundaries.update(range(1, total + 1))
+    return tuple(
+        (boundary, render_nodes(nodes, step=boundary, step_of=step_of))
+        for boundary in sorted(boundaries)
+    )
+
+
+def schedules(
+    text: str, steps: int, *, hires_steps: int | None = None, old_timelines: bool = False
+) -> list[tuple[int, str]]:
+    """Expand prompt editing and alternation into ``(end_at_step, text)`` pairs.
+
+    Equal to A1111's ``get_learned_conditioning_prompt_schedules([text], steps, hires_steps,
+    old_timelines)[0]``. The text at entry ``i`` is used by the sampler for calls ``k`` with
+    ``k <= end_at_step`` (0-based ``k``, first matching entry), see a1111-behaviour.md §4.5.
+    Pass one AND part (see :func:`split_and`) with extra networks and comments already removed,
+    as A1111 does.
+
+    Args:
+        text: the prompt text.
+        steps: the number of sampling steps (doubled by the caller for second-order samplers).
+        hires_steps: steps of the hires-fix pass, to get that pass's schedule.
+        old_timelines: A1111's "Old prompt editing timelines" setting.
+
+    Returns:
+        A new list of ``(end_at_step, text)``; the last entry ends at the schedule length.
+
+    >>> schedules("a [cat:dog:0.5]", 10)
+    [(5, 'a cat'), (10, 'a dog')]
+    >>> schedules("[fe|]male", 4)
+    [(1, 'female'), (2, 'male'), (3, 'female'), (4, 'male')]
+    """
+    return list(_cached_schedules(text, steps, hires_steps, old_timelines))
+
+
+schedules.cache_clear = _cached_schedules.cache_clear  # type: ignore[attr-defined]
+
+
+def split_and_with_tails(text: str) -> list[tuple[str, float, str]]:
+    """Like :func:`split_and`, also returning each part's raw tail (spaces and ``:w``)."""
+    parts = []
+    for piece in _AND_RE.split(text):
+        match = _AND_WEIGHT_RE.search(piece)
+        if match is not None:
+            parts.append((piece[: match.start()], float(match.group(1)), piece[match.start() :]))
+        else:
+            body = piece.rstrip()
+            parts.append((body, 1.0, piece[len(body) :]))
+    return parts
+
+
+def split_and(text: str) -> list[tuple[str, float]]:
+    """Split a positive prompt at ``AND`` into ``(sub_prompt, weight)`` pairs (§6.1).
+
+    ``AND`` is case-sensitive with word boundaries; a trailing ``:w`` sets the part's weight
+    (default 1.0); trailing spaces are dropped, leading ones kept.
+
+    >>> split_and("a cat AND a dog:0.5")
+    [('a cat', 1.0), (' a dog', 0.5)]
+    """
+    return [(body, weight) for body, weight, _ in split_and_with_tails(text)]

@@ -1,0 +1,309 @@
+"""Weighted spans: the ``(text, weight)`` list each dialect's emphasis rules give a text.
+
+For ``"a1111"`` this is exactly A1111's ``parse_prompt_attention`` (a1111-behaviour.md §2.2, §3):
+the same token order, the same float products (closing order, then open round brackets outermost
+first, then open square ones), ``("BREAK", -1.0)`` markers and merging of exactly equal
+neighbours. It runs on the text of one schedule variant, after scheduling, as A1111 does.
+
+:func:`tree_spans` computes the same list from a parsed tree; a property test checks that both agree
+on every well-formed prompt, which is what lets the regex pass here stand in for the grammar on the
+hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+
+from ._lark import BRACE_WEIGHT, NOVELAI_SQUARE_WEIGHT, SQUARE_WEIGHT, comfy_float
+from .errors import UnknownNameError
+from .tree import Alternation, Break, Edit, Emphasis, Node, Text
+
+__all__ = ["DIALECTS", "tree_spans", "weighted_spans"]
+
+DIALECTS = ("a1111", "comfy", "novelai")
+
+ROUND_WEIGHT = 1.1
+BREAK_MARKER = ("BREAK", -1.0)
+
+# A1111's emphasis tokens, in the order they are tried (a1111-behaviour.md §2.2).
+_A1111_TOKEN_RE = re.compile(
+    r"""
+      \\[\\()\[\]]              # escape: a literal character
+    | \\                        # a lone backslash: dropped
+    | [(\[]                     # open
+    | :\s*([+-]?[.\d]+)\s*\)    # explicit weight closing a round bracket
+    | [)\]]                     # close
+    | [^\\()\[\]:]+             # text
+    | :                         # text
+    """,
+    re.VERBOSE,
+)
+# NovelAI: {x} and [x]; escapes for the four brackets and the backslash.
+_NOVELAI_TOKEN_RE = re.compile(r"\\[\\{}\[\]]|\\|[{\[]|[}\]]|[^\\{}\[\]]+")
+_BREAK_RE = re.compile(r"\s*\bBREAK\b\s*")
+_ESCAPE_RE = re.compile(r"\\([\\()\[\]])|\\")
+
+_COMFY_OPEN = "\ue000"  # private-use stand-ins for \( and \), as ComfyUI's escape_important
+_COMFY_CLOSE = "\ue001"
+
+
+class _Spans:
+    """Parallel text/weight lists with A1111's range multiplication."""
+
+    __slots__ = ("texts", "weights")
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.weights: list[float] = []
+
+    def add(self, text: str, *, split_breaks: bool = True) -> None:
+        if split_breaks and "BREAK" in text:
+            for i, piece in enumerate(_BREAK_RE.split(text)):
+                if i:
+                    self.texts.append(BREAK_MARKER[0])
+                    self.weights.append(BREAK_MARKER[1])
+                self.texts.append(piece)
+                self.weights.append(1.0)
+        else:
+            self.texts.append(text)
+            self.weights.append(1.0)
+
+    def multiply(self, start: int, factor: float) -> None:
+        weights = self.weights
+        for i in range(start, len(weights)):
+            weights[i] *= factor
+
+    def merged(self) -> tuple[tuple[str, float], ...]:
+        if not self.texts:
+            return (("", 1.0),)
+        out: list[list[object]] = []
+        for text, weight in zip(self.texts, self.weights, strict=True):
+            if out and out[-1][1] == weight:
+                out[-1][0] = f"{out[-1][0]}{text}"
+            else:
+                out.append([text, weight])
+        return tuple((str(text), float(weight)) for text, weight in out)  # type: ignore[arg-type]
+
+
+def _a1111_spans(text: str) -> tuple[tuple[str, float], ...]:
+    spans = _Spans()
+    rounds: list[int] = []
+    squares: list[int] = []
+    for match in _A1111_TOKEN_RE.finditer(text):
+        token = match.group(0)
+        first = token[0]
+        number = match.group(1)
+        if first == "\\":
+            spans.add(token[1:], split_breaks=False)
+        elif first == "(":
+            rounds.append(len(spans.texts))
+        elif first == "[":
+            squares.append(len(spans.texts))
+        elif number is not None and rounds:
+            try:
+                factor = float(number)
+            except ValueError:
+                # A1111 raises here (`(a:1.2.3)`); lenient: the weight stays text, like `(a:x)`.
+                spans.add(token[:-1])
+                factor = ROUND_WEIGHT
+            spans.multiply(rounds.pop(), factor)
+        elif first == ")" and rounds:
+            spans.multiply(rounds.pop(), ROUND_WEIGHT)
+        elif first == "]" and squares:
+            spans.multiply(squares.pop(), SQUARE_WEIGHT)
+        else:
+            spans.add(token)
+    for start in rounds:
+        spans.multiply(start, ROUND_WEIGHT)
+    for start in squares:
+        spans.multiply(start, SQUARE_WEIGHT)
+    return spans.merged()
+
+
+def _novelai_spans(text: str) -> tuple[tuple[str, float], ...]:
+    spans = _Spans()
+    braces: list[int] = []
+    squares: list[int] = []
+    for match in _NOVELAI_TOKEN_RE.finditer(text):
+        token = match.group(0)
+        first = token[0]
+        if first == "\\":
+            spans.add(token[1:], split_breaks=False)
+        elif first == "{":
+            braces.append(len(spans.texts))
+        elif first == "[":
+            squares.append(len(spans.texts))
+        elif first == "}" and braces:
+            spans.multiply(braces.pop(), BRACE_WEIGHT)
+        elif first == "]" and squares:
+            spans.multiply(squares.pop(), NOVELAI_SQUARE_WEIGHT)
+        else:
+            spans.add(token, split_breaks=False)
+    for start in braces:
+        spans.multiply(start, BRACE_WEIGHT)
+    for start in squares:
+        spans.multiply(start, NOVELAI_SQUARE_WEIGHT)
+    return spans.merged()
+
+
+def _comfy_groups(text: str) -> list[str]:
+    """Split at top-level round brackets exactly as ComfyUI's ``parse_parentheses`` does."""
+    groups: list[str] = []
+    current: list[str] = []
+    level = 0
+    for piece in re.split(r"([()])", text):
+        if piece == "(":
+            if level == 0:
+                if current:
+                    groups.append("".join(current))
+                current = ["("]
+            else:
+                current.append(piece)
+            level += 1
+        elif piece == ")":
+            level -= 1
+            current.append(piece)
+            if level == 0:
+                groups.append("".join(current))
+                current = []
+        elif piece:
+            current.append(piece)
+    if current:
+        groups.append("".join(current))
+    return groups
+
+
+def _comfy_spans(text: str) -> tuple[tuple[str, float], ...]:
+    """ComfyUI's ``token_weights`` (weighting-strategies.md §1.3), without recursion."""
+    escaped = text.replace("\\)", _COMFY_CLOSE).replace("\\(", _COMFY_OPEN)
+    out: list[tuple[str, float]] = []
+    stack = [(iter(_comfy_groups(escaped)), 1.0)]
+    while stack:
+        groups, current = stack[-1]
+        group = next(groups, None)
+        if group is None:
+            stack.pop()
+            continue
+        if len(group) >= 2 and group[0] == "(" and group[-1] == ")":
+            inner = group[1:-1]
+            weight = current * ROUND_WEIGHT
+            cut = inner.rfind(":")
+            if cut > 0:
+                number = comfy_float(inner[cut + 1 :])
+                if number is not None:
+                    weight, inner = number, inner[:cut]
+            stack.append((iter(_comfy_groups(inner)), weight))
+        else:
+            out.append((group.replace(_COMFY_OPEN, "(").replace(_COMFY_CLOSE, ")"), current))
+    return tuple(out)
+
+
+_SPANS = {"a1111": _a1111_spans, "comfy": _comfy_spans, "novelai": _novelai_spans}
+
+
+@functools.lru_cache(maxsize=8192)
+def _cached_spans(text: str, dialect: str) -> tuple[tuple[str, float], ...]:
+    try:
+        spans = _SPANS[dialect]
+    except KeyError:
+        raise UnknownNameError("dialect", dialect, DIALECTS) from None
+    return spans(text)
+
+
+def weighted_spans(text: str, *, dialect: str = "a1111") -> list[tuple[str, float]]:
+    """Split ``text`` into ``(segment, weight)`` pairs by the dialect's emphasis rules.
+
+    For ``"a1111"`` (the default) the result equals A1111's ``parse_prompt_attention(text)``,
+    floats included, with ``("BREAK", -1.0)`` where ``BREAK`` starts a new chunk. Run it on the
+    text of one schedule variant (see :func:`promptweights.schedules`): editing and alternation
+    brackets are not resolved here, exactly as in A1111. One lenient difference: where A1111
+    raises on a malformed weight (``(a:1.2.3)``), the weight is kept as text.
+
+    Args:
+        text: the prompt text (one AND part, one schedule variant).
+        dialect: ``"a1111"``, ``"comfy"`` (ComfyUI's ``token_weights``) or ``"novelai"``.
+
+    Returns:
+        A new list of ``(segment, weight)`` tuples.
+
+    Raises:
+        UnknownNameError: for an unknown dialect.
+
+    >>> weighted_spans("an (important) word")
+    [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
+    >>> weighted_spans("a BREAK [b]")
+    [('a', 1.0), ('BREAK', -1.0), ('', 1.0), ('b', 0.9090909090909091)]
+    """
+    return list(_cached_spans(text, dialect))
+
+
+weighted_spans.cache_clear = _cached_spans.cache_clear  # type: ignore[attr-defined]
+
+
+def unescape(text: str) -> str:
+    """Resolve A1111 emphasis escapes in raw text: ``\\(`` → ``(``; a lone backslash is dropped."""
+    return _ESCAPE_RE.sub(lambda m: m.group(1) or "", text) if "\\" in text else text
+
+
+def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
+    """Compute A1111's weighted spans from parsed nodes (one schedule variant, no edits).
+
+    Weights multiply along the nesting path in A1111's order: closed brackets innermost first,
+    then brackets left open, round before square, outermost first. For well-formed prompts this
+    equals :func:`weighted_spans` of the rendered text. Edit and alternation nodes must be resolved
+    first (:func:`promptweights.render.resolve_at`); they raise ``ValueError`` here.
+    """
+    spans = _Spans()
+    # Each stack entry: (iterator over nodes, the factors path down to here).
+    path: list[Emphasis] = []
+    stack: list[tuple[Iterable[Node], int]] = []
+    iterator = iter(nodes)
+    while True:
+        node = next(iterator, None)  # type: ignore[call-overload]
+        if node is None:
+            if not stack:
+                break
+            iterator, depth = stack.pop()  # type: ignore[assignment]
+            del path[depth:]
+            continue
+        if isinstance(node, Text):
+            start = len(spans.texts)
+            _add_text(spans, node.text)
+            _apply(spans, start, path)
+        elif isinstance(node, Break):
+            # A1111 splits a text run at BREAK and keeps the (maybe empty) pieces on both sides.
+            start = len(spans.texts)
+            spans.add("", split_breaks=False)
+            spans.texts.append(BREAK_MARKER[0])
+            spans.weights.append(BREAK_MARKER[1])
+            spans.add("", split_breaks=False)
+            _apply(spans, start, path)
+        elif isinstance(node, Emphasis):
+            stack.append((iterator, len(path)))
+            path.append(node)
+            iterator = iter(node.children)
+        elif isinstance(node, Edit | Alternation):
+            raise ValueError("resolve edits and alternations before computing spans")
+    return list(spans.merged())
+
+
+def _add_text(spans: _Spans, raw: str) -> None:
+    # Escapes resolve to their own segments, as in the emphasis pass.
+    pos = 0
+    for match in _ESCAPE_RE.finditer(raw):
+        if match.start() > pos:
+            spans.add(raw[pos : match.start()], split_breaks=False)
+        spans.add(match.group(1) or "", split_breaks=False)
+        pos = match.end()
+    if pos < len(raw) or not raw:
+        spans.add(raw[pos:], split_breaks=False)
+
+
+def _apply(spans: _Spans, start: int, path: list[Emphasis]) -> None:
+    closed = [node.weight for node in reversed(path) if node.closed]
+    open_round = [n.weight for n in path if not n.closed and n.kind != "square"]
+    open_square = [n.weight for n in path if not n.closed and n.kind == "square"]
+    for factor in (*closed, *open_round, *open_square):
+        spans.multiply(start, factor)
