@@ -66,6 +66,10 @@ class _ParseState:
 _STATE: ContextVar[_ParseState] = ContextVar("promptweights_parse_state")
 
 
+def _pos(token: Any) -> int:
+    return int(token.start_pos or 0)
+
+
 def _diagnose(kind: str, message: str, pos: int) -> None:
     _STATE.get().diagnostics.append(Diagnostic(kind, message, pos))
 
@@ -161,22 +165,26 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         kind = token.type
         _append(seq, str(token))
         if kind == "STRAY":
-            _diagnose("stray-closer", f"{str(token)!r} closes nothing", token.start_pos)
+            _diagnose("stray-closer", f"{str(token)!r} closes nothing", _pos(token))
             return False
         if kind == "BACKSLASH":
             _diagnose(
                 "trailing-backslash",
                 "a backslash at the end of a line escapes nothing",
-                token.start_pos,
+                _pos(token),
             )
             return False
         if kind == "DEEP" and not first_deep[0]:
             first_deep[0] = True
-            _diagnose("too-deep", "brackets nested past the depth cap are kept as text",
-                      token.start_pos)
+            _diagnose(
+                "too-deep", "brackets nested past the depth cap are kept as text", _pos(token)
+            )
         if kind == "PIPE":
-            _diagnose("stray-pipe", "'|' outside an alternation [a|b] switches off prompt "
-                      "editing for the whole prompt", token.start_pos)
+            _diagnose(
+                "stray-pipe",
+                "'|' outside an alternation [a|b] switches off prompt editing for the whole prompt",
+                _pos(token),
+            )
             return False
         return True
 
@@ -191,7 +199,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         return self._nodes(seq)
 
     def _unclosed(self, opener: Token) -> None:
-        _diagnose("unclosed", f"{str(opener)!r} is never closed", opener.start_pos)
+        _diagnose("unclosed", f"{str(opener)!r} is never closed", _pos(opener))
 
     def round(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
@@ -224,8 +232,11 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         try:
             weight = float(match.group(1))
         except ValueError:
-            _diagnose("bad-weight", f"{match.group(1)!r} is not a number (A1111 fails here)",
-                      closer.start_pos - len(tail) + cut)
+            _diagnose(
+                "bad-weight",
+                f"{match.group(1)!r} is not a number (A1111 fails here)",
+                _pos(closer) - len(tail) + cut,
+            )
             return 1.1, None, tail
         return weight, tail[cut:], tail[:cut]
 
@@ -268,9 +279,12 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         if not closed:
             self._unclosed(opener)
         elif "COLON" in kinds and state.schedule:
-            _diagnose("bad-edit", "not a prompt edit [from:to:when] (the step must be a number, "
-                      "with one or two colons); A1111 reads it as de-emphasised text",
-                      opener.start_pos)
+            _diagnose(
+                "bad-edit",
+                "not a prompt edit [from:to:when] (the step must be a number, "
+                "with one or two colons); A1111 reads it as de-emphasised text",
+                _pos(opener),
+            )
         node = Emphasis(self._nodes(seq), SQUARE_WEIGHT, "square", None, closed)
         return _Sub(node, ok and not separators)
 
@@ -346,8 +360,9 @@ class _ComfyBuilder(_TreeBuilder):
                 if number is not None:
                     weight, weight_text, absolute = number, tail[cut:], True
                     seq[-1] = tail[:cut]
-        return _Sub(Emphasis(self._nodes(seq), weight, "round", weight_text, closed, absolute),
-                    True)
+        return _Sub(
+            Emphasis(self._nodes(seq), weight, "round", weight_text, closed, absolute), True
+        )
 
 
 def comfy_float(text: str) -> float | None:
@@ -365,7 +380,7 @@ _BUILDERS: dict[str, tuple[type[_TreeBuilder], tuple[str, ...]]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parser(dialect: str, max_depth: int) -> Lark:
     try:
         builder, brackets = _BUILDERS[dialect]
@@ -401,7 +416,7 @@ class _FastToken:
 
     @classmethod
     def borrow(cls, kind: str, value: str, token: _FastToken) -> _FastToken:
-        return cls(kind, value, token.start_pos)
+        return cls(kind, value, _pos(token))
 
 
 # The dialects' terminals as one regex each, in lark's matching order (longest first). These
@@ -421,8 +436,14 @@ _FAST_LEXERS = {
     ),
 }
 _FAST_BUILDERS = {name: builder() for name, (builder, _) in _BUILDERS.items()}
-_CALLBACKS = {"RPAR": "round", "UNCLOSED_RPAR": "round", "RSQB": "square",
-              "UNCLOSED_RSQB": "square", "RBRACE": "brace", "UNCLOSED_RBRACE": "brace"}
+_CALLBACKS = {
+    "RPAR": "round",
+    "UNCLOSED_RPAR": "round",
+    "RSQB": "square",
+    "UNCLOSED_RSQB": "square",
+    "RBRACE": "brace",
+    "UNCLOSED_RBRACE": "brace",
+}
 
 
 def _fast_parse(text: str, dialect: str, max_depth: int) -> tuple[Node, ...]:
@@ -466,7 +487,7 @@ def parse_nodes(
         parser = _parser(dialect, max_depth)
 
         def run() -> tuple[Node, ...]:
-            return parser.parse(text)  # type: ignore[no-any-return]
+            return parser.parse(text)  # type: ignore[return-value]
     else:
         _parser(dialect, max_depth)  # validates the dialect name
 

@@ -18,7 +18,7 @@ from .spans import weighted_spans
 __all__ = ["explain", "main"]
 
 
-def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)), line]
@@ -63,8 +63,12 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111") -> str:
             label = f"{start}-{end}" if end > start else f"{end}"
             for i, (segment, weight) in enumerate(weighted_spans(variant, dialect=dialect)):
                 rows.append(
-                    (label if i == 0 else "", repr(variant) if i == 0 else "", repr(segment),
-                     f"{weight:.6g}")
+                    (
+                        label if i == 0 else "",
+                        repr(variant) if i == 0 else "",
+                        repr(segment),
+                        f"{weight:.6g}",
+                    )
                 )
             start = end + 1
         lines += _table(rows, ("steps", "text", "segment", "weight"))

@@ -94,9 +94,9 @@ def strip_comments(text: str) -> str:
     return strip_comments_with_map(text)[0]
 
 
-def make_network(kind: str, arguments: str, *, source: str = "", pos: int = -1) -> tuple[
-    ExtraNetwork, str | None
-]:
+def make_network(
+    kind: str, arguments: str, *, source: str = "", pos: int = -1
+) -> tuple[ExtraNetwork, str | None]:
     """Build an :class:`ExtraNetwork` from a tag's parts; also return a problem, if any.
 
     A1111's LoRA rules (§8): positional ``name[:te[:unet[:dyn]]]``, named ``te=``, ``unet=``,
@@ -129,7 +129,9 @@ def _multiplier(text: str | None, default: float, problem: str | None) -> tuple[
         return default, problem or f"multiplier {text!r} is not a number (A1111 fails here)"
 
 
-def extra_networks_with_map(text: str) -> tuple[str, list[tuple[ExtraNetwork, str | None]], OffsetMap]:
+def extra_networks_with_map(
+    text: str,
+) -> tuple[str, list[tuple[ExtraNetwork, str | None]], OffsetMap]:
     """:func:`extra_networks`, also returning each tag's problem and the offset map."""
     if "<" not in text:
         return text, [], OffsetMap()

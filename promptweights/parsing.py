@@ -72,8 +72,8 @@ def parse(
 @functools.lru_cache(maxsize=1024)
 def _parse(text: str, dialect: str, max_depth: int) -> Prompt:
     if dialect != "a1111":
-        nodes, diagnostics = parse_nodes(text, dialect=dialect, max_depth=max_depth)
-        return Prompt((SubPrompt(nodes),), (), dialect, tuple(diagnostics))
+        nodes, found_here = parse_nodes(text, dialect=dialect, max_depth=max_depth)
+        return Prompt((SubPrompt(nodes),), (), dialect, tuple(found_here))
 
     uncommented, comment_map = strip_comments_with_map(text)
     body, found, network_map = extra_networks_with_map(uncommented)

@@ -261,7 +261,7 @@ def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
     stack: list[tuple[Iterable[Node], int]] = []
     iterator = iter(nodes)
     while True:
-        node = next(iterator, None)  # type: ignore[call-overload]
+        node = next(iterator, None)
         if node is None:
             if not stack:
                 break

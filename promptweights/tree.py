@@ -45,7 +45,7 @@ class Text:
 
 @dataclass(frozen=True, slots=True)
 class Break:
-    """``BREAK``: start a new 75-token chunk. ``source`` holds the keyword and the spaces it eats."""
+    """``BREAK``: start a new 75-token chunk; ``source`` is the keyword and the spaces it eats."""
 
     source: str = " BREAK "
 
@@ -77,10 +77,10 @@ class Emphasis:
 class Edit:
     """Prompt editing ``[before:after:when]``: ``before`` until step ``when``, then ``after``.
 
-    ``before`` is ``None`` for the two-part form ``[after:when]`` (nothing, then ``after``). ``when``
-    is the number as a float; ``when_text`` is it as written, spaces included. A ``when`` written
-    with a decimal point is a fraction of the steps, without one an absolute step
-    (a1111-behaviour.md §4.2).
+    ``before`` is ``None`` for the two-part form ``[after:when]`` (nothing, then ``after``).
+    ``when`` is the number as a float; ``when_text`` is it as written, spaces included. A
+    ``when`` written with a decimal point is a fraction of the steps, without one an absolute
+    step (a1111-behaviour.md §4.2).
     """
 
     before: tuple[Node, ...] | None

@@ -18,13 +18,14 @@ from promptweights._lark import parse_nodes
 from promptweights.testing import bracket_soup, prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.corpus import generate  # noqa: E402
+from benchmarks.corpus import generate
 
 
 def _both(text: str, dialect: str, max_depth: int = pw.DEFAULT_MAX_DEPTH) -> None:
     for schedule in (True, False):
-        lark = parse_nodes(text, dialect=dialect, max_depth=max_depth, schedule=schedule,
-                           engine="lark")
+        lark = parse_nodes(
+            text, dialect=dialect, max_depth=max_depth, schedule=schedule, engine="lark"
+        )
         fast = parse_nodes(text, dialect=dialect, max_depth=max_depth, schedule=schedule)
         assert fast == lark
 

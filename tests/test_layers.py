@@ -14,8 +14,19 @@ HEAVY = ("torch", "transformers", "diffusers", "hypothesis", "PIL", "accelerate"
 
 # Layers, lowest first (house-style.md §11). A module may import modules of its own layer or below.
 LAYERS = [
-    {"errors", "tree", "_lark", "spans", "render", "schedules", "networks", "parsing", "infotext",
-     "samplers", "__init__"},
+    {
+        "errors",
+        "tree",
+        "_lark",
+        "spans",
+        "render",
+        "schedules",
+        "networks",
+        "parsing",
+        "infotext",
+        "samplers",
+        "__init__",
+    },
     {"tokens"},
     {"strategies"},
     {"builder", "encoders"},

@@ -59,7 +59,7 @@ def test_extra_networks_equal_a1111(prompt: str, text: str, expected: list) -> N
     got_text, got = pw.extra_networks(prompt)
     assert got_text == text
     assert [(n.kind, n.name, n.te_weight, n.unet_weight, list(n.args)) for n in got] == [
-        tuple(row[:4]) + (row[4],) for row in expected
+        (*row[:4], row[4]) for row in expected
     ]
 
 

@@ -196,9 +196,23 @@ def test_stray_closer_position() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "\x00\x01(\x02", "\ud800 (a", "a\u200b(b:1.2)", "(a:1e309)", "(a:-0)", "(a:nan)",
-        "[a:b:1e999]", "[a:b:-1e999]", "<lora:x:inf>", "<lora:x:nan:1e999>", ")(][}{|:\\",
-        "[[[[::::||||]]]]", "AND AND AND", "BREAK(BREAK[BREAK", "#" * 50, "<:>", "<a:>>",
+        "\x00\x01(\x02",
+        "\ud800 (a",
+        "a\u200b(b:1.2)",
+        "(a:1e309)",
+        "(a:-0)",
+        "(a:nan)",
+        "[a:b:1e999]",
+        "[a:b:-1e999]",
+        "<lora:x:inf>",
+        "<lora:x:nan:1e999>",
+        ")(][}{|:\\",
+        "[[[[::::||||]]]]",
+        "AND AND AND",
+        "BREAK(BREAK[BREAK",
+        "#" * 50,
+        "<:>",
+        "<a:>>",
     ],
 )
 def test_lenient_never_raises(text: str) -> None:

@@ -28,7 +28,9 @@ def test_wheel_parses_from_any_directory(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist)],
-        cwd=ROOT, check=True, capture_output=True,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
     )
     (wheel,) = dist.glob("promptweights-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -41,19 +43,25 @@ def test_wheel_parses_from_any_directory(tmp_path: Path) -> None:
     python = env_dir / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     # lark comes from this interpreter's site-packages through a path entry, so the test needs no
     # network; a plain path line does not run that directory's .pth files (no editable finder).
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     (Path(purelib) / "lark_path.pth").write_text(str(Path(lark.__file__).parents[1]) + "\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out = subprocess.run(
         [str(python), "-c", CHECK.format(root=ROOT)],
-        cwd=elsewhere, check=True, capture_output=True, text=True,
+        cwd=elsewhere,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert out.stdout.startswith("ok")
