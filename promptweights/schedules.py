@@ -11,7 +11,9 @@ import functools
 import math
 import re
 from collections.abc import Iterable
+from typing import Protocol
 
+from ._editing import EditPiece, render_pieces, scan, walk
 from ._lark import GLOBAL_FAILURES, parse_nodes
 from .render import render_nodes
 from .tree import Alternation, Edit, Emphasis, Node
@@ -26,8 +28,20 @@ _AND_RE = re.compile(r"\bAND\b")
 _AND_WEIGHT_RE = re.compile(r"\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+))\s*$")
 
 
+class _When(Protocol):
+    @property
+    def when(self) -> float: ...
+    @property
+    def when_text(self) -> str: ...
+
+
 def edit_step(
-    edit: Edit, steps: int, *, base_steps: int = 0, hires: bool = False, old_timelines: bool = False
+    edit: _When,
+    steps: int,
+    *,
+    base_steps: int = 0,
+    hires: bool = False,
+    old_timelines: bool = False,
 ) -> int:
     """Return the step after which ``edit`` switches from ``before`` to ``after`` (§4.2).
 
@@ -65,19 +79,49 @@ def _walk(nodes: Iterable[Node]) -> Iterable[Node]:
             stack.append(iter([child for option in node.options for child in option]))
 
 
+def _timeline(steps: int, hires_steps: int | None, old_timelines: bool) -> tuple[int, bool]:
+    """The schedule length and whether the hires-pass offsets apply (§4.2)."""
+    hires = hires_steps is not None and not old_timelines
+    return (hires_steps if hires and hires_steps is not None else steps), hires
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached_schedules(
     text: str, steps: int, hires_steps: int | None, old_timelines: bool
 ) -> tuple[tuple[int, str], ...]:
-    hires = hires_steps is not None and not old_timelines
-    total = hires_steps if hires and hires_steps is not None else steps
+    total, hires = _timeline(steps, hires_steps, old_timelines)
     if "[" not in text:
         return ((total, text),)  # nothing can be scheduled without a square bracket
-    nodes, diagnostics = parse_nodes(text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH)
-    if any(d.kind in GLOBAL_FAILURES for d in diagnostics):
+    pieces = scan(text, DEFAULT_MAX_DEPTH)
+    if pieces is None:
         return ((total, text),)
 
     @functools.cache
+    def step_of(edit: EditPiece) -> int:
+        return edit_step(edit, total, base_steps=steps, hires=hires, old_timelines=old_timelines)
+
+    boundaries = {total}
+    for node in walk(pieces):
+        if isinstance(node, EditPiece):
+            switch = step_of(node)
+            if switch >= 1:
+                boundaries.add(switch)
+        else:
+            boundaries.update(range(1, total + 1))
+    return tuple(
+        (boundary, render_pieces(pieces, boundary, step_of)) for boundary in sorted(boundaries)
+    )
+
+
+def tree_schedules(
+    text: str, steps: int, *, hires_steps: int | None = None, old_timelines: bool = False
+) -> list[tuple[int, str]]:
+    """:func:`schedules` computed from the parsed tree (the reference for the fast scanner)."""
+    total, hires = _timeline(steps, hires_steps, old_timelines)
+    nodes, diagnostics = parse_nodes(text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH)
+    if any(d.kind in GLOBAL_FAILURES for d in diagnostics):
+        return [(total, text)]
+
     def step_of(edit: Edit) -> int:
         return edit_step(edit, total, base_steps=steps, hires=hires, old_timelines=old_timelines)
 
@@ -89,10 +133,10 @@ def _cached_schedules(
                 boundaries.add(switch)
         elif isinstance(node, Alternation):
             boundaries.update(range(1, total + 1))
-    return tuple(
+    return [
         (boundary, render_nodes(nodes, step=boundary, step_of=step_of))
         for boundary in sorted(boundaries)
-    )
+    ]
 
 
 def schedules(

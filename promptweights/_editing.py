@@ -1,0 +1,223 @@
+"""The scheduling pass alone: prompt editing and alternation without building the whole tree.
+
+:func:`promptweights.schedules` needs only which square brackets are edits or alternations
+(a1111-behaviour.md §2.1) and the raw text around them; building the full tree
+(:mod:`promptweights._lark`) for that costs several times more. This scanner applies the same rules
+to the same tokens and keeps everything else as raw strings. ``tests/test_editing.py`` proves on
+generated, hostile and corpus prompts that it gives the same schedules as the tree.
+
+The rules, as the tree builder applies them (see :mod:`promptweights._lark`):
+
+* brackets are balanced first: a closer without an opener is text (and poisons its bracket), an
+  opener nested past the depth cap is text with its closer, an opener never closed is unclosed;
+* ``[...]`` is an alternation when it is closed, well formed and has only ``|`` separators at its
+  level; an edit when it has one or two ``:`` and the last part is a single number token; else it
+  is text, well formed only without separators;
+* ``(...)`` is well formed when closed with at most one ``:`` and nothing ill formed inside;
+* a ``|`` left outside an alternation, or a backslash before a newline or at the end, makes the
+  whole scheduling parse fail: the text is then used unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._lark import _WHEN_RE
+
+__all__ = ["EditPiece", "Pieces", "render_pieces", "scan"]
+
+# The a1111 grammar's terminals (grammar/a1111.lark), in lark's order.
+_TOKEN_RE = re.compile(r"(\\[^\n])|(\\)|([(\[])|([)\]])|(:)|(\|)|([^\\()\[\]:|]+)")
+_ESCAPE, _BACKSLASH, _OPEN, _CLOSE, _COLON, _PIPE, _TEXT = range(1, 8)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EditPiece:
+    """``[before:after:when]`` with its parts as pieces (``before`` is None for ``[after:when]``)."""
+
+    before: list[Piece] | None
+    after: list[Piece]
+    when: float
+    when_text: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class AlternationPiece:
+    """``[a|b|c]`` with each option as pieces."""
+
+    options: list[list[Piece]]
+
+
+Piece = str | EditPiece | AlternationPiece
+Pieces = list[Piece]
+
+# An item inside a bracket: (is a TEXT token, piece). Only TEXT tokens can be an edit's `when`.
+_Item = tuple[bool, Piece]
+
+
+class _Frame:
+    __slots__ = ("closer", "deep", "items", "ok", "separators")
+
+    def __init__(self, closer: str, deep: bool) -> None:
+        self.closer = closer
+        self.deep = deep
+        self.items: list[_Item] = []
+        self.ok = True  # nothing ill formed directly inside
+        self.separators: list[tuple[int, str]] = []  # (index into items, ":" or "|")
+
+
+def _join(items: list[_Item], start: int = 0, stop: int | None = None) -> Pieces:
+    out: Pieces = []
+    for _, piece in items[start:stop]:
+        if isinstance(piece, str) and out and isinstance(out[-1], str):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
+
+
+def scan(text: str, max_depth: int) -> Pieces | None:
+    """Return ``text`` as pieces (raw strings, edits, alternations), or ``None`` when A1111's
+    scheduling parse fails as a whole."""
+    top = _Frame("", False)
+    stack = [top]
+    depth = 0
+    failed = False
+    for match in _TOKEN_RE.finditer(text):
+        group = match.lastindex
+        token = match.group()
+        frame = stack[-1]
+        if group == _TEXT:
+            frame.items.append((True, token))
+        elif group == _OPEN:
+            deep = depth >= max_depth
+            if not deep:
+                depth += 1
+            child = _Frame(")" if token == "(" else "]", deep)
+            if deep:
+                frame.items.append((False, token))
+            stack.append(child)
+            if deep:
+                # A deep bracket is text: its content goes on into the same items list.
+                child.items = frame.items
+        elif group == _CLOSE:
+            if frame is not top and frame.closer == token:
+                stack.pop()
+                if frame.deep:
+                    frame.items.append((False, token))
+                    # Fold the deep frame's flags into the real bracket it sits in.
+                    parent = stack[-1]
+                    parent.ok = parent.ok and frame.ok
+                    parent.separators.extend(frame.separators)
+                    frame.separators = []
+                else:
+                    depth -= 1
+                    failed = _close(frame, stack[-1], closed=True) or failed
+            else:
+                frame.items.append((False, token))  # stray closer: text, and ill formed
+                frame.ok = False
+        elif group == _COLON or group == _PIPE:
+            frame.separators.append((len(frame.items), token))
+            frame.items.append((False, token))
+        else:
+            frame.items.append((False, token))
+            if group == _BACKSLASH:
+                failed = True
+                frame.ok = False
+    while len(stack) > 1:
+        frame = stack.pop()
+        if not frame.deep:
+            failed = _close(frame, stack[-1], closed=False) or failed
+        else:
+            parent = stack[-1]
+            parent.ok = parent.ok and frame.ok
+            parent.separators.extend(frame.separators)
+    if failed or any(sep == "|" for _, sep in top.separators):
+        return None
+    return _join(top.items)
+
+
+def _close(frame: _Frame, parent: _Frame, *, closed: bool) -> bool:
+    """Reduce a bracket into its parent; return True if the scheduling parse fails."""
+    items = frame.items
+    kinds = {sep for _, sep in frame.separators}
+    well_formed = closed and frame.ok
+    if frame.closer == "]" and well_formed and kinds:
+        node = _edit_or_alternation(items, frame.separators, kinds)
+        if node is not None:
+            parent.items.append((False, node))
+            return False
+    opener, closer = ("(", ")") if frame.closer == ")" else ("[", "]")
+    body = _join(items)
+    pieces: Pieces = [opener, *body, closer] if closed else [opener, *body]
+    if all(isinstance(p, str) for p in pieces):
+        parent.items.append((False, "".join(pieces)))  # type: ignore[arg-type]
+    else:
+        parent.items.extend((False, p) for p in pieces)
+    colons = sum(sep == ":" for _, sep in frame.separators)
+    if frame.closer == ")":
+        ok = well_formed and colons <= 1 and "|" not in kinds
+    else:
+        ok = well_formed and not kinds
+    parent.ok = parent.ok and ok
+    return "|" in kinds
+
+
+def _edit_or_alternation(
+    items: list[_Item], separators: list[tuple[int, str]], kinds: set[str]
+) -> Piece | None:
+    bounds = [-1, *(i for i, _ in separators), len(items)]
+    parts = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
+    if kinds == {"|"}:
+        return AlternationPiece([_join(items, a, b) for a, b in parts])
+    if kinds != {":"} or len(separators) > 2:
+        return None
+    start, stop = parts[-1]
+    if stop - start != 1 or not items[start][0]:
+        return None
+    when_text = items[start][1]
+    assert isinstance(when_text, str)
+    match = _WHEN_RE.fullmatch(when_text)
+    if match is None:
+        return None
+    before = _join(items, *parts[0]) if len(parts) == 3 else None
+    return EditPiece(before, _join(items, *parts[-2]), float(match.group(1)), when_text)
+
+
+def walk(pieces: Pieces) -> list[EditPiece | AlternationPiece]:
+    """Every edit and alternation in ``pieces``, nested ones included."""
+    found: list[EditPiece | AlternationPiece] = []
+    stack = [pieces]
+    while stack:
+        for piece in stack.pop():
+            if isinstance(piece, EditPiece):
+                found.append(piece)
+                stack.append(piece.after)
+                if piece.before is not None:
+                    stack.append(piece.before)
+            elif isinstance(piece, AlternationPiece):
+                found.append(piece)
+                stack.extend(piece.options)
+    return found
+
+
+def render_pieces(pieces: Pieces, step: int, step_of: Callable[[EditPiece], int]) -> str:
+    """The text shown at ``step`` (A1111's rules: §4.3)."""
+    out: list[str] = []
+    _render(pieces, step, step_of, out)
+    return "".join(out)
+
+
+def _render(pieces: Pieces, step: int, step_of: Callable[[EditPiece], int], out: list[str]) -> None:
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append(piece)
+        elif isinstance(piece, EditPiece):
+            if step <= step_of(piece):
+                _render(piece.before or [], step, step_of, out)
+            else:
+                _render(piece.after, step, step_of, out)
+        else:
+            _render(piece.options[(step - 1) % len(piece.options)], step, step_of, out)
