@@ -35,7 +35,7 @@ _ESCAPE, _BACKSLASH, _OPEN, _CLOSE, _COLON, _PIPE, _TEXT = range(1, 8)
 
 @dataclass(frozen=True, slots=True, eq=False)
 class EditPiece:
-    """``[before:after:when]`` with its parts as pieces (``before`` is None for ``[after:when]``)."""
+    """``[before:after:when]`` as pieces; ``before`` is None for ``[after:when]``."""
 
     before: list[Piece] | None
     after: list[Piece]
@@ -118,7 +118,7 @@ def scan(text: str, max_depth: int) -> Pieces | None:
             else:
                 frame.items.append((False, token))  # stray closer: text, and ill formed
                 frame.ok = False
-        elif group == _COLON or group == _PIPE:
+        elif group in (_COLON, _PIPE):
             frame.separators.append((len(frame.items), token))
             frame.items.append((False, token))
         else:

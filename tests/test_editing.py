@@ -14,7 +14,7 @@ from promptweights.schedules import tree_schedules
 from promptweights.testing import bracket_soup, prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.corpus import generate  # noqa: E402
+from benchmarks.corpus import generate
 
 TIMELINES = st.tuples(st.integers(1, 40), st.none() | st.integers(1, 30), st.booleans())
 
