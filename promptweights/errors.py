@@ -19,6 +19,7 @@ __all__ = [
     "DIAGNOSTICS",
     "Diagnostic",
     "InfotextError",
+    "InfotextLimitError",
     "LimitExceededError",
     "PromptSyntaxError",
     "PromptweightsError",
@@ -92,11 +93,11 @@ def _rebuild_syntax_error(message: str, source: str, pos: int, kind: str) -> Pro
 
 
 class LimitExceededError(PromptweightsError, ValueError):
-    """An input larger than a documented resource cap (prompt size, schedule variants, AND parts)."""
+    """An input past a documented resource cap (prompt size, schedule variants, AND parts)."""
 
 
 class UnknownNameError(PromptweightsError, KeyError):
-    """A name (strategy, dialect, sampler, LoRA…) that is not known; the message lists valid ones."""
+    """An unknown name (strategy, dialect, sampler, LoRA…); the message lists the valid ones."""
 
     def __init__(self, what: str, name: object, known: list[str] | tuple[str, ...]) -> None:
         self.what = what
@@ -132,7 +133,7 @@ class Diagnostic:
 
 
 class InvalidWeightError(PromptweightsError, ValueError):
-    """A prompt weight that is not a finite number (NaN or ±inf) reached the conditioning builder."""
+    """A prompt weight that is not finite (NaN or ±inf) reached the conditioning builder."""
 
 
 #: Every diagnostic kind the parser reports: what it means and inputs that trigger it (strict mode
@@ -175,3 +176,11 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 class InfotextLimitError(InfotextError, LimitExceededError):
     """Generation-parameter text or an image file larger than its documented cap."""
+
+
+class UnsupportedPipelineError(PromptweightsError, TypeError):
+    """A diffusers pipeline (or a feature of one) that ``promptweights.diffusers`` cannot drive."""
+
+
+class NetworkFileError(PromptweightsError, ValueError):
+    """An extra-network (LoRA) file that is missing or not a ``.safetensors`` file."""

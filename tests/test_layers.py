@@ -18,6 +18,7 @@ LAYERS = [
         "errors",
         "tree",
         "_lark",
+        "_editing",
         "spans",
         "render",
         "schedules",
