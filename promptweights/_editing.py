@@ -69,12 +69,19 @@ class _Frame:
 
 
 def _join(items: list[_Item], start: int = 0, stop: int | None = None) -> Pieces:
+    # Runs of strings are joined once: `+=` in a loop is quadratic.
     out: Pieces = []
+    run: list[str] = []
     for _, piece in items[start:stop]:
-        if isinstance(piece, str) and out and isinstance(out[-1], str):
-            out[-1] += piece
-        else:
-            out.append(piece)
+        if isinstance(piece, str):
+            run.append(piece)
+            continue
+        if run:
+            out.append("".join(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append("".join(run))
     return out
 
 

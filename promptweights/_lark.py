@@ -134,10 +134,24 @@ _Piece = str | Node
 
 
 def _append(seq: list[_Piece], piece: _Piece) -> None:
-    if isinstance(piece, str) and seq and isinstance(seq[-1], str):
-        seq[-1] += piece
-    else:
-        seq.append(piece)
+    seq.append(piece)
+
+
+def _merged(seq: list[_Piece]) -> list[_Piece]:
+    """Join runs of adjacent strings (once, in linear time: ``+=`` in a loop is quadratic)."""
+    out: list[_Piece] = []
+    run: list[str] = []
+    for piece in seq:
+        if isinstance(piece, str):
+            run.append(piece)
+            continue
+        if run:
+            out.append("".join(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append("".join(run))
+    return out
 
 
 class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
@@ -147,7 +161,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
 
     def _nodes(self, seq: Sequence[_Piece]) -> tuple[Node, ...]:
         out: list[Node] = []
-        for piece in seq:
+        for piece in _merged(list(seq)):
             if not isinstance(piece, str):
                 out.append(piece)
             elif self.split_breaks and "BREAK" in piece:
@@ -216,6 +230,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
                 colons += item.type == "COLON"
                 ok = self._token(item, seq, first_deep) and ok
         weight, weight_text = 1.1, None
+        seq = _merged(seq)
         if closed and seq and isinstance(seq[-1], str):
             weight, weight_text, seq[-1] = self._explicit_weight(seq[-1], closer)
         if not closed:
@@ -351,7 +366,7 @@ class _ComfyBuilder(_TreeBuilder):
         weight, weight_text, absolute = 1.1, None, False
         if not closed:
             self._unclosed(opener)
-        elif seq and isinstance(seq[-1], str):
+        elif (seq := _merged(seq)) and isinstance(seq[-1], str):
             tail = seq[-1]
             cut = tail.rfind(":")
             # ComfyUI ignores a colon at the very start of the bracket (`xx > 0`).

@@ -78,13 +78,14 @@ class _Spans:
     def merged(self) -> tuple[tuple[str, float], ...]:
         if not self.texts:
             return (("", 1.0),)
-        out: list[list[object]] = []
+        # Collect the pieces of each merged span and join once: `+=` in a loop is quadratic.
+        out: list[tuple[list[str], float]] = []
         for text, weight in zip(self.texts, self.weights, strict=True):
             if out and out[-1][1] == weight:
-                out[-1][0] = f"{out[-1][0]}{text}"
+                out[-1][0].append(text)
             else:
-                out.append([text, weight])
-        return tuple((str(text), float(weight)) for text, weight in out)  # type: ignore[arg-type]
+                out.append(([text], weight))
+        return tuple(("".join(pieces), weight) for pieces, weight in out)
 
 
 def _a1111_spans(text: str) -> tuple[tuple[str, float], ...]:
