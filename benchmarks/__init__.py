@@ -1,0 +1,1 @@
+"""Benchmarks of promptweights: run ``python -m benchmarks.parse`` from the repository root."""

@@ -1,0 +1,249 @@
+"""Parse speed of the prompt language on a realistic corpus, next to A1111's regex parser.
+
+Run from the repository root::
+
+    python -m benchmarks.parse            # full run, about a minute
+    python -m benchmarks.parse --quick    # fewer prompts and repeats, smaller linearity sizes
+
+Prints a markdown table of µs per prompt over the corpus of :mod:`benchmarks.corpus` for:
+
+* A1111's ``parse_prompt_attention`` (regex + stacks, re-implemented in ``_a1111_reference.py``),
+  the baseline every ratio refers to;
+* ``weighted_spans`` alone (the same job);
+* the "whole language" of issue 2: ``schedules(text, 20)`` and ``weighted_spans`` of every
+  scheduled text;
+* the full A1111 pipeline: ``extra_networks`` → ``split_and`` → ``schedules(part, 20)`` →
+  ``weighted_spans``;
+* ``parse()``, the typed tree.
+
+Each is timed cold (every cache of the public functions cleared before each run, so no prompt is a
+hit) and cached (the same run again). The best of ``--repeat`` runs is reported, in CPU time of the
+process (``--wall`` for wall-clock time), so that other jobs on a shared machine do not count. A
+linearity table times one large prompt (100 kB and 1 MB by default) for each function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import promptweights
+from benchmarks._a1111_reference import parse_prompt_attention
+from benchmarks.corpus import generate, stats
+
+__all__ = [
+    "BENCHMARKS",
+    "Row",
+    "clear_caches",
+    "corpus_rows",
+    "linearity_rows",
+    "main",
+    "markdown",
+    "time_per_item",
+]
+
+STEPS = 20
+
+#: The clock measurements use: CPU time of this process by default, so that the other jobs of a
+#: shared machine do not count; ``--wall`` switches to wall-clock time.
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def clear_caches() -> None:
+    """Clear the LRU cache of every public function that has one."""
+    for name in promptweights.__all__:
+        clear = getattr(getattr(promptweights, name), "cache_clear", None)
+        if callable(clear):
+            clear()
+
+
+def reference_spans(text: str) -> object:
+    """A1111's own emphasis pass (the baseline)."""
+    return parse_prompt_attention(text)
+
+
+def spans_only(text: str) -> object:
+    """``weighted_spans`` alone."""
+    return promptweights.weighted_spans(text)
+
+
+def whole_language(text: str) -> object:
+    """``schedules(text, 20)``, then ``weighted_spans`` of every scheduled text."""
+    return [promptweights.weighted_spans(t) for _, t in promptweights.schedules(text, STEPS)]
+
+
+def a1111_pipeline(text: str) -> object:
+    """A1111's order: extra networks, AND, scheduling, emphasis (a1111-behaviour.md §1)."""
+    body, _ = promptweights.extra_networks(text)
+    return [
+        [promptweights.weighted_spans(t) for _, t in promptweights.schedules(part, STEPS)]
+        for part, _ in promptweights.split_and(body)
+    ]
+
+
+def tree(text: str) -> object:
+    """``parse()``: the typed tree."""
+    return promptweights.parse(text)
+
+
+#: (label, function) in table order; the first is the baseline of every ratio.
+BENCHMARKS: tuple[tuple[str, Callable[[str], object]], ...] = (
+    ("A1111 `parse_prompt_attention` (regex, reference)", reference_spans),
+    ("`weighted_spans`", spans_only),
+    ("`schedules(text, 20)` + `weighted_spans` of each (whole language)", whole_language),
+    ("`extra_networks` → `split_and` → `schedules` → `weighted_spans`", a1111_pipeline),
+    ("`parse()`", tree),
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: a label, µs per item and the ratio to the baseline row."""
+
+    label: str
+    micros: float
+    ratio: float | None = None
+
+
+def time_per_item(
+    function: Callable[[str], object],
+    texts: Iterable[str],
+    *,
+    repeat: int,
+    cached: bool,
+    clock: str = "cpu",
+) -> float:
+    """Best over ``repeat`` runs of the mean µs per text; cold runs clear the caches first.
+
+    The garbage collector is off while a run is timed, as in :mod:`timeit`.
+    """
+    now = CLOCKS[clock]
+    items = list(texts)
+    best = float("inf")
+    if cached:
+        clear_caches()
+        for text in items:  # warm every cache once
+            function(text)
+    for _ in range(repeat):
+        if not cached:
+            clear_caches()
+        gc.collect()
+        gc.disable()
+        try:
+            start = now()
+            for text in items:
+                function(text)
+            best = min(best, now() - start)
+        finally:
+            gc.enable()
+    return best / max(len(items), 1) * 1e6
+
+
+def corpus_rows(texts: list[str], *, repeat: int, clock: str = "cpu") -> list[Row]:
+    """Cold and cached µs per prompt of every benchmark over ``texts``."""
+    rows: list[Row] = []
+    baseline = 0.0
+    for index, (label, function) in enumerate(BENCHMARKS):
+        cold = time_per_item(function, texts, repeat=repeat, cached=False, clock=clock)
+        if index == 0:
+            baseline = cold
+            rows.append(Row(label, cold, 1.0))
+            continue
+        warm = time_per_item(function, texts, repeat=repeat, cached=True, clock=clock)
+        rows.append(Row(label, cold, cold / baseline))
+        rows.append(Row(label + ", cached", warm, warm / baseline))
+    return rows
+
+
+def big_prompt(texts: list[str], size: int) -> str:
+    """Corpus prompts without AND joined by ``", "`` up to ``size`` characters."""
+    pool = [t for t in texts if " AND " not in t and "#" not in t] or ["a (b:1.2) [c]"]
+    parts: list[str] = []
+    total = 0
+    i = 0
+    while total < size:
+        piece = pool[i % len(pool)]
+        parts.append(piece)
+        total += len(piece) + 2
+        i += 1
+    return ", ".join(parts)[:size]
+
+
+def linearity_rows(
+    texts: list[str], sizes: tuple[int, ...], *, repeat: int = 1, clock: str = "cpu"
+) -> list[Row]:
+    """Time of one prompt of each size, per function; the ratio is to the smallest size."""
+    rows: list[Row] = []
+    prompts = {size: big_prompt(texts, size) for size in sizes}
+    for label, function in BENCHMARKS:
+        first = 0.0
+        for size in sizes:
+            micros = time_per_item(
+                function, [prompts[size]], repeat=repeat, cached=False, clock=clock
+            )
+            first = first or micros
+            rows.append(Row(f"{label} — {_size_label(size)}", micros, micros / first))
+    return rows
+
+
+def _size_label(size: int) -> str:
+    if size >= 1_000_000:
+        return f"{size / 1_000_000:g} MB"
+    if size >= 1_000:
+        return f"{size / 1_000:g} kB"
+    return f"{size} B"
+
+
+def markdown(rows: list[Row], *, unit: str, ratio_header: str) -> str:
+    """A markdown table of ``rows``."""
+    lines = [f"| measurement | {unit} | {ratio_header} |", "|---|---:|---:|"]
+    for row in rows:
+        ratio = "" if row.ratio is None else f"{row.ratio:.2f}×"
+        lines.append(f"| {row.label} | {row.micros:,.1f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=600, help="corpus size (≥ 500 by default)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (best kept)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="characters of the linearity prompts",
+    )
+    parser.add_argument("--quick", action="store_true", help="100 prompts, 2 repeats, 10/100 kB")
+    parser.add_argument("--wall", action="store_true", help="wall-clock instead of CPU time")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.prompts, args.repeat, args.sizes = 100, 2, [10_000, 100_000]
+
+    clock = "wall" if args.wall else "cpu"
+    texts = generate(args.prompts)
+    info = stats(texts)
+    print(
+        f"Corpus: {info['prompts']:.0f} prompts, {info['mean_chars']:.0f} characters on average "
+        f"({info['min_chars']:.0f}–{info['max_chars']:.0f}); python {sys.version.split()[0]}; "
+        f"{'wall-clock' if args.wall else 'CPU'} time, best of {args.repeat} runs.\n"
+    )
+    rows = corpus_rows(texts, repeat=args.repeat, clock=clock)
+    print(markdown(rows, unit="µs/prompt", ratio_header="× A1111 regex"))
+    print()
+    lines = linearity_rows(texts, tuple(args.sizes), clock=clock)
+    print(markdown(lines, unit="µs (one prompt)", ratio_header="× smallest size"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The parse benchmark and its corpus still run (on a handful of prompts; no timing assertions)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from benchmarks import corpus
+from benchmarks import parse as bench
+from benchmarks._a1111_reference import parse_prompt_attention
+
+
+def test_corpus_is_deterministic_and_realistic() -> None:
+    first = corpus.generate(corpus.DEFAULT_SIZE)
+    assert first == corpus.generate(corpus.DEFAULT_SIZE)
+    assert corpus.generate(50, seed=1) != corpus.generate(50, seed=2)
+    assert len(first) >= 500
+    assert len(set(first)) == len(first)
+    info = corpus.stats(first)
+    assert info["min_chars"] >= 50
+    assert info["max_chars"] <= 1500
+    assert 250 <= info["mean_chars"] <= 350
+    for construct in ("lora", "braces", "break", "and", "alternation"):
+        assert info[construct] > 0, construct
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("an (important) word", [["an ", 1.0], ["important", 1.1], [" word", 1.0]]),
+        ("(a[b)c]", [["a", 1.1], ["b", 1.0], ["c", 0.9090909090909091]]),
+        ("[(a])", [["a", 1.0]]),
+        ("(((a:1.3))", [["a", 1.5730000000000004]]),
+        ("\\a", [["a", 1.0]]),
+        ("(a\\:1.5)", [["a", 1.5]]),
+        ("(a:1e2)", [["a:1e2", 1.1]]),
+        ("(a BREAK b)", [["a", 1.1], ["BREAK", -1.1], ["b", 1.1]]),
+        ("", [["", 1.0]]),
+    ],
+)
+def test_reference_parser_reproduces_a1111(text: str, expected: list[list[object]]) -> None:
+    # Outputs of the real function, from a1111-behaviour.md §3.2 and §3.4.
+    assert parse_prompt_attention(text) == expected
+
+
+def test_reference_parser_raises_where_a1111_raises() -> None:
+    with pytest.raises(ValueError, match="could not convert"):
+        parse_prompt_attention("(a:1.2.3)")
+
+
+def test_benchmark_functions_run_on_a_few_prompts() -> None:
+    texts = corpus.generate(5)
+    for _, function in bench.BENCHMARKS:
+        for text in texts:
+            function(text)
+    rows = bench.corpus_rows(texts, repeat=1)
+    assert rows[0].ratio == 1.0
+    assert len(rows) == 2 * len(bench.BENCHMARKS) - 1
+    lines = bench.linearity_rows(texts, (1_000, 3_000))
+    assert len(lines) == 2 * len(bench.BENCHMARKS)
+    table = bench.markdown(rows, unit="µs/prompt", ratio_header="× A1111 regex")
+    assert table.count("\n") == len(rows) + 1
+
+
+def test_big_prompt_has_the_requested_size() -> None:
+    assert len(bench.big_prompt(corpus.generate(5), 12_345)) == 12_345
+
+
+def test_main_prints_markdown_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--prompts", "5", "--repeat", "1", "--sizes", "500", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\| `parse\(\)` \| [\d,.]+ \| [\d.]+× \|$", out, re.MULTILINE)
+    assert "— 1 kB" in out
