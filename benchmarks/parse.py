@@ -94,6 +94,14 @@ def tree(text: str) -> object:
     return promptweights.parse(text)
 
 
+def whole_language_lark(text: str) -> object:
+    """The whole language with schedules read off the tree that Lark's LALR parser builds
+    (the reference path the fast paths are proven equal to)."""
+    from promptweights.schedules import tree_schedules
+
+    return [promptweights.weighted_spans(t) for _, t in tree_schedules(text, STEPS, engine="lark")]
+
+
 #: (label, function) in table order; the first is the baseline of every ratio.
 BENCHMARKS: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("A1111 `parse_prompt_attention` (regex, reference)", reference_spans),
@@ -101,6 +109,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("`schedules(text, 20)` + `weighted_spans` of each (whole language)", whole_language),
     ("`extra_networks` → `split_and` → `schedules` → `weighted_spans`", a1111_pipeline),
     ("`parse()`", tree),
+    ("whole language, schedules from the Lark LALR tree (no fast path)", whole_language_lark),
 )
 
 

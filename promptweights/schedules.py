@@ -114,11 +114,19 @@ def _cached_schedules(
 
 
 def tree_schedules(
-    text: str, steps: int, *, hires_steps: int | None = None, old_timelines: bool = False
+    text: str,
+    steps: int,
+    *,
+    hires_steps: int | None = None,
+    old_timelines: bool = False,
+    engine: str = "fast",
 ) -> list[tuple[int, str]]:
-    """:func:`schedules` computed from the parsed tree (the reference for the fast scanner)."""
+    """:func:`schedules` computed from the parsed tree (the reference for the fast scanner);
+    ``engine="lark"`` builds the tree with Lark's LALR parser."""
     total, hires = _timeline(steps, hires_steps, old_timelines)
-    nodes, diagnostics = parse_nodes(text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH)
+    nodes, diagnostics = parse_nodes(
+        text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH, engine=engine
+    )
     if any(d.kind in GLOBAL_FAILURES for d in diagnostics):
         return [(total, text)]
 
