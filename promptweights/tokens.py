@@ -1,0 +1,508 @@
+"""Tokenisation and A1111 75-token chunking of weighted spans, against any Hugging Face tokenizer.
+
+The layer between the language (``weighted_spans``) and the tensors: it turns A1111's list of
+``(text, weight)`` spans into rows of token ids with one weight per position, exactly as A1111's
+``sd_hijack_clip`` does (``a1111-behaviour.md`` §7 and §9.2):
+
+* every span is tokenised on its own, without special tokens;
+* chunks hold 75 content tokens between BOS and EOS and are padded with the tokenizer's own pad id
+  (CLIP-L pads with EOS, OpenCLIP-G with ``!``); nothing is hard-coded;
+* when a chunk is full and a comma was seen within the last ``comma_backtrack`` (20) tokens, the
+  text after the comma moves to the next chunk;
+* the marker ``("BREAK", -1.0)`` closes the chunk (the weight must be exactly ``-1.0``);
+* multi-vector textual-inversion placeholders are never split across chunks.
+
+Tokenizers without a BOS token (T5) are not chunked: one window of the tokenizer's length, EOS once
+after the text, then padding; longer text is truncated, as diffusers does.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from promptweights.errors import InvalidWeightError
+
+__all__ = [
+    "BREAK",
+    "Chunk",
+    "Layout",
+    "Span",
+    "TextualInversion",
+    "TokenizedPrompt",
+    "Tokenizer",
+    "check_weights",
+    "diffusers_textual_inversions",
+    "empty_chunk",
+    "equalize",
+    "layout_for",
+    "tokenize",
+    "tokenize_many",
+]
+
+#: One weighted span, as ``promptweights.weighted_spans`` returns it.
+Span = tuple[str, float]
+
+#: The text of A1111's BREAK marker; it is a break only with a weight of exactly ``-1.0``.
+BREAK = "BREAK"
+
+#: Default chunk length for tokenizers that do not state a sensible ``model_max_length``.
+_CLIP_LENGTH = 77
+_T5_LENGTH = 512
+
+
+class Tokenizer(Protocol):
+    """What promptweights needs from a tokenizer: any Hugging Face tokenizer, slow or fast, fits."""
+
+    bos_token_id: int | None
+    eos_token_id: int | None
+    pad_token_id: int | None
+    model_max_length: int
+
+    def __call__(self, text: list[str], **kwargs: Any) -> Mapping[str, Any]:
+        """Tokenise a batch of texts; ``input_ids`` holds one list of ids per text."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How one text-encoder window is laid out.
+
+    Attributes:
+        length: positions per window (77 for CLIP, the tokenizer's maximum for T5).
+        bos: id put before the content, or ``None`` (T5).
+        eos: id put right after the content, or ``None``.
+        pad: id of every position after the first EOS.
+        chunked: ``True`` to split long text into windows (CLIP), ``False`` to truncate (T5).
+        comma: id of the single-comma token that comma back-tracking looks for, or ``None``.
+    """
+
+    length: int
+    bos: int | None
+    eos: int | None
+    pad: int
+    chunked: bool = True
+    comma: int | None = None
+
+    @property
+    def capacity(self) -> int:
+        """Content tokens per window: 75 for CLIP, ``length - 1`` for T5.
+
+        >>> Layout(length=77, bos=49406, eos=49407, pad=49407).capacity
+        75
+        """
+        return self.length - (self.bos is not None) - (self.eos is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class TextualInversion:
+    """A textual-inversion embedding as the chunker sees it.
+
+    Attributes:
+        name: the name users type in prompts.
+        trigger: the token ids the name tokenises to (what is matched in the text).
+        vectors: the placeholder ids put in its place, one per embedding vector; the text encoder's
+            embedding table holds the learned vectors at these ids (diffusers' convention).
+    """
+
+    name: str
+    trigger: tuple[int, ...]
+    vectors: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One text-encoder window.
+
+    Attributes:
+        ids: token ids, ``layout.length`` of them: ``[BOS] content [EOS] PAD…``.
+        weights: one weight per position; BOS, EOS and padding have weight 1.0.
+        fragments: for every position the index of the span it came from, ``-1`` for BOS/EOS/PAD.
+        size: number of content tokens.
+    """
+
+    ids: tuple[int, ...]
+    weights: tuple[float, ...]
+    fragments: tuple[int, ...]
+    size: int
+
+    @property
+    def weighted(self) -> bool:
+        """Whether any position has a weight other than 1."""
+        return any(w != 1.0 for w in self.weights)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenizedPrompt:
+    """A text turned into windows.
+
+    Attributes:
+        chunks: the windows, at least one.
+        token_count: what A1111's token counter shows (75 per closed chunk + the last chunk's size).
+        truncated: content tokens dropped because the layout is not chunked (T5).
+        layout: the layout the chunks follow.
+    """
+
+    chunks: tuple[Chunk, ...]
+    token_count: int
+    layout: Layout
+    truncated: int = 0
+
+
+def layout_for(
+    tokenizer: Tokenizer, *, length: int | None = None, chunked: bool | None = None
+) -> Layout:
+    """Return the window layout of ``tokenizer``.
+
+    A tokenizer with a BOS token (CLIP) gets 77-position chunks; one without (T5) gets a single
+    window of its ``model_max_length`` (pass ``length`` to choose another, e.g. 256 for SD3).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        length: positions per window; defaults to the tokenizer's ``model_max_length``.
+        chunked: force chunking on or off instead of deciding from the BOS token.
+
+    Returns:
+        The layout, with pad id and comma id read from the tokenizer.
+    """
+    bos = tokenizer.bos_token_id
+    eos = tokenizer.eos_token_id
+    is_chunked = bos is not None if chunked is None else chunked
+    if length is None:
+        max_length = int(tokenizer.model_max_length)
+        default = _CLIP_LENGTH if is_chunked else _T5_LENGTH
+        length = max_length if 0 < max_length <= 100_000 else default
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos if eos is not None else 0
+    comma_ids = tokenizer([","], add_special_tokens=False)["input_ids"][0]
+    comma = int(comma_ids[0]) if len(comma_ids) == 1 else None
+    return Layout(length=length, bos=bos, eos=eos, pad=pad, chunked=is_chunked, comma=comma)
+
+
+def diffusers_textual_inversions(tokenizer: Tokenizer) -> tuple[TextualInversion, ...]:
+    """Return the textual inversions diffusers' ``load_textual_inversion`` added to ``tokenizer``.
+
+    diffusers adds one token per vector (``name``, ``name_1``, ``name_2``…) and rewrites prompts
+    itself; promptweights matches ``name`` and inserts all of them, never split across chunks.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with ``get_added_vocab``.
+
+    Returns:
+        One :class:`TextualInversion` per added name.
+    """
+    get_added_vocab = getattr(tokenizer, "get_added_vocab", None)
+    if get_added_vocab is None:
+        return ()
+    added: dict[str, int] = dict(get_added_vocab())
+    special = set(getattr(tokenizer, "all_special_ids", ()))
+    result = []
+    for name, first in added.items():
+        if first in special or _is_vector_suffix(name, added):
+            continue
+        vectors = [first]
+        while f"{name}_{len(vectors)}" in added:
+            vectors.append(added[f"{name}_{len(vectors)}"])
+        trigger = tokenizer([name], add_special_tokens=False)["input_ids"][0]
+        result.append(TextualInversion(name, tuple(trigger), tuple(vectors)))
+    return tuple(result)
+
+
+def _is_vector_suffix(name: str, added: Mapping[str, int]) -> bool:
+    base, sep, number = name.rpartition("_")
+    return bool(sep) and number.isdigit() and base in added
+
+
+def check_weights(spans: Iterable[Span]) -> None:
+    """Raise :class:`InvalidWeightError` if a span weight is NaN or infinite.
+
+    Args:
+        spans: weighted spans.
+
+    Raises:
+        InvalidWeightError: naming the first bad span.
+
+    >>> check_weights([("a ", 1.0), ("cat", 0.0), ("dog", -1.5)])
+    >>> check_weights([("a ", 1.0), ("cat", float("nan"))])
+    Traceback (most recent call last):
+    ...
+    promptweights.errors.InvalidWeightError: prompt weight nan of 'cat' is not a finite number; ...
+    """
+    for text, weight in spans:
+        if not math.isfinite(weight):
+            raise InvalidWeightError(
+                f"prompt weight {weight!r} of {text!r} is not a finite number; "
+                "weights must be finite (0 and negative weights are allowed)"
+            )
+
+
+def tokenize(
+    tokenizer: Tokenizer,
+    spans: Sequence[Span],
+    *,
+    layout: Layout | None = None,
+    comma_backtrack: int = 20,
+    textual_inversions: Iterable[TextualInversion] = (),
+) -> TokenizedPrompt:
+    """Tokenise weighted spans and cut them into windows as A1111 does.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (slow or fast, CLIP or T5).
+        spans: A1111 weighted spans, e.g. ``[("a ", 1.0), ("cat", 1.1)]``; ``("BREAK", -1.0)``
+            starts a new chunk.
+        layout: window layout; defaults to :func:`layout_for` the tokenizer.
+        comma_backtrack: A1111's ``comma_padding_backtrack`` (0 switches it off).
+        textual_inversions: embeddings to match in the text.
+
+    Returns:
+        The chunks with per-position weights and span indices.
+
+    Raises:
+        InvalidWeightError: if a weight is NaN or infinite.
+    """
+    return tokenize_many(
+        tokenizer,
+        [spans],
+        layout=layout,
+        comma_backtrack=comma_backtrack,
+        textual_inversions=textual_inversions,
+    )[0]
+
+
+def tokenize_many(
+    tokenizer: Tokenizer,
+    texts: Sequence[Sequence[Span]],
+    *,
+    layout: Layout | None = None,
+    comma_backtrack: int = 20,
+    textual_inversions: Iterable[TextualInversion] = (),
+) -> list[TokenizedPrompt]:
+    """Like :func:`tokenize` for many span lists, with one tokenizer call for all of them.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        texts: one span list per text.
+        layout: window layout; defaults to :func:`layout_for` the tokenizer.
+        comma_backtrack: A1111's ``comma_padding_backtrack``.
+        textual_inversions: embeddings to match in the text.
+
+    Returns:
+        One :class:`TokenizedPrompt` per span list, in order.
+
+    Raises:
+        InvalidWeightError: if a weight is NaN or infinite.
+    """
+    for spans in texts:
+        check_weights(spans)
+    if not 0 <= comma_backtrack < 75:
+        raise ValueError(f"comma_backtrack must be in 0..74, got {comma_backtrack}")
+    if layout is None:
+        layout = layout_for(tokenizer)
+    lookup = _ti_lookup(textual_inversions)
+    flat = [text for spans in texts for text, _ in spans]
+    ids: list[list[int]] = (
+        # verbose=False: long text is what chunking is for, not worth the "longer than" warning.
+        [
+            list(map(int, row))
+            for row in tokenizer(flat, add_special_tokens=False, verbose=False)["input_ids"]
+        ]
+        if flat
+        else []
+    )
+    result = []
+    start = 0
+    for spans in texts:
+        pieces = ids[start : start + len(spans)]
+        start += len(spans)
+        if layout.chunked:
+            result.append(_chunk(spans, pieces, layout, comma_backtrack, lookup))
+        else:
+            result.append(_window(spans, pieces, layout, lookup))
+    return result
+
+
+def _ti_lookup(
+    textual_inversions: Iterable[TextualInversion],
+) -> dict[int, list[TextualInversion]]:
+    lookup: dict[int, list[TextualInversion]] = {}
+    for ti in textual_inversions:
+        if ti.trigger and ti.vectors:
+            lookup.setdefault(ti.trigger[0], []).append(ti)
+    for candidates in lookup.values():
+        # A1111 tries the longest name first (§9.2).
+        candidates.sort(key=lambda ti: len(ti.trigger), reverse=True)
+    return lookup
+
+
+def _find_ti(
+    tokens: list[int], position: int, lookup: Mapping[int, list[TextualInversion]]
+) -> TextualInversion | None:
+    for ti in lookup.get(tokens[position], ()):
+        if tuple(tokens[position : position + len(ti.trigger)]) == ti.trigger:
+            return ti
+    return None
+
+
+def _is_break(text: str, weight: float) -> bool:
+    return text == BREAK and weight == -1.0
+
+
+@dataclass(slots=True)
+class _Open:
+    """The chunk being filled."""
+
+    ids: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    fragments: list[int] = field(default_factory=list)
+
+
+def _close(current: _Open, layout: Layout) -> Chunk:
+    size = len(current.ids)
+    pad = layout.capacity - size
+    ids: list[int] = []
+    weights: list[float] = []
+    fragments: list[int] = []
+    if layout.bos is not None:
+        ids.append(layout.bos)
+        weights.append(1.0)
+        fragments.append(-1)
+    ids += current.ids
+    weights += current.weights
+    fragments += current.fragments
+    if layout.eos is not None:
+        ids.append(layout.eos)
+        weights.append(1.0)
+        fragments.append(-1)
+    ids += [layout.pad] * pad
+    weights += [1.0] * pad
+    fragments += [-1] * pad
+    return Chunk(tuple(ids), tuple(weights), tuple(fragments), size)
+
+
+def _chunk(
+    spans: Sequence[Span],
+    pieces: list[list[int]],
+    layout: Layout,
+    comma_backtrack: int,
+    lookup: Mapping[int, list[TextualInversion]],
+) -> TokenizedPrompt:
+    # A transcription of A1111's FrozenCLIPEmbedderWithCustomWordsBase.tokenize_line (§7 step 2).
+    capacity = layout.capacity
+    chunks: list[Chunk] = []
+    current = _Open()
+    last_comma = -1
+    token_count = 0
+
+    def next_chunk(is_last: bool = False) -> None:
+        nonlocal current, last_comma, token_count
+        token_count += len(current.ids) if is_last else capacity
+        chunks.append(_close(current, layout))
+        current = _Open()
+        last_comma = -1
+
+    for index, ((text, weight), tokens) in enumerate(zip(spans, pieces, strict=True)):
+        if _is_break(text, weight):
+            next_chunk()
+            continue
+        position = 0
+        while position < len(tokens):
+            token = tokens[position]
+            if token == layout.comma:
+                last_comma = len(current.ids)
+            elif (
+                comma_backtrack != 0
+                and len(current.ids) == capacity
+                and last_comma != -1
+                and len(current.ids) - last_comma <= comma_backtrack
+            ):
+                cut = last_comma + 1
+                moved = _Open(current.ids[cut:], current.weights[cut:], current.fragments[cut:])
+                del current.ids[cut:], current.weights[cut:], current.fragments[cut:]
+                next_chunk()
+                current = moved
+            if len(current.ids) == capacity:
+                next_chunk()
+            ti = _find_ti(tokens, position, lookup) if lookup else None
+            if ti is None:
+                current.ids.append(token)
+                current.weights.append(weight)
+                current.fragments.append(index)
+                position += 1
+                continue
+            if len(current.ids) + len(ti.vectors) > capacity:
+                next_chunk()
+            current.ids += ti.vectors
+            current.weights += [weight] * len(ti.vectors)
+            current.fragments += [index] * len(ti.vectors)
+            position += len(ti.trigger)
+    if current.ids or not chunks:
+        next_chunk(is_last=True)
+    return TokenizedPrompt(tuple(chunks), token_count, layout)
+
+
+def _window(
+    spans: Sequence[Span],
+    pieces: list[list[int]],
+    layout: Layout,
+    lookup: Mapping[int, list[TextualInversion]],
+) -> TokenizedPrompt:
+    # T5-style: one window, EOS once after the text; BREAK means nothing without chunks (dropped).
+    # Text past the window is cut, as diffusers does, but never inside a textual-inversion run.
+    current = _Open()
+    total = 0
+    for index, ((text, weight), tokens) in enumerate(zip(spans, pieces, strict=True)):
+        if _is_break(text, weight):
+            continue
+        position = 0
+        while position < len(tokens):
+            ti = _find_ti(tokens, position, lookup) if lookup else None
+            atom = [tokens[position]] if ti is None else list(ti.vectors)
+            position += 1 if ti is None else len(ti.trigger)
+            total += len(atom)
+            if len(current.ids) + len(atom) > layout.capacity:
+                continue
+            current.ids += atom
+            current.weights += [weight] * len(atom)
+            current.fragments += [index] * len(atom)
+    kept = len(current.ids)
+    return TokenizedPrompt((_close(current, layout),), kept, layout, truncated=total - kept)
+
+
+def empty_chunk(layout: Layout) -> Chunk:
+    """Return the window of the empty prompt: ``[BOS, EOS, PAD…]``, every weight 1."""
+    return _close(_Open(), layout)
+
+
+def equalize(*prompts: TokenizedPrompt) -> tuple[TokenizedPrompt, ...]:
+    """Pad prompts with empty chunks so that all have the same number of chunks.
+
+    This is what A1111 does for the texts of one batch (§7) and for cond/uncond of different lengths
+    (its "pad prompt/negative prompt" option), and what diffusers pipelines need.
+
+    Args:
+        *prompts: tokenised prompts with the same layout.
+
+    Returns:
+        The prompts, the shorter ones extended with :func:`empty_chunk` windows.
+
+    Raises:
+        ValueError: if the prompts have different layouts.
+    """
+    if not prompts:
+        return ()
+    layouts = {p.layout for p in prompts}
+    if len(layouts) != 1:
+        raise ValueError("cannot equalise prompts tokenised with different layouts")
+    count = max(len(p.chunks) for p in prompts)
+    empty = empty_chunk(prompts[0].layout)
+    return tuple(
+        TokenizedPrompt(
+            p.chunks + (empty,) * (count - len(p.chunks)), p.token_count, p.layout, p.truncated
+        )
+        for p in prompts
+    )
