@@ -1,0 +1,416 @@
+"""The conditioning builder on tiny random text towers (no downloads).
+
+Expected values come from elsewhere: diffusers' own ``encode_prompt`` (or the model called the way
+diffusers calls it), the independent A1111 re-implementation in ``_a1111_reference.py``, and
+compel 2.5.1 itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from _a1111_reference import reference_encode
+from _tiny_models import (
+    SHARED_TOKENIZER,
+    real_clip_tokenizer,
+    tiny_clip_model,
+    tiny_clip_tokenizer,
+    tiny_sd_pipeline,
+    tiny_t5_model,
+    tiny_t5_tokenizer,
+)
+
+from promptweights.builder import build
+from promptweights.encoders import TextEncoder
+from promptweights.errors import InvalidWeightError, PromptweightsError, UnknownNameError
+from promptweights.strategies import STRATEGIES, Extras, Needs
+
+Spans = list[tuple[str, float]]
+BRK = ("BREAK", -1.0)
+
+needs_real_tokenizer = pytest.mark.skipif(
+    not (SHARED_TOKENIZER / "vocab.json").is_file(),
+    reason="../shared/clip-tokenizer is absent (a user's clone)",
+)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return tiny_clip_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok: Any) -> Any:
+    return tiny_clip_model(tok)
+
+
+@pytest.fixture(scope="module")
+def pipe(tok: Any, model: Any) -> Any:
+    return tiny_sd_pipeline(tok, model)
+
+
+def encode_prompt(pipe: Any, prompt: str, negative: str, clip_skip: int | None = None) -> Any:
+    return pipe.encode_prompt(prompt, "cpu", 1, True, negative, clip_skip=clip_skip)
+
+
+# --- no weights, ≤ 75 tokens: bit for bit what the pipeline's encode_prompt gives -----------------
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize(
+    ("prompt", "negative"),
+    [("a cat on a mat, red sky", "dog"), ("house on a hill", ""), ("", "blue")],
+)
+def test_no_weights_equals_encode_prompt_bit_for_bit(
+    pipe: Any, model: Any, tok: Any, name: str, prompt: str, negative: str
+) -> None:
+    expected_pos, expected_neg = encode_prompt(pipe, prompt, negative)
+    result = build(TextEncoder.clip(model, tok), [[prompt], [negative]], strategy=name)
+    pos, neg = result.groups
+    assert torch.equal(pos.embeds, expected_pos)
+    assert torch.equal(neg.embeds, expected_neg)
+    assert result.encoder_calls == 1
+
+
+@pytest.mark.parametrize("clip_skip", [1, 2])
+def test_clip_skip_on_positive_and_negative(
+    pipe: Any, model: Any, tok: Any, clip_skip: int
+) -> None:
+    # diffusers' clip_skip=k (A1111's k+1): hidden_states[-(k+1)], then the final layer norm. (The
+    # pipeline's own clip_skip path reads text_encoder.text_model, gone in transformers 5, so the
+    # call is written out here the way diffusers 0.42 makes it.)
+    expected = []
+    for text in ("red cat", "blue dog"):
+        ids = torch.tensor([encoder_ids(tok, text)])
+        with torch.no_grad():
+            hidden = model(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
+            expected.append(model.final_layer_norm(hidden))
+    encoder = TextEncoder.clip(model, tok, clip_skip=clip_skip + 1)
+    pos, neg = build(encoder, [["red cat"], ["blue dog"]]).groups
+    assert torch.equal(pos.embeds, expected[0])
+    assert torch.equal(neg.embeds, expected[1])
+    plain_pos, _ = encode_prompt(pipe, "red cat", "blue dog")
+    assert not torch.equal(pos.embeds, plain_pos)
+
+
+def test_ignore_and_none_read_syntax_differently(pipe: Any, model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    (ignored,) = build(encoder, [["(cat:1.5) dog"]], strategy="ignore").groups
+    assert torch.equal(ignored.embeds, encode_prompt(pipe, "cat dog", "")[0])
+    (literal,) = build(encoder, [["(cat:1.5) dog"]], strategy="none").groups
+    assert torch.equal(literal.embeds, encode_prompt(pipe, "(cat:1.5) dog", "")[0])
+
+
+# --- A1111 parity: chunk boundaries, BREAK, commas, TI, schedule coupling -------------------------
+
+LONG = "a cat on a mat, " * 14 + "red sky"
+A1111_CASES: list[list[Spans]] = [
+    [[("a ", 1.0), ("cat", 1.5), (" on a mat", 1.0)]],
+    [[("a ", 1.0), ("house", 1.573), (" ", 1.1), ("on", 1.0), (" a ", 1.1), ("hill", 0.55)]],
+    [[(LONG, 1.0), ("blue dog", 1.3), (", " + LONG, 0.8)]],
+    [[("a " * 60 + ", ", 1.0), ("b " * 20, 1.2)]],
+    [[("red cat", 1.2), BRK, ("blue dog", 0.7), BRK, ("", 1.0), BRK, ("sky", 1.1)]],
+    [[("a", 1.1), ("BREAK", -1.1), ("b", 1.1)]],
+    [[("cat", 0.0), (" dog", -1.0), (" sky", 2.0)]],
+    # schedule variants of one prompt, encoded together (different chunk counts: padding coupled)
+    [[("a ", 1.0), ("cat", 1.5), (" on a mat", 1.0)], [("a dog on a mat", 1.0)]],
+    [[(LONG, 1.0), ("red", 1.4)], [("house on a ", 1.0), ("hill", 0.6)]],
+]
+
+
+@pytest.mark.parametrize("texts", A1111_CASES)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_a1111_equals_reference(model: Any, tok: Any, texts: list[Spans], normalize: bool) -> None:
+    expected = reference_encode(model, tok, texts, normalize=normalize)
+    strategy = "a1111" if normalize else "a1111-no-norm"
+    (group,) = build(TextEncoder.clip(model, tok), [texts], strategy=strategy).groups
+    # The emphasis arithmetic is the same, operation for operation; the encoder batches differ
+    # (one call per chunk index there, every row at once here), which some CPU kernels round
+    # differently in the last bit.
+    torch.testing.assert_close(group.embeds, expected, rtol=0, atol=1e-6)
+
+
+def test_a1111_textual_inversion_equals_reference() -> None:
+    tok = tiny_clip_tokenizer()
+    tok.add_tokens(["<emb>", "<emb>_1", "<emb>_2"])
+    model = tiny_clip_model(tok)
+    vectors = tok.convert_tokens_to_ids(["<emb>", "<emb>_1", "<emb>_2"])
+    texts: list[Spans] = [[("a " * 73, 1.0), ("<emb>", 1.2), (" cat", 1.0)]]
+    expected = reference_encode(model, tok, texts, embeddings={"<emb>": vectors})
+    (group,) = build(TextEncoder.clip(model, tok), [texts]).groups
+    assert group.embeds.shape == (1, 154, 32)
+    assert group.prompts[0].chunks[1].ids[1:4] == tuple(vectors)
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
+
+
+@needs_real_tokenizer
+def test_a1111_real_tokenizer_equals_reference() -> None:
+    import promptweights
+
+    tok = real_clip_tokenizer()
+    model = tiny_clip_model(tok, layers=2)
+    prompt = (
+        "masterpiece, (best quality:1.2), a red fox sitting in the snow, [blurry], "
+        + ", ".join(f"detail {i}" for i in range(30))
+        + " BREAK (sunset:1.3), mountains"
+    )
+    spans = promptweights.weighted_spans(prompt)
+    expected = reference_encode(model, tok, [spans])
+    (group,) = build(TextEncoder.clip(model, tok), [[prompt]]).groups
+    assert group.embeds.shape[1] == expected.shape[1] > 77
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
+
+
+# --- compel 2.5.1 ---------------------------------------------------------------------------------
+
+COMPEL_CASES: list[Spans] = [
+    [("a ", 1.0), ("cat", 1.5), (" on a mat", 1.0)],
+    [("a ", 1.0), ("red cat", 0.5), (" on a ", 1.0), ("mat", 1.2)],
+    [("house on a ", 1.0), ("hill", 0.8), (", ", 1.0), ("blue sky", 0.3), (" dog", 1.0)],
+    [("cat", 0.0), (" dog", 1.0)],
+    [("red", 1.0), ("sky", 0.9), ("house", 1.1)],
+]
+
+
+def compel_reference(tok: Any, model: Any, spans: Spans) -> Any:
+    from compel.embeddings_provider import EmbeddingsProvider
+
+    provider = EmbeddingsProvider(tok, model, truncate=True)
+    fragments = [t for t, _ in spans]
+    weights = [w for _, w in spans]
+    with torch.no_grad():
+        return provider.get_embeddings_for_weighted_prompt_fragments([fragments], [weights])
+
+
+@pytest.mark.parametrize("spans", COMPEL_CASES)
+def test_compel_equals_compel(model: Any, tok: Any, spans: Spans) -> None:
+    expected = compel_reference(tok, model, spans)
+    (group,) = build(TextEncoder.clip(model, tok), [[spans]], strategy="compel").groups
+    torch.testing.assert_close(group.embeds, expected, rtol=0, atol=1e-5)
+
+
+@needs_real_tokenizer
+def test_compel_equals_compel_real_tokenizer() -> None:
+    tok = real_clip_tokenizer()
+    model = tiny_clip_model(tok, layers=2)
+    spans: Spans = [
+        ("a photo of a ", 1.0),
+        ("red fox", 1.3),
+        (" in the ", 1.0),
+        ("snow", 0.5),
+        (", ", 1.0),
+        ("trees", 0.2),
+    ]
+    expected = compel_reference(tok, model, spans)
+    (group,) = build(TextEncoder.clip(model, tok), [[spans]], strategy="compel").groups
+    torch.testing.assert_close(group.embeds, expected, rtol=0, atol=1e-5)
+
+
+# --- rows, passes, cache, de-duplication ----------------------------------------------------------
+
+
+def test_rows_are_the_a1111_minimum_and_the_empty_prompt_is_cached(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    long_prompt = [(LONG, 1.0), ("cat", 1.3)]  # 2 chunks
+    result = build(encoder, [[long_prompt], ["(dog:1.2)"]])
+    assert (result.encoder_calls, result.chunks) == (1, 2)
+    assert result.rows == 2 + 1 + 1  # chunks of positive + negative, plus the empty chunk
+    pos, neg = result.groups
+    assert pos.embeds.shape == neg.embeds.shape == (1, 154, 32)
+    # The negative's second chunk is the empty prompt's encoding.
+    (empty,) = build(encoder, [[""]], strategy="a1111-no-norm").groups
+    assert torch.equal(neg.embeds[:, 77:], empty.embeds)
+    again = build(encoder, [[long_prompt], ["(dog:1.2)"]])
+    assert again.rows == 3  # the empty chunk came from the cache
+    for a, b in zip(again.groups, result.groups, strict=True):
+        assert torch.equal(a.embeds, b.embeds)
+    encoder.clear_cache()
+    assert build(encoder, [[long_prompt], ["(dog:1.2)"]]).rows == 4
+
+
+def test_rows_per_call_splits_the_pass_and_changes_no_number(
+    pipe: Any, model: Any, tok: Any
+) -> None:
+    texts = [["a cat on a mat, red sky", "house on a hill"], ["dog"], [LONG]]
+    batched = build(TextEncoder.clip(model, tok), texts, strategy="a1111-no-norm")
+    single = build(TextEncoder.clip(model, tok, rows_per_call=1), texts, strategy="a1111-no-norm")
+    assert single.encoder_calls == single.rows == batched.rows == 6
+    for a, b in zip(single.groups, batched.groups, strict=True):
+        torch.testing.assert_close(a.embeds, b.embeds, rtol=0, atol=1e-6)
+    # One row per call is what the pipeline does: bit-identical whatever the kernels.
+    expected, _ = encode_prompt(pipe, "a cat on a mat, red sky", "")
+    assert torch.equal(single.groups[0].embeds[:1, :77], expected)
+    with pytest.raises(ValueError, match="rows_per_call"):
+        TextEncoder.clip(model, tok).__class__(model, tok, rows_per_call=0)
+
+
+def test_identical_rows_are_encoded_once(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    result = build(encoder, [["red cat"], ["red cat"]], strategy="a1111-no-norm")
+    assert result.rows == 1
+    assert torch.equal(result.groups[0].embeds, result.groups[1].embeds)
+    # Weights do not change the token row: one row for both texts.
+    result = build(encoder, [["red cat"], ["(red:1.5) cat"]], strategy="a1111-no-norm")
+    assert result.rows == 1
+    assert not torch.equal(result.groups[0].embeds, result.groups[1].embeds)
+
+
+def test_compel_plans_masked_rows_only_where_they_differ(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    spans: Spans = [(LONG, 1.0), ("cat", 0.5)]  # the down-weighted fragment is in chunk 2 only
+    result = build(encoder, [[spans]], strategy="compel")
+    assert result.rows == 2 + 1 + 1  # two chunks, the empty prompt, one masked chunk
+
+
+def test_schedule_variants_are_one_group(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    variants = ["a (cat:1.5) on a mat", "a dog on a mat"]
+    (group,) = build(encoder, [variants]).groups
+    assert group.embeds.shape == (2, 77, 32)
+    alone = [build(encoder, [[v]]).groups[0].embeds[0] for v in variants]
+    # A1111's Original mean is shared by texts encoded together (a1111-behaviour.md §9.1).
+    assert not torch.equal(group.embeds[0], alone[0])
+    # ... and a text with no weights among them is rescaled too.
+    assert not torch.equal(group.embeds[1], alone[1])
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+@pytest.mark.parametrize("normalization", ["none", "mean", "length", "length+mean"])
+def test_every_strategy_and_normalisation_runs(
+    model: Any, tok: Any, name: str, normalization: str
+) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    prompt = "a (red cat:1.3) on [a mat], (dog:0) (sky:-0.5) (house:0.4)"
+    result = build(encoder, [[prompt, "a cat"], [""]], strategy=name, normalization=normalization)
+    pos, neg = result.groups
+    assert pos.embeds.shape == (2, 77, 32)
+    assert neg.embeds.shape == (1, 77, 32)
+    assert torch.isfinite(pos.embeds).all()
+    assert result.encoder_calls == 1
+
+
+def test_comfy_plus_plus_and_down_weight_rows(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    spans: Spans = [("a ", 1.0), ("cat", 1.5), (" dog", 0.5), (" sky", 0.25)]
+    # comfy++: base + 2 cumulative levels (0.25; 0.25 and 0.5) + 1 up-weighted group (+ empty).
+    assert build(encoder, [[spans]], strategy="comfy++").rows == 1 + 2 + 1
+    # down-weight: levels below the top weight 1.5: 0.25, 0.5 and 1.0.
+    assert build(encoder, [[spans]], strategy="down-weight").rows == 1 + 3
+
+
+# --- weights: NaN/inf rejected, 0 and negative fine -----------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_weights_are_rejected(model: Any, tok: Any, bad: float) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    with pytest.raises(InvalidWeightError, match="not a finite number") as info:
+        build(encoder, [[[("a ", 1.0), ("cat", bad)]]])
+    assert isinstance(info.value, PromptweightsError)
+
+
+def test_zero_and_negative_weights(model: Any, tok: Any) -> None:
+    encoder = TextEncoder.clip(model, tok)
+    spans: Spans = [("red ", 0.0), ("cat", -1.0)]
+    (plain,) = build(encoder, [["red cat"]], strategy="a1111-no-norm").groups
+    (group,) = build(encoder, [[spans]], strategy="a1111-no-norm").groups
+    assert torch.equal(group.embeds[0, 1], torch.zeros(32))
+    assert torch.equal(group.embeds[0, 2], -plain.embeds[0, 2])
+    (comfy,) = build(encoder, [[spans]], strategy="comfy").groups
+    (empty,) = build(encoder, [[""]], strategy="none").groups
+    assert torch.equal(comfy.embeds[0, 1], empty.embeds[0, 1])
+
+
+def test_unknown_strategy(model: Any, tok: Any) -> None:
+    with pytest.raises(UnknownNameError, match="known: a1111"):
+        build(TextEncoder.clip(model, tok), [["cat"]], strategy="a1112")
+
+
+def test_callable_strategy(model: Any, tok: Any) -> None:
+    def halve(z: Any, w: Any, extras: Any) -> Any:
+        return z / 2
+
+    encoder = TextEncoder.clip(model, tok)
+    (group,) = build(encoder, [["cat"]], strategy=halve).groups
+    (plain,) = build(encoder, [["cat"]], strategy="none").groups
+    assert torch.equal(group.embeds, plain.embeds / 2)
+
+
+def test_callable_strategy_declares_its_needs(model: Any, tok: Any) -> None:
+    seen: list[Any] = []
+
+    def spy(z: Any, w: Any, extras: Extras) -> Any:
+        seen.append(extras.empty)
+        return z
+
+    spy.needs = Needs(empty=True)  # type: ignore[attr-defined]
+    encoder = TextEncoder.clip(model, tok)
+    encoder.clear_cache()
+    result = build(encoder, [["red cat"]], strategy=spy)
+    assert result.rows == 2  # the prompt and the empty prompt, in one pass
+    (empty,) = build(encoder, [[""]], strategy="none").groups
+    assert torch.equal(seen[0], empty.embeds[0])
+
+
+# --- dtype, SDXL's pooled tower, T5 ---------------------------------------------------------------
+
+
+def test_runs_in_the_encoders_dtype_weights_in_float32(tok: Any) -> None:
+    model = tiny_clip_model(tok).to(torch.bfloat16)
+    encoder = TextEncoder.clip(model, tok)
+    (group,) = build(encoder, [[[("red ", 1.0), ("cat", 1.1)]]], strategy="a1111-no-norm").groups
+    assert group.embeds.dtype == torch.bfloat16
+    ids = torch.tensor([encoder_ids(tok, "red cat")])
+    with torch.no_grad():
+        z = model(input_ids=ids).last_hidden_state
+    w = torch.ones(77)
+    w[2] = 1.1
+    expected = (z.float() * w[:, None]).to(torch.bfloat16)
+    assert torch.equal(group.embeds, expected)
+
+
+def encoder_ids(tok: Any, text: str) -> list[int]:
+    ids: list[int] = tok(text, padding="max_length", max_length=77, truncation=True).input_ids
+    return ids
+
+
+def test_sdxl_openclip_tower_with_pooled_output() -> None:
+    tok = tiny_clip_tokenizer(pad="!")
+    model = tiny_clip_model(tok, projection=True)
+    encoder = TextEncoder.sdxl(model, tok, pooled=True)
+    prompt = "a red cat on a mat"
+    # What diffusers' StableDiffusionXLPipeline.encode_prompt does with text_encoder_2.
+    ids = torch.tensor([encoder_ids(tok, prompt)])
+    assert ids[0, -1] == 0  # OpenCLIP pads with "!"
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True)
+    pos, neg = build(encoder, [[prompt], [LONG]]).groups
+    assert pos.embeds.shape == (1, 154, 32)  # padded to the negative's two chunks
+    assert torch.equal(pos.embeds[:, :77], out.hidden_states[-2])
+    assert pos.pooled is not None
+    assert torch.equal(pos.pooled, out[0])
+    # Pooled comes from the first chunk only (A1111), and is never weighted.
+    assert neg.pooled is not None
+    assert neg.pooled.shape == (1, 16)
+    (weighted,) = build(encoder, [["a (red:1.5) cat on a mat"]]).groups
+    assert torch.equal(weighted.pooled, pos.pooled)
+
+
+def test_t5_window_equals_the_diffusers_call() -> None:
+    tok = tiny_t5_tokenizer()
+    model = tiny_t5_model(tok)
+    encoder = TextEncoder.t5(model, tok, max_length=12)
+    prompt = "a red cat"
+    # What diffusers' SD3/Flux _get_t5_prompt_embeds does.
+    ids = tok(prompt, padding="max_length", max_length=12, truncation=True).input_ids
+    with torch.no_grad():
+        expected = model(torch.tensor([ids]))[0]
+    pos, neg = build(encoder, [[prompt], [""]]).groups
+    assert torch.equal(pos.embeds, expected)
+    assert neg.embeds.shape == (1, 12, 32)
+    (weighted,) = build(encoder, [["a (red:2) cat"]], strategy="a1111-no-norm").groups
+    red = len(tok("a", add_special_tokens=False).input_ids)
+    torch.testing.assert_close(weighted.embeds[0, red], expected[0, red] * 2)
