@@ -16,12 +16,17 @@ Hypothesis strategies are in ``promptweights.testing``.
 from __future__ import annotations
 
 from .errors import (
+    CompareError,
     Diagnostic,
     InfotextError,
+    InfotextLimitError,
+    InvalidWeightError,
     LimitExceededError,
+    NetworkFileError,
     PromptSyntaxError,
     PromptweightsError,
     UnknownNameError,
+    UnsupportedPipelineError,
 )
 from .networks import extra_networks, strip_comments
 from .parsing import MAX_PROMPT_CHARS, parse
@@ -48,12 +53,16 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "Alternation",
     "Break",
+    "CompareError",
     "Diagnostic",
     "Edit",
     "Emphasis",
     "ExtraNetwork",
     "InfotextError",
+    "InfotextLimitError",
+    "InvalidWeightError",
     "LimitExceededError",
+    "NetworkFileError",
     "Node",
     "Prompt",
     "PromptSyntaxError",
@@ -61,6 +70,7 @@ __all__ = [
     "SubPrompt",
     "Text",
     "UnknownNameError",
+    "UnsupportedPipelineError",
     "__version__",
     "extra_networks",
     "parse",

@@ -17,13 +17,17 @@ from dataclasses import dataclass
 
 __all__ = [
     "DIAGNOSTICS",
+    "CompareError",
     "Diagnostic",
     "InfotextError",
     "InfotextLimitError",
+    "InvalidWeightError",
     "LimitExceededError",
+    "NetworkFileError",
     "PromptSyntaxError",
     "PromptweightsError",
     "UnknownNameError",
+    "UnsupportedPipelineError",
     "line_and_column",
 ]
 
@@ -184,3 +188,7 @@ class UnsupportedPipelineError(PromptweightsError, TypeError):
 
 class NetworkFileError(PromptweightsError, ValueError):
     """An extra-network (LoRA) file that is missing or not a ``.safetensors`` file."""
+
+
+class CompareError(PromptweightsError, ValueError):
+    """A comparison grid that cannot run: bad axes, a bad weight sweep, a span not in the prompt."""

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "A1111_KEY_ORDER",
+    "EMPHASIS_STRATEGIES",
     "MAX_IMAGE_BYTES",
     "MAX_INFOTEXT_CHARS",
     "GenerationParameters",
@@ -97,6 +98,16 @@ A1111_KEY_ORDER: tuple[str, ...] = (
     "Tiling",
 )
 _LAST_KEYS = ("Version", "User")
+
+#: A1111's ``Emphasis`` modes and the promptweights strategies that compute them (§9.1).
+EMPHASIS_STRATEGIES: dict[str, str] = {
+    "Original": "a1111",
+    "No norm": "a1111-no-norm",
+    "Ignore": "ignore",
+    "None": "none",
+}
+#: The key promptweights writes for a weighting strategy A1111 has no ``Emphasis`` mode for.
+STRATEGY_KEY = "Prompt weighting"
 
 _NEGATIVE_PREFIX = "Negative prompt:"
 _WXH_RE = re.compile(r"^(\d+)x(\d+)$")  # `$` as in A1111: also before one trailing newline
@@ -666,6 +677,20 @@ class GenerationParameters:
     def emphasis(self) -> str | None:
         """``Emphasis`` mode (``"Original"`` is assumed by A1111 when a prompt uses weights)."""
         return self.settings.get("Emphasis")
+
+    @property
+    def strategy(self) -> str:
+        """The weighting strategy to reproduce the image: ``Prompt weighting`` when present
+        (written by promptweights), else the ``Emphasis`` mode's; A1111 reads an unknown or
+        missing mode as ``Original``, i.e. ``"a1111"``.
+
+        >>> parse("x\\nSteps: 20, Sampler: Euler, Emphasis: No norm").strategy
+        'a1111-no-norm'
+        """
+        written = self.written.get(STRATEGY_KEY)
+        if written:
+            return written
+        return EMPHASIS_STRATEGIES.get(self.emphasis or "Original", "a1111")
 
     @property
     def denoising_strength(self) -> float | None:
