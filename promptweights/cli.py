@@ -1,13 +1,25 @@
-"""The ``promptweights`` command line: ``explain`` (and more subcommands as they land).
+"""The ``promptweights`` command line: ``explain``, ``compare`` and ``infotext``.
 
-Every error the library raises on purpose becomes one line on stderr and exit code 2.
+``explain`` needs only the language layer. ``compare`` runs a grid (:mod:`promptweights.compare`)
+on a diffusers pipeline: ``--model`` (a local diffusers folder or a hub id) or, without it, the
+embedded toy model (:mod:`promptweights.toy`), so a new user sees real output offline.
+``infotext`` prints an image's (or a text's) generation parameters as JSON, and with
+``--to-diffusers`` the scheduler and keyword arguments they map to. torch, diffusers and Pillow are
+imported only inside the subcommands that need them. ``accelerate launch --multi_gpu
+--num_processes N -m promptweights compare …`` shards a grid (each process on its own device).
+
+Every error the library raises on purpose, and a model that cannot be loaded, becomes one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .errors import PromptweightsError
 from .parsing import parse
@@ -15,7 +27,7 @@ from .render import render_nodes
 from .schedules import schedules
 from .spans import weighted_spans
 
-__all__ = ["explain", "main"]
+__all__ = ["explain", "infotext_json", "main"]
 
 
 def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
@@ -26,8 +38,11 @@ def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[str
     return [row.rstrip() for row in out]
 
 
-def explain(text: str, *, steps: int = 20, dialect: str = "a1111") -> str:
+def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: Any = None) -> str:
     """Describe how ``text`` is read: networks, AND parts, the schedule and weighted spans.
+
+    With a Hugging Face ``tokenizer``, each schedule step range also lists its tokens: chunk,
+    position in the chunk, token, weight and the span it came from (A1111's chunking, §7).
 
     >>> print(explain("a (cat:1.2) [dog:fox:0.5] <lora:ink:0.8>", steps=10))
     ... # doctest: +NORMALIZE_WHITESPACE
@@ -72,10 +87,73 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111") -> str:
                 )
             start = end + 1
         lines += _table(rows, ("steps", "text", "segment", "weight"))
+        if tokenizer is not None:
+            for end, variant in variants:
+                lines += ["", f"tokens at step {end}" if len(variants) > 1 else "tokens"]
+                lines += _tokens(tokenizer, variant, dialect)
     if prompt.diagnostics:
         lines += ["", "diagnostics (strict mode raises on these)"]
         lines += [f"  offset {d.pos}: {d.kind}: {d.message}" for d in prompt.diagnostics]
     return "\n".join(lines)
+
+
+def _tokens(tokenizer: Any, text: str, dialect: str) -> list[str]:
+    from .tokens import tokenize
+
+    spans = weighted_spans(text, dialect=dialect)
+    prompt = tokenize(tokenizer, spans)
+    rows = []
+    for number, chunk in enumerate(prompt.chunks, 1):
+        names = tokenizer.convert_ids_to_tokens(list(chunk.ids))
+        for position, (name, weight, fragment) in enumerate(
+            zip(names, chunk.weights, chunk.fragments, strict=True)
+        ):
+            if fragment >= 0:
+                rows.append(
+                    (
+                        str(number),
+                        str(position),
+                        str(name),
+                        f"{weight:.6g}",
+                        repr(spans[fragment][0]),
+                    )
+                )
+    return _table(rows, ("chunk", "pos", "token", "weight", "span"))
+
+
+def _load_tokenizer(model: str) -> Any:
+    """The tokenizer of a diffusers model folder or hub id (``toy``: the embedded toy model)."""
+    _quiet_libraries(with_diffusers=False)
+    from transformers import AutoTokenizer
+
+    loader: Any = AutoTokenizer
+    if model == "toy":
+        from . import toy
+
+        with toy.model_path() as path:
+            return loader.from_pretrained(str(path), subfolder="tokenizer")
+    folder = _model_folder(model)
+    try:
+        return loader.from_pretrained(str(folder) if folder else model, subfolder="tokenizer")
+    except (OSError, ValueError) as error:
+        raise PromptweightsError(
+            f"cannot load the tokenizer of {model!r}: {_first(error)}"
+        ) from None
+
+
+def _first(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _model_folder(model: str) -> Path | None:
+    """The local folder ``model`` names, None for a hub id; an error for a missing folder."""
+    folder = Path(model).expanduser()
+    if folder.exists():
+        return folder
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise PromptweightsError(f"no model folder at {model!r}")
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +169,315 @@ def _parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     explain_cmd.add_argument("--dialect", default="a1111", help="a1111, comfy or novelai")
     explain_cmd.add_argument("--strict", action="store_true", help="fail on suspicious syntax")
+    explain_cmd.add_argument(
+        "--model", help="also list tokens with this model's tokenizer (folder, hub id or 'toy')"
+    )
+
+    compare_cmd = commands.add_parser(
+        "compare",
+        help="a grid of images on fixed seeds: strategies, a weight sweep, samplers, CFG…",
+        description=(
+            "Each option given with more than one comma-separated value becomes an axis of the "
+            "grid (at most three: columns, rows, panels, in the order of the options below); "
+            "one value fixes the setting. A sweep can also be written in the prompt: "
+            "'(smile:{0..1.5:0.25})'."
+        ),
+    )
+    compare_cmd.add_argument("prompt")
+    compare_cmd.add_argument("--out", required=True, type=Path, help="output folder")
+    compare_cmd.add_argument("--negative", default="", help="negative prompt")
+    compare_cmd.add_argument("--sweep", help="SPAN=VALUES, e.g. 'smile=0:1.5:0.25' or 'cat=0,1'")
+    compare_cmd.add_argument("--strategies", default="a1111", help="e.g. a1111,comfy,compel")
+    compare_cmd.add_argument("--seeds", default="0", help="e.g. 1,2,3 (default 0)")
+    compare_cmd.add_argument(
+        "--samplers", help="A1111 names, e.g. 'Euler a,DPM++ 2M Karras' (default: the model's)"
+    )
+    compare_cmd.add_argument("--cfg", help="guidance scales (default: 4 toy, 7 other models)")
+    compare_cmd.add_argument("--steps", help="sampling steps (default: 12 toy, 20 other models)")
+    compare_cmd.add_argument("--clip-skip", default="1", help="A1111 clip skip, e.g. 1,2")
+    compare_cmd.add_argument("--normalizations", default="none", help="e.g. none,mean,length")
+    compare_cmd.add_argument("--size", help="WIDTHxHEIGHT (default: the model's)")
+    compare_cmd.add_argument("--model", help="local diffusers folder or hub id (default: toy)")
+    compare_cmd.add_argument(
+        "--device",
+        default="auto",
+        help="torch device (default: this process's accelerate device, else cpu)",
+    )
+    compare_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info_cmd = commands.add_parser(
+        "infotext", help="print the generation parameters of an image (or text) as JSON"
+    )
+    info_cmd.add_argument("file", help="PNG, JPEG or WebP image, a text file, or - for stdin")
+    info_cmd.add_argument(
+        "--to-diffusers",
+        action="store_true",
+        help="print the diffusers scheduler and keyword arguments instead",
+    )
     return parser
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _ints(option: str, text: str) -> list[int]:
+    try:
+        return [int(item) for item in _split_list(text)]
+    except ValueError:
+        raise PromptweightsError(f"{option} takes integers, e.g. 1,2; not {text!r}") from None
+
+
+def _floats(option: str, text: str) -> list[float]:
+    try:
+        return [float(item) for item in _split_list(text)]
+    except ValueError:
+        raise PromptweightsError(f"{option} takes numbers, e.g. 4,7.5; not {text!r}") from None
+
+
+def _size(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    width, x, height = text.lower().partition("x")
+    if not x or not width.isdigit() or not height.isdigit():
+        raise PromptweightsError(f"--size takes WIDTHxHEIGHT, e.g. 512x768; not {text!r}")
+    if int(width) % 8 or int(height) % 8 or not int(width) or not int(height):
+        raise PromptweightsError(f"--size {text!r}: width and height must be multiples of 8")
+    return int(width), int(height)
+
+
+def _quiet_libraries(*, with_diffusers: bool = True) -> None:
+    """Keep the libraries' loading bars and import notices off a command's output."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import transformers
+
+    libraries: list[Any] = [transformers]
+    if with_diffusers:
+        import diffusers
+
+        libraries.append(diffusers)
+    for library in libraries:
+        library.utils.logging.disable_progress_bar()
+
+
+def _load_pipeline(model: str | None, device: str) -> Any:
+    """The toy pipeline, or ``model`` from a local folder or the hub; errors as one line."""
+    _quiet_libraries()
+    if model is None:
+        from . import toy
+
+        with toy.model_path() as path:
+            if not (path / "model_index.json").is_file():
+                raise PromptweightsError("the embedded toy model is not installed; pass --model")
+        return toy.load_pipeline(device)
+    folder = _model_folder(model)
+    from diffusers import DiffusionPipeline
+
+    loader: Any = DiffusionPipeline
+    try:
+        pipe = loader.from_pretrained(str(folder) if folder else model)
+    except (OSError, ValueError, ImportError) as error:
+        raise PromptweightsError(f"cannot load model {model!r}: {_first(error)}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import Axis, parse_sweep, plan_grid
+
+    toy = args.model is None
+    values: dict[str, list[Any]] = {
+        "strategy": _split_list(args.strategies),
+        "seed": _ints("--seeds", args.seeds),
+        "sampler": _split_list(args.samplers) if args.samplers else [None],
+        "cfg": _floats("--cfg", args.cfg) if args.cfg else [4.0 if toy else 7.0],
+        "steps": _ints("--steps", args.steps) if args.steps else [12 if toy else 20],
+        "clip_skip": _ints("--clip-skip", args.clip_skip),
+        "normalization": _split_list(args.normalizations),
+    }
+    axes = [parse_sweep(args.sweep)] if args.sweep else []
+    fixed: dict[str, Any] = {}
+    for name, given in values.items():
+        if not given:
+            raise PromptweightsError(f"no value given for {name}")
+        if len(given) > 1:
+            axes.append(Axis(name, tuple(given)))
+        else:
+            fixed[name] = given[0]
+            Axis(name, (given[0],))  # the same checks as an axis's values
+    width, height = _size(args.size)
+    plan_grid(args.prompt, axes, negative_prompt=args.negative, **fixed)  # fails before loading
+    device = args.device
+    if device == "auto":
+        from .compare import process_state
+
+        state = process_state()
+        device = str(state.device) if state is not None else "cpu"
+    pipe = _load_pipeline(args.model, device)
+    try:
+        result = _run_compare(args, pipe, axes, fixed, width, height)
+    except (ValueError, ImportError) as error:  # the pipeline's checks, a scheduler's extras
+        if isinstance(error, PromptweightsError):
+            raise
+        raise PromptweightsError(f"the pipeline refused the settings: {_first(error)}") from None
+    _print_compare(result)
+
+
+def _run_compare(
+    args: argparse.Namespace,
+    pipe: Any,
+    axes: list[Any],
+    fixed: dict[str, Any],
+    width: int | None,
+    height: int | None,
+) -> Any:
+    from .compare import compare
+
+    return compare(
+        pipe,
+        args.prompt,
+        axes,
+        negative_prompt=args.negative,
+        height=height,
+        width=width,
+        out_dir=args.out,
+        model_name=args.model or "promptweights-toy",
+        progress=not args.quiet,
+        **fixed,
+    )
+
+
+def _print_compare(result: Any) -> None:
+    if not result.files:  # not the main process of a sharded run
+        return
+    print(f"{len(result.cells)} cells on {', '.join(a.name for a in result.axes) or 'no axis'}")
+    rows = []
+    for record, cell in zip(result.metrics, result.cells, strict=True):
+        labels = [a.labels()[i] for a, i in zip(result.axes, cell.position, strict=True)]
+        rows.append(
+            (
+                record["file"],
+                ", ".join(labels),
+                f"{record['cosine_distance']:.4g}",
+                f"{record['pixel_distance']:.4g}",
+            )
+        )
+    header = ("cell", "settings", "cos dist to unweighted", "pixel dist to baseline")
+    print("\n".join(_table(rows, header)))
+    for kind in ("grid", "json", "csv", "gif"):
+        if kind in result.files:
+            print(f"{kind}: {result.files[kind]}")
+
+
+# --- infotext -----------------------------------------------------------------------------------
+
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8", b"RIFF")
+
+
+def _read_infotext(source: str) -> Any:
+    from . import infotext
+
+    limit = infotext.MAX_IMAGE_BYTES
+    if source == "-":
+        data = sys.stdin.buffer.read(limit + 1)
+    else:
+        try:
+            with Path(source).open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError as error:
+            raise PromptweightsError(f"cannot read {source!r}: {error.strerror}") from None
+    if len(data) > limit:
+        raise PromptweightsError(f"{source!r} is larger than {limit} bytes")
+    if data.startswith(_IMAGE_MAGIC):
+        return infotext.read_image(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PromptweightsError(f"{source!r} is neither an image nor UTF-8 text") from None
+    return infotext.parse(text.strip())
+
+
+def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
+    """What ``promptweights infotext`` prints, as a dict.
+
+    Args:
+        params: a :class:`promptweights.infotext.GenerationParameters`.
+        to_diffusers: give the diffusers scheduler (class and config) and the keyword arguments
+            of :func:`promptweights.diffusers.encode` and of the pipeline call instead.
+
+    Returns:
+        A JSON-ready dict.
+
+    Raises:
+        UnknownNameError: with ``to_diffusers``, an unknown sampler or schedule type.
+
+    >>> from promptweights.infotext import parse
+    >>> text = "a cat\\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 5, Clip skip: 2"
+    >>> info = infotext_json(parse(text), to_diffusers=True)
+    >>> info["scheduler"]["class"], info["encode"]["clip_skip"], info["pipeline"]["guidance_scale"]
+    ('DPMSolverMultistepScheduler', 1, 7.0)
+    """
+    if not to_diffusers:
+        return {
+            "prompt": params.prompt,
+            "negative_prompt": params.negative_prompt,
+            "parameters": dict(params.pairs),
+            "steps": params.steps,
+            "sampler": params.sampler,
+            "schedule_type": params.schedule_type,
+            "cfg_scale": params.cfg_scale,
+            "seed": params.seed,
+            "width": params.width,
+            "height": params.height,
+            "clip_skip": params.clip_skip,
+            "model": params.model,
+            "diagnostics": [
+                {"kind": d.kind, "message": d.message, "pos": d.pos} for d in params.diagnostics
+            ],
+        }
+    from .compare import settings_from_infotext
+
+    choice = params.sampler_choice()
+    settings = settings_from_infotext(params)
+    encode: dict[str, Any] = {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "strategy": settings.get("strategy", "a1111"),
+        "normalization": settings.get("normalization", "none"),
+        # A1111's "Clip skip N" is the pipelines' clip_skip=N-1 (None: the last layer).
+        "clip_skip": params.clip_skip - 1 or None,
+        "steps": params.steps,
+        "second_order": choice.second_order,
+    }
+    pipeline = {
+        "num_inference_steps": params.steps,
+        "guidance_scale": params.cfg_scale,
+        "width": params.width,
+        "height": params.height,
+        "generator": None
+        if params.seed is None
+        else f"torch.Generator('cpu').manual_seed({params.seed})",
+    }
+    return {
+        "scheduler": {
+            "sampler": choice.sampler,
+            "schedule": choice.schedule,
+            "class": choice.scheduler_class,
+            "config": dict(choice.config),
+            "explicit_sigmas": choice.explicit_sigmas,
+            "exact": choice.exact,
+            "reason": choice.reason,
+            "notes": list(choice.notes)
+            + ([] if params.sampler else ["no Sampler in the text: A1111 reads it as DPM++ 2M"]),
+        },
+        "encode": encode,
+        "pipeline": pipeline,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise PromptweightsError(f"--steps must be at least 1, not {args.steps}")
             if args.strict:
                 parse(args.prompt, dialect=args.dialect, strict=True)
-            print(explain(args.prompt, steps=args.steps, dialect=args.dialect))
+            tokenizer = _load_tokenizer(args.model) if args.model else None
+            print(explain(args.prompt, steps=args.steps, dialect=args.dialect, tokenizer=tokenizer))
+        elif args.command == "compare":
+            _compare(args)
+        elif args.command == "infotext":
+            params = _read_infotext(args.file)
+            info = infotext_json(params, to_diffusers=args.to_diffusers)
+            print(json.dumps(info, indent=2, ensure_ascii=False))
     except PromptweightsError as error:
         message = str(error).splitlines()[0]
         print(f"promptweights: error: {message}", file=sys.stderr)
