@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._lark import _WHEN_RE
+from ._lark import _WHEN_RE, merged_strings
 
 __all__ = ["EditPiece", "Pieces", "render_pieces", "scan"]
 
@@ -69,20 +69,7 @@ class _Frame:
 
 
 def _join(items: list[_Item], start: int = 0, stop: int | None = None) -> Pieces:
-    # Runs of strings are joined once: `+=` in a loop is quadratic.
-    out: Pieces = []
-    run: list[str] = []
-    for _, piece in items[start:stop]:
-        if isinstance(piece, str):
-            run.append(piece)
-            continue
-        if run:
-            out.append("".join(run))
-            run = []
-        out.append(piece)
-    if run:
-        out.append("".join(run))
-    return out
+    return merged_strings([piece for _, piece in items[start:stop]])
 
 
 def scan(text: str, max_depth: int) -> Pieces | None:

@@ -22,14 +22,14 @@ import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lark import Lark, Token, Transformer
 
 from .errors import Diagnostic, PromptweightsError
 from .tree import Alternation, Break, Edit, Emphasis, Node, Text
 
-__all__ = ["GLOBAL_FAILURES", "parse_nodes"]
+__all__ = ["GLOBAL_FAILURES", "merged_strings", "parse_nodes"]
 
 # A1111's scheduling parse fails as a whole on these, which switches off editing and alternation
 # for the whole sub-prompt (a1111-behaviour.md §2.1).
@@ -131,26 +131,27 @@ class _Sub:
 
 
 _Piece = str | Node
+_P = TypeVar("_P")
 
 
 def _append(seq: list[_Piece], piece: _Piece) -> None:
     seq.append(piece)
 
 
-def _merged(seq: list[_Piece]) -> list[_Piece]:
+def merged_strings(seq: Sequence[_P]) -> list[_P]:
     """Join runs of adjacent strings (once, in linear time: ``+=`` in a loop is quadratic)."""
-    out: list[_Piece] = []
+    out: list[_P] = []
     run: list[str] = []
     for piece in seq:
         if isinstance(piece, str):
             run.append(piece)
             continue
         if run:
-            out.append("".join(run))
+            out.append("".join(run))  # type: ignore[arg-type]
             run = []
         out.append(piece)
     if run:
-        out.append("".join(run))
+        out.append("".join(run))  # type: ignore[arg-type]
     return out
 
 
@@ -161,7 +162,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
 
     def _nodes(self, seq: Sequence[_Piece]) -> tuple[Node, ...]:
         out: list[Node] = []
-        for piece in _merged(list(seq)):
+        for piece in merged_strings(list(seq)):
             if not isinstance(piece, str):
                 out.append(piece)
             elif self.split_breaks and "BREAK" in piece:
@@ -202,25 +203,11 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
             return False
         return True
 
-    def start(self, children: list[Any]) -> tuple[Node, ...]:
+    def _collect(self, items: list[Any]) -> tuple[list[_Piece], bool, int]:
+        """The pieces of a rule's items, whether all are well formed, and the colon count."""
         seq: list[_Piece] = []
-        first_deep = [False]
-        for child in children:
-            if isinstance(child, _Sub):
-                seq.append(child.node)
-            else:
-                self._token(child, seq, first_deep)
-        return self._nodes(seq)
-
-    def _unclosed(self, opener: Token) -> None:
-        _diagnose("unclosed", f"{str(opener)!r} is never closed", _pos(opener))
-
-    def round(self, children: list[Any]) -> _Sub:
-        opener, *items, closer = children
-        closed = closer.type == "RPAR"
-        ok = closed
+        ok = True
         colons = 0
-        seq: list[_Piece] = []
         first_deep = [False]
         for item in items:
             if isinstance(item, _Sub):
@@ -229,8 +216,21 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
             else:
                 colons += item.type == "COLON"
                 ok = self._token(item, seq, first_deep) and ok
+        return seq, ok, colons
+
+    def start(self, children: list[Any]) -> tuple[Node, ...]:
+        return self._nodes(self._collect(children)[0])
+
+    def _unclosed(self, opener: Token) -> None:
+        _diagnose("unclosed", f"{str(opener)!r} is never closed", _pos(opener))
+
+    def round(self, children: list[Any]) -> _Sub:
+        opener, *items, closer = children
+        closed = closer.type == "RPAR"
+        seq, ok, colons = self._collect(items)
+        ok = ok and closed
         weight, weight_text = 1.1, None
-        seq = _merged(seq)
+        seq = merged_strings(seq)
         if closed and seq and isinstance(seq[-1], str):
             weight, weight_text, seq[-1] = self._explicit_weight(seq[-1], closer)
         if not closed:
@@ -335,13 +335,7 @@ class _NovelAIBuilder(_TreeBuilder):
 
     def _simple(self, children: list[Any], kind: Any, weight: float, closer_type: str) -> _Sub:
         opener, *items, closer = children
-        seq: list[_Piece] = []
-        first_deep = [False]
-        for item in items:
-            if isinstance(item, _Sub):
-                seq.append(item.node)
-            else:
-                self._token(item, seq, first_deep)
+        seq = self._collect(items)[0]
         closed = closer.type == closer_type
         if not closed:
             self._unclosed(opener)
@@ -356,17 +350,11 @@ class _ComfyBuilder(_TreeBuilder):
     def round(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
         closed = closer.type == "RPAR"
-        seq: list[_Piece] = []
-        first_deep = [False]
-        for item in items:
-            if isinstance(item, _Sub):
-                seq.append(item.node)
-            else:
-                self._token(item, seq, first_deep)
+        seq = self._collect(items)[0]
         weight, weight_text, absolute = 1.1, None, False
         if not closed:
             self._unclosed(opener)
-        elif (seq := _merged(seq)) and isinstance(seq[-1], str):
+        elif (seq := merged_strings(seq)) and isinstance(seq[-1], str):
             tail = seq[-1]
             cut = tail.rfind(":")
             # ComfyUI ignores a colon at the very start of the bracket (`xx > 0`).

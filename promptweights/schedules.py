@@ -79,6 +79,15 @@ def _walk(nodes: Iterable[Node]) -> Iterable[Node]:
             stack.append(iter([child for option in node.options for child in option]))
 
 
+def _boundaries(total: int, switches: Iterable[int], alternates: bool) -> list[int]:
+    """The steps a schedule has entries for (§4.3): the end, every switch at step 1 or later,
+    and every step when anything alternates."""
+    steps = {total, *(switch for switch in switches if switch >= 1)}
+    if alternates:
+        steps.update(range(1, total + 1))
+    return sorted(steps)
+
+
 def _timeline(steps: int, hires_steps: int | None, old_timelines: bool) -> tuple[int, bool]:
     """The schedule length and whether the hires-pass offsets apply (§4.2)."""
     hires = hires_steps is not None and not old_timelines
@@ -100,16 +109,12 @@ def _cached_schedules(
     def step_of(edit: EditPiece) -> int:
         return edit_step(edit, total, base_steps=steps, hires=hires, old_timelines=old_timelines)
 
-    boundaries = {total}
-    for node in walk(pieces):
-        if isinstance(node, EditPiece):
-            switch = step_of(node)
-            if switch >= 1:
-                boundaries.add(switch)
-        else:
-            boundaries.update(range(1, total + 1))
+    found = walk(pieces)
+    edits = [node for node in found if isinstance(node, EditPiece)]
+    alternates = len(edits) < len(found)
     return tuple(
-        (boundary, render_pieces(pieces, boundary, step_of)) for boundary in sorted(boundaries)
+        (boundary, render_pieces(pieces, boundary, step_of))
+        for boundary in _boundaries(total, map(step_of, edits), alternates)
     )
 
 
@@ -133,17 +138,12 @@ def tree_schedules(
     def step_of(edit: Edit) -> int:
         return edit_step(edit, total, base_steps=steps, hires=hires, old_timelines=old_timelines)
 
-    boundaries = {total}
-    for node in _walk(nodes):
-        if isinstance(node, Edit):
-            switch = step_of(node)
-            if switch >= 1:
-                boundaries.add(switch)
-        elif isinstance(node, Alternation):
-            boundaries.update(range(1, total + 1))
+    found = list(_walk(nodes))
+    edits = [node for node in found if isinstance(node, Edit)]
+    alternates = any(isinstance(node, Alternation) for node in found)
     return [
         (boundary, render_nodes(nodes, step=boundary, step_of=step_of))
-        for boundary in sorted(boundaries)
+        for boundary in _boundaries(total, map(step_of, edits), alternates)
     ]
 
 

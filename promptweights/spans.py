@@ -88,65 +88,54 @@ class _Spans:
         return tuple(("".join(pieces), weight) for pieces, weight in out)
 
 
-def _a1111_spans(text: str) -> tuple[tuple[str, float], ...]:
+def _stack_spans(
+    text: str, tokens: re.Pattern[str], factors: dict[str, tuple[str, float]], *, breaks: bool
+) -> tuple[tuple[str, float], ...]:
+    """A1111's emphasis machine (§2.2): one stack per bracket kind, closing multiplies the range
+    since its opener; open brackets apply at the end, kinds in ``factors`` order, outermost first.
+
+    ``factors`` maps each closer to (its opener, its factor); an explicit weight (token group 1)
+    closes a round bracket.
+    """
     spans = _Spans()
-    rounds: list[int] = []
-    squares: list[int] = []
-    for match in _A1111_TOKEN_RE.finditer(text):
+    stacks: dict[str, list[int]] = {opener: [] for opener, _ in factors.values()}
+    for match in tokens.finditer(text):
         token = match.group(0)
         first = token[0]
-        number = match.group(1)
+        number = match.group(1) if match.lastindex else None
         if first == "\\":
             spans.add(token[1:], split_breaks=False)
-        elif first == "(":
-            rounds.append(len(spans.texts))
-        elif first == "[":
-            squares.append(len(spans.texts))
-        elif number is not None and rounds:
+        elif first in stacks:
+            stacks[first].append(len(spans.texts))
+        elif number is not None and stacks["("]:
             try:
                 factor = float(number)
             except ValueError:
                 # A1111 raises here (`(a:1.2.3)`); lenient: the weight stays text, like `(a:x)`.
                 spans.add(token[:-1])
                 factor = ROUND_WEIGHT
-            spans.multiply(rounds.pop(), factor)
-        elif first == ")" and rounds:
-            spans.multiply(rounds.pop(), ROUND_WEIGHT)
-        elif first == "]" and squares:
-            spans.multiply(squares.pop(), SQUARE_WEIGHT)
+            spans.multiply(stacks["("].pop(), factor)
+        elif first in factors and stacks[factors[first][0]]:
+            opener, factor = factors[first]
+            spans.multiply(stacks[opener].pop(), factor)
         else:
-            spans.add(token)
-    for start in rounds:
-        spans.multiply(start, ROUND_WEIGHT)
-    for start in squares:
-        spans.multiply(start, SQUARE_WEIGHT)
+            spans.add(token, split_breaks=breaks)
+    for opener, factor in factors.values():
+        for start in stacks[opener]:
+            spans.multiply(start, factor)
     return spans.merged()
+
+
+_A1111_FACTORS = {")": ("(", ROUND_WEIGHT), "]": ("[", SQUARE_WEIGHT)}
+_NOVELAI_FACTORS = {"}": ("{", BRACE_WEIGHT), "]": ("[", NOVELAI_SQUARE_WEIGHT)}
+
+
+def _a1111_spans(text: str) -> tuple[tuple[str, float], ...]:
+    return _stack_spans(text, _A1111_TOKEN_RE, _A1111_FACTORS, breaks=True)
 
 
 def _novelai_spans(text: str) -> tuple[tuple[str, float], ...]:
-    spans = _Spans()
-    braces: list[int] = []
-    squares: list[int] = []
-    for match in _NOVELAI_TOKEN_RE.finditer(text):
-        token = match.group(0)
-        first = token[0]
-        if first == "\\":
-            spans.add(token[1:], split_breaks=False)
-        elif first == "{":
-            braces.append(len(spans.texts))
-        elif first == "[":
-            squares.append(len(spans.texts))
-        elif first == "}" and braces:
-            spans.multiply(braces.pop(), BRACE_WEIGHT)
-        elif first == "]" and squares:
-            spans.multiply(squares.pop(), NOVELAI_SQUARE_WEIGHT)
-        else:
-            spans.add(token, split_breaks=False)
-    for start in braces:
-        spans.multiply(start, BRACE_WEIGHT)
-    for start in squares:
-        spans.multiply(start, NOVELAI_SQUARE_WEIGHT)
-    return spans.merged()
+    return _stack_spans(text, _NOVELAI_TOKEN_RE, _NOVELAI_FACTORS, breaks=False)
 
 
 def _comfy_groups(text: str) -> list[str]:
