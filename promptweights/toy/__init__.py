@@ -1,0 +1,178 @@
+"""A tiny trained text-to-image pipeline shipped with the package, for offline demos and tests.
+
+The model draws one flat shape on a flat background at 32×32 from prompt-style captions such as
+``a red circle, blue background`` or ``small green square``:
+
+* shape colours: red, orange, yellow, green, blue, purple;
+* shapes: circle, square, triangle; sizes: ``small``, ``large`` or unnamed;
+* backgrounds: the six colours plus white, black and gray (``, <colour> background``).
+
+It is a standard diffusers ``StableDiffusionPipeline``, 7.8 MB of float32 safetensors:
+
+* ``tokenizer``: a ``CLIPTokenizer`` whose BPE vocabulary (172 tokens: characters, punctuation and
+  every caption word whole) gives one token per word; 16-token windows (``model_max_length``);
+* ``text_encoder``: a ``CLIPTextModel``, 2 layers, 64 wide (79 k parameters);
+* ``unet``: a ``UNet2DConditionModel`` on 16×16×4 latents, channels (32, 64, 64), cross-attention
+  at 8×8 and 4×4 (1.7 M parameters);
+* ``vae``: an ``AutoencoderKL`` (32×32×3 ↔ 16×16×4, 159 k parameters), trained on the scenes;
+  its ``scaling_factor`` brings the latents to a standard deviation of 0.35, not 1, so that the
+  shape's colour settles late in sampling and prompt editing can still change it;
+* ``scheduler``: DPM-Solver++ over Stable Diffusion's scaled-linear betas (ε-prediction), with
+  steps uniform in log-SNR (``use_lu_lambdas``).
+
+Known behaviour: the weight of a colour word mostly changes the size of the shape (``(red:1.4)``
+draws a larger red circle than ``(red:0.6)``); the colour settles at about 60-70% of the steps, so
+``[red:green:0.5]`` ends green and ``[red:green:0.7]`` ends between red and green.
+
+Text encoder and UNet were trained together from scratch with the diffusion loss (captions dropped
+10% of the time for classifier-free guidance), so the colour words carry the colour.
+``tools/train_toy.py`` reproduces the weights. Some (colour, shape, background) combinations were
+held out of training (``held_out`` there).
+
+Nothing here imports torch or diffusers at module import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+__all__ = ["generate", "load_pipeline", "model_path", "text_encoder"]
+
+#: Steps and guidance scale the demos and tests use.
+DEFAULT_STEPS = 12
+DEFAULT_GUIDANCE = 4.0
+
+
+@contextlib.contextmanager
+def model_path() -> Iterator[Path]:
+    """Yield the directory of the shipped pipeline (a real directory, even from a zip import)."""
+    with resources.as_file(resources.files(__name__) / "model") as path:
+        yield Path(path)
+
+
+def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """Load the toy ``StableDiffusionPipeline`` from package data, offline.
+
+    Args:
+        device: where to put it.
+        dtype: its dtype; ``torch.float32`` (as stored) when ``None``.
+
+    Returns:
+        The pipeline, progress bar off.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    pipeline_class: Any = StableDiffusionPipeline
+    with model_path() as path:
+        # The weights are stored in float32; converting afterwards avoids the ``torch_dtype`` /
+        # ``dtype`` keyword that differs between diffusers versions.
+        pipe = pipeline_class.from_pretrained(
+            path,
+            local_files_only=True,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device) if dtype is None else pipe.to(device, dtype)
+
+
+def text_encoder(pipe: Any) -> Any:
+    """The pipeline's text tower as a :class:`promptweights.encoders.TextEncoder`.
+
+    Cached on the pipeline, so the empty-prompt encoding is computed once.
+    """
+    from promptweights.encoders import TextEncoder
+
+    encoder = getattr(pipe, "_promptweights_encoder", None)
+    if encoder is None or encoder.model is not pipe.text_encoder:
+        encoder = TextEncoder.clip(pipe.text_encoder, pipe.tokenizer)
+        pipe._promptweights_encoder = encoder
+    return encoder
+
+
+def generate(
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str = "",
+    *,
+    seeds: Sequence[int] = (0,),
+    strategy: str = "a1111",
+    normalization: str = "none",
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE,
+) -> np.ndarray:
+    """Draw images for an A1111 prompt (weights and prompt editing) with one seed each.
+
+    The prompt's schedule variants (``promptweights.schedules``) and the negative prompt are
+    built with :func:`promptweights.builder.build` in one pass; a ``callback_on_step_end`` swaps in
+    the variant of each next step, as A1111 does (variant ``j`` is used while the step index
+    ``i <= end_j``). ``AND`` is not split here. This is a small stand-in until the diffusers
+    adapter exists.
+
+    Args:
+        pipe: the pipeline from :func:`load_pipeline`.
+        prompt: the prompt, in A1111 syntax.
+        negative_prompt: the negative prompt.
+        seeds: one image per seed (each from its own ``torch.Generator``).
+        strategy: weighting strategy name (``"a1111"``, ``"comfy"``, …).
+        normalization: token-weight normalisation name.
+        steps: sampling steps.
+        guidance_scale: classifier-free guidance scale.
+
+    Returns:
+        ``float32`` images ``(len(seeds), 32, 32, 3)`` in ``[0, 1]``.
+    """
+    import torch
+
+    import promptweights
+    from promptweights.builder import build
+
+    schedule = promptweights.schedules(prompt, steps)
+    variants = [text for _, text in schedule]
+    result = build(
+        text_encoder(pipe),
+        [variants, [negative_prompt]],
+        strategy=strategy,
+        normalization=normalization,
+    )
+    positive = result.groups[0].embeds
+    negative = result.groups[1].embeds
+    n = len(seeds)
+    ends = [end for end, _ in schedule]
+
+    def variant_at(step: int) -> int:
+        return next((j for j, end in enumerate(ends) if step <= end), len(ends) - 1)
+
+    def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        j = variant_at(i + 1)
+        if j == variant_at(i) or i + 1 >= steps:
+            return {}
+        embeds = kwargs["prompt_embeds"]
+        pos = positive[j : j + 1].to(embeds.dtype).expand(n, -1, -1)
+        if embeds.shape[0] == 2 * n:  # classifier-free guidance: [negative, positive]
+            return {"prompt_embeds": torch.cat([embeds[:n], pos])}
+        return {"prompt_embeds": pos}
+
+    generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
+    first = variant_at(0)
+    out = pipe(
+        prompt_embeds=positive[first : first + 1].expand(n, -1, -1),
+        negative_prompt_embeds=negative.expand(n, -1, -1),
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=generators,
+        output_type="np",
+        callback_on_step_end=on_step_end if len(schedule) > 1 else None,
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+    )
+    images: np.ndarray = out.images
+    return images.astype("float32")
