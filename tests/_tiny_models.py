@@ -9,7 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 SHARED_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "clip-tokenizer"
+
+#: Marks a test that needs the real CLIP vocabulary beside the repository.
+needs_real_tokenizer = pytest.mark.skipif(
+    not (SHARED_TOKENIZER / "vocab.json").is_file(),
+    reason="../shared/clip-tokenizer is absent (a user's clone)",
+)
 
 WORDS = ("cat", "dog", "break", "on", "mat", "red", "blue", "sky", "emb", "tok", "house", "hill")
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

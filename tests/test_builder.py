@@ -14,7 +14,7 @@ import pytest
 import torch
 from _a1111_reference import reference_encode
 from _tiny_models import (
-    SHARED_TOKENIZER,
+    needs_real_tokenizer,
     real_clip_tokenizer,
     tiny_clip_model,
     tiny_clip_tokenizer,
@@ -30,11 +30,6 @@ from promptweights.strategies import STRATEGIES, Extras, Needs
 
 Spans = list[tuple[str, float]]
 BRK = ("BREAK", -1.0)
-
-needs_real_tokenizer = pytest.mark.skipif(
-    not (SHARED_TOKENIZER / "vocab.json").is_file(),
-    reason="../shared/clip-tokenizer is absent (a user's clone)",
-)
 
 
 @pytest.fixture(scope="module")

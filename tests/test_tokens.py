@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from _a1111_reference import reference_chunks
 from _tiny_models import (
-    SHARED_TOKENIZER,
+    needs_real_tokenizer,
     real_clip_tokenizer,
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
@@ -34,11 +34,6 @@ from promptweights.tokens import (
 
 Spans = list[tuple[str, float]]
 BRK = ("BREAK", -1.0)
-
-needs_real_tokenizer = pytest.mark.skipif(
-    not (SHARED_TOKENIZER / "vocab.json").is_file(),
-    reason="../shared/clip-tokenizer is absent (a user's clone)",
-)
 
 
 @pytest.fixture(scope="module")
