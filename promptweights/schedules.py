@@ -16,12 +16,9 @@ from typing import Protocol
 from ._editing import EditPiece, render_pieces, scan, walk
 from ._lark import GLOBAL_FAILURES, parse_nodes
 from .render import render_nodes
-from .tree import Alternation, Edit, Emphasis, Node
+from .tree import DEFAULT_MAX_DEPTH, Alternation, Edit, Emphasis, Node
 
 __all__ = ["DEFAULT_MAX_DEPTH", "edit_step", "schedules", "split_and"]
-
-#: How deep brackets may nest in the tree; deeper ones stay text (with a diagnostic).
-DEFAULT_MAX_DEPTH = 150
 
 _AND_RE = re.compile(r"\bAND\b")
 # The `:w` tail of an AND part; `\d` is Unicode as in A1111 (§2.3).

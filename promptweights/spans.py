@@ -13,12 +13,13 @@ hot path.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable
 
 from ._lark import BRACE_WEIGHT, NOVELAI_SQUARE_WEIGHT, SQUARE_WEIGHT, comfy_float
 from .errors import UnknownNameError
-from .tree import Alternation, Break, Edit, Emphasis, Node, Text
+from .tree import DEFAULT_MAX_DEPTH, Alternation, Break, Edit, Emphasis, Node, Text
 
 __all__ = ["DIALECTS", "tree_spans", "weighted_spans"]
 
@@ -50,92 +51,140 @@ _COMFY_CLOSE = "\ue001"
 
 
 class _Spans:
-    """Parallel text/weight lists with A1111's range multiplication."""
+    """Spans with A1111's range multiplication; text added between two bracket events joins the
+    last span at once (it gets the same products), so the work is depth × spans, not × tokens."""
 
-    __slots__ = ("texts", "weights")
+    __slots__ = ("_open", "pieces", "weights")
 
     def __init__(self) -> None:
-        self.texts: list[str] = []
+        self.pieces: list[list[str]] = []  # each span's segments, as A1111 appends them
         self.weights: list[float] = []
+        self._open = False  # whether the next segment may join the last span
+
+    def _append(self, text: str) -> None:
+        if self._open:
+            self.pieces[-1].append(text)
+        else:
+            self.pieces.append([text])
+            self.weights.append(1.0)
+            self._open = True
 
     def add(self, text: str, *, split_breaks: bool = True) -> None:
         if split_breaks and "BREAK" in text:
             for i, piece in enumerate(_BREAK_RE.split(text)):
                 if i:
-                    self.texts.append(BREAK_MARKER[0])
-                    self.weights.append(BREAK_MARKER[1])
-                self.texts.append(piece)
-                self.weights.append(1.0)
+                    self.add_break()
+                self._append(piece)
         else:
-            self.texts.append(text)
-            self.weights.append(1.0)
+            self._append(text)
+
+    def add_break(self) -> None:
+        self.pieces.append([BREAK_MARKER[0]])
+        self.weights.append(BREAK_MARKER[1])
+        self._open = False
+
+    def start(self) -> int:
+        """The index of the next span (an opener's position): the next text starts a span."""
+        self._open = False
+        return len(self.pieces)
 
     def multiply(self, start: int, factor: float) -> None:
+        self._open = False
         weights = self.weights
         for i in range(start, len(weights)):
             weights[i] *= factor
 
     def merged(self) -> tuple[tuple[str, float], ...]:
-        if not self.texts:
+        if not self.pieces:
             return (("", 1.0),)
         # Collect the pieces of each merged span and join once: `+=` in a loop is quadratic.
         out: list[tuple[list[str], float]] = []
-        for text, weight in zip(self.texts, self.weights, strict=True):
-            if out and out[-1][1] == weight:
-                out[-1][0].append(text)
+        for pieces, weight in zip(self.pieces, self.weights, strict=True):
+            if math.isnan(weight):  # A1111 never merges NaN weights, not even inside a span
+                out.extend(([piece], weight) for piece in pieces)
+            elif out and out[-1][1] == weight:
+                out[-1][0].extend(pieces)
             else:
-                out.append(([text], weight))
+                out.append((list(pieces), weight))
         return tuple(("".join(pieces), weight) for pieces, weight in out)
 
 
+_DEEP = -1  # a stack entry for an opener past the depth cap: it and its closer are text
+
+
 def _stack_spans(
-    text: str, tokens: re.Pattern[str], factors: dict[str, tuple[str, float]], *, breaks: bool
+    text: str,
+    tokens: re.Pattern[str],
+    factors: dict[str, tuple[str, float]],
+    *,
+    breaks: bool,
+    max_depth: int,
 ) -> tuple[tuple[str, float], ...]:
     """A1111's emphasis machine (§2.2): one stack per bracket kind, closing multiplies the range
     since its opener; open brackets apply at the end, kinds in ``factors`` order, outermost first.
 
     ``factors`` maps each closer to (its opener, its factor); an explicit weight (token group 1)
-    closes a round bracket.
+    closes a round bracket. An opener with ``max_depth`` brackets already open is text, and so is
+    the closer that pops it.
     """
     spans = _Spans()
     stacks: dict[str, list[int]] = {opener: [] for opener, _ in factors.values()}
+    depth = 0
     for match in tokens.finditer(text):
         token = match.group(0)
         first = token[0]
         number = match.group(1) if match.lastindex else None
         if first == "\\":
             spans.add(token[1:], split_breaks=False)
-        elif first in stacks:
-            stacks[first].append(len(spans.texts))
-        elif number is not None and stacks["("]:
-            try:
-                factor = float(number)
-            except ValueError:
-                # A1111 raises here (`(a:1.2.3)`); lenient: the weight stays text, like `(a:x)`.
-                spans.add(token[:-1])
-                factor = ROUND_WEIGHT
-            spans.multiply(stacks["("].pop(), factor)
-        elif first in factors and stacks[factors[first][0]]:
-            opener, factor = factors[first]
-            spans.multiply(stacks[opener].pop(), factor)
-        else:
+            continue
+        if first in stacks:
+            if depth >= max_depth:
+                stacks[first].append(_DEEP)
+                spans.add(token, split_breaks=False)
+            else:
+                stacks[first].append(spans.start())
+                depth += 1
+            continue
+        opener = "(" if number is not None else factors[first][0] if first in factors else ""
+        stack = stacks.get(opener)
+        if not stack:
             spans.add(token, split_breaks=breaks)
+            continue
+        start = stack.pop()
+        if start == _DEEP:
+            spans.add(token, split_breaks=False)
+            continue
+        depth -= 1
+        factor = factors[first][1] if number is None else _explicit(spans, token, number)
+        spans.multiply(start, factor)
     for opener, factor in factors.values():
         for start in stacks[opener]:
-            spans.multiply(start, factor)
+            if start != _DEEP:
+                spans.multiply(start, factor)
     return spans.merged()
+
+
+def _explicit(spans: _Spans, token: str, number: str) -> float:
+    try:
+        return float(number)
+    except ValueError:
+        # A1111 raises here (`(a:1.2.3)`); lenient: the weight stays text, like `(a:x)`.
+        spans.add(token[:-1])
+        return ROUND_WEIGHT
 
 
 _A1111_FACTORS = {")": ("(", ROUND_WEIGHT), "]": ("[", SQUARE_WEIGHT)}
 _NOVELAI_FACTORS = {"}": ("{", BRACE_WEIGHT), "]": ("[", NOVELAI_SQUARE_WEIGHT)}
 
 
-def _a1111_spans(text: str) -> tuple[tuple[str, float], ...]:
-    return _stack_spans(text, _A1111_TOKEN_RE, _A1111_FACTORS, breaks=True)
+def _a1111_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
+    return _stack_spans(text, _A1111_TOKEN_RE, _A1111_FACTORS, breaks=True, max_depth=max_depth)
 
 
-def _novelai_spans(text: str) -> tuple[tuple[str, float], ...]:
-    return _stack_spans(text, _NOVELAI_TOKEN_RE, _NOVELAI_FACTORS, breaks=False)
+def _novelai_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
+    return _stack_spans(
+        text, _NOVELAI_TOKEN_RE, _NOVELAI_FACTORS, breaks=False, max_depth=max_depth
+    )
 
 
 def _comfy_groups(text: str) -> list[str]:
@@ -165,8 +214,9 @@ def _comfy_groups(text: str) -> list[str]:
     return groups
 
 
-def _comfy_spans(text: str) -> tuple[tuple[str, float], ...]:
-    """ComfyUI's ``token_weights`` (weighting-strategies.md §1.3), without recursion."""
+def _comfy_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
+    """ComfyUI's ``token_weights`` (weighting-strategies.md §1.3), without recursion; a group with
+    ``max_depth`` groups around it stays text, brackets included."""
     escaped = text.replace("\\)", _COMFY_CLOSE).replace("\\(", _COMFY_OPEN)
     out: list[tuple[str, float]] = []
     stack = [(iter(_comfy_groups(escaped)), 1.0)]
@@ -176,7 +226,7 @@ def _comfy_spans(text: str) -> tuple[tuple[str, float], ...]:
         if group is None:
             stack.pop()
             continue
-        if len(group) >= 2 and group[0] == "(" and group[-1] == ")":
+        if len(group) >= 2 and group[0] == "(" and group[-1] == ")" and len(stack) <= max_depth:
             inner = group[1:-1]
             weight = current * ROUND_WEIGHT
             cut = inner.rfind(":")
@@ -194,26 +244,32 @@ _SPANS = {"a1111": _a1111_spans, "comfy": _comfy_spans, "novelai": _novelai_span
 
 
 @functools.lru_cache(maxsize=8192)
-def _cached_spans(text: str, dialect: str) -> tuple[tuple[str, float], ...]:
+def _cached_spans(text: str, dialect: str, max_depth: int) -> tuple[tuple[str, float], ...]:
     try:
         spans = _SPANS[dialect]
     except KeyError:
         raise UnknownNameError("dialect", dialect, DIALECTS) from None
-    return spans(text)
+    return spans(text, max_depth)
 
 
-def weighted_spans(text: str, *, dialect: str = "a1111") -> list[tuple[str, float]]:
+def weighted_spans(
+    text: str, *, dialect: str = "a1111", max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[tuple[str, float]]:
     """Split ``text`` into ``(segment, weight)`` pairs by the dialect's emphasis rules.
 
     For ``"a1111"`` (the default) the result equals A1111's ``parse_prompt_attention(text)``,
     floats included, with ``("BREAK", -1.0)`` where ``BREAK`` starts a new chunk. Run it on the
     text of one schedule variant (see :func:`promptweights.schedules`): editing and alternation
-    brackets are not resolved here, exactly as in A1111. One lenient difference: where A1111
-    raises on a malformed weight (``(a:1.2.3)``), the weight is kept as text.
+    brackets are not resolved here, exactly as in A1111. Two deliberate differences: where A1111
+    raises on a malformed weight (``(a:1.2.3)``), the weight is kept as text; and brackets nested
+    deeper than ``max_depth`` are text, as in :func:`promptweights.parse`, so that the time stays
+    linear in the length of any text (A1111 multiplies depth × length floats; its weights there
+    are ≥ 1.1**150 anyway).
 
     Args:
         text: the prompt text (one AND part, one schedule variant).
         dialect: ``"a1111"``, ``"comfy"`` (ComfyUI's ``token_weights``) or ``"novelai"``.
+        max_depth: how many brackets may be open around a bracket that still weighs.
 
     Returns:
         A new list of ``(segment, weight)`` tuples.
@@ -226,7 +282,7 @@ def weighted_spans(text: str, *, dialect: str = "a1111") -> list[tuple[str, floa
     >>> weighted_spans("a BREAK [b]")
     [('a', 1.0), ('BREAK', -1.0), ('', 1.0), ('b', 0.9090909090909091)]
     """
-    return list(_cached_spans(text, dialect))
+    return list(_cached_spans(text, dialect, max_depth))
 
 
 weighted_spans.cache_clear = _cached_spans.cache_clear  # type: ignore[attr-defined]
@@ -259,15 +315,14 @@ def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
             del path[depth:]
             continue
         if isinstance(node, Text):
-            start = len(spans.texts)
+            start = spans.start()
             _add_text(spans, node.text)
             _apply(spans, start, path)
         elif isinstance(node, Break):
             # A1111 splits a text run at BREAK and keeps the (maybe empty) pieces on both sides.
-            start = len(spans.texts)
+            start = spans.start()
             spans.add("", split_breaks=False)
-            spans.texts.append(BREAK_MARKER[0])
-            spans.weights.append(BREAK_MARKER[1])
+            spans.add_break()
             spans.add("", split_breaks=False)
             _apply(spans, start, path)
         elif isinstance(node, Emphasis):

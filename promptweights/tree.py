@@ -23,7 +23,13 @@ from typing import Literal, TypeAlias
 
 from .errors import Diagnostic
 
+#: How deep brackets may nest; deeper ones stay text (with a ``too-deep`` diagnostic), in the tree
+#: and in :func:`promptweights.weighted_spans` alike. A1111 has no cap, but its weights there are
+#: meaningless (1.1**150 ≈ 1.6e6) and evaluating them exactly costs depth × length.
+DEFAULT_MAX_DEPTH = 150
+
 __all__ = [
+    "DEFAULT_MAX_DEPTH",
     "Alternation",
     "Break",
     "Edit",
