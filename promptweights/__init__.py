@@ -28,8 +28,9 @@ from .errors import (
     UnknownNameError,
     UnsupportedPipelineError,
 )
+from .limits import DEFAULT_LIMITS, MAX_PROMPT_CHARS, Limits
 from .networks import extra_networks, strip_comments
-from .parsing import MAX_PROMPT_CHARS, parse
+from .parsing import parse
 from .render import render
 from .schedules import DEFAULT_MAX_DEPTH, schedules, split_and
 from .spans import DIALECTS, weighted_spans
@@ -48,6 +49,7 @@ from .tree import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_DEPTH",
     "DIALECTS",
     "MAX_PROMPT_CHARS",
@@ -62,6 +64,7 @@ __all__ = [
     "InfotextLimitError",
     "InvalidWeightError",
     "LimitExceededError",
+    "Limits",
     "NetworkFileError",
     "Node",
     "Prompt",

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 
 from promptweights.encoders import TextEncoder
+from promptweights.errors import LimitExceededError
+from promptweights.limits import DEFAULT_LIMITS
 from promptweights.strategies import (
     Extras,
     Needs,
@@ -140,6 +142,7 @@ def build(
     comma_backtrack: int = 20,
     textual_inversions: Iterable[TextualInversion] | None = None,
     equal_length: bool = True,
+    max_rows: int = DEFAULT_LIMITS.rows,
 ) -> BuildResult:
     """Build weighted conditioning for groups of texts with one batched encoder pass.
 
@@ -153,6 +156,7 @@ def build(
         textual_inversions: embeddings to match; defaults to those that diffusers'
             ``load_textual_inversion`` added to the tokenizer.
         equal_length: pad every group with empty-prompt chunks to the longest one.
+        max_rows: the most rows (token windows) to encode; checked before the encoder runs.
 
     Returns:
         One :class:`Conditioning` per group, plus pass and row counts.
@@ -160,6 +164,7 @@ def build(
     Raises:
         InvalidWeightError: a weight is NaN or infinite.
         UnknownNameError: an unknown strategy or normalisation name.
+        LimitExceededError: the request needs more than ``max_rows`` rows.
     """
     started = time.perf_counter()
     strategy_fn = get_strategy(strategy)
@@ -192,6 +197,11 @@ def build(
     cached = encoder.cached_empty()
     if cached is None and (needs.empty or padded):
         planner.add(empty_ids)
+    if len(planner.index) > max_rows:
+        raise LimitExceededError(
+            f"this request needs {len(planner.index)} text-encoder rows of {layout.length} tokens "
+            f"(chunks × schedule variants × extra encodings); the limit is {max_rows} (max_rows)"
+        )
     planned = time.perf_counter()
     z_all, pooled_all, calls = _run(encoder, planner)
     encoded = time.perf_counter()

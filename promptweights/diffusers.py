@@ -72,11 +72,13 @@ import promptweights
 from promptweights.builder import build
 from promptweights.encoders import TextEncoder
 from promptweights.errors import (
+    LimitExceededError,
     NetworkFileError,
     PromptweightsError,
     UnknownNameError,
     UnsupportedPipelineError,
 )
+from promptweights.limits import DEFAULT_LIMITS, Limits
 from promptweights.strategies import Normalization, Strategy, get_normalization, get_strategy
 from promptweights.tokens import check_weights
 from promptweights.tree import ExtraNetwork
@@ -231,19 +233,27 @@ class _Part:
 
 
 def _schedule(text: str, steps: int | None, options: Mapping[str, Any]) -> list[tuple[int, str]]:
+    limits: Limits = options.get("limits", DEFAULT_LIMITS)
     if steps is None:
-        probe = promptweights.schedules(text, _PROBE_STEPS)
-        if len(probe) > 1:
-            raise ValueError(
-                f"the prompt {text!r} uses prompt editing or alternation: pass steps= (the "
-                "pipeline's num_inference_steps) so that the switching steps are known"
+        try:
+            # One entry is all a prompt without editing has; more is all we need to know.
+            probe = promptweights.schedules(
+                text, _PROBE_STEPS, max_variants=1, max_chars=max(len(text), 1)
             )
+        except LimitExceededError:
+            excerpt = text if len(text) <= 60 else text[:57] + "..."
+            raise ValueError(
+                f"the prompt {excerpt!r} uses prompt editing or alternation: pass steps= (the "
+                "pipeline's num_inference_steps) so that the switching steps are known"
+            ) from None
         return [(0, probe[0][1])]
     return promptweights.schedules(
         text,
         steps,
         hires_steps=options.get("hires_steps"),
         old_timelines=bool(options.get("old_timelines", False)),
+        max_variants=limits.variants,
+        max_chars=limits.schedule_chars,
     )
 
 
@@ -283,6 +293,18 @@ def _as_list(value: str | Sequence[str] | None, batch: int, what: str) -> list[s
     if len(values) != batch:
         raise ValueError(f"{what} has {len(values)} entries for {batch} prompts")
     return values
+
+
+def _check_lengths(texts: Mapping[str, list[str] | None], limit: int) -> None:
+    for name, values in texts.items():
+        for i, text in enumerate(values or ()):
+            if not isinstance(text, str):
+                raise TypeError(f"{name} must be str, not {type(text).__name__}")
+            if len(text) > limit:
+                which = name if len(values or ()) == 1 else f"{name}[{i}]"
+                raise LimitExceededError(
+                    f"{which} has {len(text)} characters; the limit is {limit} (prompt_chars)"
+                )
 
 
 def _validate(text: str) -> None:
@@ -814,7 +836,8 @@ def encode(
             ``.safetensors`` LoRAs, named by file stem) and ``loras`` (name → path);
             ``batch_rows`` (``False``: one forward pass per encoded row, bit-identical to the
             pipeline's one-text calls; ``True``: one pass for all rows of an encoder, faster on a
-            GPU, may differ in the last bit).
+            GPU, may differ in the last bit); ``limits`` (a :class:`~promptweights.Limits`:
+            prompt length, schedule entries, AND parts, encoder rows).
 
     Returns:
         The :class:`Conditioning`; pass ``cond.pipeline_kwargs()`` to the pipeline, inside
@@ -822,8 +845,10 @@ def encode(
 
     Raises:
         UnknownNameError: an unknown strategy, normalisation or LoRA name.
-        NetworkFileError: a LoRA file that is missing or not ``.safetensors``.
+        NetworkFileError: a LoRA file that is missing, not ``.safetensors``, unreadable, or whose
+            tensors do not fit the pipeline (the message names the file and key).
         UnsupportedPipelineError: a pipeline family this adapter does not know.
+        LimitExceededError: a prompt, schedule, AND split or row count past ``limits``.
         ValueError: editing without ``steps``, batch sizes that do not match, unknown options.
     """
     known = {
@@ -840,6 +865,7 @@ def encode(
         "lora_dir",
         "loras",
         "batch_rows",
+        "limits",
     }
     unknown = sorted(set(options) - known)
     if unknown:
@@ -849,6 +875,9 @@ def encode(
     get_strategy(strategy)
     get_normalization(options.get("normalization", "none"))
 
+    limits = options.get("limits", DEFAULT_LIMITS)
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a promptweights.Limits, not {type(limits).__name__}")
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise ValueError("no prompt given")
@@ -877,6 +906,17 @@ def encode(
             }
 
     # 1. Text only: comments, networks, AND, schedules, weight check. Nothing touched yet.
+    _check_lengths(
+        {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "prompt_2": extra_prompts[0],
+            "prompt_3": extra_prompts[1],
+            "negative_prompt_2": extra_negatives[0],
+            "negative_prompt_3": extra_negatives[1],
+        },
+        limits.prompt_chars,
+    )
     networks: list[ExtraNetwork] = []
     parts: list[list[_Part]] = []
     negative_parts: list[_Part] = []
@@ -890,8 +930,8 @@ def encode(
             else:
                 text, found = _clean(extra[image])
                 networks += found
-                others.append(promptweights.split_and(text))
-        main_parts = promptweights.split_and(main)
+                others.append(promptweights.split_and(text, max_parts=limits.and_parts))
+        main_parts = promptweights.split_and(main, max_parts=limits.and_parts)
         image_parts = []
         for j, (text, weight) in enumerate(main_parts):
             texts = [text]
@@ -943,8 +983,9 @@ def encode(
             normalization=options.get("normalization", "none"),
             comma_backtrack=int(options.get("comma_backtrack", 20)),
             t5_length=int(options.get("max_sequence_length") or 256),
+            max_rows=limits.rows,
         )
-    except Exception:
+    except BaseException:
         if undo is not None:
             undo()
         raise
@@ -980,6 +1021,7 @@ def _encode_all(
     normalization: str | Normalization,
     comma_backtrack: int,
     t5_length: int,
+    max_rows: int,
 ) -> _Timeline:
     all_parts = [p for image in parts for p in image] + negatives
     positives = len(all_parts) - len(negatives)
@@ -996,6 +1038,7 @@ def _encode_all(
             normalization=normalization,
             comma_backtrack=comma_backtrack,
             equal_length=False,
+            max_rows=max_rows,
         )
         cached = slot.encoder.cached_empty()
         empty = cached[0] if cached is not None else result.groups[-1].embeds[0]

@@ -13,15 +13,13 @@ import functools
 
 from ._lark import parse_nodes
 from .errors import Diagnostic, LimitExceededError, UnknownNameError
+from .limits import MAX_PROMPT_CHARS
 from .networks import extra_networks_with_map, strip_comments_with_map
-from .schedules import DEFAULT_MAX_DEPTH, split_and_with_tails
+from .schedules import split_and_with_tails
 from .spans import DIALECTS
-from .tree import Prompt, SubPrompt
+from .tree import DEFAULT_MAX_DEPTH, Prompt, SubPrompt
 
 __all__ = ["MAX_PROMPT_CHARS", "parse"]
-
-#: Longest prompt :func:`parse` accepts (characters); past it, :class:`LimitExceededError`.
-MAX_PROMPT_CHARS = 4_000_000
 
 
 def parse(

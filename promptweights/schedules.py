@@ -15,6 +15,8 @@ from typing import Protocol
 
 from ._editing import EditPiece, render_pieces, scan, walk
 from ._lark import GLOBAL_FAILURES, parse_nodes
+from .errors import LimitExceededError
+from .limits import DEFAULT_LIMITS
 from .render import render_nodes
 from .tree import DEFAULT_MAX_DEPTH, Alternation, Edit, Emphasis, Node
 
@@ -93,7 +95,12 @@ def _timeline(steps: int, hires_steps: int | None, old_timelines: bool) -> tuple
 
 @functools.lru_cache(maxsize=4096)
 def _cached_schedules(
-    text: str, steps: int, hires_steps: int | None, old_timelines: bool
+    text: str,
+    steps: int,
+    hires_steps: int | None,
+    old_timelines: bool,
+    max_variants: int,
+    max_chars: int,
 ) -> tuple[tuple[int, str], ...]:
     total, hires = _timeline(steps, hires_steps, old_timelines)
     if "[" not in text:
@@ -109,10 +116,19 @@ def _cached_schedules(
     found = walk(pieces)
     edits = [node for node in found if isinstance(node, EditPiece)]
     alternates = len(edits) < len(found)
-    return tuple(
-        (boundary, render_pieces(pieces, boundary, step_of))
-        for boundary in _boundaries(total, map(step_of, edits), alternates)
-    )
+    boundaries = _boundaries(total, map(step_of, edits), alternates)
+    if len(boundaries) > max_variants:
+        why = "alternation changes it at every step" if alternates else "every edit adds one"
+        raise LimitExceededError(
+            f"the prompt's schedule has {len(boundaries)} entries over {total} steps ({why}); "
+            f"the limit is {max_variants} (max_variants)"
+        )
+    if len(boundaries) * len(text) > max_chars:
+        raise LimitExceededError(
+            f"the prompt's schedule would render {len(boundaries)} texts of up to {len(text)} "
+            f"characters; the limit is {max_chars} characters in all (max_chars)"
+        )
+    return tuple((boundary, render_pieces(pieces, boundary, step_of)) for boundary in boundaries)
 
 
 def tree_schedules(
@@ -145,7 +161,13 @@ def tree_schedules(
 
 
 def schedules(
-    text: str, steps: int, *, hires_steps: int | None = None, old_timelines: bool = False
+    text: str,
+    steps: int,
+    *,
+    hires_steps: int | None = None,
+    old_timelines: bool = False,
+    max_variants: int = DEFAULT_LIMITS.variants,
+    max_chars: int = DEFAULT_LIMITS.schedule_chars,
 ) -> list[tuple[int, str]]:
     """Expand prompt editing and alternation into ``(end_at_step, text)`` pairs.
 
@@ -160,16 +182,22 @@ def schedules(
         steps: the number of sampling steps (doubled by the caller for second-order samplers).
         hires_steps: steps of the hires-fix pass, to get that pass's schedule.
         old_timelines: A1111's "Old prompt editing timelines" setting.
+        max_variants: the most entries the schedule may have (see :mod:`promptweights.limits`).
+        max_chars: the most characters the schedule's texts may add up to (entries × length).
 
     Returns:
         A new list of ``(end_at_step, text)``; the last entry ends at the schedule length.
+
+    Raises:
+        LimitExceededError: the schedule would have more than ``max_variants`` entries or
+            ``max_chars`` characters.
 
     >>> schedules("a [cat:dog:0.5]", 10)
     [(5, 'a cat'), (10, 'a dog')]
     >>> schedules("[fe|]male", 4)
     [(1, 'female'), (2, 'male'), (3, 'female'), (4, 'male')]
     """
-    return list(_cached_schedules(text, steps, hires_steps, old_timelines))
+    return list(_cached_schedules(text, steps, hires_steps, old_timelines, max_variants, max_chars))
 
 
 schedules.cache_clear = _cached_schedules.cache_clear  # type: ignore[attr-defined]
@@ -188,13 +216,20 @@ def split_and_with_tails(text: str) -> list[tuple[str, float, str]]:
     return parts
 
 
-def split_and(text: str) -> list[tuple[str, float]]:
+def split_and(text: str, *, max_parts: int = DEFAULT_LIMITS.and_parts) -> list[tuple[str, float]]:
     """Split a positive prompt at ``AND`` into ``(sub_prompt, weight)`` pairs (§6.1).
 
     ``AND`` is case-sensitive with word boundaries; a trailing ``:w`` sets the part's weight
-    (default 1.0); trailing spaces are dropped, leading ones kept.
+    (default 1.0); trailing spaces are dropped, leading ones kept. More than ``max_parts`` parts
+    raise :class:`~promptweights.errors.LimitExceededError` (each part costs a UNet pass per step).
 
     >>> split_and("a cat AND a dog:0.5")
     [('a cat', 1.0), (' a dog', 0.5)]
     """
+    separators = [match.start() for match in _AND_RE.finditer(text)]
+    if len(separators) >= max_parts:
+        raise LimitExceededError(
+            f"the prompt has {len(separators) + 1} AND parts; the limit is {max_parts} "
+            f"(max_parts): the AND at character {separators[max_parts - 1]} starts one too many"
+        )
     return [(body, weight) for body, weight, _ in split_and_with_tails(text)]

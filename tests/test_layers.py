@@ -16,6 +16,7 @@ HEAVY = ("torch", "transformers", "diffusers", "hypothesis", "PIL", "accelerate"
 LAYERS = [
     {
         "errors",
+        "limits",
         "tree",
         "_lark",
         "_editing",

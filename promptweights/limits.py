@@ -1,0 +1,63 @@
+"""Resource limits: the most one prompt or one request may make promptweights do.
+
+promptweights sits behind web UIs and bots that pass it whatever users type, so every way a short
+text can multiply work has a cap, and passing a cap raises
+:class:`~promptweights.errors.LimitExceededError` before any model runs:
+
+* the length of one prompt (:func:`promptweights.parse`, the diffusers adapter);
+* the entries of one prompt's schedule (:func:`promptweights.schedules`): ``[a|b]`` alternates at
+  every step, so a request for 100,000 steps would otherwise render 100,000 texts; and the
+  characters they add up to (a 1 MB prompt with one ``[a|b]`` renders 1 MB per step);
+* the ``AND`` parts of one prompt (:func:`promptweights.split_and`): each costs a UNet pass
+  per step;
+* the rows one :func:`promptweights.builder.build` call encodes (chunks × variants × extra
+  encodings), the number that decides what a request costs the text encoder.
+
+Nesting depth is capped differently: brackets past :data:`~promptweights.tree.DEFAULT_MAX_DEPTH`
+stay text, with a diagnostic, and nothing raises.
+
+The defaults are generous for real prompts (A1111's longest realistic request, 150 steps of
+alternation on a second-order sampler with a four-chunk prompt, stays within each of them). Pass
+your own :class:`Limits` to the adapter (``encode(..., limits=Limits(rows=256))``) or the number to
+the function (``schedules(text, steps, max_variants=...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "MAX_PROMPT_CHARS", "Limits"]
+
+#: Longest prompt accepted (characters): 1 MiB. Parsing takes about 250 bytes of memory per
+#: character at worst (10,000s of nested brackets), so this bounds one parse to about 250 MB.
+MAX_PROMPT_CHARS = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps for one request; each must be at least 1.
+
+    >>> Limits(rows=256).variants
+    512
+    """
+
+    #: Characters in one prompt text.
+    prompt_chars: int = MAX_PROMPT_CHARS
+    #: Entries in one prompt's schedule (prompt editing and alternation).
+    variants: int = 512
+    #: Characters of all the texts one prompt's schedule renders.
+    schedule_chars: int = 16_000_000
+    #: ``AND`` parts in one prompt.
+    and_parts: int = 64
+    #: Rows (token windows) one build encodes per text encoder.
+    rows: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_chars", "variants", "schedule_chars", "and_parts", "rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
+
+
+#: The limits used when none are given.
+DEFAULT_LIMITS = Limits()
