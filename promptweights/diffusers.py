@@ -41,10 +41,16 @@ image and image to image. What A1111 does and where it is done here:
   diffusers' ``load_lora_weights`` as adapters named ``pw_<name>`` and activated with
   ``set_adapters`` at the tag's text-encoder and UNet multipliers; the active adapter set then is
   exactly the tagged one. Unknown names raise :class:`~promptweights.errors.UnknownNameError`
-  listing the names available.
-* **Textual inversion** (§9.2): embeddings loaded with diffusers' ``load_textual_inversion`` are
-  matched by name in the text, inside weighted spans too (``(emb:1.2)`` scales all its vectors),
-  and never split across chunks.
+  listing the names available. Before anything is loaded every file is read and checked: tensors
+  floating point and finite, keys read as diffusers reads them (kohya ``lora_unet_*`` too), every
+  targeted module present, down/up shapes matching its in/out features (conv kernels) and each
+  other's rank; a bad file raises :class:`~promptweights.errors.NetworkFileError` naming the file,
+  the key, and the expected and found shapes. A failure after loading puts the pipeline back
+  exactly as it was (modules, hooks, adapters and their weights).
+* **Textual inversion** (§9.2): embeddings loaded with :func:`load_textual_inversion` (A1111
+  ``.safetensors`` files, checked before the pipeline is touched) or with diffusers' own
+  ``load_textual_inversion`` are matched by name in the text, inside weighted spans too
+  (``(emb:1.2)`` scales all its vectors), and never split across chunks.
 
 Every row is encoded with its own forward pass by default (``batch_rows=True`` batches them): on
 CPU a batched matmul may round differently from the pipelines' one-text calls, and a plain prompt
@@ -57,8 +63,11 @@ are loaded; a failed call leaves it as it was.
 
 from __future__ import annotations
 
+import copy
+import importlib
 import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,6 +100,7 @@ __all__ = [
     "encode",
     "family_of",
     "from_infotext",
+    "load_textual_inversion",
     "plan_rerun",
 ]
 
@@ -336,10 +346,11 @@ def _adapter_name(name: str) -> str:
 
 @dataclass(slots=True)
 class _LoraPlan:
-    """Tagged LoRAs resolved to files and read into memory before the pipeline is touched."""
+    """Tagged LoRAs resolved to files, read and checked before the pipeline is touched."""
 
     adapters: list[tuple[str, float, float]]  # adapter name, te weight, unet weight
     state_dicts: dict[str, dict[str, Tensor]]
+    labels: dict[str, str] = field(default_factory=dict)  # adapter name -> "LoRA 'x' ('path')"
 
 
 def _plan_loras(
@@ -365,15 +376,229 @@ def _plan_loras(
             )
         if not path.is_file():
             raise NetworkFileError(f"LoRA {tag.name!r}: no file at {str(path)!r}")
+        if not hasattr(pipe, "load_lora_weights") or not hasattr(pipe, "lora_state_dict"):
+            raise UnsupportedPipelineError(f"{type(pipe).__name__} cannot load LoRA weights")
         adapter = _adapter_name(tag.name)
         if adapter not in loaded and adapter not in plan.state_dicts:
-            from safetensors.torch import load_file
-
-            plan.state_dicts[adapter] = load_file(str(path))
+            label = f"LoRA {tag.name!r} ({str(path)!r})"
+            state = _read_tensors(label, path)
+            _check_lora(pipe, label, state)
+            plan.state_dicts[adapter] = state
+            plan.labels[adapter] = label
         plan.adapters.append((adapter, tag.te_weight, tag.unet_weight))
     if not plan.adapters and not any(a.startswith(_ADAPTER_PREFIX) for a in loaded):
         return None
     return plan
+
+
+def _read_tensors(label: str, path: Path) -> dict[str, Tensor]:
+    """Read a ``.safetensors`` file whose tensors must all be floating point and finite."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # corrupt, truncated, or not safetensors despite its name
+        raise NetworkFileError(f"{label} is not a readable .safetensors file: {exc}") from exc
+    if not state:
+        raise NetworkFileError(f"{label} holds no tensors")
+    for key, tensor in state.items():
+        if key.endswith(".alpha") and tensor.numel() == 1 and tensor.dtype != torch.bool:
+            tensor = tensor.double()  # kohya's scaling alpha: a number, integer in some files
+        if not torch.is_floating_point(tensor):
+            raise NetworkFileError(
+                f"{label}: tensor {key!r} is {tensor.dtype}; weights must be floating point"
+            )
+        values = tensor if tensor.element_size() > 1 else tensor.float()  # float8: no isfinite
+        if not bool(torch.isfinite(values).all()):
+            raise NetworkFileError(f"{label}: tensor {key!r} holds NaN or infinite values")
+    return state
+
+
+# A LoRA key as diffusers hands it to peft: module path, then the LoRA part.
+_LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B"
+    r"|lora_magnitude_vector|alpha|diff|diff_b|lokr_\w+)(?:\.(?P<param>weight|bias))?$"
+)
+
+
+def _check_lora(pipe: Any, label: str, state: Mapping[str, Tensor]) -> None:
+    """Check every LoRA tensor against the layer it targets in ``pipe``, before loading anything.
+
+    The keys are read as diffusers' ``load_lora_weights`` reads them (the pipeline's own
+    ``lora_state_dict``, which converts kohya ``lora_unet_*``/``lora_te_*`` files, then diffusers'
+    conversion to peft names), so the module names are the ones peft would adapt.
+    """
+    loaders: Any = importlib.import_module("diffusers.loaders.lora_pipeline")
+
+    options: dict[str, Any] = {"return_lora_metadata": True}
+    if isinstance(pipe, loaders.StableDiffusionXLLoraLoaderMixin) and getattr(pipe, "unet", None):
+        options["unet_config"] = pipe.unet.config  # as its load_lora_weights maps SGM blocks
+    try:
+        out = pipe.lora_state_dict(dict(state), **options)
+    except Exception as exc:
+        raise NetworkFileError(f"{label}: diffusers cannot read its keys ({exc})") from exc
+    converted: Mapping[str, Tensor] = out[0] if isinstance(out, tuple) else out
+    if not converted:
+        raise NetworkFileError(f"{label} holds no LoRA weights")
+    loadable = [
+        name
+        for name in getattr(pipe, "_lora_loadable_modules", ())
+        if isinstance(getattr(pipe, name, None), torch.nn.Module)
+    ]
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, tensor in converted.items():
+        component, _, rest = key.partition(".")
+        if component not in loadable or not rest:
+            raise NetworkFileError(
+                f"{label}: key {key!r} targets {component!r}, which {type(pipe).__name__} does "
+                f"not load LoRA weights into (it has {', '.join(loadable)})"
+            )
+        groups.setdefault(component, {})[rest] = tensor
+    # Errors name the file's own key; diffusers' conversions re-key the same tensor objects.
+    origin = {id(tensor): key for key, tensor in state.items()}
+    for component, weights in groups.items():
+        model = getattr(pipe, component)
+        peft = _peft_keys(label, component, model, weights)
+        _check_lora_layers(label, component, model, peft, origin)
+
+
+def _peft_keys(
+    label: str, component: str, model: Any, weights: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The keys of one component as diffusers passes them to peft."""
+    convert: Any = importlib.import_module("diffusers.utils.state_dict_utils")
+    if any(".lokr_" in key for key in weights):
+        return weights
+    try:
+        if component.startswith("text_encoder"):
+            weights = convert.convert_state_dict_to_peft(
+                convert.convert_state_dict_to_diffusers(weights)
+            )
+            if not hasattr(model, "text_model"):
+                weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+        elif "lora_A" not in next(iter(weights)):
+            weights = convert.convert_unet_state_dict_to_peft(weights)
+    except Exception as exc:
+        raise NetworkFileError(
+            f"{label}: diffusers cannot read its {component} keys ({exc})"
+        ) from exc
+    return dict(weights)
+
+
+def _check_lora_layers(
+    label: str,
+    component: str,
+    model: Any,
+    weights: Mapping[str, Tensor],
+    origin: Mapping[int, str],
+) -> None:
+    layers: dict[str, dict[str, tuple[str, Tensor]]] = {}
+    for key, tensor in weights.items():
+        name = f"{component}.{key}"
+        original = origin.get(id(tensor), name)
+        shown = repr(name) if original == name else f"{original!r} (diffusers: {name!r})"
+        match = _LORA_KEY.match(key)
+        if match is None:
+            raise NetworkFileError(
+                f"{label}: key {shown} is not a LoRA weight (lora_A/lora_B, lora_down/lora_up, "
+                "alpha…)"
+            )
+        part = match["part"] + (f".{match['param']}" if match["param"] else "")
+        layers.setdefault(match["module"], {})[part] = (shown, tensor)
+    for path, parts in layers.items():
+        where = f"{component}.{path}"
+        try:
+            target = model.get_submodule(path)
+        except AttributeError:
+            first = next(iter(parts.values()))[0]
+            raise NetworkFileError(
+                f"{label}: key {first} targets {where}, which this pipeline does not have"
+            ) from None
+        while isinstance(getattr(target, "base_layer", None), torch.nn.Module):
+            target = target.base_layer  # already wrapped by peft for another LoRA
+        _check_lora_layer(label, where, target, parts)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _shape_error(
+    label: str, key: str, tensor: Tensor, where: str, what: str, expected: str
+) -> NetworkFileError:
+    return NetworkFileError(
+        f"{label}: key {key} has shape {_shape(tensor.shape)} but {where} ({what}) needs {expected}"
+    )
+
+
+def _lora_target(layer: Any) -> tuple[str, int, int, tuple[int, ...], int, str | None, str]:
+    """What a layer is, its fan-in, fan-out, kernel and groups, and its down and up part names."""
+    if isinstance(layer, torch.nn.Linear):
+        n_in, n_out = layer.in_features, layer.out_features
+        return f"Linear {n_in}→{n_out}", n_in, n_out, (), 1, "lora_A.weight", "lora_B.weight"
+    if isinstance(layer, torch.nn.modules.conv._ConvNd):
+        n_in, n_out, kernel = layer.in_channels, layer.out_channels, tuple(layer.kernel_size)
+        what = f"{type(layer).__name__} {n_in}→{n_out}, kernel {'×'.join(map(str, kernel))}"
+        return what, n_in, n_out, kernel, layer.groups, "lora_A.weight", "lora_B.weight"
+    if isinstance(layer, torch.nn.Embedding):
+        n_in, n_out = layer.num_embeddings, layer.embedding_dim
+        what = f"Embedding {n_in}×{n_out}"
+        return what, n_in, n_out, (), 1, "lora_embedding_A", "lora_embedding_B"
+    return type(layer).__name__, 0, 0, (), 1, None, ""
+
+
+def _check_lora_layer(
+    label: str, where: str, layer: Any, parts: Mapping[str, tuple[str, Tensor]]
+) -> None:
+    """The shapes of one target layer's LoRA tensors; the rank ``r`` is the down weight's."""
+    if any(part.startswith("lokr_") for part in parts):
+        return  # LoKr factors: the layer exists; diffusers checks their product
+    what, fan_in, fan_out, kernel, groups, down, up = _lora_target(layer)
+    for part, (key, tensor) in parts.items():
+        if part == "alpha" and tensor.numel() != 1:
+            raise _shape_error(label, key, tensor, where, what, "one number")
+        if part in ("diff", "diff_b"):
+            own = getattr(layer, "weight" if part == "diff" else "bias", None)
+            if not isinstance(own, Tensor):
+                raise NetworkFileError(
+                    f"{label}: key {key} changes a {'bias' if part == 'diff_b' else 'weight'} "
+                    f"of {where} ({what}), which has none"
+                )
+            if tensor.shape != own.shape:
+                raise _shape_error(label, key, tensor, where, what, _shape(own.shape))
+    lora = sorted(part for part in parts if part not in ("alpha", "diff", "diff_b"))
+    if not lora:
+        return
+    if down is None:
+        raise NetworkFileError(
+            f"{label}: key {parts[lora[0]][0]} targets {where}, a {what}, which a LoRA cannot adapt"
+        )
+    extras = ("lora_B.bias", "lora_magnitude_vector", "lora_magnitude_vector.weight")
+    unknown = [part for part in lora if part not in (down, up, *extras)]
+    if unknown:
+        raise NetworkFileError(
+            f"{label}: key {parts[unknown[0]][0]} is not a LoRA weight for {where} ({what})"
+        )
+    if down not in parts or up not in parts:
+        have, missing = (down, up) if down in parts else (up, down)
+        key = parts[have][0] if have in parts else parts[lora[0]][0]
+        raise NetworkFileError(f"{label}: key {key} has no matching {missing!r} for {where}")
+    down_key, a = parts[down]
+    rank = int(a.shape[0]) if a.ndim else 0
+    if rank < 1 or tuple(a.shape) != (rank, fan_in, *kernel):
+        expected = _shape((rank, fan_in, *kernel)) if rank else f"(r, {fan_in}, …) with r ≥ 1"
+        raise _shape_error(label, down_key, a, where, what, expected)
+    up_key, b = parts[up]
+    up_shape = (fan_out, rank // groups, *(1,) * len(kernel))
+    if tuple(b.shape) != up_shape:
+        raise _shape_error(
+            label, up_key, b, where, what, f"{_shape(up_shape)} (rank {rank}, from its down weight)"
+        )
+    if "lora_B.bias" in parts and tuple(parts["lora_B.bias"][1].shape) != (fan_out,):
+        raise _shape_error(label, *parts["lora_B.bias"], where, what, _shape((fan_out,)))
+    for part in extras[1:]:
+        if part in parts and parts[part][1].numel() != fan_out:
+            raise _shape_error(label, *parts[part], where, what, f"{fan_out} values")
 
 
 def _loaded_adapters(pipe: Any) -> set[str]:
@@ -387,37 +612,123 @@ def _loaded_adapters(pipe: Any) -> set[str]:
     return {name for names in listed.values() for name in names}
 
 
+def _load_lora(pipe: Any, adapter: str, state: dict[str, Tensor], label: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            # peft warns about every second adapter in a model and lists the other adapters' keys
+            # as "missing": noise for the multi-adapter use diffusers documents.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            warnings.filterwarnings("ignore", message="Loading adapter weights from state_dict")
+            pipe.load_lora_weights(dict(state), adapter_name=adapter)
+    except Exception as exc:
+        raise NetworkFileError(f"{label}: diffusers could not load it ({exc})") from exc
+
+
+# How _Snapshot copies a container attribute (saved items only: restored in place, in order).
+_COPIES: dict[type, Callable[[Any], Any]] = {dict: dict, OrderedDict: dict, list: list, set: set}
+
+
+class _Snapshot:
+    """The Python-level state of some objects, restorable in place after a failed change.
+
+    For every given object, and every submodule of a given module, it keeps the attributes and a
+    copy of each dict, list and set attribute (a module's ``_modules``, ``_parameters``, hook
+    dicts, peft's ``scaling``…), plus which tensor each parameter holds. :meth:`restore` puts all of
+    it back into the same objects: modules wrapped or added by peft, registered hooks, changed
+    adapter weights and resized embedding matrices are undone; tensor values written in place are
+    not (LoRA and textual-inversion loading write none of the caller's). ``deep`` objects (a
+    tokenizer, whose Rust backend changes in place) are deep-copied instead.
+    """
+
+    def __init__(self, objects: Sequence[Any], deep: Sequence[Any] = ()) -> None:
+        self._saved: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
+        self._params: list[tuple[torch.nn.Parameter, Tensor]] = []
+        self._deep = [(obj, copy.deepcopy(vars(obj))) for obj in deep]
+        seen: set[int] = set()
+        for obj in objects:
+            members = list(obj.modules()) if isinstance(obj, torch.nn.Module) else [obj]
+            for member in members:
+                state = getattr(member, "__dict__", None)
+                if state is None or id(member) in seen:
+                    continue
+                seen.add(id(member))
+                attrs = dict(state)
+                contents = {
+                    name: _COPIES[type(value)](value)
+                    for name, value in attrs.items()
+                    if type(value) in _COPIES
+                }
+                self._saved.append((member, attrs, contents))
+                if isinstance(member, torch.nn.Module):
+                    self._params += [
+                        (p, p.data) for p in member._parameters.values() if p is not None
+                    ]
+
+    @classmethod
+    def of_pipeline(cls, pipe: Any) -> _Snapshot:
+        """The pipeline object, its module components (all submodules) and their configs."""
+        objects: list[Any] = [pipe]
+        for component in getattr(pipe, "components", {}).values():
+            if isinstance(component, torch.nn.Module):
+                objects.append(component)
+                config = getattr(component, "config", None)
+                if config is not None and not isinstance(config, Mapping):
+                    objects.append(config)
+        return cls(objects)
+
+    def restore(self) -> None:
+        """Put every saved attribute, container and parameter tensor back."""
+        for member, attrs, contents in self._saved:
+            for name, saved in contents.items():
+                container = attrs[name]
+                if _same_contents(container, saved):
+                    continue
+                if isinstance(container, list):
+                    container[:] = saved
+                else:
+                    container.clear()
+                    container.update(saved)
+            state = member.__dict__
+            if state.keys() != attrs.keys() or any(state[k] is not v for k, v in attrs.items()):
+                state.clear()
+                state.update(attrs)
+        for param, data in self._params:
+            current = param.data
+            if (
+                current.data_ptr() != data.data_ptr()
+                or current.shape != data.shape
+                or current.dtype != data.dtype
+                or current.device != data.device
+            ):
+                param.data = data
+        for obj, saved in self._deep:
+            vars(obj).clear()
+            vars(obj).update(saved)
+
+
+def _same_contents(container: Any, saved: Any) -> bool:
+    if len(container) != len(saved):
+        return False
+    if isinstance(container, dict):
+        return all(k in container and container[k] is v for k, v in saved.items())
+    if isinstance(container, list):
+        return all(a is b for a, b in zip(container, saved, strict=True))
+    return bool(container == saved)
+
+
 def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
-    """Load and activate the planned adapters; return a function that undoes it."""
+    """Load and activate the planned adapters; return a function that undoes it.
+
+    The undo puts the pipeline back exactly as it was before (modules, adapters and their weights,
+    the caller's own active adapters), whether the failure comes from diffusers while loading or
+    from a later step of :func:`encode`.
+    """
     if not hasattr(pipe, "load_lora_weights"):
         raise UnsupportedPipelineError(f"{type(pipe).__name__} cannot load LoRA weights")
-    before = _loaded_adapters(pipe)
-    try:
-        active_before = list(pipe.get_active_adapters()) if before else []
-    except (ValueError, AttributeError):
-        active_before = []
-    added: list[str] = []
-
-    def undo() -> None:
-        if not before:
-            # Nothing was loaded before: take the LoRA layers out again, not just the adapters,
-            # so that the modules are exactly the ones the caller had.
-            pipe.unload_lora_weights()
-            return
-        if added:
-            pipe.delete_adapters(added)
-        if active_before:
-            pipe.set_adapters(active_before)
-
+    snapshot = _Snapshot.of_pipeline(pipe)
     try:
         for adapter, state in plan.state_dicts.items():
-            added.append(adapter)
-            with warnings.catch_warnings():
-                # peft warns about every second adapter in a model and lists the other adapters'
-                # keys as "missing": noise for the multi-adapter use diffusers documents.
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                warnings.filterwarnings("ignore", message="Loading adapter weights from state_dict")
-                pipe.load_lora_weights(dict(state), adapter_name=adapter)
+            _load_lora(pipe, adapter, state, plan.labels.get(adapter, adapter))
         listed: dict[str, list[str]] = pipe.get_list_adapters()
         names: list[str] = []
         weights: list[dict[str, float]] = []
@@ -439,10 +750,156 @@ def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
             )
         if names:
             pipe.set_adapters(names, adapter_weights=weights)
-    except Exception:
-        undo()
+    except BaseException:
+        snapshot.restore()
         raise
-    return undo
+    return snapshot.restore
+
+
+# --- textual inversion ----------------------------------------------------------------------------
+
+# The most vectors one embedding may have: it is never split, so it must fit in a 75-token chunk.
+_MAX_TI_VECTORS = 75
+
+
+def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None) -> str:
+    """Load a textual-inversion embedding from a ``.safetensors`` file into ``pipe``.
+
+    Reads A1111's format (one ``emb_params`` tensor; SDXL files hold ``clip_l`` and ``clip_g``),
+    and diffusers' one-tensor files. Everything is checked before the pipeline is touched: the
+    suffix (pickles are never loaded), that safetensors can read the file, floating-point and finite
+    values, one ``(vectors, width)`` tensor (or one ``(width,)`` vector) per text encoder with the
+    encoder's embedding width, 1 to 75 vectors (the same number in ``clip_l`` and ``clip_g``), and a
+    token the tokenizers do not have yet. The vectors are then registered with diffusers'
+    ``load_textual_inversion`` (SDXL: both tokenizer/text-encoder pairs; the refiner: ``clip_g``
+    only), so :func:`encode` finds the name in prompts, inside weighted spans too
+    (``(name:1.2)`` scales all its vectors). On any failure the tokenizers and embedding matrices
+    are exactly as before.
+
+    Args:
+        pipe: an SD 1.x/2.x or SDXL (base or refiner) pipeline.
+        path: the ``.safetensors`` file.
+        token: the name to use in prompts; by default the file name without ``.safetensors``, as
+            A1111 names embeddings.
+
+    Returns:
+        The token.
+
+    Raises:
+        NetworkFileError: a file that is missing, not ``.safetensors``, unreadable, of another
+            model (wrong width, SDXL pair for SD or the reverse), with bad values, or a token that
+            is already taken; the message names the file and the offending tensor.
+        UnsupportedPipelineError: SD3 and Flux (their T5 encoder has no embeddings to add).
+    """
+    family = family_of(pipe)
+    path = Path(path)
+    name = path.stem if token is None else token
+    label = f"textual inversion {name!r} ({str(path)!r})"
+    if family not in ("sd", "sdxl", "sdxl-refiner") or not hasattr(pipe, "load_textual_inversion"):
+        raise UnsupportedPipelineError(
+            f"textual inversion needs an SD 1.x/2.x or SDXL pipeline, not {type(pipe).__name__}"
+        )
+    if path.suffix != ".safetensors":
+        raise NetworkFileError(
+            f"{label}: only .safetensors files are loaded (pickled embeddings can run code)"
+        )
+    if not path.is_file():
+        raise NetworkFileError(f"{label}: no file at {str(path)!r}")
+    if not name.strip():
+        raise NetworkFileError(f"{label}: the token is empty")
+    state = _read_tensors(label, path)
+    vectors = _ti_vectors(label, family, state)
+    targets = _ti_targets(pipe, family)
+    for component, encoder, tokenizer, part in targets:
+        key, tensor = vectors[part]
+        width = encoder.get_input_embeddings().embedding_dim
+        if tensor.shape[-1] != width:
+            raise NetworkFileError(
+                f"{label}: tensor {key!r} has shape {_shape(state[key].shape)} but {component} "
+                f"takes vectors of width {width}: expected {_shape((tensor.shape[0], width))}"
+            )
+        taken = [name] + [f"{name}_{i}" for i in range(1, max(tensor.shape[0], 2))]
+        vocab = tokenizer.get_vocab()
+        clash = next((t for t in taken if t in vocab), None)
+        if clash is not None:
+            raise NetworkFileError(
+                f"{label}: the tokenizer of {component} already has the token {clash!r} (an "
+                "embedding of that name is loaded, or it is in the vocabulary); pass another token="
+            )
+    configs = [e.config for _, e, _, _ in targets if getattr(e, "config", None) is not None]
+    snapshot = _Snapshot(
+        [e for _, e, _, _ in targets] + configs, deep=[t for _, _, t, _ in targets]
+    )
+    try:
+        # Resizing the embedding matrix draws the new rows at random: keep the caller's RNG.
+        with torch.random.fork_rng(devices=[]):
+            for _, encoder, tokenizer, part in targets:
+                pipe.load_textual_inversion(
+                    {name: vectors[part][1]}, token=name, tokenizer=tokenizer, text_encoder=encoder
+                )
+    except BaseException as exc:
+        snapshot.restore()
+        if isinstance(exc, Exception) and not isinstance(exc, PromptweightsError):
+            raise NetworkFileError(f"{label}: diffusers could not register it ({exc})") from exc
+        raise
+    return name
+
+
+def _ti_targets(pipe: Any, family: str) -> list[tuple[str, Any, Any, str]]:
+    """(component, text encoder, tokenizer, part of the file) for each encoder of the family."""
+    if family == "sd":
+        return [("text_encoder", pipe.text_encoder, pipe.tokenizer, "")]
+    second = ("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2, "clip_g")
+    if family == "sdxl-refiner":
+        return [second]
+    return [("text_encoder", pipe.text_encoder, pipe.tokenizer, "clip_l"), second]
+
+
+def _ti_vectors(
+    label: str, family: str, state: Mapping[str, Tensor]
+) -> dict[str, tuple[str, Tensor]]:
+    """The file's vectors as ``(vectors, width)`` tensors: ``""`` (SD) or ``clip_l``/``clip_g``."""
+    keys = sorted(state)
+    if keys == ["clip_g", "clip_l"]:
+        parts = {key: (key, state[key]) for key in keys}
+        if family == "sd":
+            raise NetworkFileError(
+                f"{label} is an SDXL embedding ('clip_l' and 'clip_g'); an SD 1.x/2.x pipeline "
+                "needs one tensor"
+            )
+    elif len(keys) == 1:
+        parts = {"": (keys[0], state[keys[0]])}
+        if family != "sd":
+            raise NetworkFileError(
+                f"{label} holds one tensor {keys[0]!r} (an SD 1.x/2.x embedding); an SDXL "
+                "pipeline needs 'clip_l' and 'clip_g'"
+            )
+    else:
+        raise NetworkFileError(
+            f"{label} holds the tensors {keys}; an embedding is one tensor (A1111's "
+            "'emb_params') or SDXL's 'clip_l' and 'clip_g'"
+        )
+    out: dict[str, tuple[str, Tensor]] = {}
+    for part, (key, tensor) in parts.items():
+        vectors = tensor.unsqueeze(0) if tensor.ndim == 1 else tensor
+        if vectors.ndim != 2:
+            raise NetworkFileError(
+                f"{label}: tensor {key!r} has shape {_shape(tensor.shape)}; expected "
+                "(vectors, width)"
+            )
+        if not 1 <= vectors.shape[0] <= _MAX_TI_VECTORS:
+            raise NetworkFileError(
+                f"{label}: tensor {key!r} has {vectors.shape[0]} vectors; an embedding has 1 to "
+                f"{_MAX_TI_VECTORS} (one 75-token chunk)"
+            )
+        out[part] = (key, vectors)
+    counts = {vectors.shape[0] for _, vectors in out.values()}
+    if len(counts) > 1:
+        raise NetworkFileError(
+            f"{label}: 'clip_l' has {out['clip_l'][1].shape[0]} vectors but 'clip_g' has "
+            f"{out['clip_g'][1].shape[0]}; they must match"
+        )
+    return out
 
 
 # --- the conditioning ---------------------------------------------------------------------------

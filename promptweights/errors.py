@@ -187,7 +187,12 @@ class UnsupportedPipelineError(PromptweightsError, TypeError):
 
 
 class NetworkFileError(PromptweightsError, ValueError):
-    """An extra-network (LoRA) file that is missing or not a ``.safetensors`` file."""
+    """A LoRA or textual-inversion file that cannot be used; the message names the file.
+
+    Missing, not ``.safetensors`` (pickles are never loaded), unreadable by safetensors, non-float
+    or non-finite tensors, or tensors that do not fit the pipeline (unknown target module, shape or
+    width mismatch; the message names the key with the expected and found shapes).
+    """
 
 
 class CompareError(PromptweightsError, ValueError):
