@@ -21,6 +21,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -296,6 +297,8 @@ def tokenize_many(
 
     Raises:
         InvalidWeightError: if a weight is NaN or infinite.
+
+    Lone surrogates in the text are tokenized as U+FFFD (the replacement character).
     """
     for spans in texts:
         check_weights(spans)
@@ -304,7 +307,7 @@ def tokenize_many(
     if layout is None:
         layout = layout_for(tokenizer)
     lookup = _ti_lookup(textual_inversions)
-    flat = [text for spans in texts for text, _ in spans]
+    flat = [_encodable(text) for spans in texts for text, _ in spans]
     ids: list[list[int]] = (
         # verbose=False: long text is what chunking is for, not worth the "longer than" warning.
         [
@@ -324,6 +327,15 @@ def tokenize_many(
         else:
             result.append(_window(spans, pieces, layout, lookup))
     return result
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """Lone surrogates (from text decoded with ``surrogateescape``; UTF-8 cannot carry them)
+    become U+FFFD, which tokenizers take; A1111's tokenizer raises ``UnicodeEncodeError``."""
+    return _SURROGATE_RE.sub("\ufffd", text) if _SURROGATE_RE.search(text) else text
 
 
 def _ti_lookup(
