@@ -16,10 +16,12 @@ Hypothesis strategies are in ``promptweights.testing``.
 from __future__ import annotations
 
 from .errors import (
+    ArgumentTypeError,
     CompareError,
     Diagnostic,
     InfotextError,
     InfotextLimitError,
+    InvalidArgumentError,
     InvalidWeightError,
     LimitExceededError,
     NetworkFileError,
@@ -54,6 +56,7 @@ __all__ = [
     "DIALECTS",
     "MAX_PROMPT_CHARS",
     "Alternation",
+    "ArgumentTypeError",
     "Break",
     "CompareError",
     "Diagnostic",
@@ -62,6 +65,7 @@ __all__ = [
     "ExtraNetwork",
     "InfotextError",
     "InfotextLimitError",
+    "InvalidArgumentError",
     "InvalidWeightError",
     "LimitExceededError",
     "Limits",

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from promptweights.encoders import TextEncoder
-from promptweights.errors import LimitExceededError
+from promptweights.errors import InvalidArgumentError, LimitExceededError
 from promptweights.limits import DEFAULT_LIMITS
 from promptweights.strategies import (
     Extras,
@@ -171,7 +171,9 @@ def build(
     normalize = get_normalization(normalization)
     needs = needs_of(strategy_fn)
     if not groups or any(len(group) == 0 for group in groups):
-        raise ValueError("build needs at least one group, and every group at least one text")
+        raise InvalidArgumentError(
+            "build needs at least one group, and every group at least one text"
+        )
     layout = encoder.window
     if textual_inversions is None:
         textual_inversions = diffusers_textual_inversions(encoder.tokenizer)

@@ -81,6 +81,8 @@ import promptweights
 from promptweights.builder import build
 from promptweights.encoders import TextEncoder
 from promptweights.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
     LimitExceededError,
     NetworkFileError,
     PromptweightsError,
@@ -252,7 +254,7 @@ def _schedule(text: str, steps: int | None, options: Mapping[str, Any]) -> list[
             )
         except LimitExceededError:
             excerpt = text if len(text) <= 60 else text[:57] + "..."
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the prompt {excerpt!r} uses prompt editing or alternation: pass steps= (the "
                 "pipeline's num_inference_steps) so that the switching steps are known"
             ) from None
@@ -301,7 +303,7 @@ def _as_list(value: str | Sequence[str] | None, batch: int, what: str) -> list[s
         return [value] * batch
     values = list(value)
     if len(values) != batch:
-        raise ValueError(f"{what} has {len(values)} entries for {batch} prompts")
+        raise InvalidArgumentError(f"{what} has {len(values)} entries for {batch} prompts")
     return values
 
 
@@ -309,7 +311,7 @@ def _check_lengths(texts: Mapping[str, list[str] | None], limit: int) -> None:
     for name, values in texts.items():
         for i, text in enumerate(values or ()):
             if not isinstance(text, str):
-                raise TypeError(f"{name} must be str, not {type(text).__name__}")
+                raise ArgumentTypeError(f"{name} must be str, not {type(text).__name__}")
             if len(text) > limit:
                 which = name if len(values or ()) == 1 else f"{name}[{i}]"
                 raise LimitExceededError(
@@ -1326,7 +1328,7 @@ def encode(
     }
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"unknown options {unknown}; known: {sorted(known)}")
+        raise InvalidArgumentError(f"unknown options {unknown}; known: {sorted(known)}")
     family = family_of(pipe)
     # Unknown names fail here, before anything is loaded.
     get_strategy(strategy)
@@ -1334,10 +1336,12 @@ def encode(
 
     limits = options.get("limits", DEFAULT_LIMITS)
     if not isinstance(limits, Limits):
-        raise TypeError(f"limits must be a promptweights.Limits, not {type(limits).__name__}")
+        raise ArgumentTypeError(
+            f"limits must be a promptweights.Limits, not {type(limits).__name__}"
+        )
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
-        raise ValueError("no prompt given")
+        raise InvalidArgumentError("no prompt given")
     batch = len(prompts)
     negatives = _as_list(negative_prompt if negative_prompt is not None else "", batch, "negative")
     assert negatives is not None
@@ -1400,7 +1404,7 @@ def encode(
                 elif len(other) == 1:
                     texts.append(other[0][0])
                 else:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         "prompt_2/prompt_3 must have one AND part or as many as prompt"
                     )
             ends, variants = _merge([_schedule(t, schedule_steps, options) for t in texts])

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "DIAGNOSTICS",
+    "ArgumentTypeError",
     "CompareError",
     "Diagnostic",
     "InfotextError",
     "InfotextLimitError",
+    "InvalidArgumentError",
     "InvalidWeightError",
     "LimitExceededError",
     "NetworkFileError",
@@ -97,7 +99,16 @@ def _rebuild_syntax_error(message: str, source: str, pos: int, kind: str) -> Pro
 
 
 class LimitExceededError(PromptweightsError, ValueError):
-    """An input past a documented resource cap (prompt size, schedule variants, AND parts)."""
+    """An input past a documented resource cap (:mod:`promptweights.limits`)."""
+
+
+class InvalidArgumentError(PromptweightsError, ValueError):
+    """An argument outside what a function accepts (a step count below 1, batch sizes that do not
+    match, editing without ``steps=``, an unknown option); the message names the argument."""
+
+
+class ArgumentTypeError(PromptweightsError, TypeError):
+    """An argument of the wrong type (a prompt that is not a ``str``…); the message names it."""
 
 
 class UnknownNameError(PromptweightsError, KeyError):

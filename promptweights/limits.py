@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import InvalidArgumentError
+
 __all__ = ["DEFAULT_LIMITS", "MAX_PROMPT_CHARS", "Limits"]
 
 #: Longest prompt accepted (characters): 1 MiB. Parsing takes about 250 bytes of memory per
@@ -56,7 +58,7 @@ class Limits:
         for name in ("prompt_chars", "variants", "schedule_chars", "and_parts", "rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive int, not {value!r}")
+                raise InvalidArgumentError(f"Limits.{name} must be a positive int, not {value!r}")
 
 
 #: The limits used when none are given.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from ._lark import parse_nodes
-from .errors import Diagnostic, LimitExceededError, UnknownNameError
+from .errors import ArgumentTypeError, Diagnostic, LimitExceededError, UnknownNameError
 from .limits import MAX_PROMPT_CHARS
 from .networks import extra_networks_with_map, strip_comments_with_map
 from .schedules import split_and_with_tails
@@ -54,7 +54,7 @@ def parse(
         ^
     """
     if not isinstance(text, str):
-        raise TypeError(f"prompt must be a str, not {type(text).__name__}")
+        raise ArgumentTypeError(f"prompt must be a str, not {type(text).__name__}")
     if dialect not in DIALECTS:
         raise UnknownNameError("dialect", dialect, DIALECTS)
     if len(text) > MAX_PROMPT_CHARS:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import UnknownNameError
+from .errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError
 
 __all__ = [
     "SAMPLERS",
@@ -477,7 +477,7 @@ def resolve(
     'DPM++ 2M'
     """
     if not isinstance(name, str):
-        raise TypeError(f"sampler name must be a str, not {type(name).__name__}")
+        raise ArgumentTypeError(f"sampler name must be a str, not {type(name).__name__}")
     schedule = _SCHEDULES[0]
     if schedule_type is not None:
         found = _match_schedule(schedule_type, case_sensitive=as_infotext)
@@ -666,9 +666,9 @@ def schedule_sigmas(schedule: str, steps: int, sigmas: Sequence[float]) -> list[
     if found is None or found.name not in _COMPUTED:
         raise UnknownNameError("computed schedule", schedule, _COMPUTED)
     if steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
+        raise InvalidArgumentError(f"steps must be at least 1, not {steps}")
     if len(sigmas) < 2:
-        raise ValueError("need the model's sigmas for at least two timesteps")
+        raise InvalidArgumentError("need the model's sigmas for at least two timesteps")
     sigma_min, sigma_max = float(sigmas[0]), float(sigmas[-1])
     n = steps
     ramp = [i / (n - 1) if n > 1 else 0.0 for i in range(n)]

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from ._lark import BRACE_WEIGHT, NOVELAI_SQUARE_WEIGHT, SQUARE_WEIGHT, comfy_float
-from .errors import UnknownNameError
+from .errors import InvalidArgumentError, UnknownNameError
 from .tree import DEFAULT_MAX_DEPTH, Alternation, Break, Edit, Emphasis, Node, Text
 
 __all__ = ["DIALECTS", "tree_spans", "weighted_spans"]
@@ -330,7 +330,7 @@ def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
             path.append(node)
             iterator = iter(node.children)
         elif isinstance(node, Edit | Alternation):
-            raise ValueError("resolve edits and alternations before computing spans")
+            raise InvalidArgumentError("resolve edits and alternations before computing spans")
     return list(spans.merged())
 
 

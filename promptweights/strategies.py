@@ -29,7 +29,7 @@ from typing import Literal, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from promptweights.errors import UnknownNameError
+from promptweights.errors import ArgumentTypeError, InvalidArgumentError, UnknownNameError
 
 __all__ = [
     "NORMALIZATIONS",
@@ -132,13 +132,15 @@ def needs_of(strategy: Strategy) -> Needs:
     """Return what ``strategy`` declared in its ``needs`` attribute (nothing if it has none)."""
     needs = getattr(strategy, "needs", _NO_NEEDS)
     if not isinstance(needs, Needs):
-        raise TypeError(f"strategy.needs must be a promptweights.strategies.Needs, got {needs!r}")
+        raise ArgumentTypeError(
+            f"strategy.needs must be a promptweights.strategies.Needs, got {needs!r}"
+        )
     return needs
 
 
 def _require(value: Tensor | None, what: str) -> Tensor:
     if value is None:
-        raise ValueError(f"this strategy needs {what}; declare it in its Needs")
+        raise InvalidArgumentError(f"this strategy needs {what}; declare it in its Needs")
     return value
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from promptweights.errors import InvalidWeightError
+from promptweights.errors import InvalidArgumentError, InvalidWeightError
 
 __all__ = [
     "BREAK",
@@ -303,7 +303,7 @@ def tokenize_many(
     for spans in texts:
         check_weights(spans)
     if not 0 <= comma_backtrack < 75:
-        raise ValueError(f"comma_backtrack must be in 0..74, got {comma_backtrack}")
+        raise InvalidArgumentError(f"comma_backtrack must be in 0..74, got {comma_backtrack}")
     if layout is None:
         layout = layout_for(tokenizer)
     lookup = _ti_lookup(textual_inversions)
@@ -509,7 +509,7 @@ def equalize(*prompts: TokenizedPrompt) -> tuple[TokenizedPrompt, ...]:
         return ()
     layouts = {p.layout for p in prompts}
     if len(layouts) != 1:
-        raise ValueError("cannot equalise prompts tokenised with different layouts")
+        raise InvalidArgumentError("cannot equalise prompts tokenised with different layouts")
     count = max(len(p.chunks) for p in prompts)
     empty = empty_chunk(prompts[0].layout)
     return tuple(
