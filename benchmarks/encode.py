@@ -16,9 +16,12 @@ real CLIP BPE from ``../shared/clip-tokenizer`` when present. For each prompt pa
 * ``compel 2.5.1``: ``EmbeddingsProvider`` (``truncate=False``) on the same weighted fragments;
 * promptweights ``build`` with the ``a1111``, ``a1111-no-norm`` and ``compel`` strategies.
 
-Columns: wall time, encoder calls, rows encoded (77-token sequences), and for promptweights the
-share of the time spent in the weighting arithmetic. The ``compel`` strategy's output is compared
-with compel's where compel chunks like A1111 (prompts of at most 75 tokens).
+Columns: wall time, passes through the encoder layers (``calls``), rows run in full through the
+model (77-token sequences), ``pos/77``: every position run through the layers, in rows of 77 (a
+masked re-encoding that promptweights starts from its chunk's cached prefix runs only its suffix, in
+a second pass), and for promptweights the share of the time spent in the weighting arithmetic. The
+``compel`` strategy's output is compared with compel's where compel chunks like A1111 (prompts of
+at most 75 tokens).
 """
 
 from __future__ import annotations
@@ -153,20 +156,27 @@ def make_pipeline(tokenizer: Any, text_encoder: Any) -> Any:
 
 
 class Counter:
-    """Counts forward calls and rows of a module with a pre-hook."""
+    """Counts, with pre-hooks, rows through the model's forward and passes and positions through
+    the first layer (a suffix pass runs the layers without the model's forward)."""
 
     def __init__(self, module: Any) -> None:
         self.calls = 0
         self.rows = 0
+        self.positions = 0
         module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        tower = getattr(module, "text_model", module)
+        tower.encoder.layers[0].layer_norm1.register_forward_pre_hook(self._layer)
 
     def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
-        self.calls += 1
         self.rows += int(ids.shape[0])
 
+    def _layer(self, module: Any, args: tuple[Any, ...]) -> None:
+        self.calls += 1
+        self.positions += args[0].numel() // args[0].shape[-1]
+
     def reset(self) -> None:
-        self.calls = self.rows = 0
+        self.calls = self.rows = self.positions = 0
 
 
 def fragments(text: str) -> tuple[list[str], list[float]]:
@@ -235,6 +245,7 @@ def weighting_seconds(encoder: TextEncoder, pairs: list[tuple[str, str]], strate
     """
 
     def instant(ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        # Masked rows come from here too: the prefix hooks see no pass and fall back to encode.
         return torch.randn(ids.shape[0], ids.shape[1], 768) + 0.3, None
 
     encoder.encode = instant  # type: ignore[method-assign]
@@ -302,14 +313,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"A1111 minimum rows: {minimum} (chunks of positive + negative, plus one empty chunk)\n")
 
-    rows: list[tuple[str, float, int, int, str]] = []
+    rows: list[tuple[str, float, int, int, float, str]] = []
 
     def measure(name: str, fn: Callable[[], Any], note: str = "") -> Any:
         counter.reset()
         seconds, result = timed(fn, args.repeat)
-        rows.append(
-            (name, seconds, counter.calls // args.repeat, counter.rows // args.repeat, note)
-        )
+        per_run = (counter.calls // args.repeat, counter.rows // args.repeat)
+        rows.append((name, seconds, *per_run, counter.positions / args.repeat / 77, note))
         return result
 
     measure("encode_prompt (no weights, ≤77)", lambda: run_encode_prompt(pipe, pairs))
@@ -339,13 +349,16 @@ def main(argv: list[str] | None = None) -> None:
                 for ours, theirs in zip(result.groups, pair_out, strict=True)
             ]
             note += f"; max |Δ| vs compel {max(diffs):.1e} on {len(diffs)} texts ≤75 tokens"
-        name, seconds, calls, nrows, _ = rows[-1]
-        rows[-1] = (name, seconds, calls, nrows, note)
+        rows[-1] = (*rows[-1][:5], note)
 
     loop_time = rows[1][1]
-    print(f"{'method':36} {'wall s':>8} {'calls':>6} {'rows':>5} {'vs loop':>8}  notes")
-    for name, seconds, calls, nrows, note in rows:
-        print(f"{name:36} {seconds:8.2f} {calls:6d} {nrows:5d} {loop_time / seconds:7.2f}×  {note}")
+    head = f"{'method':36} {'wall s':>8} {'calls':>6} {'rows':>5} {'pos/77':>7} {'vs loop':>8}"
+    print(f"{head}  notes")
+    for name, seconds, calls, nrows, positions, note in rows:
+        print(
+            f"{name:36} {seconds:8.2f} {calls:6d} {nrows:5d} {positions:7.1f} "
+            f"{loop_time / seconds:7.2f}×  {note}"
+        )
     if compel_out is not None:
         ours = next(r for r in rows if r[0] == "promptweights compel")[1]
         print(f"\npromptweights compel vs compel 2.5.1: {rows[2][1] / ours:.2f}× faster")

@@ -11,7 +11,10 @@ variants of one prompt, or just the prompt), e.g. ``[[prompt], [negative]]`` or
 3. every row is planned: the chunks, the empty prompt (once per encoder, then cached), and every
    extra encoding the strategy declared in its :class:`~promptweights.strategies.Needs`; identical
    rows are encoded once;
-4. the encoder runs once, with all rows batched, under ``torch.inference_mode()``;
+4. the encoder runs once, with all rows batched, under ``torch.inference_mode()``; on a causal CLIP
+   tower, masked and substituted rows that share enough of their chunk's prefix run only their
+   suffix, in a second pass, from the chunk's cached keys and values
+   (:meth:`~promptweights.encoders.TextEncoder.encode_from_prefixes`);
 5. each group's strategy runs in float32 (batching changes no number: the strategy sees only its
    group), the result goes back to the encoder's dtype, and every group is padded with empty-prompt
    chunks to the longest group, so positive and negative always have the same length.
@@ -111,15 +114,25 @@ def _spans(text: TextInput, syntax: bool) -> list[Span]:
 
 
 class _Planner:
-    """Collects unique rows in order."""
+    """Collects unique rows in order, and the chunk row each extra row was derived from."""
 
     def __init__(self) -> None:
         self.index: dict[_Row, int] = {}
+        # Extra row (masked or substituted) -> its chunk's row: the encoder may start it from the
+        # chunk's cached prefix (causal towers). A chunk row itself always runs in full.
+        self.parent: dict[int, int] = {}
 
-    def add(self, ids: tuple[int, ...], mask: tuple[int, ...] | None = None) -> int:
+    def add(
+        self, ids: tuple[int, ...], mask: tuple[int, ...] | None = None, base: int | None = None
+    ) -> int:
         if mask is not None and all(mask):
             mask = None
-        return self.index.setdefault((ids, mask), len(self.index))
+        row = self.index.setdefault((ids, mask), len(self.index))
+        if base is None:
+            self.parent.pop(row, None)
+        elif row != base and row == len(self.index) - 1 and base not in self.parent:
+            self.parent.setdefault(row, base)
+        return row
 
 
 @dataclass(slots=True)
@@ -262,7 +275,8 @@ def _plan_group(
     plan = _GroupPlan(prompts, w, fragments, [], [], [], [])
     for v, prompt in enumerate(prompts):
         chunks: list[Chunk] = list(prompt.chunks)
-        plan.base.append([planner.add(c.ids) for c in chunks])
+        bases = [planner.add(c.ids) for c in chunks]
+        plan.base.append(bases)
         flat_f = fragments[v].reshape(-1).tolist()
         flat_w = w[v].reshape(-1).tolist()
         per_fragment = _fragment_weights(flat_f, flat_w)
@@ -271,8 +285,8 @@ def _plan_group(
             for f, wf in sorted(per_fragment.items()):
                 if wf < 1.0:
                     rows = [
-                        planner.add(c.ids, tuple(0 if g == f else 1 for g in c.fragments))
-                        for c in chunks
+                        planner.add(c.ids, tuple(0 if g == f else 1 for g in c.fragments), b)
+                        for c, b in zip(chunks, bases, strict=True)
                     ]
                     entries.append((f, wf, rows))
             plan.masked.append(entries)
@@ -289,7 +303,7 @@ def _plan_group(
                         mask_token if f >= 0 and x <= u else t
                         for t, f, x in zip(c.ids, c.fragments, wk, strict=True)
                     )
-                    rows.append(planner.add(ids))
+                    rows.append(planner.add(ids, base=bases[k]))
                 level_rows.append((u, rows))
             plan.levels.append(level_rows)
         if needs.substituted_groups:
@@ -301,9 +315,10 @@ def _plan_group(
                             tuple(
                                 mask_token if g == f else t
                                 for t, g in zip(c.ids, c.fragments, strict=True)
-                            )
+                            ),
+                            base=b,
                         )
-                        for c in chunks
+                        for c, b in zip(chunks, bases, strict=True)
                     ]
                     entries_g.append((f, rows))
             plan.groups.append(entries_g)
@@ -320,8 +335,16 @@ def _run(encoder: TextEncoder, planner: _Planner) -> tuple[Tensor, Tensor | None
         mask = torch.tensor(
             [k[1] if k[1] is not None else (1,) * len(k[0]) for k in keys], dtype=torch.long
         )
-    z, pooled = encoder.encode(ids, mask)
-    return z, pooled, encoder.calls_for(len(keys))
+    # Masked and substituted rows share their chunk's prefix up to the first hidden or replaced
+    # token: on a causal tower only their suffix runs, from the chunk's cached keys and values.
+    parents = [planner.parent.get(row) for row in range(len(keys))]
+    prefixes = encoder.shared_prefixes(ids, mask, parents) if planner.parent else []
+    prefixed = sum(p is not None for p in prefixes)
+    if prefixed:
+        z, pooled = encoder.encode_from_prefixes(ids, mask, prefixes)
+    else:
+        z, pooled = encoder.encode(ids, mask)
+    return z, pooled, encoder.calls_for(len(keys), prefixed)
 
 
 def _apply(

@@ -14,16 +14,32 @@ state the pipeline conditions on:
 It runs rows of token ids under ``torch.inference_mode()`` in the model's own dtype and device, and
 caches the empty prompt's encoding (invalidate with :meth:`TextEncoder.clear_cache` after changing
 the model's weights, e.g. loading a LoRA into the text encoder).
+
+**Shared prefixes.** CLIP's text transformer is causal: position ``j`` sees tokens ``0…j`` only.
+A row that starts like another row (same ids, same attention mask) up to position ``p`` therefore
+has the same hidden states, every layer's keys and values included, at positions ``0…p−1``: compel's
+masked re-encodings (the chunk again, one span hidden from the attention mask) and ADV's substituted
+rows share their chunk's prefix up to the first hidden or replaced token. :meth:`TextEncoder.encode`
+takes, per row, an optional ``(parent, p)``: the parent rows run through the model as usual while
+forward hooks keep their keys and values at positions ``< p``, and the other rows run only their
+suffix (positions ``p…T−1``, all rows' suffixes packed together for the linear layers) through the
+tower's own modules, attending to the parent's cached keys and values. The result equals the full
+forward up to float rounding (``tests/test_encoders.py`` checks it against the plain forward).
+A second pass costs a stream of every weight whatever its length, so by default this is done only
+on CPU where the rows share at least half a window of positions in all (``share_prefixes``). Towers
+other than CLIP (T5 is bidirectional) run every row in full.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from promptweights.errors import InvalidArgumentError
 from promptweights.tokens import Layout, layout_for
 
 __all__ = ["TextEncoder"]
@@ -47,6 +63,12 @@ class TextEncoder:
             hardware: batched matmuls are usually, not always, bit-identical row by row (on this
             project's CPU an SD1.5 CLIP-L is, for batches of 1 to 8; a 32-wide toy tower is not for
             batches of 5 and 8).
+        share_prefixes: start masked and substituted rows from their chunk's cached prefix (causal
+            CLIP towers only). ``None`` (the default) does so where it pays for its second pass: on
+            CPU, when the rows of a request share at least half a window of positions in all (a
+            pass streams every weight once, whatever its length; on a GPU a pass is bound by kernel
+            launches, so it never pays there). ``True``: whenever a prefix is shared; ``False``:
+            never.
     """
 
     model: Any
@@ -56,6 +78,7 @@ class TextEncoder:
     pooled: bool = False
     layout: Layout | None = None
     rows_per_call: int | None = None
+    share_prefixes: bool | None = None
     _empty: dict[tuple[object, ...], tuple[Tensor, Tensor | None]] = field(
         default_factory=dict, repr=False
     )
@@ -65,9 +88,13 @@ class TextEncoder:
         if self.layout is None:
             self.layout = layout_for(self.tokenizer)
         if self.layer >= 0:
-            raise ValueError(f"layer counts from the end and must be negative, got {self.layer}")
+            raise InvalidArgumentError(
+                f"layer counts from the end and must be negative, got {self.layer}"
+            )
         if self.rows_per_call is not None and self.rows_per_call < 1:
-            raise ValueError(f"rows_per_call must be at least 1, got {self.rows_per_call}")
+            raise InvalidArgumentError(
+                f"rows_per_call must be at least 1, got {self.rows_per_call}"
+            )
 
     @classmethod
     def clip(
@@ -78,6 +105,7 @@ class TextEncoder:
         clip_skip: int = 1,
         pooled: bool = False,
         rows_per_call: int | None = None,
+        share_prefixes: bool | None = None,
     ) -> TextEncoder:
         """SD 1.x/2.x CLIP with A1111's clip skip (1 = last layer; N: hidden state −N + final LN).
 
@@ -87,12 +115,14 @@ class TextEncoder:
             clip_skip: A1111's "Clip skip" (diffusers' ``clip_skip=k`` is ``k + 1`` here).
             pooled: also return the pooled vector.
             rows_per_call: at most this many rows per forward pass (``None``: all at once).
+            share_prefixes: start masked and substituted rows from their chunk's cached prefix
+                (``None``: where it pays; see the class).
 
         Returns:
             The encoder.
         """
         if clip_skip < 1:
-            raise ValueError(f"clip_skip counts from 1 (the last layer), got {clip_skip}")
+            raise InvalidArgumentError(f"clip_skip counts from 1 (the last layer), got {clip_skip}")
         return cls(
             model,
             tokenizer,
@@ -100,6 +130,7 @@ class TextEncoder:
             final_layer_norm=True,
             pooled=pooled,
             rows_per_call=rows_per_call,
+            share_prefixes=share_prefixes,
         )
 
     @classmethod
@@ -111,6 +142,7 @@ class TextEncoder:
         clip_skip: int = 1,
         pooled: bool = False,
         rows_per_call: int | None = None,
+        share_prefixes: bool | None = None,
     ) -> TextEncoder:
         """An SDXL tower: hidden state ``-(clip_skip + 1)`` without the final LN, as diffusers does.
 
@@ -120,12 +152,14 @@ class TextEncoder:
             clip_skip: 1 is diffusers' default (the penultimate layer).
             pooled: ``True`` for ``text_encoder_2``, whose projected pooled vector SDXL uses.
             rows_per_call: at most this many rows per forward pass (``None``: all at once).
+            share_prefixes: start masked and substituted rows from their chunk's cached prefix
+                (``None``: where it pays; see the class).
 
         Returns:
             The encoder.
         """
         if clip_skip < 1:
-            raise ValueError(f"clip_skip counts from 1, got {clip_skip}")
+            raise InvalidArgumentError(f"clip_skip counts from 1, got {clip_skip}")
         return cls(
             model,
             tokenizer,
@@ -133,6 +167,7 @@ class TextEncoder:
             final_layer_norm=False,
             pooled=pooled,
             rows_per_call=rows_per_call,
+            share_prefixes=share_prefixes,
         )
 
     @classmethod
@@ -232,11 +267,156 @@ class TextEncoder:
         pooled = [part[1] for part in parts if part[1] is not None]
         return z, torch.cat(pooled) if pooled else None
 
-    def calls_for(self, rows: int) -> int:
-        """How many forward passes :meth:`encode` runs for ``rows`` rows."""
+    def shared_prefixes(
+        self, ids: Tensor, attention_mask: Tensor | None, parents: Sequence[int | None]
+    ) -> list[tuple[int, int] | None]:
+        """For rows derived from other rows, how much of the parent each one can start from.
+
+        Args:
+            ids: int64 ``(N, T)`` token ids.
+            attention_mask: ``(N, T)`` with 0 at positions to hide, or ``None``.
+            parents: per row, the row it was derived from (``None``: it has none). Only a row with
+                no parent of its own can be a parent.
+
+        Returns:
+            Per row, ``(parent, p)`` where the row equals its parent (ids and mask) at positions
+            ``0…p−1`` with ``1 ≤ p < T`` (and, with ``pooled``, ``p`` at most the pooled position),
+            else ``None``; ``None`` everywhere on a tower that is not a causal CLIP tower, or where
+            ``share_prefixes`` says it does not pay.
+        """
+        n, t = ids.shape
+        out: list[tuple[int, int] | None] = [None] * n
+        if len(parents) != n:
+            raise InvalidArgumentError(f"parents has {len(parents)} entries for {n} rows")
+        pairs = [
+            (i, j)
+            for i, j in enumerate(parents)
+            if j is not None and j != i and 0 <= j < n and parents[j] is None
+        ]
+        tower = self._causal_tower() if pairs and self.share_prefixes is not False else None
+        if tower is None:
+            return out
+        child = torch.tensor([i for i, _ in pairs])
+        parent = torch.tensor([j for _, j in pairs])
+        ids = ids.cpu()
+        same = ids[child] == ids[parent]
+        if attention_mask is not None:
+            visible = attention_mask.cpu() != 0
+            same &= visible[child] == visible[parent]
+        # The leading run of equal positions: cumulative product of the match flags, summed.
+        shared = same.long().cumprod(dim=1).sum(dim=1).clamp(max=t - 1)
+        if self.pooled:
+            shared = torch.minimum(shared, _pool_positions(tower, ids[child]))
+        if self.share_prefixes is None and (
+            self.device.type != "cpu" or int(shared.sum()) < t // 2
+        ):
+            return out
+        for (i, j), p in zip(pairs, shared.tolist(), strict=True):
+            if p >= 1:
+                out[i] = (j, int(p))
+        return out
+
+    def encode_from_prefixes(
+        self,
+        ids: Tensor,
+        attention_mask: Tensor | None,
+        prefixes: Sequence[tuple[int, int] | None],
+    ) -> tuple[Tensor, Tensor | None]:
+        """Like :meth:`encode`, starting some rows from another row's cached prefix.
+
+        The rows without a prefix run through :meth:`encode` (one pass, or ``rows_per_call``
+        slices) while forward hooks keep their keys and values where another row reads them; then
+        the other rows' suffixes run in a second pass (sliced by ``rows_per_call`` too). Equal to
+        :meth:`encode` of all rows up to float rounding.
+
+        Args:
+            ids: int64 ``(N, T)`` token ids.
+            attention_mask: ``(N, T)`` with 0 at positions to hide, or ``None``.
+            prefixes: per row, ``None`` (run in full) or ``(parent, p)`` as
+                :meth:`shared_prefixes` returns: the row's first ``p`` positions are the parent's.
+
+        Returns:
+            As :meth:`encode`.
+
+        Raises:
+            ValueError: ``prefixes`` that the rows do not share, or on a tower that is not CLIP's.
+        """
+        if all(p is None for p in prefixes):
+            return self.encode(ids, attention_mask)
+        tower = self._causal_tower()
+        if tower is None:
+            raise InvalidArgumentError(
+                "only a CLIP text tower (causal) can start rows from a shared prefix"
+            )
+        _check_prefixes(ids, attention_mask, prefixes)
+        n = ids.shape[0]
+        roots = [i for i, p in enumerate(prefixes) if p is None]
+        # Suffixes of similar length side by side (fewer padded queries with rows_per_call).
+        children = sorted(
+            (i for i, p in enumerate(prefixes) if p is not None), key=_start(prefixes)
+        )
+        keep: dict[int, int] = {}
+        for i in children:
+            j, p = _known(prefixes[i])
+            keep[j] = max(keep.get(j, 0), p)
+        parents = sorted(keep)  # the order of the key/value cache: the roots' order
+        where = {j: r for r, j in enumerate(roots)}
+        selected, depth = self._depths(tower)
+        capture = _Capture(tower, depth, max(keep.values()), [where[j] for j in parents])
+        root_mask = None if attention_mask is None else attention_mask[roots]
+        with capture:
+            z_root, pooled_root = self.encode(ids[roots], root_mask)
+        cache = capture.cache(len(roots))
+
+        with torch.inference_mode():  # the results are inference tensors, as encode's are
+            z, pooled = _scatter(roots, z_root, pooled_root, n)
+            if cache is None:
+                # The hooks saw something else than one pass over the roots (an encode that does
+                # not run the tower's own modules): run the other rows in full.
+                child_mask = None if attention_mask is None else attention_mask[children]
+                z_rest, pooled_rest = self.encode(ids[children], child_mask)
+                _scatter(children, z_rest, pooled_rest, n, (z, pooled))
+                return z, pooled
+            keys, values = cache
+            bank = {j: b for b, j in enumerate(parents)}
+            prefix_z = z_root[torch.tensor([where[j] for j in parents], device=z.device)]
+            visible = (
+                torch.ones(ids.shape, dtype=torch.bool)
+                if attention_mask is None
+                else attention_mask.cpu() != 0
+            )
+            step = self.rows_per_call or len(children)
+            for k in range(0, len(children), step):
+                part = children[k : k + step]
+                suffix = _Suffix(
+                    tower,
+                    ids[part].to(z.device),
+                    visible[part].to(z.device),
+                    [_known(prefixes[i])[1] for i in part],
+                    [bank[_known(prefixes[i])[0]] for i in part],
+                )
+                z_part, last = suffix.run(keys, values, prefix_z, selected, depth, self._norm)
+                vectors = None
+                if pooled is not None:
+                    rows = suffix.rows_at(_pool_positions(tower, ids[part]))
+                    vectors = tower.final_layer_norm(last.index_select(0, rows))
+                    if getattr(self.model, "text_projection", None) is not None:
+                        vectors = self._project(vectors)
+                _scatter(part, z_part, vectors, n, (z, pooled))
+        return z, pooled
+
+    def calls_for(self, rows: int, prefixed: int = 0) -> int:
+        """How many forward passes run for ``rows`` rows, ``prefixed`` of them from a prefix.
+
+        :meth:`encode` runs ``rows`` rows; :meth:`encode_from_prefixes` runs the other rows first,
+        then the ``prefixed`` rows' suffixes in a second pass.
+        """
         if rows == 0:
             return 0
-        return 1 if self.rows_per_call is None else -(-rows // self.rows_per_call)
+        if self.rows_per_call is None:
+            return 2 if prefixed else 1
+        step = self.rows_per_call
+        return -(-(rows - prefixed) // step) + -(-prefixed // step)
 
     def _forward(self, ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         hidden = self.layer != -1
@@ -259,8 +439,267 @@ class TextEncoder:
                 z = norm_owner.final_layer_norm(z)
             pooled: Tensor | None = None
             if projection is not None:
-                rows = out.pooler_output
-                pooled = torch.cat([projection(rows[i : i + 1]) for i in range(rows.shape[0])])
+                pooled = self._project(out.pooler_output)
             elif self.pooled:
                 pooled = out.pooler_output
         return z, pooled
+
+    def _project(self, rows: Tensor) -> Tensor:
+        projection = self.model.text_projection
+        return torch.cat([projection(rows[i : i + 1]) for i in range(rows.shape[0])])
+
+    def _causal_tower(self) -> Any | None:
+        """The CLIP text transformer whose modules a suffix pass runs, or ``None``."""
+        tower = getattr(self.model, "text_model", self.model)
+        if not any(c.__name__ in _CLIP_TOWERS for c in type(tower).__mro__):
+            return None
+        try:
+            layers = list(tower.encoder.layers)
+            embeddings = tower.embeddings
+            parts = [tower.final_layer_norm, embeddings.token_embedding]
+            parts.append(embeddings.position_embedding)
+            for layer in layers:
+                attn = layer.self_attn
+                parts += [layer.layer_norm1, layer.layer_norm2, layer.mlp, attn.num_heads]
+                parts += [attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj]
+        except AttributeError:
+            return None
+        if tower.training or not -len(layers) - 1 <= self.layer <= -1:
+            return None
+        return tower
+
+    def _depths(self, tower: Any) -> tuple[int, int]:
+        """Layers to run for the conditioning hidden state, and in all (the pooled needs all)."""
+        count = len(tower.encoder.layers)
+        selected = count + 1 + self.layer
+        return selected, count if self.pooled else selected
+
+    @property
+    def _norm(self) -> bool:
+        return self.final_layer_norm or self.layer == -1
+
+
+# transformers 5's CLIPTextModel is the tower itself; 4.x's wraps a CLIPTextTransformer.
+_CLIP_TOWERS = frozenset({"CLIPTextModel", "CLIPTextTransformer"})
+
+
+def _known(prefix: tuple[int, int] | None) -> tuple[int, int]:
+    assert prefix is not None
+    return prefix
+
+
+def _start(prefixes: Sequence[tuple[int, int] | None]) -> Callable[[int], int]:
+    return lambda row: _known(prefixes[row])[1]
+
+
+def _check_prefixes(
+    ids: Tensor, attention_mask: Tensor | None, prefixes: Sequence[tuple[int, int] | None]
+) -> None:
+    n, t = ids.shape
+    if len(prefixes) != n:
+        raise InvalidArgumentError(f"prefixes has {len(prefixes)} entries for {n} rows")
+    for i, prefix in enumerate(prefixes):
+        if prefix is None:
+            continue
+        j, p = prefix
+        if not (0 <= j < n and prefixes[j] is None and 1 <= p < t):
+            raise InvalidArgumentError(
+                f"row {i}: prefix {prefix} needs a parent without one and 1 ≤ p < {t}"
+            )
+        same = bool((ids[i, :p] == ids[j, :p]).all())
+        if attention_mask is not None:
+            shown = attention_mask[[i, j], :p] != 0
+            same = same and bool((shown[0] == shown[1]).all())
+        if not same:
+            raise InvalidArgumentError(
+                f"row {i} does not share its first {p} positions with row {j}"
+            )
+
+
+def _scatter(
+    rows: list[int],
+    z: Tensor,
+    pooled: Tensor | None,
+    n: int,
+    into: tuple[Tensor, Tensor | None] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Write ``z`` and ``pooled`` to rows ``rows`` of ``into`` (new ``n``-row tensors if none)."""
+    if into is None:
+        out_pooled = None if pooled is None else pooled.new_empty((n, pooled.shape[-1]))
+        into = (z.new_empty((n, *z.shape[1:])), out_pooled)
+    index = torch.tensor(rows, device=z.device)
+    into[0].index_copy_(0, index, z)
+    if into[1] is not None and pooled is not None:
+        into[1].index_copy_(0, index.to(pooled.device), pooled)
+    return into
+
+
+def _pool_positions(tower: Any, ids: Tensor) -> Tensor:
+    """Where the pooled vector is read, per row, as CLIPTextModel picks it."""
+    eos = getattr(tower, "eos_token_id", getattr(tower.config, "eos_token_id", None))
+    if eos is None:
+        return torch.zeros(ids.shape[0], dtype=torch.long)  # nothing is shared before position 0
+    if eos == 2:
+        # Checkpoints from before transformers PR #24773: the highest id (the end token).
+        return ids.argmax(dim=-1)
+    return (ids == int(eos)).int().argmax(dim=-1)
+
+
+class _Capture:
+    """Forward hooks that keep some rows' keys and values (positions ``< span``) during a pass.
+
+    Rows are counted as the projections see them, so the pass may run in slices or one row per
+    call (``rows_per_call``, or an :meth:`TextEncoder.encode` overridden to do so).
+    """
+
+    def __init__(self, tower: Any, depth: int, span: int, rows: list[int]) -> None:
+        self.modules = [
+            module
+            for layer in list(tower.encoder.layers)[:depth]
+            for module in (layer.self_attn.k_proj, layer.self_attn.v_proj)
+        ]
+        self.span = span
+        self.rows = rows
+        self.seen = [0] * len(self.modules)
+        self.kept: list[list[Tensor]] = [[] for _ in self.modules]
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> _Capture:
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def _hook(self, number: int) -> Callable[[Any, Any, Tensor], None]:
+        def hook(module: Any, args: Any, output: Tensor) -> None:
+            first = self.seen[number]
+            self.seen[number] += output.shape[0]
+            inside = [r - first for r in self.rows if first <= r < self.seen[number]]
+            if inside:
+                index = torch.tensor(inside, device=output.device)
+                self.kept[number].append(output[:, : self.span].index_select(0, index))
+
+        return hook
+
+    def cache(self, rows: int) -> tuple[list[Tensor], list[Tensor]] | None:
+        """Per layer, the kept keys and values ``(P·span, D)`` in row order; ``None`` unless the
+        hooks saw exactly one pass over ``rows`` rows."""
+        if any(seen != rows for seen in self.seen):
+            return None
+        flat = []
+        for parts in self.kept:
+            kept = torch.cat(parts)
+            if kept.shape[0] != len(self.rows):
+                return None
+            flat.append(kept.reshape(-1, kept.shape[-1]))
+        return flat[0::2], flat[1::2]
+
+
+class _Suffix:
+    """Positions ``start…T−1`` of rows whose earlier positions are another row's (causal CLIP).
+
+    The suffixes of all rows are packed into one ``(N, D)`` matrix for the per-token modules (layer
+    norms, projections, MLP); attention lays them out again as ``(C, H, S, hd)`` queries, ``S`` the
+    longest suffix, against ``(C, H, T, hd)`` keys and values: the parent's cached ones before
+    ``start``, the row's own after.
+    """
+
+    def __init__(
+        self, tower: Any, ids: Tensor, visible: Tensor, starts: list[int], banks: list[int]
+    ) -> None:
+        self.tower = tower
+        c, t = ids.shape
+        device = ids.device
+        self.t = t
+        lengths = torch.tensor([t - s for s in starts], device=device)
+        start = torch.tensor(starts, device=device).unsqueeze(1)
+        bank = torch.tensor(banks, device=device).unsqueeze(1)
+        offset = (torch.cumsum(lengths, 0) - lengths).unsqueeze(1)
+        self.offset = offset.squeeze(1)
+        self.start = start.squeeze(1)
+        self.n = int(lengths.sum())
+        self.s = int(lengths.max())
+        positions = torch.arange(t, device=device).unsqueeze(0)
+        tail = positions >= start
+        self.tokens = ids[tail]  # packed, row-major: row by row, positions in order
+        self.positions = positions.expand(c, t)[tail]
+        self.layout = (start, bank, offset, positions)
+        query = torch.arange(self.s, device=device).unsqueeze(0)
+        real = query < lengths.unsqueeze(1)
+        self.q_index = torch.where(real, offset + query, self.n).reshape(-1)
+        self.q_real = real.reshape(-1).nonzero().squeeze(1)
+        absolute = (start + query).unsqueeze(-1)  # (C, S, 1)
+        allowed = (positions.unsqueeze(0) <= absolute) & visible.unsqueeze(1)
+        self.allowed = allowed.unsqueeze(1)  # (C, 1, S, T)
+        self.c = c
+
+    def _gather(self, span: int, banks: int) -> Tensor:
+        """Index ``(C·T)`` into ``cat([parents' rows, packed suffixes])``: before a row's start,
+        its parent's (bank ``b``, position ``j`` → ``b·span + j``); after, its own packed row."""
+        start, bank, offset, positions = self.layout
+        cached = bank * span + positions
+        own = banks * span + offset + positions - start
+        return torch.where(positions < start, cached, own).reshape(-1)
+
+    def rows_at(self, positions: Tensor) -> Tensor:
+        """Packed row of each row's position ``positions[c]`` (at or after its start)."""
+        positions = positions.to(self.offset.device)
+        return self.offset + positions - self.start
+
+    def run(
+        self,
+        keys: list[Tensor],
+        values: list[Tensor],
+        prefix_z: Tensor,
+        selected: int,
+        depth: int,
+        norm: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """The rows' conditioning ``(C, T, D)`` and the packed state after ``depth`` layers.
+
+        Args:
+            keys: per layer, the parents' cached keys ``(P·span, D)``.
+            values: the same for values.
+            prefix_z: the parents' conditioning ``(P, T, D)``, copied before each row's start.
+            selected: layers to run for the conditioning hidden state (``hidden_states[selected]``).
+            depth: layers to run in all (≥ ``selected``).
+            norm: apply the final layer norm to the selected hidden state.
+        """
+        tower = self.tower
+        embeddings = tower.embeddings
+        x = embeddings.token_embedding(self.tokens) + embeddings.position_embedding(self.positions)
+        z = x
+        banks, width = prefix_z.shape[0], x.shape[-1]
+        span = keys[0].shape[0] // banks if keys else 0
+        kv_index = self._gather(span, banks) if keys else None
+        for number, layer in enumerate(list(tower.encoder.layers)[:depth]):
+            assert kv_index is not None
+            attn = layer.self_attn
+            heads = int(attn.num_heads)
+            head = width // heads
+            h = layer.layer_norm1(x)
+            q = attn.q_proj(h)
+            k = torch.cat([keys[number], attn.k_proj(h)]).index_select(0, kv_index)
+            v = torch.cat([values[number], attn.v_proj(h)]).index_select(0, kv_index)
+            q = torch.cat([q, q.new_zeros(1, width)]).index_select(0, self.q_index)
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.view(self.c, self.s, heads, head).transpose(1, 2),
+                k.view(self.c, self.t, heads, head).transpose(1, 2),
+                v.view(self.c, self.t, heads, head).transpose(1, 2),
+                attn_mask=self.allowed,
+                scale=float(getattr(attn, "scale", head**-0.5)),
+            )
+            out = out.transpose(1, 2).reshape(self.c * self.s, width).index_select(0, self.q_real)
+            x = x + attn.out_proj(out)
+            x = x + layer.mlp(layer.layer_norm2(x))
+            if number + 1 == selected:
+                z = x
+        if norm:
+            z = tower.final_layer_norm(z)
+        flat = torch.cat([prefix_z.reshape(-1, width), z]).index_select(
+            0, self._gather(self.t, banks)
+        )
+        return flat.view(self.c, self.t, width), x
