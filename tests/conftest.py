@@ -1,4 +1,5 @@
-"""Shared pytest set-up: Hypothesis profiles, and the repository root on ``sys.path``.
+"""Shared pytest set-up: Hypothesis profiles, the repository root on ``sys.path``, and the
+``one_torch_thread`` fixture.
 
 ``ci`` is bounded so that the whole suite stays within minutes on a 2-core runner; ``dev`` looks a
 little harder. ``ci`` is loaded when the ``CI`` environment variable is set, ``dev`` otherwise;
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 # The benchmarks (and their A1111 reference parser) are not installed with the package; tests
@@ -25,3 +28,15 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a module's tiny models on one torch thread: the machine is shared, and tiny models run
+    fastest (and most reproducibly) that way. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,6 @@ formulas written out in the test (a1111-behaviour.md §4.5, §6.2).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +33,11 @@ from promptweights.errors import (
 )
 from promptweights.testing import bracket_soup, prompts
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 PROMPT = "a red cat on a mat"
 NEGATIVE = "blue dog"
 LONG = "a (cat:1.3) on a mat, " * 26 + "[red sky]"  # three chunks, weighted
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The machine is shared; tiny models run fastest (and most reproducibly) on one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
