@@ -75,17 +75,22 @@ def spans_only(text: str) -> object:
     return promptweights.weighted_spans(text)
 
 
+def _schedules(text: str) -> list[tuple[int, str]]:
+    # The linearity rows run the language on 1 MB texts: measure them, past the request caps.
+    return promptweights.schedules(text, STEPS, max_variants=sys.maxsize, max_chars=sys.maxsize)
+
+
 def whole_language(text: str) -> object:
     """``schedules(text, 20)``, then ``weighted_spans`` of every scheduled text."""
-    return [promptweights.weighted_spans(t) for _, t in promptweights.schedules(text, STEPS)]
+    return [promptweights.weighted_spans(t) for _, t in _schedules(text)]
 
 
 def a1111_pipeline(text: str) -> object:
     """A1111's order: extra networks, AND, scheduling, emphasis (a1111-behaviour.md §1)."""
     body, _ = promptweights.extra_networks(text)
     return [
-        [promptweights.weighted_spans(t) for _, t in promptweights.schedules(part, STEPS)]
-        for part, _ in promptweights.split_and(body)
+        [promptweights.weighted_spans(t) for _, t in _schedules(part)]
+        for part, _ in promptweights.split_and(body, max_parts=sys.maxsize)
     ]
 
 
