@@ -13,7 +13,6 @@ hot path.
 from __future__ import annotations
 
 import functools
-import math
 import re
 from collections.abc import Iterable
 
@@ -54,18 +53,24 @@ class _Spans:
     """Spans with A1111's range multiplication; text added between two bracket events joins the
     last span at once (it gets the same products), so the work is depth × spans, not × tokens."""
 
-    __slots__ = ("_open", "pieces", "weights")
+    __slots__ = ("_open", "joined", "texts", "weights")
 
     def __init__(self) -> None:
-        self.pieces: list[list[str]] = []  # each span's segments, as A1111 appends them
+        self.texts: list[str] = []  # each span's first segment
+        self.joined: dict[int, list[str]] = {}  # span → all its segments, where it has several
         self.weights: list[float] = []
         self._open = False  # whether the next segment may join the last span
 
     def _append(self, text: str) -> None:
         if self._open:
-            self.pieces[-1].append(text)
+            last = len(self.texts) - 1
+            pieces = self.joined.get(last)
+            if pieces is None:
+                self.joined[last] = [self.texts[last], text]
+            else:
+                pieces.append(text)
         else:
-            self.pieces.append([text])
+            self.texts.append(text)
             self.weights.append(1.0)
             self._open = True
 
@@ -75,18 +80,22 @@ class _Spans:
                 if i:
                     self.add_break()
                 self._append(piece)
-        else:
+        elif self._open:
             self._append(text)
+        else:  # the common case, inline
+            self.texts.append(text)
+            self.weights.append(1.0)
+            self._open = True
 
     def add_break(self) -> None:
-        self.pieces.append([BREAK_MARKER[0]])
+        self.texts.append(BREAK_MARKER[0])
         self.weights.append(BREAK_MARKER[1])
         self._open = False
 
     def start(self) -> int:
         """The index of the next span (an opener's position): the next text starts a span."""
         self._open = False
-        return len(self.pieces)
+        return len(self.texts)
 
     def multiply(self, start: int, factor: float) -> None:
         self._open = False
@@ -95,17 +104,22 @@ class _Spans:
             weights[i] *= factor
 
     def merged(self) -> tuple[tuple[str, float], ...]:
-        if not self.pieces:
+        if not self.texts:
             return (("", 1.0),)
-        # Collect the pieces of each merged span and join once: `+=` in a loop is quadratic.
+        # Collect the segments of each merged span and join once: `+=` in a loop is quadratic.
+        joined = self.joined
         out: list[tuple[list[str], float]] = []
-        for pieces, weight in zip(self.pieces, self.weights, strict=True):
-            if math.isnan(weight):  # A1111 never merges NaN weights, not even inside a span
-                out.extend(([piece], weight) for piece in pieces)
+        for i, (text, weight) in enumerate(zip(self.texts, self.weights, strict=True)):
+            pieces = joined.get(i) if joined else None
+            if weight != weight:  # NaN: A1111 never merges it, not even inside a span
+                out.extend(([piece], weight) for piece in pieces or [text])
             elif out and out[-1][1] == weight:
-                out[-1][0].extend(pieces)
+                if pieces is None:
+                    out[-1][0].append(text)
+                else:
+                    out[-1][0].extend(pieces)
             else:
-                out.append((list(pieces), weight))
+                out.append(([text] if pieces is None else pieces, weight))
         return tuple(("".join(pieces), weight) for pieces, weight in out)
 
 
@@ -133,11 +147,7 @@ def _stack_spans(
     for match in tokens.finditer(text):
         token = match.group(0)
         first = token[0]
-        number = match.group(1) if match.lastindex else None
-        if first == "\\":
-            spans.add(token[1:], split_breaks=False)
-            continue
-        if first in stacks:
+        if first in stacks:  # an opener
             if depth >= max_depth:
                 stacks[first].append(_DEEP)
                 spans.add(token, split_breaks=False)
@@ -145,9 +155,20 @@ def _stack_spans(
                 stacks[first].append(spans.start())
                 depth += 1
             continue
-        opener = "(" if number is not None else factors[first][0] if first in factors else ""
-        stack = stacks.get(opener)
-        if not stack:
+        if first in factors:  # a closer
+            opener, factor = factors[first]
+            stack = stacks[opener]
+            number = None
+        elif first == ":" and match.lastindex:  # `:1.2)`, an explicit weight closing `(`
+            stack = stacks["("]
+            number = match.group(1)
+        elif first == "\\":
+            spans.add(token[1:], split_breaks=False)
+            continue
+        else:
+            spans.add(token, split_breaks=breaks)
+            continue
+        if not stack:  # closes nothing: text
             spans.add(token, split_breaks=breaks)
             continue
         start = stack.pop()
@@ -155,8 +176,7 @@ def _stack_spans(
             spans.add(token, split_breaks=False)
             continue
         depth -= 1
-        factor = factors[first][1] if number is None else _explicit(spans, token, number)
-        spans.multiply(start, factor)
+        spans.multiply(start, factor if number is None else _explicit(spans, token, number))
     for opener, factor in factors.values():
         for start in stacks[opener]:
             if start != _DEEP:
