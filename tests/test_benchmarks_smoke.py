@@ -72,3 +72,23 @@ def test_main_prints_markdown_tables(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert re.search(r"^\| `parse\(\)` \| [\d,.]+ \| [\d.]+× \|$", out, re.MULTILINE)
     assert "— 1 kB" in out
+
+
+def test_encode_benchmark_prints_a_table_per_set(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("compel")
+    from benchmarks import encode
+
+    encode.main(["--tiny", "--pairs", "2", "--threads", "1"])
+    out = capsys.readouterr().out
+    for name in encode.SETS:
+        assert f"## set '{name}': 2 prompt pairs" in out
+    labels = ("per-chunk loop (sd_embed-like)", "compel 2.5.1", "promptweights compel")
+    for label in labels:
+        rows = re.findall(rf"^{re.escape(label)} +[\d.]+ +\d+ +\d+ ", out, re.MULTILINE)
+        assert len(rows) == len(encode.SETS), label
+    assert re.search(r"bound for equal output: [\d.]+×", out)
+    # Equal output: compel's own numbers, checked on the texts both chunk alike.
+    deltas = [float(d) for d in re.findall(r"max \|Δ\| vs compel ([\d.e+-]+)", out)]
+    assert deltas
+    assert max(deltas) < 1e-5
