@@ -26,6 +26,8 @@ from .parsing import parse
 from .render import render_nodes
 from .schedules import schedules
 from .spans import weighted_spans
+from .toy import DEFAULT_GUIDANCE as TOY_GUIDANCE
+from .toy import DEFAULT_STEPS as TOY_STEPS
 
 __all__ = ["explain", "infotext_json", "main"]
 
@@ -192,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument(
         "--samplers", help="A1111 names, e.g. 'Euler a,DPM++ 2M Karras' (default: the model's)"
     )
-    compare_cmd.add_argument("--cfg", help="guidance scales (default: 4 toy, 7 other models)")
+    compare_cmd.add_argument(
+        "--cfg", help=f"guidance scales (default: {TOY_GUIDANCE:g} toy, 7 other models)"
+    )
     compare_cmd.add_argument("--steps", help="sampling steps (default: 12 toy, 20 other models)")
     compare_cmd.add_argument("--clip-skip", default="1", help="A1111 clip skip, e.g. 1,2")
     compare_cmd.add_argument("--normalizations", default="none", help="e.g. none,mean,length")
@@ -295,8 +299,8 @@ def _compare(args: argparse.Namespace) -> None:
         "strategy": _split_list(args.strategies),
         "seed": _ints("--seeds", args.seeds),
         "sampler": _split_list(args.samplers) if args.samplers else [None],
-        "cfg": _floats("--cfg", args.cfg) if args.cfg else [4.0 if toy else 7.0],
-        "steps": _ints("--steps", args.steps) if args.steps else [12 if toy else 20],
+        "cfg": _floats("--cfg", args.cfg) if args.cfg else [TOY_GUIDANCE if toy else 7.0],
+        "steps": _ints("--steps", args.steps) if args.steps else [TOY_STEPS if toy else 20],
         "clip_skip": _ints("--clip-skip", args.clip_skip),
         "normalization": _split_list(args.normalizations),
     }

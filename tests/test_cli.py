@@ -211,7 +211,7 @@ def test_compare_on_the_toy_model(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert params.prompt == "a (red:1.5) circle, blue background"
     assert (params.steps, params.cfg_scale, params.seed, params.model) == (
         2,
-        4.0,
+        1.5,  # the toy model's guidance (toy.DEFAULT_GUIDANCE)
         0,
         "promptweights-toy",
     )
