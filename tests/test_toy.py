@@ -9,9 +9,11 @@ IoU. Captions come from combinations held out of training (``held_out`` in
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -182,11 +184,12 @@ def test_red_share_rises_with_the_weight_of_red(pipe: Any, strategy: str, first_
     assert shares[0] < shares[1] < shares[2], shares
 
 
-def _edit_position(pipe: Any, switch: str) -> float:
+@pytest.fixture(scope="module")
+def edit_position(pipe: Any) -> Callable[[str], float]:
     """Where ``a [red:green:<switch>] circle`` ends on the red → green segment (0 red, 1 green).
 
     The mean colour of the circle (over seeds) is projected onto the segment between the mean
-    colours drawn for ``a red circle`` and ``a green circle``.
+    colours drawn for ``a red circle`` and ``a green circle`` (drawn once for the module).
     """
     seeds = list(range(6))
 
@@ -196,19 +199,26 @@ def _edit_position(pipe: Any, switch: str) -> float:
 
     red = mean_colour("a red circle, blue background")
     green = mean_colour("a green circle, blue background")
-    mixed = mean_colour(f"a [red:green:{switch}] circle, blue background")
-    return float(np.dot(mixed - red, green - red) / np.dot(green - red, green - red))
+
+    @functools.cache
+    def position(switch: str) -> float:
+        mixed = mean_colour(f"a [red:green:{switch}] circle, blue background")
+        return float(np.dot(mixed - red, green - red) / np.dot(green - red, green - red))
+
+    return position
 
 
-def test_prompt_editing_at_half_ends_between_the_two_colours(pipe: Any) -> None:
+def test_prompt_editing_at_half_ends_between_the_two_colours(
+    edit_position: Callable[[str], float],
+) -> None:
     """``a [red:green:0.5] circle`` ends clearly between red and green (15% to 85% of the way)."""
-    assert 0.15 < _edit_position(pipe, "0.5") < 0.85
+    assert 0.15 < edit_position("0.5") < 0.85
 
 
-def test_the_later_the_edit_the_redder_the_circle(pipe: Any) -> None:
+def test_the_later_the_edit_the_redder_the_circle(edit_position: Callable[[str], float]) -> None:
     """Switching from red to green at 0.3, 0.5, 0.7 of the steps ends ever closer to red, and each
     step of 0.2 moves the result by at least a tenth of the way."""
-    early, half, late = (_edit_position(pipe, s) for s in ("0.3", "0.5", "0.7"))
+    early, half, late = (edit_position(s) for s in ("0.3", "0.5", "0.7"))
     assert early - half > 0.1, (early, half, late)
     assert half - late > 0.1, (early, half, late)
 
