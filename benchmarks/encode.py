@@ -496,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     sets = SETS if args.set == "all" else {args.set: SETS[args.set]}
     sets = {name: pairs[: args.pairs or None] for name, pairs in sets.items()}
+    first_set, first_pairs = next(iter(sets.items()))  # what --memory measures
 
     tokenizer = make_tokenizer()
     model = make_model(len(tokenizer), tiny=args.tiny).to(args.device)
@@ -508,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         build(encoder, [["a (b:1.1) [c]"], ["d"]], strategy=strategy)  # warm-up
 
     if args.memory_child:
-        memory_child(args.memory_child, pipe, tokenizer, model, encoder, sets["mixed"])
+        memory_child(args.memory_child, pipe, tokenizer, model, encoder, first_pairs)
         return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}\n")
@@ -516,12 +517,14 @@ def main(argv: list[str] | None = None) -> None:
         run_set(name, pairs, pipe, encoder, counter, args)
 
     if args.memory:
-        pairs = sets.get("mixed", next(iter(sets.values())))
-        print("peak resident memory (one subprocess per method; the model is ~470 MiB of it):")
+        print(
+            f"peak resident memory on set '{first_set}' (one subprocess per method; "
+            "the model is ~470 MiB of it):"
+        )
         peaks = {}
         for method in ("encode_prompt", "promptweights-a1111"):
-            command = [sys.executable, "-m", "benchmarks.encode", "--set", "mixed"]
-            command += ["--pairs", str(len(pairs)), "--memory-child", method]
+            command = [sys.executable, "-m", "benchmarks.encode", "--set", first_set]
+            command += ["--pairs", str(len(first_pairs)), "--memory-child", method]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
             peak, rise = map(float, out.stdout.strip().splitlines()[-1].split())
             peaks[method] = (peak, rise)

@@ -197,7 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument(
         "--cfg", help=f"guidance scales (default: {TOY_GUIDANCE:g} toy, 7 other models)"
     )
-    compare_cmd.add_argument("--steps", help="sampling steps (default: 12 toy, 20 other models)")
+    compare_cmd.add_argument(
+        "--steps", help=f"sampling steps (default: {TOY_STEPS} toy, 20 other models)"
+    )
     compare_cmd.add_argument("--clip-skip", default="1", help="A1111 clip skip, e.g. 1,2")
     compare_cmd.add_argument("--normalizations", default="none", help="e.g. none,mean,length")
     compare_cmd.add_argument("--size", help="WIDTHxHEIGHT (default: the model's)")
