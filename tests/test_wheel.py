@@ -37,6 +37,7 @@ def test_wheel_parses_from_any_directory(tmp_path: Path) -> None:
     for grammar in ("common", "a1111", "comfy", "novelai"):
         assert f"promptweights/grammar/{grammar}.lark" in names
     assert "promptweights/py.typed" in names
+    assert "promptweights/diffusers/__init__.py" in names  # sub-packages are listed by hand
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=False)

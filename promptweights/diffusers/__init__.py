@@ -1,0 +1,82 @@
+"""The diffusers adapter: an A1111 prompt in, the keyword arguments of a diffusers pipeline out.
+
+:func:`encode` reads an A1111 prompt (weights, ``BREAK``, prompt editing ``[a:b:when]``,
+alternation ``[a|b]``, ``AND``, ``<lora:…>`` tags, textual-inversion names) and returns a
+:class:`Conditioning` whose :meth:`~Conditioning.pipeline_kwargs` go straight into the pipeline::
+
+    cond = promptweights.diffusers.encode(pipe, "a (red:1.2) [cat:dog:0.5]", "blurry", steps=20)
+    image = pipe(**cond.pipeline_kwargs(), num_inference_steps=20).images[0]
+
+Families: SD 1.x/2.x, SDXL (base and refiner), SD3/3.5 (with or without T5) and Flux.1, text to
+image and image to image. What A1111 does and where it is done here:
+
+* **Order of operations** (a1111-behaviour.md §1): comments and extra-network tags are removed
+  first, then the positive prompt is split at ``AND``, then every part and the negative prompt are
+  expanded into their schedules, then weighted and chunked by :func:`promptweights.builder.build`.
+  Every text of every schedule is encoded up front in one batched pass per text encoder; nothing is
+  encoded while sampling.
+* **Prompt editing and alternation at run time** (§4.4–4.5): the conditioning at denoiser call ``k``
+  (0-based) is the first schedule entry with ``k <= end``. :meth:`~Conditioning.pipeline_kwargs`
+  adds a ``callback_on_step_end`` that, at the end of loop iteration ``i``, swaps in the
+  conditioning of call ``i + 1``. diffusers runs one denoiser call per loop iteration, also for
+  second-order schedulers (whose timestep list is doubled), so ``i`` counts model calls exactly as
+  A1111's ``k`` does; for those schedulers (``scheduler.order == 2``) the schedule length is
+  ``2 · steps`` as in A1111. img2img keeps the full-length schedule and starts at ``k = 0``.
+* **AND** (§6): ``denoised = u + Σ wᵢ · cfg · (cᵢ − u)``. A pipeline can only run one positive per
+  image, so this needs the denoiser call itself: :meth:`Conditioning.attach` is a context manager
+  that registers a forward pre-hook and a forward hook on ``pipe.unet`` (or ``pipe.transformer``)
+  and removes them on exit. The pre-hook turns the ``[uncond, cond]`` batch into
+  ``[uncond, cond₁ … condⱼ]``; the forward hook returns ``[u, u + Σ wᵢ (cᵢ − u)]``, which the
+  pipeline's own guidance formula turns into A1111's. No pipeline attribute is replaced and the
+  module is exactly as before after the ``with`` block. The hook counts denoiser calls itself, so
+  editing inside AND parts switches at the same calls.
+* **Chunks and padding** (§6.3, §7, §9): positive and negative always have the same length.
+  Positive conds of different lengths (AND parts, images of a batch) are stacked by repeating the
+  last token vector, as A1111 stacks them; cond and uncond are then padded with encoded empty-prompt
+  chunks (A1111's "Pad conds": a pipeline runs both in one batch). SDXL's pooled vector comes from
+  chunk 0 of the syntax-stripped text; an SDXL negative that is empty for every image is all
+  zeros when the pipeline's ``force_zeros_for_empty_prompt`` is set (diffusers' and A1111's rule).
+* **LoRA** (§8): tags are always removed from the text. When ``lora_dir=`` or ``loras=`` is given,
+  the tags of the first prompt are loaded from ``.safetensors`` files only (never pickles) with
+  diffusers' ``load_lora_weights`` as adapters named ``pw_<name>`` and activated with
+  ``set_adapters`` at the tag's text-encoder and UNet multipliers; the active adapter set then is
+  exactly the tagged one. Unknown names raise :class:`~promptweights.errors.UnknownNameError`
+  listing the names available. Before anything is loaded every file is read and checked: tensors
+  floating point and finite, keys read as diffusers reads them (kohya ``lora_unet_*`` too), every
+  targeted module present, down/up shapes matching its in/out features (conv kernels) and each
+  other's rank; a bad file raises :class:`~promptweights.errors.NetworkFileError` naming the file,
+  the key, and the expected and found shapes. A failure after loading puts the pipeline back
+  exactly as it was (modules, hooks, adapters and their weights).
+* **Textual inversion** (§9.2): embeddings loaded with :func:`load_textual_inversion` (A1111
+  ``.safetensors`` files, checked before the pipeline is touched) or with diffusers' own
+  ``load_textual_inversion`` are matched by name in the text, inside weighted spans too
+  (``(emb:1.2)`` scales all its vectors), and never split across chunks.
+
+Every row is encoded with its own forward pass by default (``batch_rows=True`` batches them): on
+CPU a batched matmul may round differently from the pipelines' one-text calls, and a plain prompt
+must give exactly what ``pipe.encode_prompt`` gives. All rows are still encoded before sampling.
+
+Clip skip follows the pipelines' own ``clip_skip`` argument (``None`` or 0: the family default;
+A1111's "Clip skip N" is ``clip_skip=N - 1``). Nothing here changes the pipeline unless LoRA tags
+are loaded; a failed call leaves it as it was.
+"""
+
+from __future__ import annotations
+
+from .conditioning import Conditioning
+from .encode import encode
+from .families import FAMILIES, family_of
+from .rerun import UNSUPPORTED_SETTINGS, Rerun, from_infotext, plan_rerun
+from .textual_inversion import load_textual_inversion
+
+__all__ = [
+    "FAMILIES",
+    "UNSUPPORTED_SETTINGS",
+    "Conditioning",
+    "Rerun",
+    "encode",
+    "family_of",
+    "from_infotext",
+    "load_textual_inversion",
+    "plan_rerun",
+]

@@ -1,0 +1,390 @@
+"""The :class:`Conditioning` that ``encode`` returns: its timeline, step callback and AND hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from promptweights.errors import (
+    PromptweightsError,
+    UnsupportedPipelineError,
+)
+from promptweights.tree import ExtraNetwork
+
+
+@dataclass(slots=True)
+class _Part:
+    """One AND part of one image: its weight and its schedule, one text per prompt slot."""
+
+    weight: float
+    ends: list[int]
+    texts: list[tuple[str, ...]]  # [variant][slot prompt index 0..2]
+
+
+def _index_at(ends: Sequence[int], k: int) -> int:
+    """A1111's run-time lookup (§4.5): the first entry whose end is at or after call ``k``."""
+    for index, end in enumerate(ends):
+        if k <= end:
+            return index
+    return len(ends) - 1
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """Every encoded variant, and what the pipeline gets at each denoiser call."""
+
+    family: str
+    batch: int
+    parts: list[list[_Part]]  # [image][part]
+    part_embeds: list[list[Tensor]]  # [image][part] (V, L, D)
+    part_pooled: list[list[Tensor | None]]
+    negative: list[_Part]  # [image], weight unused
+    negative_embeds: list[Tensor]
+    negative_pooled: list[Tensor | None]
+    has_negative: bool = True
+    swappable: tuple[str, ...] = ()  # the pipeline's _callback_tensor_inputs
+
+    @property
+    def edits(self) -> bool:
+        variants = [p for image in self.parts for p in image] + self.negative
+        return any(len(p.ends) > 1 for p in variants)
+
+    @property
+    def composable(self) -> bool:
+        return any(len(image) > 1 or image[0].weight != 1.0 for image in self.parts)
+
+    @property
+    def parts_per_image(self) -> int:
+        return max(len(image) for image in self.parts)
+
+    def positive_at(self, k: int, part: int = 0) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Positive embeds, pooled (or None) and weights ``(B,)`` of AND part ``part`` at call k."""
+        embeds, pooled, weights = [], [], []
+        for image in range(self.batch):
+            if part < len(self.parts[image]):
+                p = self.parts[image][part]
+                index = _index_at(p.ends, k)
+                embeds.append(self.part_embeds[image][part][index])
+                pooled.append(self.part_pooled[image][part])
+                pooled[-1] = None if pooled[-1] is None else pooled[-1][index]
+                weights.append(p.weight)
+            else:  # fewer AND parts than another image: a weight-0 copy of its first part
+                p = self.parts[image][0]
+                index = _index_at(p.ends, k)
+                embeds.append(self.part_embeds[image][0][index])
+                first = self.part_pooled[image][0]
+                pooled.append(None if first is None else first[index])
+                weights.append(0.0)
+        stacked_pooled = None if pooled[0] is None else torch.stack(pooled)  # type: ignore[arg-type]
+        return torch.stack(embeds), stacked_pooled, torch.tensor(weights)
+
+    def negative_at(self, k: int) -> tuple[Tensor, Tensor | None]:
+        """Negative embeds and pooled (or None) at call ``k``."""
+        embeds, pooled = [], []
+        for image in range(self.batch):
+            index = _index_at(self.negative[image].ends, k)
+            embeds.append(self.negative_embeds[image][index])
+            p = self.negative_pooled[image]
+            pooled.append(None if p is None else p[index])
+        stacked_pooled = None if pooled[0] is None else torch.stack(pooled)  # type: ignore[arg-type]
+        return torch.stack(embeds), stacked_pooled
+
+    def key_at(self, k: int) -> tuple[int, ...]:
+        """The variant indices in use at call ``k`` (equal keys: equal conditioning)."""
+        keys = [_index_at(p.ends, k) for image in self.parts for p in image]
+        keys += [_index_at(p.ends, k) for p in self.negative]
+        return tuple(keys)
+
+
+def _repeat(tensor: Tensor, times: int, like: Tensor) -> Tensor:
+    return tensor.to(device=like.device, dtype=like.dtype).repeat_interleave(times, dim=0)
+
+
+@dataclass(eq=False)
+class Conditioning:
+    """Weighted conditioning for one pipeline call, and how to hand it to the pipeline.
+
+    Attributes:
+        prompt_embeds: ``(B, L, D)`` at the first denoiser call (AND part 1 for AND prompts).
+        negative_prompt_embeds: ``(B, L, D)``, same length; ``None`` for Flux without a negative.
+        pooled_prompt_embeds: ``(B, P)`` for SDXL, SD3 and Flux, else ``None``.
+        negative_pooled_prompt_embeds: likewise.
+        family: the pipeline family (see :func:`family_of`).
+        steps: the schedule length used (``steps``, or ``hires_steps`` for a hires pass; doubled
+            for second-order schedulers), or ``None`` when no ``steps`` were given.
+        networks: every extra-network tag found in the prompts, in order.
+    """
+
+    prompt_embeds: Tensor
+    negative_prompt_embeds: Tensor | None
+    pooled_prompt_embeds: Tensor | None
+    negative_pooled_prompt_embeds: Tensor | None
+    family: str
+    steps: int | None
+    networks: tuple[ExtraNetwork, ...]
+    _timeline: _Timeline = field(repr=False)
+    _attached: int = field(default=0, repr=False)
+
+    @property
+    def edits(self) -> bool:
+        """Whether the conditioning changes during sampling (prompt editing or alternation)."""
+        return self._timeline.edits
+
+    @property
+    def composable(self) -> bool:
+        """Whether the prompt uses ``AND`` (or an AND weight) and so needs :meth:`attach`."""
+        return self._timeline.composable
+
+    def at_call(self, k: int) -> dict[str, Tensor | None]:
+        """The conditioning the denoiser gets at call ``k`` (0-based), without AND parts ≥ 2.
+
+        Args:
+            k: the denoiser call.
+
+        Returns:
+            ``prompt_embeds``, ``negative_prompt_embeds`` and the pooled vectors at that call.
+        """
+        positive, pooled, _ = self._timeline.positive_at(k)
+        negative, negative_pooled = self._timeline.negative_at(k)
+        return {
+            "prompt_embeds": positive,
+            "negative_prompt_embeds": negative if self._timeline.has_negative else None,
+            "pooled_prompt_embeds": pooled,
+            "negative_pooled_prompt_embeds": negative_pooled
+            if self._timeline.has_negative
+            else None,
+        }
+
+    def pipeline_kwargs(
+        self,
+        callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The keyword arguments for ``pipe(**kwargs, ...)``.
+
+        Holds the embeddings (only those the family takes) and, when the prompt edits,
+        ``callback_on_step_end`` with ``callback_on_step_end_tensor_inputs``.
+
+        Args:
+            callback_on_step_end: your own step callback, if any; it runs after the one that
+                swaps the conditioning and sees its result.
+            callback_on_step_end_tensor_inputs: the tensors your callback needs (diffusers'
+                default ``["latents"]`` when you pass a callback).
+
+        Returns:
+            The keyword arguments.
+
+        Raises:
+            PromptweightsError: for an AND prompt outside ``with cond.attach(pipe):``.
+        """
+        if self.composable and not self._attached:
+            raise PromptweightsError(
+                "this prompt uses AND: run the pipeline inside `with cond.attach(pipe):` so that "
+                "the parts are combined in the denoiser as A1111 does"
+            )
+        kwargs: dict[str, Any] = {"prompt_embeds": self.prompt_embeds}
+        if self.negative_prompt_embeds is not None:
+            kwargs["negative_prompt_embeds"] = self.negative_prompt_embeds
+        if self.pooled_prompt_embeds is not None:
+            kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
+        if self.negative_pooled_prompt_embeds is not None:
+            kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
+        inputs: list[str] = []
+        if callback_on_step_end is not None:
+            inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
+        if self.edits and not self.composable:
+            callback = _StepCallback(self._timeline, callback_on_step_end)
+            kwargs["callback_on_step_end"] = callback
+            extra = [name for name in inputs if name not in callback.tensor_inputs]
+            kwargs["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs + extra
+        elif callback_on_step_end is not None:
+            kwargs["callback_on_step_end"] = callback_on_step_end
+            kwargs["callback_on_step_end_tensor_inputs"] = inputs
+        return kwargs
+
+    @contextmanager
+    def attach(self, pipe: Any) -> Iterator[Conditioning]:
+        """Combine AND parts in ``pipe``'s denoiser for the duration of a ``with`` block.
+
+        Registers a forward pre-hook and a forward hook on ``pipe.unet`` (or ``pipe.transformer``)
+        and removes both on exit, whatever happens; for prompts without AND it does nothing.
+        Needs classifier-free guidance (``guidance_scale > 1``).
+
+        Args:
+            pipe: the pipeline this conditioning was encoded for.
+
+        Yields:
+            This conditioning (``pipeline_kwargs()`` works inside the block).
+
+        Raises:
+            UnsupportedPipelineError: AND on Flux (no batched guidance to hook into).
+        """
+        if not self.composable:
+            self._attached += 1
+            try:
+                yield self
+            finally:
+                self._attached -= 1
+            return
+        if self.family == "flux":
+            raise UnsupportedPipelineError(
+                "AND needs batched classifier-free guidance; Flux has none"
+            )
+        denoiser = getattr(pipe, "unet", None) or pipe.transformer
+        hook = _AndHook(self._timeline, self.family)
+        handles = [
+            denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
+            denoiser.register_forward_hook(hook.after, with_kwargs=True),
+        ]
+        self._attached += 1
+        try:
+            yield self
+        finally:
+            self._attached -= 1
+            for handle in handles:
+                handle.remove()
+
+
+class _StepCallback:
+    """``callback_on_step_end``: after loop iteration ``i``, the conditioning of call ``i + 1``."""
+
+    def __init__(
+        self, timeline: _Timeline, then: Callable[..., dict[str, Any]] | None = None
+    ) -> None:
+        self.timeline = timeline
+        self.then = then
+        self.tensor_inputs = {
+            "sd": ["prompt_embeds"],
+            "sdxl": ["prompt_embeds", "add_text_embeds"],
+            "sdxl-refiner": ["prompt_embeds", "add_text_embeds"],
+            "sd3": ["prompt_embeds", "pooled_prompt_embeds"],
+            "flux": ["prompt_embeds"],
+        }[timeline.family]
+        if timeline.swappable:
+            self.tensor_inputs = [n for n in self.tensor_inputs if n in timeline.swappable]
+
+    def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        out = self.swap(pipe, i, kwargs)
+        if self.then is not None:
+            out.update(self.then(pipe, i, t, {**kwargs, **out}))
+        return out
+
+    def swap(self, pipe: Any, i: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The tensors to replace after loop iteration ``i`` (empty when nothing changes)."""
+        timeline = self.timeline
+        k = i + 1
+        if timeline.key_at(k) == timeline.key_at(i):
+            return {}
+        positive, pooled, _ = timeline.positive_at(k)
+        negative, negative_pooled = timeline.negative_at(k)
+        guided = timeline.family != "flux" and bool(getattr(pipe, "do_classifier_free_guidance", 0))
+        out: dict[str, Any] = {}
+        pairs: list[tuple[str, Tensor, Tensor | None]] = [("prompt_embeds", positive, negative)]
+        pooled_name = (
+            "add_text_embeds" if timeline.family.startswith("sdxl") else "pooled_prompt_embeds"
+        )
+        if pooled is not None and timeline.family != "flux":
+            pairs.append((pooled_name, pooled, negative_pooled))
+        for name, pos, neg in pairs:
+            current = kwargs.get(name)
+            if current is None:  # the pipeline does not let this tensor be swapped
+                continue
+            halves = 2 if guided else 1
+            per_image = current.shape[0] // (halves * timeline.batch)
+            new = _repeat(pos, per_image, current)
+            if guided:
+                assert neg is not None
+                new = torch.cat([_repeat(neg, per_image, current), new])
+            out[name] = new
+        return out
+
+
+class _AndHook:
+    """Forward hooks that run every AND part and combine them as A1111's CFG denoiser does."""
+
+    def __init__(self, timeline: _Timeline, family: str) -> None:
+        self.timeline = timeline
+        self.family = family
+        self.calls = 0
+        self.pending: tuple[int, Tensor] | None = None
+
+    def before(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        timeline = self.timeline
+        args, kwargs = list(args), dict(kwargs)  # type: ignore[assignment]
+        sample_key = "sample" if "sample" in kwargs else "hidden_states"
+        sample = args[0] if args else kwargs[sample_key]
+        total = sample.shape[0]
+        k = self.calls
+        self.calls += 1
+        if total % (2 * timeline.batch):
+            raise PromptweightsError(
+                "AND needs classifier-free guidance (guidance_scale > 1): the denoiser got "
+                f"{total} rows for {timeline.batch} prompts"
+            )
+        half = total // 2
+        per_image = half // timeline.batch
+        parts = timeline.parts_per_image
+        negative, negative_pooled = timeline.negative_at(k)
+        conds, pooleds, weights = [], [], []
+        for j in range(parts):
+            c, p, w = timeline.positive_at(k, j)
+            conds.append(c)
+            pooleds.append(p)
+            weights.append(w.repeat_interleave(per_image))
+
+        def expand(tensor: Any) -> Any:
+            if isinstance(tensor, Tensor) and tensor.ndim > 0 and tensor.shape[0] == total:
+                return torch.cat([tensor[:half]] + [tensor[half:]] * parts)
+            return tensor
+
+        hidden = kwargs["encoder_hidden_states"]
+        kwargs["encoder_hidden_states"] = torch.cat(
+            [_repeat(negative, per_image, hidden)] + [_repeat(c, per_image, hidden) for c in conds]
+        )
+        if args:
+            args = [expand(args[0]), *(expand(a) for a in args[1:])]  # type: ignore[assignment]
+        for key in list(kwargs):
+            if key == "encoder_hidden_states":
+                continue
+            if key == "added_cond_kwargs" and kwargs[key] is not None:
+                added = {name: expand(value) for name, value in kwargs[key].items()}
+                if negative_pooled is not None and "text_embeds" in added:
+                    like = kwargs[key]["text_embeds"]
+                    added["text_embeds"] = torch.cat(
+                        [_repeat(negative_pooled, per_image, like)]
+                        + [_repeat(p, per_image, like) for p in pooleds if p is not None]
+                    )
+                kwargs[key] = added
+            elif key == "pooled_projections" and negative_pooled is not None:
+                like = kwargs[key]
+                kwargs[key] = torch.cat(
+                    [_repeat(negative_pooled, per_image, like)]
+                    + [_repeat(p, per_image, like) for p in pooleds if p is not None]
+                )
+            else:
+                kwargs[key] = expand(kwargs[key])
+        self.pending = (half, torch.stack(weights))
+        return tuple(args), kwargs
+
+    def after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
+        assert self.pending is not None
+        half, weights = self.pending
+        self.pending = None
+        out = output[0] if isinstance(output, tuple) else output.sample
+        uncond = out[:half]
+        conds = out[half:].reshape(-1, *uncond.shape)
+        w = weights.to(device=out.device, dtype=out.dtype).reshape(
+            *weights.shape, *([1] * (uncond.ndim - 1))
+        )
+        combined = uncond + (w * (conds - uncond)).sum(dim=0)
+        result = torch.cat([uncond, combined])
+        if isinstance(output, tuple):
+            return (result, *output[1:])
+        return type(output)(sample=result)

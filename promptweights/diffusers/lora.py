@@ -1,0 +1,337 @@
+"""LoRA: ``<lora:…>`` tags resolved to ``.safetensors`` files, checked, loaded, and undone."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from promptweights.errors import (
+    NetworkFileError,
+    UnknownNameError,
+    UnsupportedPipelineError,
+)
+from promptweights.tree import ExtraNetwork
+
+from ._common import _read_tensors, _shape, _Snapshot
+
+_ADAPTER_PREFIX = "pw_"
+
+
+def _available_loras(
+    lora_dir: str | Path | None, loras: Mapping[str, str | Path] | None
+) -> dict[str, Path]:
+    available: dict[str, Path] = {}
+    if lora_dir is not None:
+        root = Path(lora_dir)
+        if not root.is_dir():
+            raise NetworkFileError(f"lora_dir {str(root)!r} is not a directory")
+        for path in sorted(root.rglob("*.safetensors")):
+            available.setdefault(path.stem, path)
+    for name, given in (loras or {}).items():
+        available[name] = Path(given)
+    return available
+
+
+def _adapter_name(name: str) -> str:
+    return _ADAPTER_PREFIX + re.sub(r"\W", "_", name)
+
+
+@dataclass(slots=True)
+class _LoraPlan:
+    """Tagged LoRAs resolved to files, read and checked before the pipeline is touched."""
+
+    adapters: list[tuple[str, float, float]]  # adapter name, te weight, unet weight
+    state_dicts: dict[str, dict[str, Tensor]]
+    labels: dict[str, str] = field(default_factory=dict)  # adapter name -> "LoRA 'x' ('path')"
+
+
+def _plan_loras(
+    pipe: Any,
+    networks: Sequence[ExtraNetwork],
+    lora_dir: str | Path | None,
+    loras: Mapping[str, str | Path] | None,
+) -> _LoraPlan | None:
+    if lora_dir is None and loras is None:
+        return None
+    tags = [n for n in networks if n.kind in ("lora", "lyco")]
+    available = _available_loras(lora_dir, loras)
+    loaded = _loaded_adapters(pipe)
+    plan = _LoraPlan([], {})
+    for tag in tags:
+        if tag.name not in available:
+            raise UnknownNameError("LoRA", tag.name, sorted(available))
+        path = available[tag.name]
+        if path.suffix != ".safetensors":
+            raise NetworkFileError(
+                f"LoRA {tag.name!r} is {str(path)!r}: only .safetensors files are loaded "
+                "(pickled checkpoints can run code)"
+            )
+        if not path.is_file():
+            raise NetworkFileError(f"LoRA {tag.name!r}: no file at {str(path)!r}")
+        if not hasattr(pipe, "load_lora_weights") or not hasattr(pipe, "lora_state_dict"):
+            raise UnsupportedPipelineError(f"{type(pipe).__name__} cannot load LoRA weights")
+        adapter = _adapter_name(tag.name)
+        if adapter not in loaded and adapter not in plan.state_dicts:
+            label = f"LoRA {tag.name!r} ({str(path)!r})"
+            state = _read_tensors(label, path)
+            _check_lora(pipe, label, state)
+            plan.state_dicts[adapter] = state
+            plan.labels[adapter] = label
+        plan.adapters.append((adapter, tag.te_weight, tag.unet_weight))
+    if not plan.adapters and not any(a.startswith(_ADAPTER_PREFIX) for a in loaded):
+        return None
+    return plan
+
+
+# A LoRA key as diffusers hands it to peft: module path, then the LoRA part.
+_LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B"
+    r"|lora_magnitude_vector|alpha|diff|diff_b|lokr_\w+)(?:\.(?P<param>weight|bias))?$"
+)
+
+
+def _check_lora(pipe: Any, label: str, state: Mapping[str, Tensor]) -> None:
+    """Check every LoRA tensor against the layer it targets in ``pipe``, before loading anything.
+
+    The keys are read as diffusers' ``load_lora_weights`` reads them (the pipeline's own
+    ``lora_state_dict``, which converts kohya ``lora_unet_*``/``lora_te_*`` files, then diffusers'
+    conversion to peft names), so the module names are the ones peft would adapt.
+    """
+    loaders: Any = importlib.import_module("diffusers.loaders.lora_pipeline")
+
+    options: dict[str, Any] = {"return_lora_metadata": True}
+    if isinstance(pipe, loaders.StableDiffusionXLLoraLoaderMixin) and getattr(pipe, "unet", None):
+        options["unet_config"] = pipe.unet.config  # as its load_lora_weights maps SGM blocks
+    try:
+        out = pipe.lora_state_dict(dict(state), **options)
+    except Exception as exc:
+        raise NetworkFileError(f"{label}: diffusers cannot read its keys ({exc})") from exc
+    converted: Mapping[str, Tensor] = out[0] if isinstance(out, tuple) else out
+    if not converted:
+        raise NetworkFileError(f"{label} holds no LoRA weights")
+    loadable = [
+        name
+        for name in getattr(pipe, "_lora_loadable_modules", ())
+        if isinstance(getattr(pipe, name, None), torch.nn.Module)
+    ]
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, tensor in converted.items():
+        component, _, rest = key.partition(".")
+        if component not in loadable or not rest:
+            raise NetworkFileError(
+                f"{label}: key {key!r} targets {component!r}, which {type(pipe).__name__} does "
+                f"not load LoRA weights into (it has {', '.join(loadable)})"
+            )
+        groups.setdefault(component, {})[rest] = tensor
+    # Errors name the file's own key; diffusers' conversions re-key the same tensor objects.
+    origin = {id(tensor): key for key, tensor in state.items()}
+    for component, weights in groups.items():
+        model = getattr(pipe, component)
+        peft = _peft_keys(label, component, model, weights)
+        _check_lora_layers(label, component, model, peft, origin)
+
+
+def _peft_keys(
+    label: str, component: str, model: Any, weights: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """The keys of one component as diffusers passes them to peft."""
+    convert: Any = importlib.import_module("diffusers.utils.state_dict_utils")
+    if any(".lokr_" in key for key in weights):
+        return weights
+    try:
+        if component.startswith("text_encoder"):
+            weights = convert.convert_state_dict_to_peft(
+                convert.convert_state_dict_to_diffusers(weights)
+            )
+            if not hasattr(model, "text_model"):
+                weights = {k.removeprefix("text_model."): v for k, v in weights.items()}
+        elif "lora_A" not in next(iter(weights)):
+            weights = convert.convert_unet_state_dict_to_peft(weights)
+    except Exception as exc:
+        raise NetworkFileError(
+            f"{label}: diffusers cannot read its {component} keys ({exc})"
+        ) from exc
+    return dict(weights)
+
+
+def _check_lora_layers(
+    label: str,
+    component: str,
+    model: Any,
+    weights: Mapping[str, Tensor],
+    origin: Mapping[int, str],
+) -> None:
+    layers: dict[str, dict[str, tuple[str, Tensor]]] = {}
+    for key, tensor in weights.items():
+        name = f"{component}.{key}"
+        original = origin.get(id(tensor), name)
+        shown = repr(name) if original == name else f"{original!r} (diffusers: {name!r})"
+        match = _LORA_KEY.match(key)
+        if match is None:
+            raise NetworkFileError(
+                f"{label}: key {shown} is not a LoRA weight (lora_A/lora_B, lora_down/lora_up, "
+                "alpha…)"
+            )
+        part = match["part"] + (f".{match['param']}" if match["param"] else "")
+        layers.setdefault(match["module"], {})[part] = (shown, tensor)
+    for path, parts in layers.items():
+        where = f"{component}.{path}"
+        try:
+            target = model.get_submodule(path)
+        except AttributeError:
+            first = next(iter(parts.values()))[0]
+            raise NetworkFileError(
+                f"{label}: key {first} targets {where}, which this pipeline does not have"
+            ) from None
+        while isinstance(getattr(target, "base_layer", None), torch.nn.Module):
+            target = target.base_layer  # already wrapped by peft for another LoRA
+        _check_lora_layer(label, where, target, parts)
+
+
+def _shape_error(
+    label: str, key: str, tensor: Tensor, where: str, what: str, expected: str
+) -> NetworkFileError:
+    return NetworkFileError(
+        f"{label}: key {key} has shape {_shape(tensor.shape)} but {where} ({what}) needs {expected}"
+    )
+
+
+def _lora_target(layer: Any) -> tuple[str, int, int, tuple[int, ...], int, str | None, str]:
+    """What a layer is, its fan-in, fan-out, kernel and groups, and its down and up part names."""
+    if isinstance(layer, torch.nn.Linear):
+        n_in, n_out = layer.in_features, layer.out_features
+        return f"Linear {n_in}→{n_out}", n_in, n_out, (), 1, "lora_A.weight", "lora_B.weight"
+    if isinstance(layer, torch.nn.modules.conv._ConvNd):
+        n_in, n_out, kernel = layer.in_channels, layer.out_channels, tuple(layer.kernel_size)
+        what = f"{type(layer).__name__} {n_in}→{n_out}, kernel {'×'.join(map(str, kernel))}"
+        return what, n_in, n_out, kernel, layer.groups, "lora_A.weight", "lora_B.weight"
+    if isinstance(layer, torch.nn.Embedding):
+        n_in, n_out = layer.num_embeddings, layer.embedding_dim
+        what = f"Embedding {n_in}×{n_out}"
+        return what, n_in, n_out, (), 1, "lora_embedding_A", "lora_embedding_B"
+    return type(layer).__name__, 0, 0, (), 1, None, ""
+
+
+def _check_lora_layer(
+    label: str, where: str, layer: Any, parts: Mapping[str, tuple[str, Tensor]]
+) -> None:
+    """The shapes of one target layer's LoRA tensors; the rank ``r`` is the down weight's."""
+    if any(part.startswith("lokr_") for part in parts):
+        return  # LoKr factors: the layer exists; diffusers checks their product
+    what, fan_in, fan_out, kernel, groups, down, up = _lora_target(layer)
+    for part, (key, tensor) in parts.items():
+        if part == "alpha" and tensor.numel() != 1:
+            raise _shape_error(label, key, tensor, where, what, "one number")
+        if part in ("diff", "diff_b"):
+            own = getattr(layer, "weight" if part == "diff" else "bias", None)
+            if not isinstance(own, Tensor):
+                raise NetworkFileError(
+                    f"{label}: key {key} changes a {'bias' if part == 'diff_b' else 'weight'} "
+                    f"of {where} ({what}), which has none"
+                )
+            if tensor.shape != own.shape:
+                raise _shape_error(label, key, tensor, where, what, _shape(own.shape))
+    lora = sorted(part for part in parts if part not in ("alpha", "diff", "diff_b"))
+    if not lora:
+        return
+    if down is None:
+        raise NetworkFileError(
+            f"{label}: key {parts[lora[0]][0]} targets {where}, a {what}, which a LoRA cannot adapt"
+        )
+    extras = ("lora_B.bias", "lora_magnitude_vector", "lora_magnitude_vector.weight")
+    unknown = [part for part in lora if part not in (down, up, *extras)]
+    if unknown:
+        raise NetworkFileError(
+            f"{label}: key {parts[unknown[0]][0]} is not a LoRA weight for {where} ({what})"
+        )
+    if down not in parts or up not in parts:
+        have, missing = (down, up) if down in parts else (up, down)
+        key = parts[have][0] if have in parts else parts[lora[0]][0]
+        raise NetworkFileError(f"{label}: key {key} has no matching {missing!r} for {where}")
+    down_key, a = parts[down]
+    rank = int(a.shape[0]) if a.ndim else 0
+    if rank < 1 or tuple(a.shape) != (rank, fan_in, *kernel):
+        expected = _shape((rank, fan_in, *kernel)) if rank else f"(r, {fan_in}, …) with r ≥ 1"
+        raise _shape_error(label, down_key, a, where, what, expected)
+    up_key, b = parts[up]
+    up_shape = (fan_out, rank // groups, *(1,) * len(kernel))
+    if tuple(b.shape) != up_shape:
+        raise _shape_error(
+            label, up_key, b, where, what, f"{_shape(up_shape)} (rank {rank}, from its down weight)"
+        )
+    if "lora_B.bias" in parts and tuple(parts["lora_B.bias"][1].shape) != (fan_out,):
+        raise _shape_error(label, *parts["lora_B.bias"], where, what, _shape((fan_out,)))
+    for part in extras[1:]:
+        if part in parts and parts[part][1].numel() != fan_out:
+            raise _shape_error(label, *parts[part], where, what, f"{fan_out} values")
+
+
+def _loaded_adapters(pipe: Any) -> set[str]:
+    get_list_adapters = getattr(pipe, "get_list_adapters", None)
+    if get_list_adapters is None:
+        return set()
+    try:
+        listed: dict[str, list[str]] = get_list_adapters()
+    except (ValueError, AttributeError):  # no PEFT layers at all
+        return set()
+    return {name for names in listed.values() for name in names}
+
+
+def _load_lora(pipe: Any, adapter: str, state: dict[str, Tensor], label: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            # peft warns about every second adapter in a model and lists the other adapters' keys
+            # as "missing": noise for the multi-adapter use diffusers documents.
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            warnings.filterwarnings("ignore", message="Loading adapter weights from state_dict")
+            pipe.load_lora_weights(dict(state), adapter_name=adapter)
+    except Exception as exc:
+        raise NetworkFileError(f"{label}: diffusers could not load it ({exc})") from exc
+
+
+def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
+    """Load and activate the planned adapters; return a function that undoes it.
+
+    The undo puts the pipeline back exactly as it was before (modules, adapters and their weights,
+    the caller's own active adapters), whether the failure comes from diffusers while loading or
+    from a later step of :func:`encode`.
+    """
+    if not hasattr(pipe, "load_lora_weights"):
+        raise UnsupportedPipelineError(f"{type(pipe).__name__} cannot load LoRA weights")
+    snapshot = _Snapshot.of_pipeline(pipe)
+    try:
+        for adapter, state in plan.state_dicts.items():
+            _load_lora(pipe, adapter, state, plan.labels.get(adapter, adapter))
+        listed: dict[str, list[str]] = pipe.get_list_adapters()
+        names: list[str] = []
+        weights: list[dict[str, float]] = []
+        tagged = {adapter for adapter, _, _ in plan.adapters}
+        ours = sorted(
+            {n for parts in listed.values() for n in parts if n.startswith(_ADAPTER_PREFIX)}
+        )
+        for adapter in ours:
+            te, unet = 0.0, 0.0
+            if adapter in tagged:
+                te, unet = next((t, u) for a, t, u in plan.adapters if a == adapter)
+            names.append(adapter)
+            weights.append(
+                {
+                    component: (te if component.startswith("text_encoder") else unet)
+                    for component, adapters in listed.items()
+                    if adapter in adapters
+                }
+            )
+        if names:
+            pipe.set_adapters(names, adapter_weights=weights)
+    except BaseException:
+        snapshot.restore()
+        raise
+    return snapshot.restore

@@ -1,0 +1,171 @@
+"""Re-running an A1111 infotext: :func:`plan_rerun` reads it, :func:`from_infotext` runs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from promptweights.errors import (
+    UnsupportedPipelineError,
+)
+from promptweights.strategies import get_strategy
+
+from .encode import encode
+
+#: Settings an infotext may hold that :func:`from_infotext` cannot reproduce in diffusers.
+UNSUPPORTED_SETTINGS = (
+    "Hires upscale",
+    "Hires resize-1",
+    "Hires steps",
+    "Hires upscaler",
+    "Variation seed",
+    "Seed resize from-1",
+    "Face restoration",
+    "Tiling",
+    "ENSD",
+    "Eta",
+    "Eta DDIM",
+    "Token merging ratio",
+    "NGMS",
+    "Hypernet",
+    "Pad conds",
+    "Pad conds v0",
+    "Downcast alphas_cumprod",
+    "Refiner",
+)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """What :func:`plan_rerun` reads from an infotext, before any model is touched.
+
+    Attributes:
+        params: the parsed parameters.
+        sampler: the resolved sampler (diffusers scheduler class and config).
+        steps: sampling steps (A1111's default 20 when missing).
+        strategy: the weighting strategy (``Emphasis`` mode or ``Prompt weighting``).
+        clip_skip: diffusers' ``clip_skip`` (A1111's "Clip skip N" is ``N - 1``; None for 1).
+        unsupported: settings present in the text that diffusers cannot reproduce.
+    """
+
+    params: Any
+    sampler: Any
+    steps: int
+    strategy: str
+    clip_skip: int | None
+    unsupported: tuple[str, ...]
+
+
+def _is_image_path(text: str) -> bool:
+    if "\n" in text or Path(text).suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        return False
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a one-line infotext too long to be a file name
+        return False
+
+
+def plan_rerun(source: Any, *, a1111_fallback: bool = False) -> Rerun:
+    """Read an infotext and resolve what re-running it needs.
+
+    Args:
+        source: a :class:`~promptweights.infotext.GenerationParameters`, infotext as a ``str``,
+            or an image (path, bytes or binary file) holding one.
+        a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 silently does.
+
+    Returns:
+        The plan.
+
+    Raises:
+        InfotextError: unreadable text or image.
+        UnknownNameError: an unknown sampler (without the fallback) or strategy.
+        UnsupportedPipelineError: a sampler diffusers has no scheduler for (with the reason).
+    """
+    from promptweights import infotext
+
+    if isinstance(source, infotext.GenerationParameters):
+        params = source
+    elif isinstance(source, str) and not _is_image_path(source):
+        params = infotext.parse(source)
+    else:
+        params = infotext.read_image(source)
+    choice = params.sampler_choice(a1111_fallback=a1111_fallback)
+    if choice.scheduler_class is None:
+        raise UnsupportedPipelineError(
+            f"no diffusers scheduler for {choice.sampler}: {choice.reason}"
+        )
+    strategy = params.strategy
+    get_strategy(strategy)  # unknown names fail here, before any model work
+    written = params.written
+    unsupported = tuple(key for key in UNSUPPORTED_SETTINGS if key in written)
+    if params.settings.get("RNG", "GPU") not in ("GPU", "CPU"):
+        unsupported += (f"RNG: {params.settings['RNG']}",)
+    clip_skip = params.clip_skip - 1 if params.clip_skip > 1 else None
+    return Rerun(params, choice, params.steps or 20, strategy, clip_skip, unsupported)
+
+
+def from_infotext(
+    pipe: Any, source: Any, *, a1111_fallback: bool = False, **options: Any
+) -> dict[str, Any]:
+    """Configure ``pipe``'s scheduler for an A1111 infotext and return the call's arguments.
+
+    The prompt and negative are encoded with :func:`encode` (the ``Emphasis`` mode picks the
+    strategy, ``Clip skip`` the layer, ``Old prompt editing timelines`` the timeline), the sampler
+    and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
+    schedule is not a diffusers option), and steps, CFG scale, size and seed (a CPU
+    ``torch.Generator``) become the call's arguments. The same infotext on the same device and
+    model gives the same image. Settings diffusers cannot reproduce (hires fix, variation seeds,
+    ENSD…) are listed by :func:`plan_rerun`; A1111's own noise generator differs from torch's, so
+    an A1111 seed gives a different picture than in A1111.
+
+    Args:
+        pipe: a pipeline :func:`encode` supports.
+        source: parameters, infotext, or an image holding one (PNG, JPEG, WebP).
+        a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 does.
+        **options: passed on to :func:`encode` (``lora_dir``, ``batch_rows``…).
+
+    Returns:
+        Keyword arguments for ``pipe(**kwargs)``. The pipeline's scheduler is replaced only once
+        everything else succeeded.
+
+    Raises:
+        UnsupportedPipelineError: a sampler without a diffusers scheduler, or an AND prompt (use
+            :func:`encode` and ``with cond.attach(pipe):``).
+    """
+    from promptweights.samplers import build_scheduler, model_sigmas, schedule_sigmas
+
+    plan = plan_rerun(source, a1111_fallback=a1111_fallback)
+    params, choice = plan.params, plan.sampler
+    scheduler = build_scheduler(choice, pipe.scheduler.config)
+    cond = encode(
+        pipe,
+        params.prompt,
+        params.negative_prompt,
+        strategy=plan.strategy,
+        clip_skip=plan.clip_skip,
+        steps=plan.steps,
+        second_order=choice.second_order,
+        old_timelines=params.settings.get("Old prompt editing timelines") == "True",
+        **options,
+    )
+    if cond.composable:
+        raise UnsupportedPipelineError(
+            "the prompt uses AND: encode it with promptweights.diffusers.encode and run the "
+            "pipeline inside `with cond.attach(pipe):`"
+        )
+    kwargs = cond.pipeline_kwargs()
+    kwargs["num_inference_steps"] = plan.steps
+    if params.cfg_scale is not None:
+        kwargs["guidance_scale"] = params.cfg_scale
+    if params.width and params.height:
+        kwargs["width"], kwargs["height"] = params.width, params.height
+    if params.seed is not None:
+        kwargs["generator"] = torch.Generator("cpu").manual_seed(params.seed)
+    if choice.explicit_sigmas and choice.schedule_name is not None:
+        sigmas = model_sigmas(scheduler.alphas_cumprod)
+        kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, plan.steps, sigmas)
+    pipe.scheduler = scheduler
+    return kwargs
