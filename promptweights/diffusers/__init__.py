@@ -59,6 +59,39 @@ must give exactly what ``pipe.encode_prompt`` gives. All rows are still encoded 
 Clip skip follows the pipelines' own ``clip_skip`` argument (``None`` or 0: the family default;
 A1111's "Clip skip N" is ``clip_skip=N - 1``). Nothing here changes the pipeline unless LoRA tags
 are loaded; a failed call leaves it as it was.
+
+The package: :mod:`~promptweights.diffusers.families` (one record per family, and
+:func:`family_of`), :mod:`~promptweights.diffusers.encode` (:func:`encode`),
+:mod:`~promptweights.diffusers.conditioning` (:class:`Conditioning`, its timeline, the step
+callback and the AND hook), :mod:`~promptweights.diffusers.lora`,
+:mod:`~promptweights.diffusers.textual_inversion` and :mod:`~promptweights.diffusers.rerun`
+(:func:`plan_rerun`, :func:`from_infotext`). Its modules sit in the adapter layer: they import the
+language layer, ``tokens``, ``strategies``, ``builder`` and ``encoders``, never the tools.
+
+Adding a family
+---------------
+A family is one :class:`~promptweights.diffusers.families.Family` record in ``families.RECORDS``;
+nothing else in the package branches on family names. The record states:
+
+* which pipelines it covers: ``pipelines`` (the diffusers class names), and the rule
+  :func:`family_of` applies to a pipeline's ``components`` (``denoiser``, ``needs``, ``loaded``,
+  ``unloaded``, ``lacks``, ``class_prefix``), which must not match another family's pipelines;
+* its text encoders (``towers``): the pipeline attributes of each model and tokenizer, its kind
+  (``"clip"``, ``"sdxl"`` or ``"t5"``), which prompt it reads (1 ``prompt``, 2 ``prompt_2``,
+  3 ``prompt_3``), whether its pooled output is kept, whether ``clip_skip`` applies, whether the
+  pipeline may lack it, and which part of a textual-inversion file it takes;
+* ``layout``: a small function that lays one prompt's tower outputs out as the denoiser takes
+  them, the pooled source included; ``padding`` (A1111's stacking and "Pad conds" for chunked
+  CLIP towers: :func:`~promptweights.diffusers.families.pad_like_a1111`); ``sequence_length``
+  (the T5 window when ``max_sequence_length`` is not given);
+* what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
+  one batch (``batched_guidance``: AND needs it), and the tensors the step callback swaps
+  (``step_tensors``, ``step_pooled``).
+
+Then add a ``tiny_<family>()`` builder to ``tests/_tiny_pipelines.py``, add it to the pipelines
+``tests/test_families.py`` checks (each is covered by exactly one record, each listed class fits
+its record's rule), and a test in ``tests/test_diffusers.py`` that a plain prompt gives exactly
+what the pipeline's own ``encode_prompt`` gives.
 """
 
 from __future__ import annotations

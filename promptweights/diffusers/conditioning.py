@@ -16,6 +16,8 @@ from promptweights.errors import (
 )
 from promptweights.tree import ExtraNetwork
 
+from .families import Family
+
 
 @dataclass(slots=True)
 class _Part:
@@ -38,7 +40,7 @@ def _index_at(ends: Sequence[int], k: int) -> int:
 class _Timeline:
     """Every encoded variant, and what the pipeline gets at each denoiser call."""
 
-    family: str
+    family: Family
     batch: int
     parts: list[list[_Part]]  # [image][part]
     part_embeds: list[list[Tensor]]  # [image][part] (V, L, D)
@@ -231,12 +233,13 @@ class Conditioning:
             finally:
                 self._attached -= 1
             return
-        if self.family == "flux":
+        family = self._timeline.family
+        if not family.batched_guidance:
             raise UnsupportedPipelineError(
-                "AND needs batched classifier-free guidance; Flux has none"
+                f"AND needs batched classifier-free guidance; {family.title} has none"
             )
-        denoiser = getattr(pipe, "unet", None) or pipe.transformer
-        hook = _AndHook(self._timeline, self.family)
+        denoiser = getattr(pipe, family.denoiser)
+        hook = _AndHook(self._timeline)
         handles = [
             denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
             denoiser.register_forward_hook(hook.after, with_kwargs=True),
@@ -258,13 +261,7 @@ class _StepCallback:
     ) -> None:
         self.timeline = timeline
         self.then = then
-        self.tensor_inputs = {
-            "sd": ["prompt_embeds"],
-            "sdxl": ["prompt_embeds", "add_text_embeds"],
-            "sdxl-refiner": ["prompt_embeds", "add_text_embeds"],
-            "sd3": ["prompt_embeds", "pooled_prompt_embeds"],
-            "flux": ["prompt_embeds"],
-        }[timeline.family]
+        self.tensor_inputs = list(timeline.family.step_tensors)
         if timeline.swappable:
             self.tensor_inputs = [n for n in self.tensor_inputs if n in timeline.swappable]
 
@@ -282,14 +279,12 @@ class _StepCallback:
             return {}
         positive, pooled, _ = timeline.positive_at(k)
         negative, negative_pooled = timeline.negative_at(k)
-        guided = timeline.family != "flux" and bool(getattr(pipe, "do_classifier_free_guidance", 0))
+        family = timeline.family
+        guided = family.batched_guidance and bool(getattr(pipe, "do_classifier_free_guidance", 0))
         out: dict[str, Any] = {}
         pairs: list[tuple[str, Tensor, Tensor | None]] = [("prompt_embeds", positive, negative)]
-        pooled_name = (
-            "add_text_embeds" if timeline.family.startswith("sdxl") else "pooled_prompt_embeds"
-        )
-        if pooled is not None and timeline.family != "flux":
-            pairs.append((pooled_name, pooled, negative_pooled))
+        if pooled is not None and family.step_pooled is not None:
+            pairs.append((family.step_pooled, pooled, negative_pooled))
         for name, pos, neg in pairs:
             current = kwargs.get(name)
             if current is None:  # the pipeline does not let this tensor be swapped
@@ -307,9 +302,8 @@ class _StepCallback:
 class _AndHook:
     """Forward hooks that run every AND part and combine them as A1111's CFG denoiser does."""
 
-    def __init__(self, timeline: _Timeline, family: str) -> None:
+    def __init__(self, timeline: _Timeline) -> None:
         self.timeline = timeline
-        self.family = family
         self.calls = 0
         self.pending: tuple[int, Tensor] | None = None
 

@@ -23,7 +23,7 @@ from promptweights.tokens import check_weights
 from promptweights.tree import ExtraNetwork
 
 from .conditioning import Conditioning, _Part, _Timeline
-from .families import family_of
+from .families import Encoded, Family, record_of
 from .lora import _apply_loras, _plan_loras
 
 # The schedule length used to find out whether a prompt edits at all when no steps are given.
@@ -64,56 +64,20 @@ class _Slot:
 
 def _slots(
     pipe: Any,
-    family: str,
+    family: Family,
     clip_skip: int | None,
     max_sequence_length: int | None,
     batch_rows: bool,
 ) -> list[_Slot]:
     enc = TextEncoder if batch_rows else _RowEncoder
-    skip = 1 + (clip_skip or 0)
-    if family == "sd":
-        return [_Slot(enc.clip(pipe.text_encoder, pipe.tokenizer, clip_skip=skip), 1)]
-    if family == "sdxl":
-        return [
-            _Slot(enc.sdxl(pipe.text_encoder, pipe.tokenizer, clip_skip=skip), 1),
-            _Slot(
-                enc.sdxl(pipe.text_encoder_2, pipe.tokenizer_2, clip_skip=skip, pooled=True),
-                2,
-            ),
-        ]
-    if family == "sdxl-refiner":
-        return [
-            _Slot(
-                enc.sdxl(pipe.text_encoder_2, pipe.tokenizer_2, clip_skip=skip, pooled=True),
-                2,
-            )
-        ]
-    if family == "sd3":
-        slots = [
-            _Slot(enc.sdxl(pipe.text_encoder, pipe.tokenizer, clip_skip=skip, pooled=True), 1),
-            _Slot(
-                enc.sdxl(pipe.text_encoder_2, pipe.tokenizer_2, clip_skip=skip, pooled=True),
-                2,
-            ),
-        ]
-        if pipe.text_encoder_3 is not None:
-            length = max_sequence_length or 256
-            slots.append(_Slot(enc.t5(pipe.text_encoder_3, pipe.tokenizer_3, max_length=length), 3))
-        return slots
-    # flux: CLIP-L gives only the pooled vector; T5 (prompt_2) the sequence.
-    length = max_sequence_length or 512
-    return [
-        _Slot(enc.clip(pipe.text_encoder, pipe.tokenizer, pooled=True), 1),
-        _Slot(enc.t5(pipe.text_encoder_2, pipe.tokenizer_2, max_length=length), 2),
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    """One group's output on one text encoder."""
-
-    embeds: Tensor
-    pooled: Tensor | None
+    slots = []
+    for tower in family.towers:
+        encoder = tower.text_encoder(
+            pipe, enc, clip_skip, max_sequence_length, family.sequence_length
+        )
+        if encoder is not None:
+            slots.append(_Slot(encoder, tower.prompt))
+    return slots
 
 
 def _schedule(text: str, steps: int | None, options: Mapping[str, Any]) -> list[tuple[int, str]]:
@@ -251,7 +215,7 @@ def encode(
     unknown = sorted(set(options) - known)
     if unknown:
         raise InvalidArgumentError(f"unknown options {unknown}; known: {sorted(known)}")
-    family = family_of(pipe)
+    family = record_of(pipe)
     # Unknown names fail here, before anything is loaded.
     get_strategy(strategy)
     get_normalization(options.get("normalization", "none"))
@@ -365,7 +329,7 @@ def encode(
             strategy=strategy,
             normalization=options.get("normalization", "none"),
             comma_backtrack=int(options.get("comma_backtrack", 20)),
-            t5_length=int(options.get("max_sequence_length") or 256),
+            t5_length=int(options.get("max_sequence_length") or family.sequence_length or 0),
             max_rows=limits.rows,
         )
     except BaseException:
@@ -379,7 +343,7 @@ def encode(
         negative_prompt_embeds=negative if timeline.has_negative else None,
         pooled_prompt_embeds=pooled,
         negative_pooled_prompt_embeds=negative_pooled if timeline.has_negative else None,
-        family=family,
+        family=family.name,
         steps=_schedule_length(schedule_steps, options),
         networks=tuple(networks),
         _timeline=timeline,
@@ -395,7 +359,7 @@ def _schedule_length(steps: int | None, options: Mapping[str, Any]) -> int | Non
 
 def _encode_all(
     pipe: Any,
-    family: str,
+    family: Family,
     slots: list[_Slot],
     parts: list[list[_Part]],
     negatives: list[_Part],
@@ -433,9 +397,12 @@ def _encode_all(
             ]
         )
         empties.append(empty.to(device))
-    _pad_like_a1111(slots, encoded, empties, positives)
+    family.padding([slot.encoder for slot in slots], encoded, empties, positives)
     with torch.no_grad():
-        assembled = [_assemble(pipe, family, encoded, g, t5_length) for g in range(len(all_parts))]
+        assembled = [
+            family.layout(pipe, [Encoded(*tower[g]) for tower in encoded], t5_length)
+            for g in range(len(all_parts))
+        ]
         assembled = [
             (e.to(device).clone(), None if p is None else p.to(device).clone())
             for e, p in assembled
@@ -445,11 +412,11 @@ def _encode_all(
     negative_embeds = [e for e, _ in assembled[n_pos:]]
     negative_pooled = [p for _, p in assembled[n_pos:]]
     empty_negative = all(all(not t for t in v) for n in negatives for v in n.texts)
-    if empty_negative and family in ("sdxl", "sdxl-refiner") and _force_zeros(pipe):
+    if empty_negative and family.empty_negative == "zeros" and _force_zeros(pipe):
         negative_embeds = [torch.zeros_like(e) for e in negative_embeds]
         negative_pooled = [None if p is None else torch.zeros_like(p) for p in negative_pooled]
-    if empty_negative and family == "flux":
-        has_negative = False  # as diffusers: no negative, no true CFG
+    if empty_negative and family.empty_negative == "omitted":
+        has_negative = False
     part_embeds: list[list[Tensor]] = []
     part_pooled: list[list[Tensor | None]] = []
     index = 0
@@ -479,66 +446,3 @@ def _force_zeros(pipe: Any) -> bool:
 def _execution_device(pipe: Any) -> torch.device:
     device = getattr(pipe, "_execution_device", None)
     return torch.device(device) if device is not None else torch.device("cpu")
-
-
-def _pad_like_a1111(
-    slots: list[_Slot],
-    encoded: list[list[tuple[Tensor, Tensor | None]]],
-    empties: list[Tensor],
-    positives: int,
-) -> None:
-    """Give every chunked group the same length, in place, the way A1111 stacks conds (§6.3).
-
-    Positive conds (every AND part of every image) are stacked by repeating the last token vector
-    of the shorter ones; cond and uncond of different lengths are then padded with encoded empty
-    chunks (A1111's "Pad conds", which a pipeline's single batch needs). CLIP towers whose
-    outputs are concatenated (SDXL, SD3; ``prompt_2``) get the same length too.
-    """
-    chunked = [i for i, slot in enumerate(slots) if slot.encoder.window.chunked]
-    if not chunked:
-        return
-    target = max(e.shape[1] for i in chunked for e, _ in encoded[i])
-    for i in chunked:
-        window = empties[i].shape[0]
-        longest = max(e.shape[1] for e, _ in encoded[i][:positives])
-        for g, (embeds, pooled) in enumerate(encoded[i]):
-            if g < positives and embeds.shape[1] < longest:
-                last = embeds[:, -1:].expand(-1, longest - embeds.shape[1], -1)
-                embeds = torch.cat([embeds, last], dim=1)
-            missing = (target - embeds.shape[1]) // window
-            if missing:
-                pad = empties[i].to(embeds.dtype).repeat(missing, 1)
-                embeds = torch.cat([embeds, pad.expand(embeds.shape[0], -1, -1)], dim=1)
-            encoded[i][g] = (embeds, pooled)
-
-
-def _assemble(
-    pipe: Any,
-    family: str,
-    encoded: list[list[tuple[Tensor, Tensor | None]]],
-    g: int,
-    t5_length: int,
-) -> tuple[Tensor, Tensor | None]:
-    """One group's ``(V, L, D)`` embeds and ``(V, P)`` pooled, laid out as the family needs."""
-    groups = [_Encoded(*slot[g]) for slot in encoded]
-    if family == "sd":
-        return groups[0].embeds, None
-    if family == "sdxl":
-        return torch.cat([groups[0].embeds, groups[1].embeds], dim=-1), groups[1].pooled
-    if family == "sdxl-refiner":
-        return groups[0].embeds, groups[0].pooled
-    if family == "flux":
-        return groups[1].embeds, groups[0].pooled
-    # SD3: [CLIP-L | CLIP-G] padded (or cut, as diffusers' F.pad does) to T5's width, then T5.
-    clip = torch.cat([groups[0].embeds, groups[1].embeds], dim=-1)
-    assert groups[0].pooled is not None
-    assert groups[1].pooled is not None
-    pooled = torch.cat([groups[0].pooled, groups[1].pooled], dim=-1)
-    if len(groups) == 3:
-        t5 = groups[2].embeds
-    else:
-        length = t5_length
-        width = pipe.transformer.config.joint_attention_dim
-        t5 = torch.zeros(clip.shape[0], length, width, dtype=clip.dtype, device=clip.device)
-    clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-    return torch.cat([clip, t5], dim=-2), pooled

@@ -1,15 +1,338 @@
-"""The pipeline families the adapter knows, and how a pipeline's family is found."""
+"""The pipeline families the adapter knows: one :class:`Family` record each.
+
+A record says everything the rest of the package needs to know about a family: which pipelines it
+covers (and how :func:`family_of` recognises them), its text encoders and which prompt argument
+each reads, how their outputs are laid out for the denoiser (the pooled source included), how
+chunked conds are padded, the T5 sequence length, what an empty negative becomes, which tensors
+the step callback may swap, and which encoders take textual-inversion vectors. Nothing else in the
+package branches on a family's name.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from promptweights.errors import (
-    UnsupportedPipelineError,
+import torch
+from torch import Tensor
+
+from promptweights.encoders import TextEncoder
+from promptweights.errors import UnsupportedPipelineError
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One group's output on one text encoder: ``(V, L, D)`` embeds and ``(V, P)`` pooled."""
+
+    embeds: Tensor
+    pooled: Tensor | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tower:
+    """One text encoder of a family.
+
+    Attributes:
+        component: the pipeline attribute holding the model (``"text_encoder_2"``).
+        tokenizer: the pipeline attribute holding its tokenizer.
+        kind: the :class:`~promptweights.encoders.TextEncoder` constructor: ``"clip"`` (SD's
+            CLIP), ``"sdxl"`` (penultimate-layer CLIP) or ``"t5"`` (a fixed T5 window).
+        prompt: the prompt it reads: 1 ``prompt``, 2 ``prompt_2``, 3 ``prompt_3``.
+        pooled: whether its pooled output is kept.
+        clip_skip: whether the pipeline's ``clip_skip`` applies to it.
+        optional: whether the pipeline may hold ``None`` here (SD3 without T5).
+        ti_part: which tensor of an embedding file it takes (``""``: the only one, ``"clip_l"``,
+            ``"clip_g"``); ``None``: it takes no textual-inversion vectors.
+    """
+
+    component: str
+    tokenizer: str
+    kind: Literal["clip", "sdxl", "t5"]
+    prompt: int
+    pooled: bool = False
+    clip_skip: bool = True
+    optional: bool = False
+    ti_part: str | None = None
+
+    def text_encoder(
+        self,
+        pipe: Any,
+        cls: type[TextEncoder],
+        clip_skip: int | None,
+        max_sequence_length: int | None,
+        default_length: int | None,
+    ) -> TextEncoder | None:
+        """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks)."""
+        model = getattr(pipe, self.component)
+        if model is None and self.optional:
+            return None
+        tokenizer = getattr(pipe, self.tokenizer)
+        if self.kind == "t5":
+            return cls.t5(model, tokenizer, max_length=max_sequence_length or default_length)
+        build = cls.clip if self.kind == "clip" else cls.sdxl
+        skip = 1 + (clip_skip or 0) if self.clip_skip else 1
+        return build(model, tokenizer, clip_skip=skip, pooled=self.pooled)
+
+
+#: ``layout(pipe, outputs, t5_length)``: one group's embeds and pooled vector from the outputs of
+#: the family's present towers, in tower order.
+Layout = Callable[[Any, Sequence[Encoded], int], tuple[Tensor, Tensor | None]]
+#: ``pad(encoders, outputs, empties, positives)``: give the outputs the lengths one batch needs.
+Padding = Callable[
+    [Sequence[TextEncoder], list[list[tuple[Tensor, Tensor | None]]], Sequence[Tensor], int], None
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One pipeline family: what it covers, and how its prompts become the pipeline's tensors.
+
+    Attributes:
+        name: the name :func:`family_of` returns.
+        title: how error messages name it (``""``: folded into another family's title).
+        pipelines: the diffusers pipeline classes it covers.
+        denoiser: the component the AND hook attaches to (``"unet"`` or ``"transformer"``); a
+            pipeline of the family has it.
+        needs: other components a pipeline of the family has (possibly ``None``).
+        loaded: components it has and that are not ``None``.
+        unloaded: components it lacks or that are ``None``.
+        lacks: components it does not have.
+        class_prefix: how its pipeline class names start.
+        towers: its text encoders, in the order :attr:`layout` gets their outputs.
+        layout: one group's embeds and pooled vector from the towers' outputs.
+        padding: how chunked outputs get one length (A1111's stacking and "Pad conds").
+        sequence_length: the T5 window when ``max_sequence_length`` is not given.
+        empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
+            (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
+            ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
+        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (AND needs it).
+        step_tensors: the tensors the step callback asks the pipeline for.
+        step_pooled: the pipeline's name for the pooled tensor the step callback swaps, if any.
+    """
+
+    name: str
+    title: str
+    pipelines: tuple[str, ...]
+    denoiser: str
+    towers: tuple[Tower, ...]
+    layout: Layout
+    padding: Padding
+    step_tensors: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    loaded: tuple[str, ...] = ()
+    unloaded: tuple[str, ...] = ()
+    lacks: tuple[str, ...] = ()
+    class_prefix: str = ""
+    sequence_length: int | None = None
+    empty_negative: Literal["encoded", "zeros", "omitted"] = "encoded"
+    batched_guidance: bool = True
+    step_pooled: str | None = None
+
+    def covers(self, pipe: Any) -> bool:
+        """Whether ``pipe`` belongs to this family (its components and class name)."""
+        components: Mapping[str, Any] = getattr(pipe, "components", {})
+        return (
+            self.denoiser in components
+            and all(name in components for name in self.needs)
+            and all(components.get(name) is not None for name in self.loaded)
+            and all(components.get(name) is None for name in self.unloaded)
+            and not any(name in components for name in self.lacks)
+            and type(pipe).__name__.startswith(self.class_prefix)
+        )
+
+    @property
+    def ti_towers(self) -> tuple[Tower, ...]:
+        """The towers that take textual-inversion vectors (none: the family takes no embeddings)."""
+        return tuple(tower for tower in self.towers if tower.ti_part is not None)
+
+
+# --- padding --------------------------------------------------------------------------------------
+
+
+def pad_like_a1111(
+    encoders: Sequence[TextEncoder],
+    encoded: list[list[tuple[Tensor, Tensor | None]]],
+    empties: Sequence[Tensor],
+    positives: int,
+) -> None:
+    """Give every chunked group the same length, in place, the way A1111 stacks conds (§6.3).
+
+    Positive conds (every AND part of every image) are stacked by repeating the last token vector
+    of the shorter ones; cond and uncond of different lengths are then padded with encoded empty
+    chunks (A1111's "Pad conds", which a pipeline's single batch needs). CLIP towers whose
+    outputs are concatenated (SDXL, SD3; ``prompt_2``) get the same length too. Towers with a
+    fixed window (T5) are left as they are.
+    """
+    chunked = [i for i, encoder in enumerate(encoders) if encoder.window.chunked]
+    if not chunked:
+        return
+    target = max(e.shape[1] for i in chunked for e, _ in encoded[i])
+    for i in chunked:
+        window = empties[i].shape[0]
+        longest = max(e.shape[1] for e, _ in encoded[i][:positives])
+        for g, (embeds, pooled) in enumerate(encoded[i]):
+            if g < positives and embeds.shape[1] < longest:
+                last = embeds[:, -1:].expand(-1, longest - embeds.shape[1], -1)
+                embeds = torch.cat([embeds, last], dim=1)
+            missing = (target - embeds.shape[1]) // window
+            if missing:
+                pad = empties[i].to(embeds.dtype).repeat(missing, 1)
+                embeds = torch.cat([embeds, pad.expand(embeds.shape[0], -1, -1)], dim=1)
+            encoded[i][g] = (embeds, pooled)
+
+
+# --- layouts: one group's embeds and pooled vector, as the family's denoiser takes them ----------
+
+
+def _sd_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[Tensor, None]:
+    return towers[0].embeds, None
+
+
+def _sdxl_layout(
+    pipe: Any, towers: Sequence[Encoded], t5_length: int
+) -> tuple[Tensor, Tensor | None]:
+    """CLIP-L and OpenCLIP-G side by side; the pooled vector is OpenCLIP-G's."""
+    return torch.cat([towers[0].embeds, towers[1].embeds], dim=-1), towers[1].pooled
+
+
+def _single_layout(
+    pipe: Any, towers: Sequence[Encoded], t5_length: int
+) -> tuple[Tensor, Tensor | None]:
+    """One tower gives both (the SDXL refiner's OpenCLIP-G)."""
+    return towers[0].embeds, towers[0].pooled
+
+
+def _flux_layout(
+    pipe: Any, towers: Sequence[Encoded], t5_length: int
+) -> tuple[Tensor, Tensor | None]:
+    """T5 gives the sequence, CLIP-L only the pooled vector."""
+    return towers[1].embeds, towers[0].pooled
+
+
+def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[Tensor, Tensor]:
+    """[CLIP-L | CLIP-G] padded (or cut, as diffusers' F.pad does) to T5's width, then T5.
+
+    Without T5 its part is zeros of ``t5_length`` tokens, as diffusers does.
+    """
+    clip = torch.cat([towers[0].embeds, towers[1].embeds], dim=-1)
+    assert towers[0].pooled is not None
+    assert towers[1].pooled is not None
+    pooled = torch.cat([towers[0].pooled, towers[1].pooled], dim=-1)
+    if len(towers) == 3:
+        t5 = towers[2].embeds
+    else:
+        width = pipe.transformer.config.joint_attention_dim
+        t5 = torch.zeros(clip.shape[0], t5_length, width, dtype=clip.dtype, device=clip.device)
+    clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+    return torch.cat([clip, t5], dim=-2), pooled
+
+
+# --- the records ----------------------------------------------------------------------------------
+
+_CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
+_CLIP_G = Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g")
+
+#: Every family, in the order of :data:`FAMILIES`.
+RECORDS: tuple[Family, ...] = (
+    Family(
+        name="sd",
+        title="SD 1.x/2.x",
+        pipelines=("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
+        denoiser="unet",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part=""),),
+        layout=_sd_layout,
+        padding=pad_like_a1111,
+        step_tensors=("prompt_embeds",),
+    ),
+    Family(
+        name="sdxl",
+        title="SDXL (base and refiner)",
+        pipelines=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+        denoiser="unet",
+        needs=("text_encoder_2",),
+        loaded=("text_encoder",),
+        towers=(Tower("text_encoder", "tokenizer", "sdxl", 1, ti_part="clip_l"), _CLIP_G),
+        layout=_sdxl_layout,
+        padding=pad_like_a1111,
+        empty_negative="zeros",
+        step_tensors=("prompt_embeds", "add_text_embeds"),
+        step_pooled="add_text_embeds",
+    ),
+    Family(
+        name="sdxl-refiner",
+        title="",
+        pipelines=("StableDiffusionXLImg2ImgPipeline",),  # with text_encoder=None
+        denoiser="unet",
+        needs=("text_encoder_2",),
+        unloaded=("text_encoder",),
+        towers=(_CLIP_G,),
+        layout=_single_layout,
+        padding=pad_like_a1111,
+        empty_negative="zeros",
+        step_tensors=("prompt_embeds", "add_text_embeds"),
+        step_pooled="add_text_embeds",
+    ),
+    Family(
+        name="sd3",
+        title="SD3/3.5",
+        pipelines=("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
+        denoiser="transformer",
+        needs=("text_encoder_3",),
+        towers=(
+            Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True),
+            Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True),
+            Tower("text_encoder_3", "tokenizer_3", "t5", 3, optional=True),
+        ),
+        layout=_sd3_layout,
+        padding=pad_like_a1111,
+        sequence_length=256,
+        step_tensors=("prompt_embeds", "pooled_prompt_embeds"),
+        step_pooled="pooled_prompt_embeds",
+    ),
+    Family(
+        name="flux",
+        title="Flux.1",
+        pipelines=("FluxPipeline", "FluxImg2ImgPipeline"),
+        denoiser="transformer",
+        lacks=("text_encoder_3",),
+        class_prefix="Flux",
+        towers=(
+            Tower("text_encoder", "tokenizer", "clip", 1, pooled=True, clip_skip=False),
+            Tower("text_encoder_2", "tokenizer_2", "t5", 2),
+        ),
+        layout=_flux_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        empty_negative="omitted",  # as diffusers: no negative, no true CFG
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+    ),
 )
 
 #: Pipeline families this adapter knows, by the name :func:`family_of` returns.
-FAMILIES = ("sd", "sdxl", "sdxl-refiner", "sd3", "flux")
+FAMILIES = tuple(record.name for record in RECORDS)
+
+_BY_NAME = {record.name: record for record in RECORDS}
+
+
+def family_record(name: str) -> Family:
+    """The record of the family called ``name`` (one of :data:`FAMILIES`)."""
+    return _BY_NAME[name]
+
+
+def record_of(pipe: Any) -> Family:
+    """The record of ``pipe``'s family (see :func:`family_of`)."""
+    for record in RECORDS:
+        if record.covers(pipe):
+            return record
+    titles = [record.title for record in RECORDS if record.title]
+    raise UnsupportedPipelineError(
+        f"promptweights.diffusers does not know {type(pipe).__name__}; it supports "
+        f"{', '.join(titles[:-1])} and {titles[-1]} pipelines"
+    )
 
 
 def family_of(pipe: Any) -> str:
@@ -25,17 +348,4 @@ def family_of(pipe: Any) -> str:
     Raises:
         UnsupportedPipelineError: for any other pipeline.
     """
-    components = getattr(pipe, "components", {})
-    name = type(pipe).__name__
-    if "transformer" in components and "text_encoder_3" in components:
-        return "sd3"
-    if "transformer" in components and name.startswith("Flux"):
-        return "flux"
-    if "unet" in components and "text_encoder_2" in components:
-        return "sdxl" if components.get("text_encoder") is not None else "sdxl-refiner"
-    if "unet" in components and components.get("text_encoder") is not None:
-        return "sd"
-    raise UnsupportedPipelineError(
-        f"promptweights.diffusers does not know {name}; it supports SD 1.x/2.x, SDXL (base and "
-        "refiner), SD3/3.5 and Flux.1 pipelines"
-    )
+    return record_of(pipe).name

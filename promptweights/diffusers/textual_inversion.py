@@ -16,7 +16,7 @@ from promptweights.errors import (
 )
 
 from ._common import _read_tensors, _shape, _Snapshot
-from .families import family_of
+from .families import Family, record_of
 
 # The most vectors one embedding may have: it is never split, so it must fit in a 75-token chunk.
 _MAX_TI_VECTORS = 75
@@ -51,11 +51,11 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
             is already taken; the message names the file and the offending tensor.
         UnsupportedPipelineError: SD3 and Flux (their T5 encoder has no embeddings to add).
     """
-    family = family_of(pipe)
+    family = record_of(pipe)
     path = Path(path)
     name = path.stem if token is None else token
     label = f"textual inversion {name!r} ({str(path)!r})"
-    if family not in ("sd", "sdxl", "sdxl-refiner") or not hasattr(pipe, "load_textual_inversion"):
+    if not family.ti_towers or not hasattr(pipe, "load_textual_inversion"):
         raise UnsupportedPipelineError(
             f"textual inversion needs an SD 1.x/2.x or SDXL pipeline, not {type(pipe).__name__}"
         )
@@ -68,8 +68,8 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
     if not name.strip():
         raise NetworkFileError(f"{label}: the token is empty")
     state = _read_tensors(label, path)
-    vectors = _ti_vectors(label, family, state)
     targets = _ti_targets(pipe, family)
+    vectors = _ti_vectors(label, {part for _, _, _, part in targets}, state)
     for component, encoder, tokenizer, part in targets:
         key, tensor = vectors[part]
         width = encoder.get_input_embeddings().embedding_dim
@@ -105,31 +105,33 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
     return name
 
 
-def _ti_targets(pipe: Any, family: str) -> list[tuple[str, Any, Any, str]]:
-    """(component, text encoder, tokenizer, part of the file) for each encoder of the family."""
-    if family == "sd":
-        return [("text_encoder", pipe.text_encoder, pipe.tokenizer, "")]
-    second = ("text_encoder_2", pipe.text_encoder_2, pipe.tokenizer_2, "clip_g")
-    if family == "sdxl-refiner":
-        return [second]
-    return [("text_encoder", pipe.text_encoder, pipe.tokenizer, "clip_l"), second]
+def _ti_targets(pipe: Any, family: Family) -> list[tuple[str, Any, Any, str]]:
+    """(component, text encoder, tokenizer, part of the file) for each TI tower of the family."""
+    return [
+        (tower.component, getattr(pipe, tower.component), getattr(pipe, tower.tokenizer), part)
+        for tower in family.ti_towers
+        if (part := tower.ti_part) is not None
+    ]
 
 
 def _ti_vectors(
-    label: str, family: str, state: Mapping[str, Tensor]
+    label: str, wanted: set[str], state: Mapping[str, Tensor]
 ) -> dict[str, tuple[str, Tensor]]:
-    """The file's vectors as ``(vectors, width)`` tensors: ``""`` (SD) or ``clip_l``/``clip_g``."""
+    """The file's vectors as ``(vectors, width)`` tensors: ``""`` (SD) or ``clip_l``/``clip_g``.
+
+    ``wanted`` holds the parts the pipeline's towers take (``{""}`` for SD 1.x/2.x).
+    """
     keys = sorted(state)
     if keys == ["clip_g", "clip_l"]:
         parts = {key: (key, state[key]) for key in keys}
-        if family == "sd":
+        if "" in wanted:
             raise NetworkFileError(
                 f"{label} is an SDXL embedding ('clip_l' and 'clip_g'); an SD 1.x/2.x pipeline "
                 "needs one tensor"
             )
     elif len(keys) == 1:
         parts = {"": (keys[0], state[keys[0]])}
-        if family != "sd":
+        if "" not in wanted:
             raise NetworkFileError(
                 f"{label} holds one tensor {keys[0]!r} (an SD 1.x/2.x embedding); an SDXL "
                 "pipeline needs 'clip_l' and 'clip_g'"

@@ -1,0 +1,81 @@
+"""The family records of ``promptweights.diffusers.families``: each pipeline has exactly one.
+
+Which family a tiny pipeline belongs to is written out here by hand; the other family tests
+(``test_diffusers.py``) check what each family's record makes of a prompt.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from _tiny_pipelines import (
+    tiny_flux,
+    tiny_sd1,
+    tiny_sd2,
+    tiny_sd3,
+    tiny_sdxl,
+    tiny_sdxl_refiner,
+)
+
+from promptweights.diffusers import FAMILIES, family_of
+from promptweights.diffusers.families import RECORDS, Family, family_record
+
+diffusers = pytest.importorskip("diffusers")
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+PIPELINES: list[tuple[str, Callable[[], Any]]] = [
+    ("sd", tiny_sd1),
+    ("sd", lambda: tiny_sd1(img2img=True)),
+    ("sd", tiny_sd2),
+    ("sdxl", tiny_sdxl),
+    ("sdxl", lambda: tiny_sdxl(img2img=True)),
+    ("sdxl-refiner", tiny_sdxl_refiner),
+    ("sd3", tiny_sd3),
+    ("sd3", lambda: tiny_sd3(t5=False)),
+    ("flux", tiny_flux),
+]
+
+
+def test_families_are_the_records_in_order() -> None:
+    assert FAMILIES == ("sd", "sdxl", "sdxl-refiner", "sd3", "flux")
+    assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
+
+
+@pytest.mark.parametrize(("family", "build"), PIPELINES, ids=[f for f, _ in PIPELINES])
+def test_each_tiny_pipeline_is_covered_by_exactly_its_record(
+    family: str, build: Callable[[], Any]
+) -> None:
+    pipe = build()
+    assert [record.name for record in RECORDS if record.covers(pipe)] == [family]
+    assert family_of(pipe) == family
+
+
+@pytest.mark.parametrize(
+    ("record", "name"),
+    [(record, name) for record in RECORDS for name in record.pipelines],
+    ids=[f"{record.name}-{name}" for record in RECORDS for name in record.pipelines],
+)
+def test_listed_pipeline_classes_fit_their_record(record: Family, name: str) -> None:
+    """A class a record lists takes every component the record reads and none it lacks."""
+    params = inspect.signature(getattr(diffusers, name).__init__).parameters
+    assert name.startswith(record.class_prefix)
+    for component in (record.denoiser, *record.needs, *record.loaded):
+        assert component in params, f"{name} has no {component!r}"
+    for tower in record.towers:
+        assert tower.component in params, f"{name} has no {tower.component!r}"
+        assert tower.tokenizer in params, f"{name} has no {tower.tokenizer!r}"
+    for component in record.lacks:
+        assert component not in params, f"{name} has {component!r}"
+
+
+def test_only_families_with_a_ti_tower_take_embeddings() -> None:
+    takes = {record.name for record in RECORDS if record.ti_towers}
+    assert takes == {"sd", "sdxl", "sdxl-refiner"}
+    parts = {record.name: [t.ti_part for t in record.ti_towers] for record in RECORDS}
+    assert parts["sd"] == [""]
+    assert parts["sdxl"] == ["clip_l", "clip_g"]
+    assert parts["sdxl-refiner"] == ["clip_g"]
