@@ -49,6 +49,7 @@ from .infotext import EMPHASIS_STRATEGIES, STRATEGY_KEY
 __all__ = [
     "AXES",
     "MAX_CELLS",
+    "MAX_STEPS",
     "WEIGHT_SLOT",
     "Axis",
     "Cell",
@@ -72,6 +73,10 @@ MAX_CELLS = 1024
 
 #: Most values one weight sweep may have.
 MAX_SWEEP = 100
+
+#: Most sampling steps one cell may run (A1111's slider stops at 150; a scheduler allocates its
+#: timesteps up front, so ``--steps 2000000000`` would exhaust memory before the first step).
+MAX_STEPS = 1000
 
 #: Where a swept weight goes in a prompt template (a private-use character no prompt contains).
 WEIGHT_SLOT = "\ue000"
@@ -176,6 +181,8 @@ def _check_value(name: str, value: Any) -> None:
             raise fail("must be in [0, 2**64)")
         if name in ("steps", "clip_skip") and value < 1:
             raise fail("must be at least 1")
+        if name == "steps" and value > MAX_STEPS:
+            raise LimitExceededError(f"bad steps value {value!r}: at most {MAX_STEPS} (MAX_STEPS)")
     elif name in ("weight", "cfg"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("must be a number")

@@ -87,6 +87,14 @@ def _boundaries(total: int, switches: Iterable[int], alternates: bool) -> list[i
     return sorted(steps)
 
 
+def _entry_count(total: int, switches: Iterable[int], alternates: bool) -> int:
+    """How many entries :func:`_boundaries` gives, computed without building them: alternation
+    makes one per step (a switch can only fall on a step in ``1..total``)."""
+    if alternates and total >= 1:
+        return total
+    return len({total, *(switch for switch in switches if switch >= 1)})
+
+
 def _timeline(steps: int, hires_steps: int | None, old_timelines: bool) -> tuple[int, bool]:
     """The schedule length and whether the hires-pass offsets apply (§4.2)."""
     hires = hires_steps is not None and not old_timelines
@@ -116,18 +124,22 @@ def _cached_schedules(
     found = walk(pieces)
     edits = [node for node in found if isinstance(node, EditPiece)]
     alternates = len(edits) < len(found)
-    boundaries = _boundaries(total, map(step_of, edits), alternates)
-    if len(boundaries) > max_variants:
+    switches = [step_of(edit) for edit in edits]
+    # Both caps are checked on the count, before any entry exists: `[a|b]` over 10**9 steps
+    # refuses at once instead of building a billion-step range first.
+    count = _entry_count(total, switches, alternates)
+    if count > max_variants:
         why = "alternation changes it at every step" if alternates else "every edit adds one"
         raise LimitExceededError(
-            f"the prompt's schedule has {len(boundaries)} entries over {total} steps ({why}); "
+            f"the prompt's schedule has {count} entries over {total} steps ({why}); "
             f"the limit is {max_variants} (max_variants)"
         )
-    if len(boundaries) * len(text) > max_chars:
+    if count * len(text) > max_chars:
         raise LimitExceededError(
-            f"the prompt's schedule would render {len(boundaries)} texts of up to {len(text)} "
+            f"the prompt's schedule would render {count} texts of up to {len(text)} "
             f"characters; the limit is {max_chars} characters in all (max_chars)"
         )
+    boundaries = _boundaries(total, switches, alternates)
     return tuple((boundary, render_pieces(pieces, boundary, step_of)) for boundary in boundaries)
 
 

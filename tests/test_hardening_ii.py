@@ -1,0 +1,139 @@
+"""Hardening II (issue 12): caps that fire before the work, no silent non-finite conditioning,
+output length capped, and a command line that neither clobbers files nor prints tracebacks.
+
+The pipeline-state items (a failed ``encode`` restores everything) are in ``tests/test_state.py``,
+the LoRA and textual-inversion file items in ``tests/test_network_files.py``. Memory bounds are
+checked in a subprocess under ``RLIMIT_AS`` (the old code needed gigabytes there), never by timing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import promptweights as pw
+from promptweights.errors import LimitExceededError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+resource = pytest.importorskip("resource")  # POSIX only
+
+
+def _run_limited(code: str, megabytes: int = 2048, timeout: int = 300) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter whose address space is capped at ``megabytes``; the code
+    prints one JSON object on its last line, which is returned."""
+    script = (
+        "import resource, json, sys\n"
+        f"limit = {megabytes} * 2**20\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n" + textwrap.dedent(code)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# --- 1. caps that fire before the work ---------------------------------------------------------
+
+
+def test_schedule_caps_fire_before_the_steps_are_built() -> None:
+    # [a|b] at 10**8 steps built a 10**8-entry range (8.8 GB) before refusing; at 2*10**9 the
+    # process was killed. Under a 512 MB address space both must refuse with the count.
+    result = _run_limited(
+        """
+        import promptweights as pw
+        out = {}
+        for text, steps, kwargs in [
+            ("[a|b]", 10**8, {}),
+            ("[a|b]", 2 * 10**9, {}),
+            ("x [a|b]", 2 * 10**9, {"hires_steps": 2 * 10**9}),
+            ("[a|b]", 2 * 10**9, {"max_variants": 4 * 10**9, "max_chars": 10}),
+        ]:
+            key = f"{text} {steps} {sorted(kwargs)}"
+            try:
+                pw.schedules(text, steps, **kwargs)
+                out[key] = "returned"
+            except pw.LimitExceededError as error:
+                out[key] = str(error)
+        print(json.dumps(out))
+        """,
+        megabytes=512,
+    )
+    assert "100000000 entries" in str(result["[a|b] 100000000 []"])
+    assert "2000000000 entries" in str(result["[a|b] 2000000000 []"])
+    assert "2000000000 entries" in str(result["x [a|b] 2000000000 ['hires_steps']"])
+    assert "2000000000 texts" in str(result["[a|b] 2000000000 ['max_chars', 'max_variants']"])
+
+
+def test_schedule_counts_match_the_entries_they_stand_for() -> None:
+    # The count the caps use equals the number of entries, with and without alternation.
+    for text in ["[a|b]", "[a:b:3] [c:d:0.5]", "[a|b] [c:d:7]", "plain", "[a:b:0]"]:
+        for steps in (-2, 0, 1, 2, 7, 30):
+            entries = pw.schedules(text, steps, max_variants=10_000)
+            pw.schedules.cache_clear()  # type: ignore[attr-defined]
+            if len(entries) > 1:
+                with pytest.raises(LimitExceededError, match=f"{len(entries)} entries"):
+                    pw.schedules(text, steps, max_variants=len(entries) - 1)
+
+
+def test_encode_compare_and_explain_refuse_huge_steps_without_allocating() -> None:
+    result = _run_limited(
+        """
+        import contextlib, io, tempfile
+        import promptweights as pw
+        from promptweights.cli import main
+        from promptweights.diffusers import encode
+        from _tiny_models import tiny_clip_model, tiny_clip_tokenizer, tiny_sd_pipeline
+
+        tokenizer = tiny_clip_tokenizer()
+        pipe = tiny_sd_pipeline(tokenizer, tiny_clip_model(tokenizer))
+        out = {}
+        for steps in (10**8, 2 * 10**9):
+            try:
+                encode(pipe, "a [b|c]", steps=steps)
+                out[f"encode {steps}"] = "returned"
+            except pw.LimitExceededError as error:
+                out[f"encode {steps}"] = str(error)
+            for argv in (
+                ["explain", "a [b|c]", "--steps", str(steps)],
+                ["compare", "a [b|c]", "--out", tempfile.mkdtemp() + "/out", "--steps", str(steps)],
+            ):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = main(argv)
+                out[f"{argv[0]} {steps}"] = [code, err.getvalue()]
+        print(json.dumps(out))
+        """,
+        megabytes=3072,
+    )
+    for steps in (10**8, 2 * 10**9):
+        assert "entries" in str(result[f"encode {steps}"])
+        for command in ("explain", "compare"):
+            pair = result[f"{command} {steps}"]
+            assert isinstance(pair, list)
+            code, err = pair
+            assert code == 2, err
+            assert err.count("\n") == 1
+            assert err.startswith("promptweights: error:")
+
+
+def test_compare_caps_the_steps_before_any_model() -> None:
+    from promptweights.compare import MAX_STEPS, Axis, plan_grid
+
+    plan_grid("a", steps=MAX_STEPS)
+    with pytest.raises(LimitExceededError, match="MAX_STEPS"):
+        plan_grid("a", steps=MAX_STEPS + 1)
+    with pytest.raises(LimitExceededError, match="MAX_STEPS"):
+        plan_grid("a", [Axis("steps", (2, 2 * 10**9))])
