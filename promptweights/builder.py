@@ -113,6 +113,30 @@ def _spans(text: TextInput, syntax: bool) -> list[Span]:
     return [(str(t), float(w)) for t, w in promptweights.weighted_spans(text)]
 
 
+class _Budget:
+    """The token positions a build may materialise (``max_output_tokens``), spent in windows
+    before each part is built: the output, then every extra encoding a strategy receives."""
+
+    def __init__(self, tokens: int, window: int) -> None:
+        self.tokens = tokens
+        self.window = window
+        self.windows = max(1, tokens // window)
+        self.used = 0
+
+    def take(self, windows: int, what: str) -> None:
+        self.used += windows
+        if self.used > self.windows:
+            raise self.error(what)
+
+    def error(self, what: str) -> LimitExceededError:
+        return LimitExceededError(
+            f"this request needs more than {self.tokens} tokens of conditioning ({what} past "
+            f"{self.windows} windows of {self.window}: texts × chunks, padded to the longest, "
+            f"plus one window per chunk for each extra encoding of the strategy); the limit is "
+            f"{self.tokens} (max_output_tokens)"
+        )
+
+
 class _Planner:
     """Collects unique rows in order, and the chunk row each extra row was derived from."""
 
@@ -156,6 +180,7 @@ def build(
     textual_inversions: Iterable[TextualInversion] | None = None,
     equal_length: bool = True,
     max_rows: int = DEFAULT_LIMITS.rows,
+    max_output_tokens: int = DEFAULT_LIMITS.output_tokens,
 ) -> BuildResult:
     """Build weighted conditioning for groups of texts with one batched encoder pass.
 
@@ -170,6 +195,10 @@ def build(
             ``load_textual_inversion`` added to the tokenizer.
         equal_length: pad every group with empty-prompt chunks to the longest one.
         max_rows: the most rows (token windows) to encode; checked before the encoder runs.
+        max_output_tokens: the most token positions to return or hand the strategy (every
+            text's chunks, each group counted at the longest group's length, plus one window per
+            chunk for each extra encoding); checked on the chunk counts, before anything is
+            encoded, and while chunking, so memory stays bounded by it.
 
     Returns:
         One :class:`Conditioning` per group, plus pass and row counts.
@@ -177,7 +206,8 @@ def build(
     Raises:
         InvalidWeightError: a weight is NaN or infinite.
         UnknownNameError: an unknown strategy or normalisation name.
-        LimitExceededError: the request needs more than ``max_rows`` rows.
+        LimitExceededError: the request needs more than ``max_rows`` rows or
+            ``max_output_tokens`` tokens.
     """
     started = time.perf_counter()
     strategy_fn = get_strategy(strategy)
@@ -191,20 +221,28 @@ def build(
     if textual_inversions is None:
         textual_inversions = diffusers_textual_inversions(encoder.tokenizer)
     flat = [_spans(text, needs.syntax) for group in groups for text in group]
-    tokenized = tokenize_many(
-        encoder.tokenizer,
-        flat,
-        layout=layout,
-        comma_backtrack=comma_backtrack,
-        textual_inversions=textual_inversions,
-    )
+    budget = _Budget(max_output_tokens, layout.length)
+    try:
+        tokenized = tokenize_many(
+            encoder.tokenizer,
+            flat,
+            layout=layout,
+            comma_backtrack=comma_backtrack,
+            textual_inversions=textual_inversions,
+            max_chunks=budget.windows,
+        )
+    except LimitExceededError:
+        raise budget.error("one text alone") from None
+    # The output, before any row is planned: every text at the longest group's chunk count.
+    longest = max(len(prompt.chunks) for prompt in tokenized)
+    budget.take(len(flat) * longest, "the texts")
     planner = _Planner()
     plans: list[_GroupPlan] = []
     start = 0
     for group in groups:
         prompts = equalize(*tokenized[start : start + len(group)])
         start += len(group)
-        plans.append(_plan_group(prompts, normalize, needs, planner, encoder.mask_token))
+        plans.append(_plan_group(prompts, normalize, needs, planner, encoder.mask_token, budget))
     chunks = max(len(p.prompts[0].chunks) for p in plans)
     padded = equal_length and any(len(p.prompts[0].chunks) < chunks for p in plans)
 
@@ -269,6 +307,7 @@ def _plan_group(
     needs: Needs,
     planner: _Planner,
     mask_token: int,
+    budget: _Budget,
 ) -> _GroupPlan:
     w, fragments = _weights_of(prompts)
     w = normalize(w, fragments).to(torch.float32)
@@ -281,6 +320,7 @@ def _plan_group(
         flat_w = w[v].reshape(-1).tolist()
         per_fragment = _fragment_weights(flat_f, flat_w)
         if needs.masked_fragments:
+            budget.take(len(chunks) * sum(wf < 1.0 for wf in per_fragment.values()), "masked")
             entries = []
             for f, wf in sorted(per_fragment.items()):
                 if wf < 1.0:
@@ -294,6 +334,7 @@ def _plan_group(
             words = [x for f, x in zip(flat_f, flat_w, strict=True) if f >= 0]
             bound = 1.0 if needs.substituted_levels == "one" else max([1.0, *words])
             levels = sorted({x for x in words if x < bound})
+            budget.take(len(chunks) * len(levels), "substituted levels")
             level_rows = []
             for u in levels:
                 rows = []
@@ -307,6 +348,7 @@ def _plan_group(
                 level_rows.append((u, rows))
             plan.levels.append(level_rows)
         if needs.substituted_groups:
+            budget.take(len(chunks) * sum(wf > 1.0 for wf in per_fragment.values()), "groups")
             entries_g = []
             for f, wf in sorted(per_fragment.items()):
                 if wf > 1.0:

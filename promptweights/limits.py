@@ -11,7 +11,10 @@ text can multiply work has a cap, and passing a cap raises
 * the ``AND`` parts of one prompt (:func:`promptweights.split_and`): each costs a UNet pass
   per step;
 * the rows one :func:`promptweights.builder.build` call encodes (chunks × variants × extra
-  encodings), the number that decides what a request costs the text encoder.
+  encodings), the number that decides what a request costs the text encoder;
+* the tokens of conditioning one build returns or hands a strategy, counted after repetition:
+  ``" BREAK ".join(["red"] * 100000)`` encodes one unique row, but would return 100,000 windows
+  (23 GB on SD1.5). It is checked on the chunk count, before any window is encoded.
 
 Nesting depth is capped differently: brackets past :data:`~promptweights.tree.DEFAULT_MAX_DEPTH`
 stay text, with a diagnostic, and nothing raises.
@@ -53,9 +56,20 @@ class Limits:
     and_parts: int = 64
     #: Rows (token windows) one build encodes per text encoder.
     rows: int = 1024
+    #: Token positions one build returns or hands a strategy, per text encoder: every text's
+    #: chunks (each group padded to the longest), plus one window per chunk for each extra
+    #: encoding a strategy receives (compel's masked spans, ADV's levels and groups).
+    output_tokens: int = 524_288
 
     def __post_init__(self) -> None:
-        for name in ("prompt_chars", "variants", "schedule_chars", "and_parts", "rows"):
+        for name in (
+            "prompt_chars",
+            "variants",
+            "schedule_chars",
+            "and_parts",
+            "rows",
+            "output_tokens",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidArgumentError(f"Limits.{name} must be a positive int, not {value!r}")

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from promptweights.errors import InvalidArgumentError, InvalidWeightError
+from promptweights.errors import InvalidArgumentError, InvalidWeightError, LimitExceededError
 
 __all__ = [
     "BREAK",
@@ -249,6 +249,7 @@ def tokenize(
     layout: Layout | None = None,
     comma_backtrack: int = 20,
     textual_inversions: Iterable[TextualInversion] = (),
+    max_chunks: int | None = None,
 ) -> TokenizedPrompt:
     """Tokenise weighted spans and cut them into windows as A1111 does.
 
@@ -259,12 +260,15 @@ def tokenize(
         layout: window layout; defaults to :func:`layout_for` the tokenizer.
         comma_backtrack: A1111's ``comma_padding_backtrack`` (0 switches it off).
         textual_inversions: embeddings to match in the text.
+        max_chunks: the most windows the text may fill (None: no cap).
 
     Returns:
         The chunks with per-position weights and span indices.
 
     Raises:
         InvalidWeightError: if a weight is NaN or infinite.
+        LimitExceededError: the text needs more than ``max_chunks`` windows; raised as the
+            window past the cap opens, so memory stays bounded by the cap.
     """
     return tokenize_many(
         tokenizer,
@@ -272,6 +276,7 @@ def tokenize(
         layout=layout,
         comma_backtrack=comma_backtrack,
         textual_inversions=textual_inversions,
+        max_chunks=max_chunks,
     )[0]
 
 
@@ -282,6 +287,7 @@ def tokenize_many(
     layout: Layout | None = None,
     comma_backtrack: int = 20,
     textual_inversions: Iterable[TextualInversion] = (),
+    max_chunks: int | None = None,
 ) -> list[TokenizedPrompt]:
     """Like :func:`tokenize` for many span lists, with one tokenizer call for all of them.
 
@@ -291,12 +297,14 @@ def tokenize_many(
         layout: window layout; defaults to :func:`layout_for` the tokenizer.
         comma_backtrack: A1111's ``comma_padding_backtrack``.
         textual_inversions: embeddings to match in the text.
+        max_chunks: the most windows each text may fill (None: no cap).
 
     Returns:
         One :class:`TokenizedPrompt` per span list, in order.
 
     Raises:
         InvalidWeightError: if a weight is NaN or infinite.
+        LimitExceededError: a text needs more than ``max_chunks`` windows.
 
     Lone surrogates in the text are tokenized as U+FFFD (the replacement character).
     """
@@ -323,7 +331,7 @@ def tokenize_many(
         pieces = ids[start : start + len(spans)]
         start += len(spans)
         if layout.chunked:
-            result.append(_chunk(spans, pieces, layout, comma_backtrack, lookup))
+            result.append(_chunk(spans, pieces, layout, comma_backtrack, lookup, max_chunks))
         else:
             result.append(_window(spans, pieces, layout, lookup))
     return result
@@ -402,6 +410,7 @@ def _chunk(
     layout: Layout,
     comma_backtrack: int,
     lookup: Mapping[int, list[TextualInversion]],
+    max_chunks: int | None = None,
 ) -> TokenizedPrompt:
     # A transcription of A1111's FrozenCLIPEmbedderWithCustomWordsBase.tokenize_line (§7 step 2).
     capacity = layout.capacity
@@ -412,6 +421,12 @@ def _chunk(
 
     def next_chunk(is_last: bool = False) -> None:
         nonlocal current, last_comma, token_count
+        if max_chunks is not None and len(chunks) >= max_chunks:
+            raise LimitExceededError(
+                f"a text needs more than {max_chunks} windows of {layout.length} tokens "
+                f"(BREAK and every {capacity} tokens start one); the limit is {max_chunks} "
+                "(max_chunks)"
+            )
         token_count += len(current.ids) if is_last else capacity
         chunks.append(_close(current, layout))
         current = _Open()

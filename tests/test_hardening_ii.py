@@ -137,3 +137,62 @@ def test_compare_caps_the_steps_before_any_model() -> None:
         plan_grid("a", steps=MAX_STEPS + 1)
     with pytest.raises(LimitExceededError, match="MAX_STEPS"):
         plan_grid("a", [Axis("steps", (2, 2 * 10**9))])
+
+
+# --- 3. output length is capped ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe() -> object:
+    from _tiny_models import tiny_clip_model, tiny_clip_tokenizer, tiny_sd_pipeline
+
+    tokenizer = tiny_clip_tokenizer()
+    return tiny_sd_pipeline(tokenizer, tiny_clip_model(tokenizer))
+
+
+def _counting_encoder(pipe: object) -> tuple[object, list[int]]:
+    from promptweights.encoders import TextEncoder
+
+    encoder = TextEncoder.clip(pipe.text_encoder, pipe.tokenizer)  # type: ignore[attr-defined]
+    calls: list[int] = []
+    encoder.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return encoder, calls
+
+
+def test_output_tokens_are_capped_after_repetition_before_encoding(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+    from promptweights.diffusers import encode
+
+    # One unique row, but 100,000 windows of output (1.6 million tokens).
+    text = " BREAK ".join(["red"] * 100_000)
+    encoder, calls = _counting_encoder(tiny_pipe)
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        build(encoder, [[text]])  # type: ignore[arg-type]
+    assert calls == []
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        encode(tiny_pipe, text)
+    # The boundary, exactly: 2 texts × 3 windows of 77 tokens.
+    groups = [["a BREAK b BREAK c", "d"]]
+    assert build(encoder, groups, max_output_tokens=6 * 77).chunks == 3  # type: ignore[arg-type]
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        build(encoder, groups, max_output_tokens=6 * 77 - 1)  # type: ignore[arg-type]
+
+
+def test_strategy_extras_count_towards_the_output_cap(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+
+    encoder, calls = _counting_encoder(tiny_pipe)
+    text = "[a] " * 40  # 40 down-weighted spans in one chunk
+    with pytest.raises(LimitExceededError, match="masked"):
+        build(encoder, [[text]], strategy="compel", max_output_tokens=20 * 77)  # type: ignore[arg-type]
+    levels = " ".join(f"(x:{i / 100})" for i in range(1, 41))  # 40 distinct weights below 1
+    with pytest.raises(LimitExceededError, match="levels"):
+        build(encoder, [[levels]], strategy="down-weight", max_output_tokens=20 * 77)  # type: ignore[arg-type]
+    assert calls == []
+    build(encoder, [[text]], strategy="compel", max_output_tokens=41 * 77)  # type: ignore[arg-type]
+
+
+def test_output_tokens_is_a_positive_int_limit() -> None:
+    assert pw.Limits().output_tokens == 524_288
+    with pytest.raises(ValueError, match="output_tokens"):
+        pw.Limits(output_tokens=0)
