@@ -30,7 +30,7 @@ from .errors import (
     UnknownNameError,
     UnsupportedPipelineError,
 )
-from .limits import DEFAULT_LIMITS, MAX_PROMPT_CHARS, Limits
+from .limits import DEFAULT_LIMITS, MAX_MULTIPLIER, MAX_PROMPT_CHARS, MAX_WEIGHT, Limits
 from .networks import extra_networks, strip_comments
 from .parsing import parse
 from .render import render
@@ -54,7 +54,9 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_DEPTH",
     "DIALECTS",
+    "MAX_MULTIPLIER",
     "MAX_PROMPT_CHARS",
+    "MAX_WEIGHT",
     "Alternation",
     "ArgumentTypeError",
     "Break",

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from promptweights.encoders import TextEncoder
-from promptweights.errors import InvalidArgumentError, LimitExceededError
+from promptweights.errors import InvalidArgumentError, InvalidWeightError, LimitExceededError
 from promptweights.limits import DEFAULT_LIMITS
 from promptweights.strategies import (
     Extras,
@@ -53,6 +53,7 @@ from promptweights.tokens import (
     diffusers_textual_inversions,
     empty_chunk,
     equalize,
+    span_position,
     tokenize_many,
 )
 
@@ -110,7 +111,9 @@ def _spans(text: TextInput, syntax: bool) -> list[Span]:
         return [(text, 1.0)]
     import promptweights
 
-    return [(str(t), float(w)) for t, w in promptweights.weighted_spans(text)]
+    spans = [(str(t), float(w)) for t, w in promptweights.weighted_spans(text)]
+    check_weights(spans, source=text)
+    return spans
 
 
 class _Budget:
@@ -204,7 +207,10 @@ def build(
         One :class:`Conditioning` per group, plus pass and row counts.
 
     Raises:
-        InvalidWeightError: a weight is NaN or infinite.
+        InvalidWeightError: a weight is NaN, infinite or past
+            :data:`~promptweights.limits.MAX_WEIGHT` (the error gives its position in the text),
+            or the conditioning came out non-finite (in float32 or the encoder's dtype): nothing
+            non-finite is ever returned.
         UnknownNameError: an unknown strategy or normalisation name.
         LimitExceededError: the request needs more than ``max_rows`` rows or
             ``max_output_tokens`` tokens.
@@ -267,8 +273,12 @@ def build(
     e = None if cached is None else cached[0]
 
     results = []
-    for plan in plans:
+    start = 0
+    for group, plan in zip(groups, plans, strict=True):
         embeds = _apply(plan, strategy_fn, z_all, e, encoder.dtype)
+        if not bool(torch.isfinite(embeds).all()):
+            raise _not_finite(plan, group, flat[start : start + len(group)], z_all, embeds.dtype)
+        start += len(group)
         missing = chunks - embeds.shape[1] if equal_length else 0
         if missing:
             assert e is not None
@@ -278,6 +288,11 @@ def build(
         pooled = None
         if pooled_all is not None:
             pooled = torch.stack([pooled_all[row[0]] for row in plan.base])
+            if not bool(torch.isfinite(pooled).all()):
+                raise InvalidWeightError(
+                    "the text encoder's pooled output is not finite (before any weighting): "
+                    "check the model, LoRA multipliers and textual-inversion vectors"
+                )
         results.append(Conditioning(embeds.reshape(v, k * t, d), pooled, plan.prompts))
     seconds = {
         "tokenize": planned - started,
@@ -285,6 +300,46 @@ def build(
         "weight": time.perf_counter() - encoded,
     }
     return BuildResult(tuple(results), calls, rows, chunks, seconds)
+
+
+def _not_finite(
+    plan: _GroupPlan,
+    texts: Sequence[TextInput],
+    spans: Sequence[list[Span]],
+    z_all: Tensor,
+    dtype: torch.dtype,
+) -> InvalidWeightError:
+    """The error for a group whose conditioning came out NaN or infinite: the encoder itself, or
+    the weighting (named by its largest weight, where it is in the text)."""
+    rows = sorted({row for bases in plan.base for row in bases})
+    if not bool(torch.isfinite(z_all[rows]).all()):
+        return InvalidWeightError(
+            "the text encoder's output is not finite (before any weighting): check the model, "
+            "LoRA multipliers and textual-inversion vectors"
+        )
+    # The largest weight in absolute value (as the user wrote it, before normalisation).
+    best: tuple[float, int, int] | None = None
+    for v, prompt in enumerate(plan.prompts):
+        for chunk in prompt.chunks:
+            for weight, fragment in zip(chunk.weights, chunk.fragments, strict=True):
+                if fragment >= 0 and (best is None or abs(weight) > best[0]):
+                    best = (abs(weight), v, fragment)
+    where = "in float32"
+    if dtype != torch.float32:
+        where = f"in float32 or in the model's {str(dtype).removeprefix('torch.')}"
+    if best is None:
+        return InvalidWeightError(f"the weighted conditioning is not finite {where}")
+    _, v, fragment = best
+    text, weight = spans[v][fragment]
+    given = texts[v]
+    source = given if isinstance(given, str) else None
+    position = None if source is None else span_position(source, spans[v], fragment)
+    return InvalidWeightError(
+        f"the weighted conditioning is not finite {where}; the largest weight is {weight!r} "
+        f"on {text[:40]!r}: lower it (nested weights multiply)",
+        source=source if position is not None else None,
+        pos=position,
+    )
 
 
 def _weights_of(prompts: Sequence[TokenizedPrompt]) -> tuple[Tensor, Tensor]:

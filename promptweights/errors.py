@@ -148,7 +148,44 @@ class Diagnostic:
 
 
 class InvalidWeightError(PromptweightsError, ValueError):
-    """A prompt weight that is not finite (NaN or ±inf) reached the conditioning builder."""
+    """A weight that would make conditioning non-finite: a prompt weight (the product along its
+    nesting), an ``AND`` weight or an extra-network multiplier that is NaN, infinite or past its
+    documented bound (:data:`promptweights.limits.MAX_WEIGHT`,
+    :data:`~promptweights.limits.MAX_MULTIPLIER`), or weights whose conditioning overflows the
+    model's dtype.
+
+    Attributes:
+        message: what is wrong, in words.
+        source: the text the weight was found in, or None.
+        pos: 0-based offset of the weighted span (or tag) in ``source``, or None.
+
+    >>> print(InvalidWeightError("weight 1e+30 is too large", source="a (red:1e30)", pos=3))
+    weight 1e+30 is too large at line 1, column 4
+      a (red:1e30)
+         ^
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, pos: int | None = None) -> None:
+        self.message = message
+        self.source = source
+        self.pos = pos
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.source is None or self.pos is None:
+            return self.message
+        line, column = line_and_column(self.source, self.pos)
+        return (
+            f"{self.message} at line {line}, column {column}\n"
+            f"{caret_excerpt(self.source, self.pos)}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_weight_error, (self.message, self.source, self.pos))
+
+
+def _rebuild_weight_error(message: str, source: str | None, pos: int | None) -> InvalidWeightError:
+    return InvalidWeightError(message, source=source, pos=pos)
 
 
 #: Every diagnostic kind the parser reports: what it means and inputs that trigger it (strict mode

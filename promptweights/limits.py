@@ -31,11 +31,25 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_LIMITS", "MAX_PROMPT_CHARS", "Limits"]
+__all__ = ["DEFAULT_LIMITS", "MAX_MULTIPLIER", "MAX_PROMPT_CHARS", "MAX_WEIGHT", "Limits"]
 
 #: Longest prompt accepted (characters): 1 MiB. Parsing takes about 250 bytes of memory per
 #: character at worst (10,000s of nested brackets), so this bounds one parse to about 250 MB.
 MAX_PROMPT_CHARS = 1_048_576
+
+#: Largest effective prompt weight (the product along a span's nesting, as ``weighted_spans``
+#: gives it) and ``AND`` weight accepted, in absolute value. Users write up to ±100 nested ten
+#: deep (1e20); text-encoder outputs stay below 1e4, and a strategy sums at most about 1e9 of
+#: their products, so at 1e24 every float32 intermediate stays below 1e37 (float32 ends at 3.4e38).
+#: ``(red:1e38)`` used to overflow float32 and give NaN conditioning without an error; past the
+#: bound, :class:`~promptweights.errors.InvalidWeightError` names the span and its position. The
+#: result is also checked in the model's dtype: weights that overflow float16 raise the same way.
+MAX_WEIGHT = 1e24
+
+#: Largest extra-network multiplier (``<lora:x:m>``, ``te=``, ``unet=``) accepted, in absolute
+#: value: far past what any LoRA is used at (sliders go to about ±10), and far from where a
+#: float16 layer overflows.
+MAX_MULTIPLIER = 1000.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from promptweights.errors import InvalidArgumentError, InvalidWeightError, LimitExceededError
+from promptweights.limits import MAX_WEIGHT
 
 __all__ = [
     "BREAK",
@@ -41,6 +42,7 @@ __all__ = [
     "empty_chunk",
     "equalize",
     "layout_for",
+    "span_position",
     "tokenize",
     "tokenize_many",
 ]
@@ -219,27 +221,73 @@ def _is_vector_suffix(name: str, added: Mapping[str, int]) -> bool:
     return bool(sep) and number.isdigit() and base in added
 
 
-def check_weights(spans: Iterable[Span]) -> None:
-    """Raise :class:`InvalidWeightError` if a span weight is NaN or infinite.
+def check_weights(spans: Iterable[Span], *, source: str | None = None) -> None:
+    """Raise :class:`InvalidWeightError` if a span weight is NaN, infinite, or larger than
+    :data:`~promptweights.limits.MAX_WEIGHT` in absolute value.
 
     Args:
         spans: weighted spans.
+        source: the text the spans were read from; the error then gives the span's position in
+            it, with a caret excerpt.
 
     Raises:
         InvalidWeightError: naming the first bad span.
 
-    >>> check_weights([("a ", 1.0), ("cat", 0.0), ("dog", -1.5)])
+    >>> check_weights([("a ", 1.0), ("cat", 0.0), ("dog", -1.5), ("fox", 1e20)])
     >>> check_weights([("a ", 1.0), ("cat", float("nan"))])
     Traceback (most recent call last):
     ...
     promptweights.errors.InvalidWeightError: prompt weight nan of 'cat' is not a finite number; ...
     """
-    for text, weight in spans:
-        if not math.isfinite(weight):
-            raise InvalidWeightError(
-                f"prompt weight {weight!r} of {text!r} is not a finite number; "
-                "weights must be finite (0 and negative weights are allowed)"
-            )
+    spans = list(spans)
+    for index, (text, weight) in enumerate(spans):
+        if math.isfinite(weight) and abs(weight) <= MAX_WEIGHT:
+            continue
+        what = (
+            "is not a finite number; weights must be finite"
+            if not math.isfinite(weight)
+            else f"is past the bound of ±{MAX_WEIGHT:g} (promptweights.limits.MAX_WEIGHT); "
+            "nested weights multiply"
+        )
+        raise InvalidWeightError(
+            f"prompt weight {weight!r} of {_excerpt(text)} {what} "
+            "(0 and negative weights are allowed)",
+            source=source,
+            pos=None if source is None else span_position(source, spans, index),
+        )
+
+
+def _excerpt(text: str, width: int = 40) -> str:
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
+
+
+_WORD_RE = re.compile(r"[^\s()\[\]{}\\:|]+")
+
+
+def span_position(source: str, spans: Sequence[Span], index: int) -> int | None:
+    """Where span ``index`` of ``spans`` starts in ``source``, the text they were read from.
+
+    Spans hold text without brackets, escapes and weights, so each is found by its first word,
+    searching forward from where the one before it was found. Returns None when a span cannot be
+    found (an empty span, or a text the spans were not read from).
+
+    >>> span_position("a (red:1.5) cat", [("a ", 1.0), ("red", 1.5), (" cat", 1.0)], 1)
+    3
+    """
+    cursor = 0
+    found: int | None = None
+    for text, _ in spans[: index + 1]:
+        word = _WORD_RE.search(text)
+        if word is None:
+            found = None
+            continue
+        at = source.find(word.group(), cursor)
+        if at < 0:
+            found = None
+            continue
+        found = at
+        cursor = at + len(word.group())
+    return found
 
 
 def tokenize(

@@ -196,3 +196,72 @@ def test_output_tokens_is_a_positive_int_limit() -> None:
     assert pw.Limits().output_tokens == 524_288
     with pytest.raises(ValueError, match="output_tokens"):
         pw.Limits(output_tokens=0)
+
+
+# --- 2. no silent non-finite conditioning --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("a (red:" + "3" + "0" * 37 + ") cat", "red"),  # 3e37: finite, but z·w overflows float32
+        ("a ((red:1" + "0" * 13 + "):1" + "0" * 13 + ") cat", "red"),  # 1e13 · 1e13 = 1e26
+        ("x, " * 50 + "(blue:-1" + "0" * 30 + ")", "blue"),
+    ],
+)
+def test_weights_past_the_bound_raise_with_the_position(
+    tiny_pipe: object, text: str, span: str
+) -> None:
+    from promptweights.builder import build
+
+    encoder, calls = _counting_encoder(tiny_pipe)
+    with pytest.raises(pw.InvalidWeightError, match="MAX_WEIGHT") as raised:
+        build(encoder, [[text]])  # type: ignore[arg-type]
+    assert raised.value.source == text
+    assert raised.value.pos == text.index(span)
+    assert f"column {text.index(span) + 1}" in str(raised.value)
+    assert calls == []
+
+
+def test_weights_users_write_stay_finite(tiny_pipe: object) -> None:
+    import torch
+
+    from promptweights.builder import build
+
+    encoder, _ = _counting_encoder(tiny_pipe)
+    deep = "(" * 9 + "(red:100)" + ":100)" * 9  # ±100 nested ten deep: 1e20
+    negative = "(" * 9 + "(red:-100)" + ":100)" * 9
+    assert pw.weighted_spans(deep)[0][1] == pytest.approx(1e20)
+    for strategy in ("a1111", "a1111-no-norm", "comfy", "compel", "down-weight", "comfy++"):
+        result = build(encoder, [[deep, negative]], strategy=strategy)  # type: ignore[arg-type]
+        assert bool(torch.isfinite(result.groups[0].embeds).all()), strategy
+
+
+def test_no_non_finite_conditioning_is_ever_returned(tiny_pipe: object) -> None:
+    import torch
+
+    from promptweights.builder import build
+
+    encoder, _ = _counting_encoder(tiny_pipe)
+
+    def overflowing(z: torch.Tensor, w: torch.Tensor, extras: object) -> torch.Tensor:
+        return z * w.unsqueeze(-1) * 1e30
+
+    def nan(z: torch.Tensor, w: torch.Tensor, extras: object) -> torch.Tensor:
+        return z * float("nan")
+
+    text = "a (red:1" + "0" * 20 + ") cat"
+    with pytest.raises(pw.InvalidWeightError, match="not finite") as raised:
+        build(encoder, [[text]], strategy=overflowing)  # type: ignore[arg-type]
+    assert raised.value.pos == text.index("red")
+    with pytest.raises(pw.InvalidWeightError, match="not finite"):
+        build(encoder, [["a cat"]], strategy=nan)  # type: ignore[arg-type]
+
+
+def test_weight_errors_pickle_with_their_position() -> None:
+    import pickle
+
+    error = pw.InvalidWeightError("too big", source="a (b:9)", pos=3)
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.message, again.source, again.pos) == ("too big", "a (b:9)", 3)
+    assert str(again) == str(error)
