@@ -186,7 +186,14 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     compare_cmd.add_argument("prompt")
-    compare_cmd.add_argument("--out", required=True, type=Path, help="output folder")
+    compare_cmd.add_argument(
+        "--out", required=True, type=Path, help="output folder (empty, or with --overwrite)"
+    )
+    compare_cmd.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an output folder that already holds files",
+    )
     compare_cmd.add_argument("--negative", default="", help="negative prompt")
     compare_cmd.add_argument("--sweep", help="SPAN=VALUES, e.g. 'smile=0:1.5:0.25' or 'cat=0,1'")
     compare_cmd.add_argument("--strategies", default="a1111", help="e.g. a1111,comfy,compel")
@@ -202,7 +209,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare_cmd.add_argument("--clip-skip", default="1", help="A1111 clip skip, e.g. 1,2")
     compare_cmd.add_argument("--normalizations", default="none", help="e.g. none,mean,length")
-    compare_cmd.add_argument("--size", help="WIDTHxHEIGHT (default: the model's)")
+    compare_cmd.add_argument(
+        "--size", help="WIDTHxHEIGHT, multiples of 8, at most 4096 (default: the model's)"
+    )
     compare_cmd.add_argument("--model", help="local diffusers folder or hub id (default: toy)")
     compare_cmd.add_argument(
         "--device",
@@ -245,14 +254,48 @@ def _floats(option: str, text: str) -> list[float]:
 
 
 def _size(text: str | None) -> tuple[int | None, int | None]:
+    from .compare import MAX_SIZE
+
     if text is None:
         return None, None
     width, x, height = text.lower().partition("x")
-    if not x or not width.isdigit() or not height.isdigit():
+    if not x or not width.isascii() or not height.isascii():
+        width = ""
+    if not width.isdigit() or not height.isdigit() or len(width) > 6 or len(height) > 6:
         raise PromptweightsError(f"--size takes WIDTHxHEIGHT, e.g. 512x768; not {text!r}")
     if int(width) % 8 or int(height) % 8 or not int(width) or not int(height):
         raise PromptweightsError(f"--size {text!r}: width and height must be multiples of 8")
+    if int(width) > MAX_SIZE or int(height) > MAX_SIZE:
+        raise PromptweightsError(f"--size {text!r}: at most {MAX_SIZE} pixels per side")
     return int(width), int(height)
+
+
+def _check_device(device: str) -> str:
+    """The device, checked before any model work: known to torch and present on this machine."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise PromptweightsError(f"--device {device!r}: {_first(error)}") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        available, count = bool(backend and backend.is_available()), 1
+    else:
+        module = getattr(torch, parsed.type, None)
+        is_available = getattr(module, "is_available", None)
+        available = bool(callable(is_available) and is_available())
+        device_count = getattr(module, "device_count", None)
+        count = int(device_count()) if available and callable(device_count) else 1
+    if not available:
+        raise PromptweightsError(f"--device {device!r}: no {parsed.type} device on this machine")
+    if parsed.index is not None and parsed.index >= count:
+        raise PromptweightsError(
+            f"--device {device!r}: this machine has {count} {parsed.type} device(s)"
+        )
+    return device
 
 
 def _quiet_libraries(*, with_diffusers: bool = True) -> None:
@@ -317,13 +360,17 @@ def _compare(args: argparse.Namespace) -> None:
             fixed[name] = given[0]
             Axis(name, (given[0],))  # the same checks as an axis's values
     width, height = _size(args.size)
-    plan_grid(args.prompt, axes, negative_prompt=args.negative, **fixed)  # fails before loading
+    # Everything that can fail without a model fails before one is loaded.
+    plan_grid(args.prompt, axes, negative_prompt=args.negative, **fixed)
+    from .compare import check_out_dir, process_state
+
+    state = process_state()
     device = args.device
     if device == "auto":
-        from .compare import process_state
-
-        state = process_state()
         device = str(state.device) if state is not None else "cpu"
+    _check_device(device)
+    if state is None or state.is_main_process:
+        check_out_dir(args.out, overwrite=args.overwrite)
     pipe = _load_pipeline(args.model, device)
     try:
         result = _run_compare(args, pipe, axes, fixed, width, height)
@@ -352,6 +399,7 @@ def _run_compare(
         height=height,
         width=width,
         out_dir=args.out,
+        overwrite=args.overwrite,
         model_name=args.model or "promptweights-toy",
         progress=not args.quiet,
         **fixed,

@@ -13,7 +13,10 @@ seed, sampler, CFG scale, steps, clip skip, token normalisation), holding everyt
 * the output folder gets ``grid.png`` (row and column labels drawn on it; a third axis stacks
   labelled panels), ``cells/NNN.png`` with each cell's infotext embedded, ``metrics.json`` and
   ``metrics.csv`` (per cell: cosine distance of the conditioning to the unweighted prompt's, mean
-  absolute pixel distance to the baseline cell), and ``sweep.gif`` when a weight is swept;
+  absolute pixel distance to the baseline cell), and ``sweep.gif`` when a weight is swept.
+  The folder must be empty unless ``overwrite=True`` (:func:`check_out_dir`, run before any
+  model work); every file is written to a temporary name and renamed into place, and symlinks
+  found in the folder are never followed;
 * under ``accelerate launch`` the cells are split between processes with
   ``PartialState().split_between_processes`` and gathered into one grid; every cell runs alone
   with its own generator, so a sharded grid is identical to a single-process one.
@@ -32,16 +35,22 @@ Axis(name='weight', values=(0.0, 0.25, 0.5, 0.75, 1.0), span='smile')
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
+import io
 import itertools
 import json
 import math
+import os
 import re
+import secrets
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import CompareError, LimitExceededError
 from .infotext import EMPHASIS_STRATEGIES, STRATEGY_KEY
@@ -49,11 +58,14 @@ from .infotext import EMPHASIS_STRATEGIES, STRATEGY_KEY
 __all__ = [
     "AXES",
     "MAX_CELLS",
+    "MAX_SIZE",
     "MAX_STEPS",
     "WEIGHT_SLOT",
     "Axis",
     "Cell",
     "CompareResult",
+    "check_out_dir",
+    "check_size",
     "compare",
     "draw_grid",
     "find_prompt_sweep",
@@ -73,6 +85,10 @@ MAX_CELLS = 1024
 
 #: Most values one weight sweep may have.
 MAX_SWEEP = 100
+
+#: Largest image side (pixels) a grid may ask for: 4096 is past what any Stable Diffusion model
+#: renders in one pass; ``--size 800000x800000`` would allocate terabytes.
+MAX_SIZE = 4096
 
 #: Most sampling steps one cell may run (A1111's slider stops at 150; a scheduler allocates its
 #: timesteps up front, so ``--steps 2000000000`` would exhaust memory before the first step).
@@ -697,6 +713,7 @@ def compare(
     model_name: str | None = None,
     progress: bool = True,
     encode: EncodeFunction | None = None,
+    overwrite: bool = False,
 ) -> CompareResult:
     """Run a comparison grid on ``pipe``; write it to ``out_dir`` if given.
 
@@ -717,19 +734,25 @@ def compare(
         clip_skip: A1111's clip skip (1: last layer, 2: penultimate).
         height: image height (None: the model's default).
         width: image width.
-        out_dir: folder for the grid, cells, metrics and GIF (created); None writes nothing.
+        out_dir: folder for the grid, cells, metrics and GIF (created; it must be empty unless
+            ``overwrite``); None writes nothing.
         model_name: written as ``Model`` in each cell's infotext.
         progress: show a tqdm progress bar on the main process.
         encode: replaces :func:`promptweights.diffusers.encode` (see :data:`EncodeFunction`).
+        overwrite: write into a folder that already holds files (ours are replaced, others
+            left alone).
 
     Returns:
         The :class:`CompareResult` (on every process, when sharded).
 
     Raises:
-        CompareError: bad axes (more than three, repeated, a sweep in the prompt and another one).
+        CompareError: bad axes (more than three, repeated, a sweep in the prompt and another one);
+            an output folder that is a file, not empty (without ``overwrite``), or cannot be
+            written, checked before any cell runs; a write that fails (a full disk).
         UnknownNameError: an unknown strategy, normalisation or sampler.
-        LimitExceededError: more than :data:`MAX_CELLS` cells.
+        LimitExceededError: more than :data:`MAX_CELLS` cells, a side past :data:`MAX_SIZE`.
     """
+    check_size(height, width)
     axes, cells = plan_grid(
         prompt,
         axes,
@@ -742,9 +765,11 @@ def compare(
         steps=steps,
         clip_skip=clip_skip,
     )
-    runner = _Runner(pipe, encode or _adapter_encode, height, width)
     mine, state = _shard([cell.index for cell in cells])
     main = state is None or state.is_main_process
+    if out_dir is not None and main:
+        check_out_dir(out_dir, overwrite=overwrite)
+    runner = _Runner(pipe, encode or _adapter_encode, height, width)
     done: list[tuple[int, Any, float]] = []
     from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
@@ -779,7 +804,12 @@ def compare(
         ran=tuple(mine),
     )
     if out_dir is not None and main:
-        result.files = _write(result, Path(out_dir), prompt, model_name)
+        try:
+            result.files = _write(result, Path(out_dir), prompt, model_name)
+        except OSError as error:
+            raise CompareError(
+                f"cannot write the grid to {str(out_dir)!r}: {_os_error(error)}"
+            ) from None
     if state is not None:
         state.wait_for_everyone()
     return result
@@ -932,18 +962,16 @@ def _infotext(cell: Cell, width: int, height: int, model_name: str | None) -> An
 
 
 def _write(result: CompareResult, out: Path, prompt: str, model_name: str | None) -> dict[str, Any]:
-    from .infotext import save_image
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cells").mkdir(exist_ok=True)
+    cells = _directory(out / "cells")
     files: dict[str, Any] = {"cells": []}
     for cell, image in zip(result.cells, result.images, strict=True):
-        path = out / "cells" / f"{cell.index:03d}.png"
+        path = cells / f"{cell.index:03d}.png"
         picture = _to_pil(image)
-        save_image(picture, path, _infotext(cell, picture.width, picture.height, model_name))
+        params = _infotext(cell, picture.width, picture.height, model_name)
+        _atomic_write(path, functools.partial(_save_png, picture, params))
         files["cells"].append(path)
     files["grid"] = out / "grid.png"
-    result.grid.save(files["grid"])
+    _atomic_write(files["grid"], lambda handle: result.grid.save(handle, format="PNG"))
     summary = {
         "prompt": prompt,
         "axes": [
@@ -953,17 +981,124 @@ def _write(result: CompareResult, out: Path, prompt: str, model_name: str | None
         "cells": result.metrics,
     }
     files["json"] = out / "metrics.json"
-    files["json"].write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
+    _atomic_write(files["json"], lambda handle: handle.write(text.encode("utf-8")))
     files["csv"] = out / "metrics.csv"
-    with files["csv"].open("w", newline="", encoding="utf-8") as handle:
-        columns = [key for key in result.metrics[0] if key != "position"]
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(result.metrics)
+    table = io.StringIO(newline="")
+    columns = [key for key in result.metrics[0] if key != "position"]
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result.metrics)
+    _atomic_write(files["csv"], lambda handle: handle.write(table.getvalue().encode("utf-8")))
     if any(axis.name == "weight" for axis in result.axes):
         files["gif"] = out / "sweep.gif"
         _write_gif(result, files["gif"])
     return files
+
+
+def _save_png(picture: Any, params: Any, handle: IO[bytes]) -> None:
+    from .infotext import save_image
+
+    save_image(picture, handle, params, format="PNG")
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Check a grid's output folder before any model work, creating it if needed.
+
+    Args:
+        out_dir: the folder (a symlink that the caller named is followed; symlinks found inside
+            it never are).
+        overwrite: accept a folder that already holds files.
+
+    Returns:
+        The folder as a ``Path``.
+
+    Raises:
+        CompareError: it is a file, not empty (without ``overwrite``), cannot be created, or a
+            file cannot be created in it (read-only, ``/proc``…).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"output folder {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not overwrite and any(out.iterdir()):
+            raise CompareError(
+                f"output folder {str(out)!r} is not empty; pass --overwrite (overwrite=True) to "
+                "replace the grid, metrics and cells in it"
+            )
+        # A real probe: access() says yes to root, and to /proc.
+        handle, probe = tempfile.mkstemp(prefix=".promptweights-", dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise CompareError(
+            f"cannot write to output folder {str(out)!r}: {_os_error(error)}"
+        ) from None
+    return out
+
+
+def check_size(height: int | None, width: int | None) -> None:
+    """Check an image size before any model work: positive multiples of 8, at most
+    :data:`MAX_SIZE` per side (None: the model's default).
+
+    Raises:
+        CompareError: not a positive multiple of 8.
+        LimitExceededError: a side past :data:`MAX_SIZE`.
+    """
+    for name, value in (("height", height), ("width", width)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
+            raise CompareError(f"bad {name} {value!r}: a positive multiple of 8")
+        if value > MAX_SIZE:
+            raise LimitExceededError(f"{name} {value} is past {MAX_SIZE} pixels (MAX_SIZE)")
+
+
+def _os_error(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _directory(path: Path) -> Path:
+    """``path`` as a folder we may write into: created if missing, never a symlink."""
+    if path.is_symlink():
+        raise CompareError(f"{str(path)!r} is a symlink; promptweights never writes through one")
+    path.mkdir(exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise CompareError(f"{str(path)!r} is not a folder")
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through a new temporary file in its folder, then rename it into place.
+
+    The temporary file is created exclusively and without following symlinks, and the rename
+    replaces whatever ``path`` was (a symlink included) without following it, so a reader sees
+    the old file or the new one, never half of it, and no file outside the folder is touched.
+    """
+    if path.parent.is_symlink():
+        raise CompareError(
+            f"{str(path.parent)!r} is a symlink; promptweights never writes through one"
+        )
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    handle = os.open(temporary, flags, 0o644)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _json_value(value: Any) -> Any:
@@ -986,7 +1121,12 @@ def _write_gif(result: CompareResult, path: Path) -> None:
         ]
         frame = draw_grid(images, others) if others else _scaled(_to_pil(images[0]))
         frames.append(_caption(frame, result.axes[weight_axis].labels()[w]))
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=500, loop=0)
+    _atomic_write(
+        path,
+        lambda handle: frames[0].save(
+            handle, format="GIF", save_all=True, append_images=frames[1:], duration=500, loop=0
+        ),
+    )
 
 
 def _caption(image: Any, text: str, pad: int = 6) -> Any:

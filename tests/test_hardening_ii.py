@@ -265,3 +265,194 @@ def test_weight_errors_pickle_with_their_position() -> None:
     again = pickle.loads(pickle.dumps(error))
     assert (again.message, again.source, again.pos) == ("too big", "a (b:9)", 3)
     assert str(again) == str(error)
+
+
+# --- 6. the command line does not clobber files; 7. one line and exit 2, before any model -------
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from promptweights.cli import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def _one_line(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert err.startswith("promptweights: error: ")
+    for word in words:
+        assert word in err, err
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command loads a model: its checks must come first."""
+    import promptweights.cli as cli
+
+    def refuse(*args: object) -> object:
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_pipeline", refuse)
+
+
+@pytest.fixture(scope="module")
+def toy_pipe() -> object:
+    import torch
+
+    from promptweights import toy
+
+    torch.manual_seed(0)
+    return toy.load_pipeline("cpu")
+
+
+@pytest.fixture
+def with_toy(monkeypatch: pytest.MonkeyPatch, toy_pipe: object) -> None:
+    import promptweights.cli as cli
+
+    monkeypatch.setattr(cli, "_load_pipeline", lambda model, device: toy_pipe)
+
+
+FAST = ["--steps", "1", "--quiet"]
+
+
+@pytest.mark.usefixtures("no_model")
+def test_a_non_empty_output_folder_is_refused_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "grid.png").write_bytes(b"the user's own picture")
+    code, err = _cli(["compare", "a", "--out", str(tmp_path), *FAST], capsys)
+    _one_line(code, err, "not empty", "--overwrite")
+    assert (tmp_path / "grid.png").read_bytes() == b"the user's own picture"
+
+
+@pytest.mark.usefixtures("with_toy")
+def test_overwrite_replaces_our_files_and_never_follows_symlinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "grid.png").symlink_to(victim)
+    (out / "metrics.json").symlink_to(tmp_path / "created-through-a-link.json")
+    (out / "notes.txt").write_text("mine")
+    code, err = _cli(["compare", "a", "--out", str(out), "--overwrite", *FAST], capsys)
+    assert code == 0, err
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "created-through-a-link.json").exists()
+    assert not (out / "grid.png").is_symlink()
+    assert (out / "grid.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "metrics.json").read_text())["cells"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    # A cells/ symlink to another folder is refused: nothing is written through it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "cells").rename(tmp_path / "old-cells")
+    (out / "cells").symlink_to(elsewhere, target_is_directory=True)
+    code, err = _cli(["compare", "a", "--out", str(out), "--overwrite", *FAST], capsys)
+    _one_line(code, err, "symlink")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_files_are_written_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_pipe: object
+) -> None:
+    import errno
+
+    from promptweights import compare as compare_module
+    from promptweights.errors import CompareError
+
+    out = tmp_path / "out"
+    compare_module.compare(toy_pipe, "a", out_dir=out, steps=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    calls = []
+
+    def full_disk(handle: object, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        handle.write(b"half a file")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(
+        compare_module, "_save_png", lambda picture, params, handle: full_disk(handle)
+    )
+    with pytest.raises(CompareError, match="No space left on device"):
+        compare_module.compare(toy_pipe, "a", out_dir=out, steps=1, progress=False, overwrite=True)
+    assert calls
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.usefixtures("with_toy")
+def test_a_full_disk_while_writing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from promptweights import compare as compare_module
+
+    def full_disk(path: Path, write: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compare_module, "_atomic_write", full_disk)
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "out"), *FAST], capsys)
+    _one_line(code, err, "No space left on device")
+
+
+@pytest.mark.usefixtures("no_model")
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--device", "bogus"], ["--device 'bogus'"]),
+        (["--device", "cuda:99"], ["--device 'cuda:99'"]),
+        (["--device", "meta"], ["--device 'meta'"]),
+        (["--size", "800000x800000"], ["at most 4096"]),
+        (["--size", "4104x8"], ["at most 4096"]),
+        (["--size", "9" * 5000 + "x8"], ["WIDTHxHEIGHT"]),
+        (["--size", "٨x٨"], ["WIDTHxHEIGHT"]),  # Arabic-Indic digits pass str.isdigit
+    ],
+)
+def test_device_and_size_are_checked_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: list[str]
+) -> None:
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "out"), *argv, *FAST], capsys)
+    _one_line(code, err, *words)
+
+
+@pytest.mark.usefixtures("no_model")
+def test_cuda_without_cuda_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "o"), "--device", "cuda"], capsys)
+    _one_line(code, err, "no cuda device")
+
+
+@pytest.mark.usefixtures("no_model")
+def test_bad_output_paths_are_one_line_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, err = _cli(["compare", "a", "--out", str(a_file), *FAST], capsys)
+    _one_line(code, err, "is a file")
+    code, err = _cli(["compare", "a", "--out", str(a_file / "under"), *FAST], capsys)
+    _one_line(code, err, "cannot write")
+    if Path("/proc/self").is_dir():
+        code, err = _cli(["compare", "a", "--out", "/proc/promptweights-out", *FAST], capsys)
+        _one_line(code, err, "cannot write")
+        code, err = _cli(["compare", "a", "--out", "/proc/self", "--overwrite", *FAST], capsys)
+        _one_line(code, err, "cannot write")
+
+
+def test_compare_checks_the_size_before_running(toy_pipe: object) -> None:
+    from promptweights.compare import MAX_SIZE, compare
+    from promptweights.errors import CompareError
+
+    with pytest.raises(LimitExceededError, match="MAX_SIZE"):
+        compare(toy_pipe, "a", height=MAX_SIZE + 8, progress=False)
+    with pytest.raises(CompareError, match="multiple of 8"):
+        compare(toy_pipe, "a", width=12, progress=False)
