@@ -456,3 +456,120 @@ def test_compare_checks_the_size_before_running(toy_pipe: object) -> None:
         compare(toy_pipe, "a", height=MAX_SIZE + 8, progress=False)
     with pytest.raises(CompareError, match="multiple of 8"):
         compare(toy_pipe, "a", width=12, progress=False)
+
+
+# --- 2 (adapter). AND weights, LoRA multipliers and files in the model's dtype ------------------
+
+
+@pytest.fixture(scope="module")
+def sd1() -> object:
+    from _tiny_pipelines import tiny_sd1
+
+    return tiny_sd1()
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_diffusers import write_lora
+
+    folder = tmp_path_factory.mktemp("loras")
+    write_lora(folder, "ink")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("prompt", "at"),
+    [
+        ("a cat, (red:1" + "0" * 30 + ") hat", "red"),
+        ("a cat // a comment\n[[(red:1" + "0" * 30 + ")]] hat", "red"),
+        ("a cat AND a dog:1" + "0" * 400, ":1"),
+        ("a cat AND a dog:1" + "0" * 30, ":1"),
+    ],
+)
+def test_encode_refuses_weights_past_the_bound_with_the_position(
+    sd1: object, prompt: str, at: str
+) -> None:
+    from promptweights.diffusers import encode
+
+    with pytest.raises(pw.InvalidWeightError, match="MAX_WEIGHT") as raised:
+        encode(sd1, prompt)
+    assert raised.value.source is not None
+    assert raised.value.pos is not None
+    assert raised.value.source[raised.value.pos :].startswith(at)
+
+
+@pytest.mark.parametrize(
+    "tag", ["<lora:ink:nan>", "<lora:ink:inf>", "<lora:ink:1e308>", "<lora:ink:1:te=nan>"]
+)
+def test_lora_multipliers_are_checked_with_the_position(
+    sd1: object, lora_dir: Path, tag: str
+) -> None:
+    from promptweights.diffusers import encode
+
+    prompt = "a cat, " + tag
+    with pytest.raises(pw.InvalidWeightError, match="MAX_MULTIPLIER") as raised:
+        encode(sd1, prompt, lora_dir=lora_dir)
+    assert raised.value.pos == prompt.index("<lora")
+    encode(sd1, "a cat, <lora:ink:-1000:te=1000>", lora_dir=lora_dir)  # the bound itself
+
+
+@pytest.mark.parametrize("kind", ["lora", "ti"])
+def test_files_are_checked_in_the_models_dtype(
+    sd1: object, lora_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from promptweights.diffusers import encode, load_textual_inversion
+
+    if kind == "lora":
+        weights = load_file(str(lora_dir / "ink.safetensors"))
+        key = next(iter(sorted(weights)))
+        weights[key] = weights[key].double()
+        weights[key][0] = 1e39  # finite in float64, infinite in the float32 model
+        save_file(weights, str(tmp_path / "big.safetensors"))
+        with pytest.raises(pw.NetworkFileError, match=f"{key!r}.*past the range of float32"):
+            encode(sd1, "a <lora:big:1>", lora_dir=tmp_path)
+    else:
+        width = sd1.text_encoder.get_input_embeddings().embedding_dim  # type: ignore[attr-defined]
+        vectors = torch.zeros(1, width, dtype=torch.float64)
+        vectors[0, 0] = -1e39
+        save_file({"emb_params": vectors}, str(tmp_path / "bigvec.safetensors"))
+        with pytest.raises(pw.NetworkFileError, match="past the range of float32"):
+            load_textual_inversion(sd1, tmp_path / "bigvec.safetensors")
+
+
+# --- 5. textual inversion does not hijack words --------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["red", "Red", "cat", "a"])
+def test_textual_inversion_refuses_a_word_of_the_vocabulary(tmp_path: Path, token: str) -> None:
+    import torch
+    from _tiny_pipelines import tiny_sd1
+    from safetensors.torch import save_file
+
+    from promptweights.diffusers import load_textual_inversion
+
+    pipe = tiny_sd1()
+    assert "red</w>" in pipe.tokenizer.get_vocab()
+    assert "red" not in pipe.tokenizer.get_vocab()  # only the word-final form is stored
+    before = pipe.tokenizer("a red cat").input_ids
+    width = pipe.text_encoder.get_input_embeddings().embedding_dim
+    save_file({"emb_params": torch.ones(1, width)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(pw.NetworkFileError, match="already has the token"):
+        load_textual_inversion(pipe, tmp_path / "x.safetensors", token=token)
+    assert pipe.tokenizer("a red cat").input_ids == before
+    assert load_textual_inversion(pipe, tmp_path / "x.safetensors", token="reddish-emb")
+
+
+def test_real_clip_words_collide_in_either_form() -> None:
+    from _tiny_models import SHARED_TOKENIZER
+
+    if not (SHARED_TOKENIZER / "vocab.json").is_file():
+        pytest.skip("../shared/clip-tokenizer is absent (a user's clone)")
+    from promptweights.diffusers.textual_inversion import _collides
+
+    vocab = json.loads((SHARED_TOKENIZER / "vocab.json").read_text(encoding="utf-8"))
+    for word in ("red", "masterpiece", "blurry", "hands", "Hands"):
+        assert _collides(word, vocab), word
+    assert not _collides("my-embedding-xyzzy", vocab)

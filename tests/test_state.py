@@ -1,10 +1,11 @@
 """A failed ``encode`` leaves the pipeline exactly as it was (issue 8, "State").
 
 Each case captures the whole pipeline before and after a failing call and compares: every
-component's ``state_dict`` (values, ``torch.equal``), every module's class (no peft-wrapped layers
-left), registered hooks on every module, peft adapters and their per-layer weights, the scheduler
-(object, config, timesteps, step index), the tokenizers (length, added vocabulary) and the outputs
-of the text encoder and the UNet on fixed inputs.
+component's ``state_dict`` (values, ``torch.equal``), every parameter's ``requires_grad`` and
+every module's ``training`` flag, the global torch RNG, every module's class (no peft-wrapped
+layers left), registered hooks on every module, peft adapters and their per-layer weights, the
+scheduler (object, config, timesteps, step index), the tokenizers (length, added vocabulary) and
+the outputs of the text encoder and the UNet on fixed inputs.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from safetensors.torch import load_file, save_file
 from test_diffusers import write_lora
 from torch import Tensor
 
+from promptweights import Limits
 from promptweights.diffusers import encode
 from promptweights.errors import (
     InvalidWeightError,
+    LimitExceededError,
     NetworkFileError,
     PromptweightsError,
     UnknownNameError,
@@ -61,7 +64,7 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def capture(pipe: Any) -> dict[str, Any]:
     """Everything a failed encode could have changed, as comparable values."""
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"global RNG": torch.get_rng_state()}
     for name, component in pipe.components.items():
         if not isinstance(component, torch.nn.Module):
             continue
@@ -69,6 +72,10 @@ def capture(pipe: Any) -> dict[str, Any]:
             k: v.detach().clone() for k, v in component.state_dict(keep_vars=True).items()
         }
         modules = list(component.named_modules())
+        state[f"{name} requires_grad"] = [
+            (k, p.requires_grad) for k, p in component.named_parameters()
+        ]
+        state[f"{name} training"] = [(n, m.training) for n, m in modules]
         state[f"{name} classes"] = [(n, type(m)) for n, m in modules]
         state[f"{name} module objects"] = [(n, id(m)) for n, m in modules]
         state[f"{name} hooks"] = [
@@ -148,6 +155,18 @@ FAILURES: list[tuple[str, str, dict[str, Any], type[BaseException]]] = [
     ("infinite weight", f"(a:{'9' * 400}) cat <lora:ink:1>", {}, InvalidWeightError),
     ("NaN weight", f"((a:{'9' * 400}):0) cat <lora:ink:1>", {}, InvalidWeightError),
     ("editing without steps", "a [cat:dog:0.5] <lora:ink:1>", {}, ValueError),
+    ("NaN LoRA multiplier", "a cat <lora:ink:nan>", {}, InvalidWeightError),
+    ("infinite te= multiplier", "a cat <lora:ink:1:te=inf>", {}, InvalidWeightError),
+    ("huge LoRA multiplier", "a cat <lora:ink:1e308>", {}, InvalidWeightError),
+    ("weight past the bound", "a (cat:1" + "0" * 30 + ") <lora:ink:1>", {}, InvalidWeightError),
+    # The limits found only while building, after the LoRA was loaded (issue 12, item 4).
+    ("rows after the LoRA", "a " * 100 + "<lora:ink:1>", {"rows": 1}, LimitExceededError),
+    (
+        "output tokens after the LoRA",
+        " BREAK ".join(["a"] * 40) + " <lora:ink:1>",
+        {"output_tokens": 77 * 10},
+        LimitExceededError,
+    ),
 ]
 
 
@@ -161,6 +180,9 @@ def test_failed_encode_changes_nothing(
     options: dict[str, Any] = {"lora_dir": lora_dir}
     if "loras" in extra:
         options["loras"] = {"evil": lora_dir / extra["loras"]}
+    limits = {k: v for k, v in extra.items() if k in ("rows", "output_tokens")}
+    if limits:
+        options["limits"] = Limits(**limits)
     before = capture(pipe)
     with pytest.raises(error):
         encode(pipe, prompt, **options)

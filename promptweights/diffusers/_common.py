@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,20 @@ from promptweights.errors import (
 )
 
 
-def _read_tensors(label: str, path: Path) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` file whose tensors must all be floating point and finite."""
+@contextlib.contextmanager
+def _keep_rng() -> Iterator[None]:
+    """Run a block without advancing the global torch RNG (CPU, and CUDA where it is set up)."""
+    initialized: Any = torch.cuda.is_initialized
+    cuda = list(range(torch.cuda.device_count())) if initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        yield
+
+
+def _read_tensors(label: str, path: Path, dtypes: Iterable[torch.dtype] = ()) -> dict[str, Tensor]:
+    """Read a ``.safetensors`` file whose tensors must all be floating point and finite, in their
+    own dtype and in each of ``dtypes`` (the model's: a float64 value past float32's range is
+    infinite once loaded into a float32 model)."""
+    dtypes = [d for d in dtypes if d.is_floating_point and torch.finfo(d).bits > 8]
     from safetensors.torch import load_file
 
     try:
@@ -36,6 +49,12 @@ def _read_tensors(label: str, path: Path) -> dict[str, Tensor]:
         values = tensor if tensor.element_size() > 1 else tensor.float()  # float8: no isfinite
         if not bool(torch.isfinite(values).all()):
             raise NetworkFileError(f"{label}: tensor {key!r} holds NaN or infinite values")
+        for dtype in dtypes:
+            if dtype != values.dtype and not bool(torch.isfinite(values.to(dtype)).all()):
+                raise NetworkFileError(
+                    f"{label}: tensor {key!r} holds values past the range of "
+                    f"{str(dtype).removeprefix('torch.')}, the model's dtype"
+                )
     return state
 
 
@@ -52,7 +71,8 @@ class _Snapshot:
 
     For every given object, and every submodule of a given module, it keeps the attributes and a
     copy of each dict, list and set attribute (a module's ``_modules``, ``_parameters``, hook
-    dicts, peft's ``scaling``…), plus which tensor each parameter holds. :meth:`restore` puts all of
+    dicts, peft's ``scaling``, ``training``…), plus which tensor each parameter holds and whether it
+    requires grad. :meth:`restore` puts all of
     it back into the same objects: modules wrapped or added by peft, registered hooks, changed
     adapter weights and resized embedding matrices are undone; tensor values written in place are
     not (LoRA and textual-inversion loading write none of the caller's). ``deep`` objects (a
@@ -61,7 +81,7 @@ class _Snapshot:
 
     def __init__(self, objects: Sequence[Any], deep: Sequence[Any] = ()) -> None:
         self._saved: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []
-        self._params: list[tuple[torch.nn.Parameter, Tensor]] = []
+        self._params: list[tuple[torch.nn.Parameter, Tensor, bool]] = []
         self._deep = [(obj, copy.deepcopy(vars(obj))) for obj in deep]
         seen: set[int] = set()
         for obj in objects:
@@ -80,7 +100,9 @@ class _Snapshot:
                 self._saved.append((member, attrs, contents))
                 if isinstance(member, torch.nn.Module):
                     self._params += [
-                        (p, p.data) for p in member._parameters.values() if p is not None
+                        (p, p.data, p.requires_grad)
+                        for p in member._parameters.values()
+                        if p is not None
                     ]
 
     @classmethod
@@ -111,7 +133,9 @@ class _Snapshot:
             if state.keys() != attrs.keys() or any(state[k] is not v for k, v in attrs.items()):
                 state.clear()
                 state.update(attrs)
-        for param, data in self._params:
+        for param, data, requires_grad in self._params:
+            if param.requires_grad != requires_grad:
+                param.requires_grad_(requires_grad)  # peft freezes the layers it adapts
             current = param.data
             if (
                 current.data_ptr() != data.data_ptr()

@@ -15,11 +15,13 @@ from promptweights.encoders import TextEncoder
 from promptweights.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
+    InvalidWeightError,
     LimitExceededError,
 )
-from promptweights.limits import DEFAULT_LIMITS, Limits
+from promptweights.limits import DEFAULT_LIMITS, MAX_WEIGHT, Limits
+from promptweights.schedules import split_and_with_tails
 from promptweights.strategies import Normalization, Strategy, get_normalization, get_strategy
-from promptweights.tokens import check_weights
+from promptweights.tokens import check_weights, span_position
 from promptweights.tree import ExtraNetwork
 
 from .conditioning import Conditioning, _Part, _Timeline
@@ -147,9 +149,32 @@ def _check_lengths(texts: Mapping[str, list[str] | None], limit: int) -> None:
                 )
 
 
-def _validate(text: str) -> None:
-    """Run the span parser early so that a bad weight fails before the pipeline is touched."""
-    check_weights(promptweights.weighted_spans(text))
+def _validate(text: str, source: str) -> None:
+    """Run the span parser early so that a bad weight fails before the pipeline is touched; the
+    error points into ``source``, the prompt as the user wrote it."""
+    spans = promptweights.weighted_spans(text)
+    try:
+        check_weights(spans)
+    except InvalidWeightError as error:
+        index = next(i for i, (_, w) in enumerate(spans) if not abs(w) <= MAX_WEIGHT)
+        pos = span_position(source, spans, index)
+        raise InvalidWeightError(
+            error.message, source=None if pos is None else source, pos=pos
+        ) from None
+
+
+def _check_and_weights(text: str) -> None:
+    """``a AND b:w``: each part's weight must be finite and within ``MAX_WEIGHT`` too."""
+    start = 0
+    for body, weight, tail in split_and_with_tails(text):
+        if not abs(weight) <= MAX_WEIGHT:
+            raise InvalidWeightError(
+                f"AND weight {weight!r} is not a finite number within ±{MAX_WEIGHT:g} "
+                "(promptweights.limits.MAX_WEIGHT)",
+                source=text,
+                pos=start + len(body) + max(tail.find(":"), 0),
+            )
+        start += len(body) + len(tail) + len("AND")
 
 
 def encode(
@@ -182,7 +207,7 @@ def encode(
             ``batch_rows`` (``False``: one forward pass per encoded row, bit-identical to the
             pipeline's one-text calls; ``True``: one pass for all rows of an encoder, faster on a
             GPU, may differ in the last bit); ``limits`` (a :class:`~promptweights.Limits`:
-            prompt length, schedule entries, AND parts, encoder rows).
+            prompt length, schedule entries, AND parts, encoder rows, output tokens).
 
     Returns:
         The :class:`Conditioning`; pass ``cond.pipeline_kwargs()`` to the pipeline, inside
@@ -193,7 +218,11 @@ def encode(
         NetworkFileError: a LoRA file that is missing, not ``.safetensors``, unreadable, or whose
             tensors do not fit the pipeline (the message names the file and key).
         UnsupportedPipelineError: a pipeline family this adapter does not know.
-        LimitExceededError: a prompt, schedule, AND split or row count past ``limits``.
+        LimitExceededError: a prompt, schedule, AND split, row count or output length past
+            ``limits``.
+        InvalidWeightError: a prompt weight, ``AND`` weight or LoRA multiplier that is not finite
+            or past its bound (``promptweights.limits.MAX_WEIGHT``, ``MAX_MULTIPLIER``), with its
+            position in the prompt; or conditioning that would not be finite.
         ValueError: editing without ``steps``, batch sizes that do not match, unknown options.
     """
     known = {
@@ -279,6 +308,7 @@ def encode(
                 networks += found
                 others.append(promptweights.split_and(text, max_parts=limits.and_parts))
         main_parts = promptweights.split_and(main, max_parts=limits.and_parts)
+        _check_and_weights(main)
         image_parts = []
         for j, (text, weight) in enumerate(main_parts):
             texts = [text]
@@ -303,12 +333,24 @@ def encode(
             )
         ends, variants = _merge([_schedule(t, schedule_steps, options) for t in negative_texts])
         negative_parts.append(_Part(1.0, ends, variants))
-    for part in [p for image_parts in parts for p in image_parts] + negative_parts:
-        for variant in part.texts:
-            for text in set(variant):
-                _validate(text)
-    first_networks = list(_clean(prompts[0])[1])
-    lora_plan = _plan_loras(pipe, first_networks, options.get("lora_dir"), options.get("loras"))
+    for image in range(batch):
+        for given, image_parts in (
+            ((prompts, *extra_prompts), parts[image]),
+            ((negatives, *extra_negatives), [negative_parts[image]]),
+        ):
+            for part in image_parts:
+                for variant in part.texts:
+                    for slot, text in enumerate(variant):
+                        source = (given[slot] or given[0])[image]  # type: ignore[index]
+                        _validate(text, source)
+    first_text = promptweights.strip_comments(prompts[0])
+    lora_plan = _plan_loras(
+        pipe,
+        promptweights.extra_networks(first_text)[1],
+        options.get("lora_dir"),
+        options.get("loras"),
+        source=first_text,
+    )
     slots = _slots(
         pipe,
         family,
@@ -331,6 +373,7 @@ def encode(
             comma_backtrack=int(options.get("comma_backtrack", 20)),
             t5_length=int(options.get("max_sequence_length") or family.sequence_length or 0),
             max_rows=limits.rows,
+            max_output_tokens=limits.output_tokens,
         )
     except BaseException:
         if undo is not None:
@@ -369,6 +412,7 @@ def _encode_all(
     comma_backtrack: int,
     t5_length: int,
     max_rows: int,
+    max_output_tokens: int,
 ) -> _Timeline:
     all_parts = [p for image in parts for p in image] + negatives
     positives = len(all_parts) - len(negatives)
@@ -386,6 +430,7 @@ def _encode_all(
             comma_backtrack=comma_backtrack,
             equal_length=False,
             max_rows=max_rows,
+            max_output_tokens=max_output_tokens,
         )
         cached = slot.encoder.cached_empty()
         empty = cached[0] if cached is not None else result.groups[-1].embeds[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -14,13 +15,15 @@ import torch
 from torch import Tensor
 
 from promptweights.errors import (
+    InvalidWeightError,
     NetworkFileError,
     UnknownNameError,
     UnsupportedPipelineError,
 )
+from promptweights.limits import MAX_MULTIPLIER
 from promptweights.tree import ExtraNetwork
 
-from ._common import _read_tensors, _shape, _Snapshot
+from ._common import _keep_rng, _read_tensors, _shape, _Snapshot
 
 _ADAPTER_PREFIX = "pw_"
 
@@ -38,6 +41,27 @@ def _available_loras(
     for name, given in (loras or {}).items():
         available[name] = Path(given)
     return available
+
+
+def _check_multipliers(tag: ExtraNetwork, source: str | None) -> None:
+    for what, value in (("text-encoder", tag.te_weight), ("UNet", tag.unet_weight)):
+        if not math.isfinite(value) or abs(value) > MAX_MULTIPLIER:
+            raise InvalidWeightError(
+                f"LoRA {tag.name!r}: {what} multiplier {value!r} is not a finite number within "
+                f"±{MAX_MULTIPLIER:g} (promptweights.limits.MAX_MULTIPLIER)",
+                source=source if source is not None and tag.pos >= 0 else None,
+                pos=tag.pos if source is not None and tag.pos >= 0 else None,
+            )
+
+
+def _model_dtypes(pipe: Any) -> set[torch.dtype]:
+    """The floating-point dtypes LoRA weights would be used in: those of the adaptable modules."""
+    dtypes: set[torch.dtype] = set()
+    for name in getattr(pipe, "_lora_loadable_modules", ()):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            dtypes |= {p.dtype for p in module.parameters() if p.is_floating_point()}
+    return dtypes
 
 
 def _adapter_name(name: str) -> str:
@@ -58,10 +82,13 @@ def _plan_loras(
     networks: Sequence[ExtraNetwork],
     lora_dir: str | Path | None,
     loras: Mapping[str, str | Path] | None,
+    source: str | None = None,
 ) -> _LoraPlan | None:
     if lora_dir is None and loras is None:
         return None
     tags = [n for n in networks if n.kind in ("lora", "lyco")]
+    for tag in tags:
+        _check_multipliers(tag, source)
     available = _available_loras(lora_dir, loras)
     loaded = _loaded_adapters(pipe)
     plan = _LoraPlan([], {})
@@ -81,7 +108,7 @@ def _plan_loras(
         adapter = _adapter_name(tag.name)
         if adapter not in loaded and adapter not in plan.state_dicts:
             label = f"LoRA {tag.name!r} ({str(path)!r})"
-            state = _read_tensors(label, path)
+            state = _read_tensors(label, path, dtypes=_model_dtypes(pipe))
             _check_lora(pipe, label, state)
             plan.state_dicts[adapter] = state
             plan.labels[adapter] = label
@@ -308,8 +335,10 @@ def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
         raise UnsupportedPipelineError(f"{type(pipe).__name__} cannot load LoRA weights")
     snapshot = _Snapshot.of_pipeline(pipe)
     try:
-        for adapter, state in plan.state_dicts.items():
-            _load_lora(pipe, adapter, state, plan.labels.get(adapter, adapter))
+        # peft draws the new layers' initial weights at random: keep the caller's RNG.
+        with _keep_rng():
+            for adapter, state in plan.state_dicts.items():
+                _load_lora(pipe, adapter, state, plan.labels.get(adapter, adapter))
         listed: dict[str, list[str]] = pipe.get_list_adapters()
         names: list[str] = []
         weights: list[dict[str, float]] = []

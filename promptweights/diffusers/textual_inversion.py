@@ -25,16 +25,17 @@ _MAX_TI_VECTORS = 75
 def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None) -> str:
     """Load a textual-inversion embedding from a ``.safetensors`` file into ``pipe``.
 
-    Reads A1111's format (one ``emb_params`` tensor; SDXL files hold ``clip_l`` and ``clip_g``),
-    and diffusers' one-tensor files. Everything is checked before the pipeline is touched: the
-    suffix (pickles are never loaded), that safetensors can read the file, floating-point and finite
-    values, one ``(vectors, width)`` tensor (or one ``(width,)`` vector) per text encoder with the
-    encoder's embedding width, 1 to 75 vectors (the same number in ``clip_l`` and ``clip_g``), and a
-    token the tokenizers do not have yet. The vectors are then registered with diffusers'
-    ``load_textual_inversion`` (SDXL: both tokenizer/text-encoder pairs; the refiner: ``clip_g``
-    only), so :func:`encode` finds the name in prompts, inside weighted spans too
-    (``(name:1.2)`` scales all its vectors). On any failure the tokenizers and embedding matrices
-    are exactly as before.
+    Reads A1111's format (one ``emb_params`` tensor; SDXL files hold ``clip_l`` and ``clip_g``), and
+    diffusers' one-tensor files. Everything is checked before the pipeline is touched: the suffix
+    (pickles are never loaded), that safetensors can read the file, floating-point and finite values
+    (also in the text encoder's dtype), one ``(vectors, width)`` tensor (or one ``(width,)`` vector)
+    per text encoder with the encoder's embedding width, 1 to 75 vectors (the same number in
+    ``clip_l`` and ``clip_g``), and a token the tokenizers do not have yet, in either vocabulary
+    form (``red`` or ``red</w>``: an ordinary word would otherwise be tokenised differently in every
+    prompt). The vectors are then registered with diffusers' ``load_textual_inversion`` (SDXL: both
+    tokenizer/text-encoder pairs; the refiner: ``clip_g`` only), so :func:`encode` finds the name in
+    prompts, inside weighted spans too (``(name:1.2)`` scales all its vectors). On any failure the
+    tokenizers and embedding matrices are exactly as before.
 
     Args:
         pipe: an SD 1.x/2.x or SDXL (base or refiner) pipeline.
@@ -67,8 +68,9 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
         raise NetworkFileError(f"{label}: no file at {str(path)!r}")
     if not name.strip():
         raise NetworkFileError(f"{label}: the token is empty")
-    state = _read_tensors(label, path)
     targets = _ti_targets(pipe, family)
+    dtypes = {e.get_input_embeddings().weight.dtype for _, e, _, _ in targets}
+    state = _read_tensors(label, path, dtypes=dtypes)
     vectors = _ti_vectors(label, {part for _, _, _, part in targets}, state)
     for component, encoder, tokenizer, part in targets:
         key, tensor = vectors[part]
@@ -80,11 +82,12 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
             )
         taken = [name] + [f"{name}_{i}" for i in range(1, max(tensor.shape[0], 2))]
         vocab = tokenizer.get_vocab()
-        clash = next((t for t in taken if t in vocab), None)
+        clash = next((t for t in taken if _collides(t, vocab)), None)
         if clash is not None:
             raise NetworkFileError(
                 f"{label}: the tokenizer of {component} already has the token {clash!r} (an "
-                "embedding of that name is loaded, or it is in the vocabulary); pass another token="
+                "embedding of that name is loaded, or it is in the vocabulary, where it would "
+                "change every prompt that uses the word); pass another token="
             )
     configs = [e.config for _, e, _, _ in targets if getattr(e, "config", None) is not None]
     snapshot = _Snapshot(
@@ -103,6 +106,13 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
             raise NetworkFileError(f"{label}: diffusers could not register it ({exc})") from exc
         raise
     return name
+
+
+def _collides(token: str, vocab: Mapping[str, int]) -> bool:
+    """Whether ``token`` is a word of the vocabulary already: as written, or in the form CLIP's
+    BPE stores a whole word (``red</w>``), also lower-cased as CLIP reads prompts."""
+    forms = {token, token.lower()}
+    return any(form in vocab or f"{form}</w>" in vocab for form in forms)
 
 
 def _ti_targets(pipe: Any, family: Family) -> list[tuple[str, Any, Any, str]]:
