@@ -535,10 +535,10 @@ def test_lora_from_a_mapping_and_a_subfolder(lora_dir: Path) -> None:
     assert cond.prompt_embeds.shape == (1, 77, 32)
 
 
-def test_unknown_lora_lists_the_available_ones_and_changes_nothing(lora_dir: Path) -> None:
+def test_unknown_lora_suggests_close_ones_and_changes_nothing(lora_dir: Path) -> None:
     pipe = tiny_sd1()
-    with pytest.raises(UnknownNameError, match="ink, paper"):
-        encode(pipe, "a cat <lora:nope:1>", lora_dir=lora_dir)
+    with pytest.raises(UnknownNameError, match="did you mean 'ink'"):
+        encode(pipe, "a cat <lora:inks:1>", lora_dir=lora_dir)
     assert not hasattr(pipe.unet, "peft_config")
 
 

@@ -573,3 +573,75 @@ def test_real_clip_words_collide_in_either_form() -> None:
     for word in ("red", "masterpiece", "blurry", "hands", "Hands"):
         assert _collides(word, vocab), word
     assert not _collides("my-embedding-xyzzy", vocab)
+
+
+# --- 9. the LoRA folder ---------------------------------------------------------------------------
+
+
+def _plan(pipe: object, folder: Path, prompt: str) -> object:
+    from promptweights.diffusers.lora import _plan_loras
+
+    return _plan_loras(pipe, pw.extra_networks(prompt)[1], folder, None)
+
+
+def test_lora_symlinks_out_of_the_folder_are_not_followed(
+    sd1: object, lora_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "loras"
+    (folder / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.safetensors").write_bytes((lora_dir / "ink.safetensors").read_bytes())
+    (folder / "ink.safetensors").write_bytes((lora_dir / "ink.safetensors").read_bytes())
+    (folder / "secret.safetensors").symlink_to(outside / "secret.safetensors")
+    (folder / "alias.safetensors").symlink_to(folder / "ink.safetensors")  # inside: fine
+    (folder / "sub" / "linked").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(pw.NetworkFileError, match="symlink to a file outside"):
+        _plan(sd1, folder, "<lora:secret:1>")
+    assert _plan(sd1, folder, "<lora:alias:1>") is not None
+    with pytest.raises(pw.UnknownNameError):
+        _plan(sd1, outside.parent / "loras" / "sub", "<lora:secret:1>")
+
+
+def test_unknown_lora_suggests_close_names_only(sd1: object, tmp_path: Path) -> None:
+    for i in range(30):
+        (tmp_path / f"style_{i:02d}.safetensors").write_bytes(b"")
+    (tmp_path / "inkwash.safetensors").write_bytes(b"")
+    with pytest.raises(pw.UnknownNameError) as raised:
+        _plan(sd1, tmp_path, "<lora:inkwsh:1>")
+    message = str(raised.value)
+    assert "'inkwash'" in message
+    assert "style_" not in message
+    assert "31 LoRAs" in message
+    with pytest.raises(pw.UnknownNameError) as raised:
+        _plan(sd1, tmp_path, "<lora:style_1:1>")
+    assert str(raised.value).count("style_") <= 5 + 1  # five suggestions and the name itself
+    with pytest.raises(pw.UnknownNameError, match="no name is close"):
+        _plan(sd1, tmp_path, "<lora:zzzzzzzz:1>")
+
+
+def test_lora_folder_scan_is_cached_until_a_folder_changes(
+    sd1: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from promptweights.diffusers import lora
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.safetensors").write_bytes(b"")
+    walks: list[object] = []
+    real_walk = os.walk
+
+    def counting_walk(*args: object, **kwargs: object) -> object:
+        walks.append(args[0])
+        return real_walk(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(lora.os, "walk", counting_walk)
+    for _ in range(3):
+        with pytest.raises(pw.UnknownNameError):
+            _plan(sd1, tmp_path, "<lora:b:1>")
+    assert len(walks) == 1
+    (tmp_path / "sub" / "b.safetensors").write_bytes(b"")  # a change one folder down
+    with pytest.raises(pw.NetworkFileError):  # found now: an empty file is not readable
+        _plan(sd1, tmp_path, "<lora:b:1>")
+    assert len(walks) == 2

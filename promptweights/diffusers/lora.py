@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -28,19 +30,87 @@ from ._common import _keep_rng, _read_tensors, _shape, _Snapshot
 _ADAPTER_PREFIX = "pw_"
 
 
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """One scan of a LoRA folder: the files by name, the names of symlinks that lead out of it,
+    and the modification time of every folder in it (what says whether the scan is stale)."""
+
+    found: dict[str, Path]
+    outside: frozenset[str]
+    folders: tuple[tuple[str, int], ...]
+
+
+# Per folder (resolved): the last scan. A scan is reused while no folder in the tree changed.
+_SCANS: dict[Path, _Scan] = {}
+_MAX_SCANS = 64
+
+
+def _folder_times(folders: Sequence[str]) -> tuple[tuple[str, int], ...] | None:
+    try:
+        return tuple((f, os.stat(f, follow_symlinks=False).st_mtime_ns) for f in folders)
+    except OSError:
+        return None
+
+
+def _scan_loras(root: Path) -> _Scan:
+    """The ``.safetensors`` files under ``root`` by stem (the first in sorted order wins), cached
+    per folder until a folder in the tree changes. Symlinked folders are not entered, and a
+    symlinked file counts only when it resolves inside ``root``."""
+    cached = _SCANS.get(root)
+    if cached is not None and _folder_times([f for f, _ in cached.folders]) == cached.folders:
+        return cached
+    files: list[Path] = []
+    outside: set[str] = set()
+    folders: list[str] = []
+    for folder, _, names in os.walk(root, followlinks=False):
+        folders.append(folder)
+        for name in names:
+            if not name.endswith(".safetensors"):
+                continue
+            path = Path(folder, name)
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    outside.add(path.stem)
+                    continue
+            files.append(path)
+    found: dict[str, Path] = {}
+    for path in sorted(files):
+        found.setdefault(path.stem, path)
+    times = _folder_times(folders)
+    scan = _Scan(found, frozenset(outside - set(found)), times or ())
+    if times is not None:
+        if len(_SCANS) >= _MAX_SCANS:
+            _SCANS.pop(next(iter(_SCANS)))
+        _SCANS[root] = scan
+    return scan
+
+
 def _available_loras(
     lora_dir: str | Path | None, loras: Mapping[str, str | Path] | None
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], frozenset[str]]:
+    """The LoRAs by name, and the names in ``lora_dir`` that are symlinks out of it."""
     available: dict[str, Path] = {}
+    outside: frozenset[str] = frozenset()
     if lora_dir is not None:
         root = Path(lora_dir)
         if not root.is_dir():
             raise NetworkFileError(f"lora_dir {str(root)!r} is not a directory")
-        for path in sorted(root.rglob("*.safetensors")):
-            available.setdefault(path.stem, path)
+        scan = _scan_loras(root.resolve())
+        available.update(scan.found)
+        outside = scan.outside
     for name, given in (loras or {}).items():
         available[name] = Path(given)
-    return available
+    return available, outside
+
+
+def _unknown_lora(name: str, available: Mapping[str, Path]) -> UnknownNameError:
+    """The error for an unknown LoRA: up to five close names, not the whole folder."""
+    close = difflib.get_close_matches(name, list(available), n=5)
+    error = UnknownNameError("LoRA", name, close)
+    hint = f"did you mean {', '.join(map(repr, close))}?" if close else "no name is close"
+    error.args = (f"unknown LoRA {name!r}; {hint} ({len(available)} LoRAs known)",)
+    return error
 
 
 def _check_multipliers(tag: ExtraNetwork, source: str | None) -> None:
@@ -89,12 +159,17 @@ def _plan_loras(
     tags = [n for n in networks if n.kind in ("lora", "lyco")]
     for tag in tags:
         _check_multipliers(tag, source)
-    available = _available_loras(lora_dir, loras)
+    available, outside = _available_loras(lora_dir, loras)
     loaded = _loaded_adapters(pipe)
     plan = _LoraPlan([], {})
     for tag in tags:
+        if tag.name in outside:
+            raise NetworkFileError(
+                f"LoRA {tag.name!r} in lora_dir is a symlink to a file outside it; "
+                "promptweights does not follow those"
+            )
         if tag.name not in available:
-            raise UnknownNameError("LoRA", tag.name, sorted(available))
+            raise _unknown_lora(tag.name, available)
         path = available[tag.name]
         if path.suffix != ".safetensors":
             raise NetworkFileError(
