@@ -556,4 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).splitlines()[0]
         print(f"promptweights: error: {message}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(
+            "promptweights: error: out of memory (lower the size, steps or grid)", file=sys.stderr
+        )
+        return 2
     return 0

@@ -91,6 +91,13 @@ class TextEncoder:
             raise InvalidArgumentError(
                 f"layer counts from the end and must be negative, got {self.layer}"
             )
+        layers = getattr(getattr(self.model, "config", None), "num_hidden_layers", None)
+        if isinstance(layers, int) and self.layer < -(layers + 1):
+            # hidden_states holds the embeddings and one state per layer: clip skip too large.
+            raise InvalidArgumentError(
+                f"layer {self.layer} (clip skip {-self.layer}) is past the {layers} layers of "
+                f"{type(self.model).__name__}"
+            )
         if self.rows_per_call is not None and self.rows_per_call < 1:
             raise InvalidArgumentError(
                 f"rows_per_call must be at least 1, got {self.rows_per_call}"

@@ -645,3 +645,27 @@ def test_lora_folder_scan_is_cached_until_a_folder_changes(
     with pytest.raises(pw.NetworkFileError):  # found now: an empty file is not readable
         _plan(sd1, tmp_path, "<lora:b:1>")
     assert len(walks) == 2
+
+
+# --- found by the command-line fuzz --------------------------------------------------------------
+
+
+def test_a_clip_skip_past_the_layers_is_an_error_not_an_index_error(sd1: object) -> None:
+    from promptweights.diffusers import encode
+
+    encode(sd1, "a cat", clip_skip=1)
+    with pytest.raises(pw.InvalidArgumentError, match="past the 3 layers"):
+        encode(sd1, "a cat", clip_skip=999)
+
+
+def test_the_cli_turns_running_out_of_memory_into_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import promptweights.cli as cli
+
+    def exhausted(*args: object, **kwargs: object) -> str:
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "explain", exhausted)
+    code, err = _cli(["explain", "a"], capsys)
+    _one_line(code, err, "out of memory")
