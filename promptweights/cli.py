@@ -8,8 +8,9 @@ embedded toy model (:mod:`promptweights.toy`), so a new user sees real output of
 imported only inside the subcommands that need them. ``accelerate launch --multi_gpu
 --num_processes N -m promptweights compare …`` shards a grid (each process on its own device).
 
-Every error the library raises on purpose, and a model that cannot be loaded, becomes one line on
-stderr and exit code 2.
+Every error the library raises on purpose, a model that cannot be loaded, a write that fails and
+running out of memory become one line on stderr and exit code 2. ``compare`` checks its output
+folder (empty unless ``--overwrite``, writable), ``--device`` and ``--size`` before loading a model.
 """
 
 from __future__ import annotations
