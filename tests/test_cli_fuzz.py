@@ -11,6 +11,7 @@ paths. Each case runs ``promptweights.cli.main`` in its own interpreter under an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,7 +137,13 @@ def _run(argv: list[str], stdin: str, out: str, folder: Path) -> subprocess.Comp
         text=True,
         timeout=300,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        # No GPU: CUDA's start-up maps more address space than the limit allows.
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+        },
     )
 
 

@@ -9,6 +9,7 @@ checked in a subprocess under ``RLIMIT_AS`` (the old code needed gigabytes there
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,6 +40,7 @@ def _run_limited(code: str, megabytes: int = 2048, timeout: int = 300) -> dict[s
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -623,20 +625,18 @@ def test_unknown_lora_suggests_close_names_only(sd1: object, tmp_path: Path) -> 
 def test_lora_folder_scan_is_cached_until_a_folder_changes(
     sd1: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
-    from promptweights.diffusers import lora
+    from typing import Any
 
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.safetensors").write_bytes(b"")
     walks: list[object] = []
     real_walk = os.walk
 
-    def counting_walk(*args: object, **kwargs: object) -> object:
+    def counting_walk(*args: Any, **kwargs: Any) -> Any:
         walks.append(args[0])
-        return real_walk(*args, **kwargs)  # type: ignore[call-overload]
+        return real_walk(*args, **kwargs)
 
-    monkeypatch.setattr(lora.os, "walk", counting_walk)
+    monkeypatch.setattr(os, "walk", counting_walk)
     for _ in range(3):
         with pytest.raises(pw.UnknownNameError):
             _plan(sd1, tmp_path, "<lora:b:1>")
