@@ -136,7 +136,7 @@ class _Budget:
             f"this request needs more than {self.tokens} tokens of conditioning ({what} past "
             f"{self.windows} windows of {self.window}: texts × chunks, padded to the longest, "
             f"plus one window per chunk for each extra encoding of the strategy); the limit is "
-            f"{self.tokens} (max_output_tokens)"
+            f"{self.tokens} (max_output_tokens, Limits.output_tokens)"
         )
 
 

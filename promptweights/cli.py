@@ -260,15 +260,18 @@ def _size(text: str | None) -> tuple[int | None, int | None]:
     if text is None:
         return None, None
     width, x, height = text.lower().partition("x")
-    if not x or not width.isascii() or not height.isascii():
-        width = ""
-    if not width.isdigit() or not height.isdigit() or len(width) > 6 or len(height) > 6:
+    if not (x and _short_number(width) and _short_number(height)):
         raise PromptweightsError(f"--size takes WIDTHxHEIGHT, e.g. 512x768; not {text!r}")
     if int(width) % 8 or int(height) % 8 or not int(width) or not int(height):
         raise PromptweightsError(f"--size {text!r}: width and height must be multiples of 8")
     if int(width) > MAX_SIZE or int(height) > MAX_SIZE:
         raise PromptweightsError(f"--size {text!r}: at most {MAX_SIZE} pixels per side")
     return int(width), int(height)
+
+
+def _short_number(text: str) -> bool:
+    """ASCII digits, few enough for ``int`` (it refuses 4,300 digits and more)."""
+    return text.isascii() and text.isdigit() and len(text) <= 6
 
 
 def _check_device(device: str) -> str:
