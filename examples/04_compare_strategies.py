@@ -26,7 +26,10 @@ def main(out: Path | None = None) -> None:
     out = out or Path(tempfile.gettempdir()) / "promptweights-04-compare"
     pipe = toy.load_pipeline()
     axes = [Axis("strategy", ("a1111", "comfy", "compel"))]
-    result = compare(pipe, PROMPT, axes, seed=7, steps=6, cfg=4.0, out_dir=out, progress=False)
+    # overwrite=True: the example owns this folder, and a second run replaces its files.
+    result = compare(
+        pipe, PROMPT, axes, seed=7, steps=6, cfg=4.0, out_dir=out, overwrite=True, progress=False
+    )
     print(f"{len(result.cells)} cells, {result.encoded} conditionings encoded")
     print("cell  prompt                                strategy  cos.dist  pixel.dist")
     for m in result.metrics:

@@ -30,7 +30,7 @@ def main(out: Path | None = None) -> None:
     # 1. An image saved with its infotext (a one-cell comparison grid).
     prompt = "a (green:1.3) square, [orange] background"
     settings = {"strategy": "comfy", "sampler": "Euler", "seed": 42, "steps": 8, "cfg": 4.0}
-    compare(pipe, prompt, out_dir=out, progress=False, **settings)
+    compare(pipe, prompt, out_dir=out, overwrite=True, progress=False, **settings)
     path = out / "cells" / "000.png"
     # 2. Read the text back and map it to a diffusers scheduler and keyword arguments.
     params = infotext.read_image(path)
