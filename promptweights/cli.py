@@ -499,6 +499,7 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
             ],
         }
     from .compare import settings_from_infotext
+    from .settings import pipeline_clip_skip
 
     choice = params.sampler_choice()
     settings = settings_from_infotext(params)
@@ -507,8 +508,7 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
         "negative_prompt": params.negative_prompt,
         "strategy": settings.get("strategy", "a1111"),
         "normalization": settings.get("normalization", "none"),
-        # A1111's "Clip skip N" is the pipelines' clip_skip=N-1 (None: the last layer).
-        "clip_skip": params.clip_skip - 1 or None,
+        "clip_skip": pipeline_clip_skip(params.clip_skip),
         "steps": params.steps,
         "second_order": choice.second_order,
     }

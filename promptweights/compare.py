@@ -437,6 +437,7 @@ def _adapter_encode(
     second_order: bool,
 ) -> Any:
     from .diffusers import encode
+    from .settings import pipeline_clip_skip
 
     return encode(
         pipe,
@@ -444,7 +445,7 @@ def _adapter_encode(
         negative_prompt,
         strategy=strategy,
         normalization=normalization,
-        clip_skip=clip_skip - 1 or None,  # A1111's "Clip skip N" is diffusers' clip_skip=N-1
+        clip_skip=pipeline_clip_skip(clip_skip),
         steps=steps,
         second_order=second_order,
     )

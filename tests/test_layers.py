@@ -28,6 +28,7 @@ LAYERS = [
         "parsing",
         "infotext",
         "samplers",
+        "settings",
         "__init__",
     },
     {"tokens"},

@@ -20,6 +20,7 @@ from promptweights.errors import (
 )
 from promptweights.limits import DEFAULT_LIMITS, MAX_WEIGHT, Limits
 from promptweights.schedules import split_and_with_tails
+from promptweights.settings import a1111_clip_skip
 from promptweights.strategies import Normalization, Strategy, get_normalization, get_strategy
 from promptweights.tokens import check_weights, span_position
 from promptweights.tree import ExtraNetwork
@@ -67,7 +68,7 @@ class _Slot:
 def _slots(
     pipe: Any,
     family: Family,
-    clip_skip: int | None,
+    clip_skip: int,
     max_sequence_length: int | None,
     batch_rows: bool,
 ) -> list[_Slot]:
@@ -354,7 +355,7 @@ def encode(
     slots = _slots(
         pipe,
         family,
-        clip_skip,
+        a1111_clip_skip(clip_skip),
         options.get("max_sequence_length"),
         bool(options.get("batch_rows", False)),
     )

@@ -59,11 +59,15 @@ class Tower:
         self,
         pipe: Any,
         cls: type[TextEncoder],
-        clip_skip: int | None,
+        clip_skip: int,
         max_sequence_length: int | None,
         default_length: int | None,
     ) -> TextEncoder | None:
-        """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks)."""
+        """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks).
+
+        ``clip_skip`` is A1111's "Clip skip N" (1: the last layer), as :class:`TextEncoder` takes
+        it; a tower without ``clip_skip`` always reads the last layer its kind reads.
+        """
         model = getattr(pipe, self.component)
         if model is None and self.optional:
             return None
@@ -71,8 +75,9 @@ class Tower:
         if self.kind == "t5":
             return cls.t5(model, tokenizer, max_length=max_sequence_length or default_length)
         build = cls.clip if self.kind == "clip" else cls.sdxl
-        skip = 1 + (clip_skip or 0) if self.clip_skip else 1
-        return build(model, tokenizer, clip_skip=skip, pooled=self.pooled)
+        return build(
+            model, tokenizer, clip_skip=clip_skip if self.clip_skip else 1, pooled=self.pooled
+        )
 
 
 #: ``layout(pipe, outputs, t5_length)``: one group's embeds and pooled vector from the outputs of

@@ -11,6 +11,7 @@ import torch
 from promptweights.errors import (
     UnsupportedPipelineError,
 )
+from promptweights.settings import pipeline_clip_skip
 from promptweights.strategies import get_strategy
 
 from .encode import encode
@@ -47,7 +48,8 @@ class Rerun:
         sampler: the resolved sampler (diffusers scheduler class and config).
         steps: sampling steps (A1111's default 20 when missing).
         strategy: the weighting strategy (``Emphasis`` mode or ``Prompt weighting``).
-        clip_skip: diffusers' ``clip_skip`` (A1111's "Clip skip N" is ``N - 1``; None for 1).
+        clip_skip: the pipelines' ``clip_skip`` (A1111's "Clip skip N" is ``N - 1``; None for 1;
+            see :mod:`promptweights.settings`).
         unsupported: settings present in the text that diffusers cannot reproduce.
     """
 
@@ -103,7 +105,7 @@ def plan_rerun(source: Any, *, a1111_fallback: bool = False) -> Rerun:
     unsupported = tuple(key for key in UNSUPPORTED_SETTINGS if key in written)
     if params.settings.get("RNG", "GPU") not in ("GPU", "CPU"):
         unsupported += (f"RNG: {params.settings['RNG']}",)
-    clip_skip = params.clip_skip - 1 if params.clip_skip > 1 else None
+    clip_skip = pipeline_clip_skip(params.clip_skip)
     return Rerun(params, choice, params.steps or 20, strategy, clip_skip, unsupported)
 
 
