@@ -498,28 +498,27 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
                 {"kind": d.kind, "message": d.message, "pos": d.pos} for d in params.diagnostics
             ],
         }
-    from .compare import settings_from_infotext
-    from .settings import pipeline_clip_skip
+    from .settings import run_settings
 
     choice = params.sampler_choice()
-    settings = settings_from_infotext(params)
+    settings = run_settings(params)
     encode: dict[str, Any] = {
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
-        "strategy": settings.get("strategy", "a1111"),
-        "normalization": settings.get("normalization", "none"),
-        "clip_skip": pipeline_clip_skip(params.clip_skip),
-        "steps": params.steps,
+        "prompt": settings.prompt,
+        "negative_prompt": settings.negative_prompt,
+        "strategy": settings.strategy,
+        "normalization": "none" if settings.normalization is None else settings.normalization,
+        "clip_skip": settings.pipeline_clip_skip,
+        "steps": settings.steps,
         "second_order": choice.second_order,
     }
     pipeline = {
-        "num_inference_steps": params.steps,
-        "guidance_scale": params.cfg_scale,
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.cfg_scale,
         "width": params.width,
         "height": params.height,
         "generator": None
-        if params.seed is None
-        else f"torch.Generator('cpu').manual_seed({params.seed})",
+        if settings.seed is None
+        else f"torch.Generator('cpu').manual_seed({settings.seed})",
     }
     return {
         "scheduler": {

@@ -1171,26 +1171,18 @@ def settings_from_infotext(params: Any) -> dict[str, Any]:
     cfg=4.0
     seed=7
     """
-    written = params.written
+    from .settings import run_settings
+
+    read = run_settings(params)
     settings: dict[str, Any] = {
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
+        "prompt": read.prompt,
+        "negative_prompt": read.negative_prompt,
+        "strategy": read.strategy,
     }
-    settings["strategy"] = params.strategy
-    if "Token normalization" in written:
-        settings["normalization"] = written["Token normalization"]
-    settings["clip_skip"] = params.clip_skip
-    if params.steps is not None:
-        settings["steps"] = params.steps
-    if params.sampler:
-        schedule = params.schedule_type
-        settings["sampler"] = (
-            params.sampler if schedule in ("", "Automatic") else f"{params.sampler} {schedule}"
-        )
-    if params.cfg_scale is not None:
-        settings["cfg"] = params.cfg_scale
-    if params.seed is not None:
-        settings["seed"] = params.seed
-    if params.width and params.height:
-        settings["width"], settings["height"] = params.width, params.height
+    if read.normalization is not None:
+        settings["normalization"] = read.normalization
+    settings["clip_skip"] = read.clip_skip
+    optional = {"steps": read.steps, "sampler": read.sampler, "cfg": read.cfg_scale}
+    optional.update(seed=read.seed, width=read.width, height=read.height)
+    settings.update((key, value) for key, value in optional.items() if value is not None)
     return settings

@@ -8,10 +8,8 @@ from typing import Any
 
 import torch
 
-from promptweights.errors import (
-    UnsupportedPipelineError,
-)
-from promptweights.settings import pipeline_clip_skip
+from promptweights.errors import UnsupportedPipelineError
+from promptweights.settings import run_settings
 from promptweights.strategies import get_strategy
 
 from .encode import encode
@@ -99,14 +97,20 @@ def plan_rerun(source: Any, *, a1111_fallback: bool = False) -> Rerun:
         raise UnsupportedPipelineError(
             f"no diffusers scheduler for {choice.sampler}: {choice.reason}"
         )
-    strategy = params.strategy
-    get_strategy(strategy)  # unknown names fail here, before any model work
+    settings = run_settings(params)
+    get_strategy(settings.strategy)  # unknown names fail here, before any model work
     written = params.written
     unsupported = tuple(key for key in UNSUPPORTED_SETTINGS if key in written)
     if params.settings.get("RNG", "GPU") not in ("GPU", "CPU"):
         unsupported += (f"RNG: {params.settings['RNG']}",)
-    clip_skip = pipeline_clip_skip(params.clip_skip)
-    return Rerun(params, choice, params.steps or 20, strategy, clip_skip, unsupported)
+    return Rerun(
+        params,
+        choice,
+        settings.steps or 20,
+        settings.strategy,
+        settings.pipeline_clip_skip,
+        unsupported,
+    )
 
 
 def from_infotext(
@@ -140,17 +144,17 @@ def from_infotext(
     from promptweights.samplers import build_scheduler, model_sigmas, schedule_sigmas
 
     plan = plan_rerun(source, a1111_fallback=a1111_fallback)
-    params, choice = plan.params, plan.sampler
+    settings, choice = run_settings(plan.params), plan.sampler
     scheduler = build_scheduler(choice, pipe.scheduler.config)
     cond = encode(
         pipe,
-        params.prompt,
-        params.negative_prompt,
+        settings.prompt,
+        settings.negative_prompt,
         strategy=plan.strategy,
         clip_skip=plan.clip_skip,
         steps=plan.steps,
         second_order=choice.second_order,
-        old_timelines=params.settings.get("Old prompt editing timelines") == "True",
+        old_timelines=settings.old_timelines,
         **options,
     )
     if cond.composable:
@@ -160,12 +164,12 @@ def from_infotext(
         )
     kwargs = cond.pipeline_kwargs()
     kwargs["num_inference_steps"] = plan.steps
-    if params.cfg_scale is not None:
-        kwargs["guidance_scale"] = params.cfg_scale
-    if params.width and params.height:
-        kwargs["width"], kwargs["height"] = params.width, params.height
-    if params.seed is not None:
-        kwargs["generator"] = torch.Generator("cpu").manual_seed(params.seed)
+    if settings.cfg_scale is not None:
+        kwargs["guidance_scale"] = settings.cfg_scale
+    if settings.width and settings.height:
+        kwargs["width"], kwargs["height"] = settings.width, settings.height
+    if settings.seed is not None:
+        kwargs["generator"] = torch.Generator("cpu").manual_seed(settings.seed)
     if choice.explicit_sigmas and choice.schedule_name is not None:
         sigmas = model_sigmas(scheduler.alphas_cumprod)
         kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, plan.steps, sigmas)
