@@ -7,6 +7,8 @@ formulas written out in the test (a1111-behaviour.md §4.5, §6.2).
 
 from __future__ import annotations
 
+import inspect
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -743,6 +745,21 @@ def test_one_batched_pass_per_encoder_on_request(sdxl: Any) -> None:
 def test_unknown_option(sd1: Any) -> None:
     with pytest.raises(ValueError, match="unknown options"):
         encode(sd1, "cat", stepz=3)
+
+
+def test_every_option_is_a_typed_keyword_only_parameter() -> None:
+    # The type checker sees every option; unknown keywords are typed NoReturn, so it sees those.
+    parameters = inspect.signature(encode).parameters.values()
+    options = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    expected = {"prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3", "normalization"}
+    expected |= {"comma_backtrack", "second_order", "hires_steps", "old_timelines", "loras"}
+    expected |= {"max_sequence_length", "lora_dir", "batch_rows", "limits", "strategy", "steps"}
+    assert expected | {"clip_skip"} == options
+    hints = typing.get_type_hints(encode)
+    assert all(name in hints for name in options)
+    rest = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
+    assert rest == ["unknown"]
+    assert hints["unknown"] is typing.NoReturn
 
 
 def test_and_parts_of_different_lengths_repeat_the_last_vector(sd1: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -83,29 +85,72 @@ def _slots(
     return slots
 
 
-def _schedule(text: str, steps: int | None, options: Mapping[str, Any]) -> list[tuple[int, str]]:
-    limits: Limits = options.get("limits", DEFAULT_LIMITS)
-    if steps is None:
-        try:
-            # One entry is all a prompt without editing has; more is all we need to know.
-            probe = promptweights.schedules(
-                text, _PROBE_STEPS, max_variants=1, max_chars=max(len(text), 1)
-            )
-        except LimitExceededError:
-            excerpt = text if len(text) <= 60 else text[:57] + "..."
-            raise InvalidArgumentError(
-                f"the prompt {excerpt!r} uses prompt editing or alternation: pass steps= (the "
-                "pipeline's num_inference_steps) so that the switching steps are known"
-            ) from None
-        return [(0, probe[0][1])]
-    return promptweights.schedules(
-        text,
-        steps,
-        hires_steps=options.get("hires_steps"),
-        old_timelines=bool(options.get("old_timelines", False)),
-        max_variants=limits.variants,
-        max_chars=limits.schedule_chars,
-    )
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """How prompts are expanded into schedules (a1111-behaviour.md §4.4).
+
+    ``steps`` is A1111's schedule length: the pipeline's steps, doubled for a second-order
+    sampler, as is the hires pass's ``hires_steps``; ``None``: no steps given.
+    """
+
+    steps: int | None
+    hires_steps: int | None
+    old_timelines: bool
+    limits: Limits
+
+    @classmethod
+    def of(
+        cls,
+        pipe: Any,
+        steps: int | None,
+        second_order: bool | None,
+        hires_steps: int | None,
+        old_timelines: bool,
+        limits: Limits,
+    ) -> _Timing:
+        """The timing of an :func:`encode` call (``second_order`` from the scheduler if None)."""
+        if steps is None:
+            return cls(None, hires_steps, old_timelines, limits)
+        if second_order is None:
+            second_order = getattr(getattr(pipe, "scheduler", None), "order", 1) == 2
+        factor = 2 if second_order else 1
+        hires = None if hires_steps is None else hires_steps * factor
+        return cls(steps * factor, hires, old_timelines, limits)
+
+    @property
+    def length(self) -> int | None:
+        """The schedule length the run-time switching counts calls against."""
+        if self.steps is None or self.hires_steps is None or self.old_timelines:
+            return self.steps
+        return int(self.hires_steps)
+
+    def schedule(self, text: str) -> list[tuple[int, str]]:
+        """``text``'s schedule; without steps, its one entry (editing then is an error)."""
+        if self.steps is None:
+            return [(0, _only_entry(text))]
+        return promptweights.schedules(
+            text,
+            self.steps,
+            hires_steps=self.hires_steps,
+            old_timelines=self.old_timelines,
+            max_variants=self.limits.variants,
+            max_chars=self.limits.schedule_chars,
+        )
+
+
+def _only_entry(text: str) -> str:
+    try:
+        # One entry is all a prompt without editing has; more is all we need to know.
+        probe = promptweights.schedules(
+            text, _PROBE_STEPS, max_variants=1, max_chars=max(len(text), 1)
+        )
+    except LimitExceededError:
+        excerpt = text if len(text) <= 60 else text[:57] + "..."
+        raise InvalidArgumentError(
+            f"the prompt {excerpt!r} uses prompt editing or alternation: pass steps= (the "
+            "pipeline's num_inference_steps) so that the switching steps are known"
+        ) from None
+    return probe[0][1]
 
 
 def _merge(schedules: Sequence[list[tuple[int, str]]]) -> tuple[list[int], list[tuple[str, ...]]]:
@@ -178,6 +223,135 @@ def _check_and_weights(text: str) -> None:
         start += len(body) + len(tail) + len("AND")
 
 
+def _validate_all(
+    parts: list[list[_Part]],
+    negatives: list[_Part],
+    given: Sequence[list[str] | None],
+    given_negatives: Sequence[list[str] | None],
+) -> None:
+    """:func:`_validate` every text of every schedule, pointing into the prompt it came from.
+
+    ``given``: the prompts per slot (``prompt``, ``prompt_2``, ``prompt_3``; ``None`` where a slot
+    reads ``prompt``), likewise ``given_negatives``.
+    """
+    for image, image_parts in enumerate(parts):
+        for texts, checked in ((given, image_parts), (given_negatives, [negatives[image]])):
+            for part in checked:
+                for variant in part.texts:
+                    for slot, text in enumerate(variant):
+                        _validate(text, (texts[slot] or texts[0] or [""])[image])
+
+
+@dataclass(frozen=True, slots=True)
+class _Texts:
+    """The text side of one :func:`encode` call, worked out before the pipeline is touched."""
+
+    parts: list[list[_Part]]  # [image][AND part]
+    negatives: list[_Part]  # [image]
+    networks: tuple[ExtraNetwork, ...]  # every tag of every prompt, in order
+    first_text: str  # the first prompt without comments: where its LoRA tags are
+
+
+def _prepare(
+    prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None,
+    extra_prompts: tuple[str | Sequence[str] | None, str | Sequence[str] | None],
+    extra_negatives: tuple[str | Sequence[str] | None, str | Sequence[str] | None],
+    timing: _Timing,
+) -> _Texts:
+    """Comments, networks, AND, schedules and the weight check of every text (§1's order).
+
+    ``extra_prompts`` and ``extra_negatives`` are ``prompt_2``/``prompt_3`` and their negatives.
+    """
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise InvalidArgumentError("no prompt given")
+    batch = len(prompts)
+    negatives = _as_list(negative_prompt if negative_prompt is not None else "", batch, "negative")
+    assert negatives is not None
+    extras = [
+        _as_list(extra_prompts[0], batch, "prompt_2"),
+        _as_list(extra_prompts[1], batch, "prompt_3"),
+    ]
+    extra_negs = [
+        _as_list(extra_negatives[0], batch, "negative_prompt_2"),
+        _as_list(extra_negatives[1], batch, "negative_prompt_3"),
+    ]
+    _check_lengths(
+        {
+            "prompt": prompts,
+            "negative_prompt": negatives,
+            "prompt_2": extras[0],
+            "prompt_3": extras[1],
+            "negative_prompt_2": extra_negs[0],
+            "negative_prompt_3": extra_negs[1],
+        },
+        timing.limits.prompt_chars,
+    )
+    networks: list[ExtraNetwork] = []
+    parts: list[list[_Part]] = []
+    negative_parts: list[_Part] = []
+    for image in range(batch):
+        others = [None if e is None else e[image] for e in extras]
+        image_parts, found = _positive_parts(prompts[image], others, timing)
+        networks += found
+        parts.append(image_parts)
+        other_negatives = [None if e is None else e[image] for e in extra_negs]
+        negative_parts.append(_negative_part(negatives[image], other_negatives, timing))
+    _validate_all(parts, negative_parts, [prompts, *extras], [negatives, *extra_negs])
+    first_text = promptweights.strip_comments(prompts[0])
+    return _Texts(parts, negative_parts, tuple(networks), first_text)
+
+
+def _positive_parts(
+    prompt: str, others: Sequence[str | None], timing: _Timing
+) -> tuple[list[_Part], list[ExtraNetwork]]:
+    """One image's AND parts (``others``: its ``prompt_2``/``prompt_3``) and its tags."""
+    main, networks = _clean(prompt)
+    networks = list(networks)
+    other_parts: list[list[tuple[str, float]] | None] = []
+    for other in others:
+        if other is None:
+            other_parts.append(None)
+        else:
+            text, found = _clean(other)
+            networks += found
+            other_parts.append(promptweights.split_and(text, max_parts=timing.limits.and_parts))
+    main_parts = promptweights.split_and(main, max_parts=timing.limits.and_parts)
+    _check_and_weights(main)
+    parts = []
+    for j, (text, weight) in enumerate(main_parts):
+        texts = [text] + [_matching(split, j, len(main_parts), text) for split in other_parts]
+        ends, variants = _merge([timing.schedule(t) for t in texts])
+        parts.append(_Part(weight, ends, variants))
+    return parts, networks
+
+
+def _matching(split: list[tuple[str, float]] | None, j: int, count: int, main: str) -> str:
+    """The text of a ``prompt_2``/``prompt_3`` that goes with AND part ``j`` of ``count``."""
+    if split is None:
+        return main
+    if len(split) == count:
+        return split[j][0]
+    if len(split) == 1:
+        return split[0][0]
+    raise InvalidArgumentError("prompt_2/prompt_3 must have one AND part or as many as prompt")
+
+
+def _negative_part(negative: str, others: Sequence[str | None], timing: _Timing) -> _Part:
+    """One image's negative (never split at AND), with its ``negative_prompt_2``/``_3``."""
+    texts = [_clean(negative)[0]]
+    texts += [texts[0] if other is None else _clean(other)[0] for other in others]
+    ends, variants = _merge([timing.schedule(t) for t in texts])
+    return _Part(1.0, ends, variants)
+
+
+def _reject(unknown: Mapping[str, object]) -> NoReturn:
+    parameters = inspect.signature(encode).parameters.values()
+    known = sorted(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    raise InvalidArgumentError(f"unknown options {sorted(unknown)}; known: {known}")
+
+
 def encode(
     pipe: Any,
     prompt: str | Sequence[str],
@@ -186,7 +360,21 @@ def encode(
     strategy: str | Strategy = "a1111",
     clip_skip: int | None = None,
     steps: int | None = None,
-    **options: Any,
+    prompt_2: str | Sequence[str] | None = None,
+    negative_prompt_2: str | Sequence[str] | None = None,
+    prompt_3: str | Sequence[str] | None = None,
+    negative_prompt_3: str | Sequence[str] | None = None,
+    normalization: str | Normalization = "none",
+    comma_backtrack: int = 20,
+    second_order: bool | None = None,
+    hires_steps: int | None = None,
+    old_timelines: bool = False,
+    max_sequence_length: int | None = None,
+    lora_dir: str | Path | None = None,
+    loras: Mapping[str, str | Path] | None = None,
+    batch_rows: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    **unknown: NoReturn,
 ) -> Conditioning:
     """Encode an A1111 prompt for a diffusers pipeline.
 
@@ -199,16 +387,24 @@ def encode(
             callable.
         clip_skip: the pipeline's ``clip_skip`` (A1111's "Clip skip N" is ``N - 1``).
         steps: the pipeline's ``num_inference_steps``; needed when the prompt edits or alternates.
-        **options: ``prompt_2``, ``negative_prompt_2`` (SDXL, SD3, Flux's T5), ``prompt_3``,
-            ``negative_prompt_3`` (SD3's T5); ``normalization`` (token normalisation name);
-            ``comma_backtrack`` (20); ``second_order`` (default: ``scheduler.order == 2``);
-            ``hires_steps`` and ``old_timelines`` (A1111's schedule options);
-            ``max_sequence_length`` (T5 window: SD3 256, Flux 512); ``lora_dir`` (a folder of
-            ``.safetensors`` LoRAs, named by file stem) and ``loras`` (name → path);
-            ``batch_rows`` (``False``: one forward pass per encoded row, bit-identical to the
-            pipeline's one-text calls; ``True``: one pass for all rows of an encoder, faster on a
-            GPU, may differ in the last bit); ``limits`` (a :class:`~promptweights.Limits`:
-            prompt length, schedule entries, AND parts, encoder rows, output tokens).
+        prompt_2: the second text encoder's prompt (SDXL, SD3, Flux's T5); default ``prompt``.
+        negative_prompt_2: its negative; default ``negative_prompt``.
+        prompt_3: SD3's T5 prompt; default ``prompt``.
+        negative_prompt_3: its negative; default ``negative_prompt``.
+        normalization: a token normalisation name (or callable).
+        comma_backtrack: A1111's comma look-back when a chunk fills (20).
+        second_order: a second-order sampler (default: ``scheduler.order == 2``).
+        hires_steps: A1111's hires-pass steps (its schedule option).
+        old_timelines: A1111's "Old prompt editing timelines".
+        max_sequence_length: the T5 window (SD3 256, Flux 512).
+        lora_dir: a folder of ``.safetensors`` LoRAs, named by file stem.
+        loras: LoRA name → path.
+        batch_rows: ``False``: one forward pass per encoded row, bit-identical to the pipeline's
+            one-text calls; ``True``: one pass for all rows of an encoder, faster on a GPU, may
+            differ in the last bit.
+        limits: a :class:`~promptweights.Limits` (prompt length, schedule entries, AND parts,
+            encoder rows, output tokens).
+        **unknown: none; an unknown keyword raises :class:`InvalidArgumentError`.
 
     Returns:
         The :class:`Conditioning`; pass ``cond.pipeline_kwargs()`` to the pipeline, inside
@@ -226,140 +422,28 @@ def encode(
             position in the prompt; or conditioning that would not be finite.
         ValueError: editing without ``steps``, batch sizes that do not match, unknown options.
     """
-    known = {
-        "prompt_2",
-        "negative_prompt_2",
-        "prompt_3",
-        "negative_prompt_3",
-        "normalization",
-        "comma_backtrack",
-        "second_order",
-        "hires_steps",
-        "old_timelines",
-        "max_sequence_length",
-        "lora_dir",
-        "loras",
-        "batch_rows",
-        "limits",
-    }
-    unknown = sorted(set(options) - known)
     if unknown:
-        raise InvalidArgumentError(f"unknown options {unknown}; known: {sorted(known)}")
+        _reject(unknown)
     family = record_of(pipe)
     # Unknown names fail here, before anything is loaded.
     get_strategy(strategy)
-    get_normalization(options.get("normalization", "none"))
-
-    limits = options.get("limits", DEFAULT_LIMITS)
+    get_normalization(normalization)
     if not isinstance(limits, Limits):
         raise ArgumentTypeError(
             f"limits must be a promptweights.Limits, not {type(limits).__name__}"
         )
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    if not prompts:
-        raise InvalidArgumentError("no prompt given")
-    batch = len(prompts)
-    negatives = _as_list(negative_prompt if negative_prompt is not None else "", batch, "negative")
-    assert negatives is not None
-    extra_prompts = [
-        _as_list(options.get("prompt_2"), batch, "prompt_2"),
-        _as_list(options.get("prompt_3"), batch, "prompt_3"),
-    ]
-    extra_negatives = [
-        _as_list(options.get("negative_prompt_2"), batch, "negative_prompt_2"),
-        _as_list(options.get("negative_prompt_3"), batch, "negative_prompt_3"),
-    ]
-    schedule_steps = steps
-    if steps is not None:
-        second_order = options.get("second_order")
-        if second_order is None:
-            second_order = getattr(getattr(pipe, "scheduler", None), "order", 1) == 2
-        schedule_steps = steps * (2 if second_order else 1)
-        if options.get("hires_steps") is not None:
-            # A second-order sampler doubles the hires pass's schedule too (§4.4).
-            options = {
-                **options,
-                "hires_steps": options["hires_steps"] * (2 if second_order else 1),
-            }
-
+    timing = _Timing.of(pipe, steps, second_order, hires_steps, old_timelines, limits)
     # 1. Text only: comments, networks, AND, schedules, weight check. Nothing touched yet.
-    _check_lengths(
-        {
-            "prompt": prompts,
-            "negative_prompt": negatives,
-            "prompt_2": extra_prompts[0],
-            "prompt_3": extra_prompts[1],
-            "negative_prompt_2": extra_negatives[0],
-            "negative_prompt_3": extra_negatives[1],
-        },
-        limits.prompt_chars,
+    texts = _prepare(
+        prompt,
+        negative_prompt,
+        (prompt_2, prompt_3),
+        (negative_prompt_2, negative_prompt_3),
+        timing,
     )
-    networks: list[ExtraNetwork] = []
-    parts: list[list[_Part]] = []
-    negative_parts: list[_Part] = []
-    for image in range(batch):
-        main, found = _clean(prompts[image])
-        networks += found
-        others: list[list[tuple[str, float]] | None] = []
-        for extra in extra_prompts:
-            if extra is None:
-                others.append(None)
-            else:
-                text, found = _clean(extra[image])
-                networks += found
-                others.append(promptweights.split_and(text, max_parts=limits.and_parts))
-        main_parts = promptweights.split_and(main, max_parts=limits.and_parts)
-        _check_and_weights(main)
-        image_parts = []
-        for j, (text, weight) in enumerate(main_parts):
-            texts = [text]
-            for other in others:
-                if other is None:
-                    texts.append(text)
-                elif len(other) == len(main_parts):
-                    texts.append(other[j][0])
-                elif len(other) == 1:
-                    texts.append(other[0][0])
-                else:
-                    raise InvalidArgumentError(
-                        "prompt_2/prompt_3 must have one AND part or as many as prompt"
-                    )
-            ends, variants = _merge([_schedule(t, schedule_steps, options) for t in texts])
-            image_parts.append(_Part(weight, ends, variants))
-        parts.append(image_parts)
-        negative_texts = [_clean(negatives[image])[0]]
-        for extra_neg in extra_negatives:
-            negative_texts.append(
-                negative_texts[0] if extra_neg is None else _clean(extra_neg[image])[0]
-            )
-        ends, variants = _merge([_schedule(t, schedule_steps, options) for t in negative_texts])
-        negative_parts.append(_Part(1.0, ends, variants))
-    for image in range(batch):
-        for given, image_parts in (
-            ((prompts, *extra_prompts), parts[image]),
-            ((negatives, *extra_negatives), [negative_parts[image]]),
-        ):
-            for part in image_parts:
-                for variant in part.texts:
-                    for slot, text in enumerate(variant):
-                        source = (given[slot] or given[0])[image]  # type: ignore[index]
-                        _validate(text, source)
-    first_text = promptweights.strip_comments(prompts[0])
-    lora_plan = _plan_loras(
-        pipe,
-        promptweights.extra_networks(first_text)[1],
-        options.get("lora_dir"),
-        options.get("loras"),
-        source=first_text,
-    )
-    slots = _slots(
-        pipe,
-        family,
-        a1111_clip_skip(clip_skip),
-        options.get("max_sequence_length"),
-        bool(options.get("batch_rows", False)),
-    )
-
+    first_networks = promptweights.extra_networks(texts.first_text)[1]
+    lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
+    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, batch_rows)
     # 2. LoRA (undone on failure), then one batched pass per text encoder.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
     try:
@@ -367,12 +451,12 @@ def encode(
             pipe,
             family,
             slots,
-            parts,
-            negative_parts,
+            texts.parts,
+            texts.negatives,
             strategy=strategy,
-            normalization=options.get("normalization", "none"),
-            comma_backtrack=int(options.get("comma_backtrack", 20)),
-            t5_length=int(options.get("max_sequence_length") or family.sequence_length or 0),
+            normalization=normalization,
+            comma_backtrack=int(comma_backtrack),
+            t5_length=int(max_sequence_length or family.sequence_length or 0),
             max_rows=limits.rows,
             max_output_tokens=limits.output_tokens,
         )
@@ -380,6 +464,12 @@ def encode(
         if undo is not None:
             undo()
         raise
+    return _conditioning(family, timing, texts.networks, timeline)
+
+
+def _conditioning(
+    family: Family, timing: _Timing, networks: tuple[ExtraNetwork, ...], timeline: _Timeline
+) -> Conditioning:
     positive, pooled, _ = timeline.positive_at(0)
     negative, negative_pooled = timeline.negative_at(0)
     return Conditioning(
@@ -388,17 +478,10 @@ def encode(
         pooled_prompt_embeds=pooled,
         negative_pooled_prompt_embeds=negative_pooled if timeline.has_negative else None,
         family=family.name,
-        steps=_schedule_length(schedule_steps, options),
-        networks=tuple(networks),
+        steps=timing.length,
+        networks=networks,
         _timeline=timeline,
     )
-
-
-def _schedule_length(steps: int | None, options: Mapping[str, Any]) -> int | None:
-    hires = options.get("hires_steps")
-    if steps is None or hires is None or options.get("old_timelines"):
-        return steps
-    return int(hires)
 
 
 def _encode_all(
