@@ -329,18 +329,7 @@ def _check_lora_layer(
     if any(part.startswith("lokr_") for part in parts):
         return  # LoKr factors: the layer exists; diffusers checks their product
     what, fan_in, fan_out, kernel, groups, down, up = _lora_target(layer)
-    for part, (key, tensor) in parts.items():
-        if part == "alpha" and tensor.numel() != 1:
-            raise _shape_error(label, key, tensor, where, what, "one number")
-        if part in ("diff", "diff_b"):
-            own = getattr(layer, "weight" if part == "diff" else "bias", None)
-            if not isinstance(own, Tensor):
-                raise NetworkFileError(
-                    f"{label}: key {key} changes a {'bias' if part == 'diff_b' else 'weight'} "
-                    f"of {where} ({what}), which has none"
-                )
-            if tensor.shape != own.shape:
-                raise _shape_error(label, key, tensor, where, what, _shape(own.shape))
+    _check_full_parts(label, where, layer, what, parts)
     lora = sorted(part for part in parts if part not in ("alpha", "diff", "diff_b"))
     if not lora:
         return
@@ -348,8 +337,7 @@ def _check_lora_layer(
         raise NetworkFileError(
             f"{label}: key {parts[lora[0]][0]} targets {where}, a {what}, which a LoRA cannot adapt"
         )
-    extras = ("lora_B.bias", "lora_magnitude_vector", "lora_magnitude_vector.weight")
-    unknown = [part for part in lora if part not in (down, up, *extras)]
+    unknown = [part for part in lora if part not in (down, up, *_LORA_EXTRAS)]
     if unknown:
         raise NetworkFileError(
             f"{label}: key {parts[unknown[0]][0]} is not a LoRA weight for {where} ({what})"
@@ -369,9 +357,37 @@ def _check_lora_layer(
         raise _shape_error(
             label, up_key, b, where, what, f"{_shape(up_shape)} (rank {rank}, from its down weight)"
         )
+    _check_lora_extras(label, where, what, parts, fan_out)
+
+
+#: The tensors a LoRA may hold beside its down and up weights, all of ``fan_out`` values.
+_LORA_EXTRAS = ("lora_B.bias", "lora_magnitude_vector", "lora_magnitude_vector.weight")
+
+
+def _check_full_parts(
+    label: str, where: str, layer: Any, what: str, parts: Mapping[str, tuple[str, Tensor]]
+) -> None:
+    """``alpha`` is one number; ``diff``/``diff_b`` (full weight changes) fit the layer's own."""
+    for part, (key, tensor) in parts.items():
+        if part == "alpha" and tensor.numel() != 1:
+            raise _shape_error(label, key, tensor, where, what, "one number")
+        if part in ("diff", "diff_b"):
+            own = getattr(layer, "weight" if part == "diff" else "bias", None)
+            if not isinstance(own, Tensor):
+                raise NetworkFileError(
+                    f"{label}: key {key} changes a {'bias' if part == 'diff_b' else 'weight'} "
+                    f"of {where} ({what}), which has none"
+                )
+            if tensor.shape != own.shape:
+                raise _shape_error(label, key, tensor, where, what, _shape(own.shape))
+
+
+def _check_lora_extras(
+    label: str, where: str, what: str, parts: Mapping[str, tuple[str, Tensor]], fan_out: int
+) -> None:
     if "lora_B.bias" in parts and tuple(parts["lora_B.bias"][1].shape) != (fan_out,):
         raise _shape_error(label, *parts["lora_B.bias"], where, what, _shape((fan_out,)))
-    for part in extras[1:]:
+    for part in _LORA_EXTRAS[1:]:
         if part in parts and parts[part][1].numel() != fan_out:
             raise _shape_error(label, *parts[part], where, what, f"{fan_out} values")
 
