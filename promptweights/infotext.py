@@ -374,6 +374,53 @@ def _check_lines(name: str, text: str) -> None:
             )
 
 
+def _check_pairs(pairs: tuple[Any, ...]) -> None:
+    """Pairs an infotext can hold: keys A1111 reads, ``str`` values, 3 or more of them (or none)."""
+    values = 0
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise InfotextError(f"pairs must be (str, str | None) tuples, not {pair!r}")
+        key, value = pair
+        if value is None:
+            if not _BARE_KEY_RE.fullmatch(key):
+                raise InfotextError(f"bare key {key!r} cannot be written in an infotext")
+            continue
+        if not isinstance(value, str):
+            raise InfotextError(f"value of {key!r} must be a str, not {type(value).__name__}")
+        if not _PAIR_KEY_RE.fullmatch(key):
+            raise InfotextError(
+                f"key {key!r} cannot be written in an infotext: A1111 reads keys of two or "
+                "more letters, digits, '_', ' ', '-' and '/' starting with a letter or digit"
+            )
+        values += 1
+    if pairs and values < 3:
+        raise InfotextError(
+            f"a parameter line needs at least 3 'key: value' pairs, not {values}: "
+            "A1111 reads a shorter last line as part of the prompt"
+        )
+
+
+def _check_texts(prompt: str, negative_prompt: str, has_pairs: bool) -> None:
+    """A prompt and negative that A1111 reads back as written (no stray negative or pair line)."""
+    _check_lines("prompt", prompt)
+    _check_lines("negative prompt", negative_prompt)
+    if prompt.startswith("\n") or negative_prompt.startswith("\n"):
+        raise InfotextError("the prompt and negative prompt cannot start with an empty line")
+    for line in prompt.split("\n"):
+        if line.startswith(_NEGATIVE_PREFIX):
+            raise InfotextError(f"no prompt line can start with {_NEGATIVE_PREFIX!r}")
+    if has_pairs:
+        return
+    if (negative_prompt or prompt).endswith("\n"):
+        raise InfotextError("without parameters, the text cannot end with an empty line")
+    last = _format_body(prompt, negative_prompt).strip().rsplit("\n", 1)[-1]
+    if len(_scan_pairs(last)) >= 3:
+        raise InfotextError(
+            "without parameters, the last line cannot hold 3 or more 'key: value' pairs: "
+            "A1111 would read it as the parameter line"
+        )
+
+
 @dataclass(frozen=True)
 class GenerationParameters:
     """One image's generation parameters, as written in its infotext.
@@ -414,45 +461,8 @@ class GenerationParameters:
             raise InfotextError("prompt and negative_prompt must be str")
         if not isinstance(self.pairs, tuple):
             object.__setattr__(self, "pairs", tuple(tuple(p) for p in self.pairs))
-        values = 0
-        for pair in self.pairs:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
-                raise InfotextError(f"pairs must be (str, str | None) tuples, not {pair!r}")
-            key, value = pair
-            if value is None:
-                if not _BARE_KEY_RE.fullmatch(key):
-                    raise InfotextError(f"bare key {key!r} cannot be written in an infotext")
-                continue
-            if not isinstance(value, str):
-                raise InfotextError(f"value of {key!r} must be a str, not {type(value).__name__}")
-            if not _PAIR_KEY_RE.fullmatch(key):
-                raise InfotextError(
-                    f"key {key!r} cannot be written in an infotext: A1111 reads keys of two or "
-                    "more letters, digits, '_', ' ', '-' and '/' starting with a letter or digit"
-                )
-            values += 1
-        if self.pairs and values < 3:
-            raise InfotextError(
-                f"a parameter line needs at least 3 'key: value' pairs, not {values}: "
-                "A1111 reads a shorter last line as part of the prompt"
-            )
-        _check_lines("prompt", self.prompt)
-        _check_lines("negative prompt", self.negative_prompt)
-        if self.prompt.startswith("\n") or self.negative_prompt.startswith("\n"):
-            raise InfotextError("the prompt and negative prompt cannot start with an empty line")
-        for line in self.prompt.split("\n"):
-            if line.startswith(_NEGATIVE_PREFIX):
-                raise InfotextError(f"no prompt line can start with {_NEGATIVE_PREFIX!r}")
-        if not self.pairs:
-            if (self.negative_prompt or self.prompt).endswith("\n"):
-                raise InfotextError("without parameters, the text cannot end with an empty line")
-            body = _format_body(self.prompt, self.negative_prompt).strip()
-            last = body.rsplit("\n", 1)[-1]
-            if len(_scan_pairs(last)) >= 3:
-                raise InfotextError(
-                    "without parameters, the last line cannot hold 3 or more 'key: value' pairs: "
-                    "A1111 would read it as the parameter line"
-                )
+        _check_pairs(self.pairs)
+        _check_texts(self.prompt, self.negative_prompt, bool(self.pairs))
 
     # ---- construction ------------------------------------------------------------------------
 
