@@ -115,13 +115,11 @@ def generate(
     steps: int = DEFAULT_STEPS,
     guidance_scale: float = DEFAULT_GUIDANCE,
 ) -> np.ndarray:
-    """Draw images for an A1111 prompt (weights and prompt editing) with one seed each.
+    """Draw images for an A1111 prompt with one seed each, through the diffusers adapter.
 
-    The prompt's schedule variants (``promptweights.schedules``) and the negative prompt are
-    built with :func:`promptweights.builder.build` in one pass; a ``callback_on_step_end`` swaps in
-    the variant of each next step, as A1111 does (variant ``j`` is used while the step index
-    ``i <= end_j``). ``AND`` is not split here. This is a small stand-in until the diffusers
-    adapter exists.
+    The prompt and negative prompt are encoded by :func:`promptweights.diffusers.encode` (weights,
+    prompt editing and alternation switched at run time as A1111 does, ``AND`` combined in the
+    denoiser, one batched pass per encoder: ``batch_rows=True``).
 
     Args:
         pipe: the pipeline from :func:`load_pipeline`.
@@ -138,46 +136,25 @@ def generate(
     """
     import torch
 
-    import promptweights
-    from promptweights.builder import build
+    from promptweights.diffusers import encode
 
-    schedule = promptweights.schedules(prompt, steps)
-    variants = [text for _, text in schedule]
-    result = build(
-        text_encoder(pipe),
-        [variants, [negative_prompt]],
+    cond = encode(
+        pipe,
+        [prompt] * len(seeds),
+        negative_prompt,
         strategy=strategy,
         normalization=normalization,
+        steps=steps,
+        batch_rows=True,
     )
-    positive = result.groups[0].embeds
-    negative = result.groups[1].embeds
-    n = len(seeds)
-    ends = [end for end, _ in schedule]
-
-    def variant_at(step: int) -> int:
-        return next((j for j, end in enumerate(ends) if step <= end), len(ends) - 1)
-
-    def on_step_end(_pipe: Any, i: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        j = variant_at(i + 1)
-        if j == variant_at(i) or i + 1 >= steps:
-            return {}
-        embeds = kwargs["prompt_embeds"]
-        pos = positive[j : j + 1].to(embeds.dtype).expand(n, -1, -1)
-        if embeds.shape[0] == 2 * n:  # classifier-free guidance: [negative, positive]
-            return {"prompt_embeds": torch.cat([embeds[:n], pos])}
-        return {"prompt_embeds": pos}
-
     generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
-    first = variant_at(0)
-    out = pipe(
-        prompt_embeds=positive[first : first + 1].expand(n, -1, -1),
-        negative_prompt_embeds=negative.expand(n, -1, -1),
-        num_inference_steps=steps,
-        guidance_scale=guidance_scale,
-        generator=generators,
-        output_type="np",
-        callback_on_step_end=on_step_end if len(schedule) > 1 else None,
-        callback_on_step_end_tensor_inputs=["prompt_embeds"],
-    )
+    with cond.attach(pipe):
+        out = pipe(
+            **cond.pipeline_kwargs(),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=generators,
+            output_type="np",
+        )
     images: np.ndarray = out.images
     return images.astype("float32")
