@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptweights import infotext
+from promptweights import infotext, infotext_codec
 from promptweights.errors import InfotextError, InfotextLimitError, LimitExceededError
 from promptweights.infotext import (
     A1111_KEY_ORDER,
@@ -523,7 +523,7 @@ _line_alphabet = st.sampled_from(list('ab Z_1٣é-/:,"\\ \t\u00a0x'))
 
 @given(st.text(_line_alphabet, max_size=40))
 def test_pair_scanner_equals_the_a1111_regex(line: str) -> None:
-    ours = [(m.key, m.raw, m.start, m.end) for m in infotext._scan_pairs(line)]
+    ours = [(m.key, m.raw, m.start, m.end) for m in infotext_codec._scan_pairs(line)]
     theirs = [(*m.groups(), *m.span()) for m in A1111_PAIR_RE.finditer(line)]
     assert ours == theirs
 
@@ -534,7 +534,9 @@ _keys = st.builds(
     st.sampled_from(list("aZ_9é")),
     st.text(_KEY_CHARS, min_size=1, max_size=12),
 )
-_bare_keys = _keys.map(str.strip).filter(lambda k: infotext._BARE_KEY_RE.fullmatch(k) is not None)
+_bare_keys = _keys.map(str.strip).filter(
+    lambda k: infotext_codec._BARE_KEY_RE.fullmatch(k) is not None
+)
 _values = st.text(
     st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=20
 ) | st.sampled_from(["512x768", '"a"', " lead", "trail ", "", "a, b", 'x "y", z', "1.5"])
@@ -573,7 +575,7 @@ def test_parse_inverts_format(params: GenerationParameters) -> None:
             st.characters(exclude_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
             min_size=1,
             max_size=12,
-        ).filter(lambda v: infotext._decode(v) == v),
+        ).filter(lambda v: infotext_codec._decode(v) == v),
         min_size=3,
         max_size=6,
     ),

@@ -27,6 +27,7 @@ LAYERS = [
         "networks",
         "parsing",
         "infotext",
+        "infotext_codec",
         "samplers",
         "settings",
         "__init__",
