@@ -57,8 +57,8 @@ CPU a batched matmul may round differently from the pipelines' one-text calls, a
 must give exactly what ``pipe.encode_prompt`` gives. All rows are still encoded before sampling.
 
 Clip skip follows the pipelines' own ``clip_skip`` argument (``None`` or 0: the family default;
-A1111's "Clip skip N" is ``clip_skip=N - 1``). Nothing here changes the pipeline unless LoRA tags
-are loaded; a failed call leaves it as it was.
+A1111's "Clip skip N" is ``clip_skip=N - 1``; :mod:`promptweights.settings` converts). Nothing
+here changes the pipeline unless LoRA tags are loaded; a failed call leaves it as it was.
 
 The package: :mod:`~promptweights.diffusers.families` (one record per family, and
 :func:`family_of`), :mod:`~promptweights.diffusers.encode` (:func:`encode`),
