@@ -432,7 +432,7 @@ def encode(
         raise ArgumentTypeError(
             f"limits must be a promptweights.Limits, not {type(limits).__name__}"
         )
-    timing = _Timing.of(pipe, steps, second_order, hires_steps, old_timelines, limits)
+    timing = _Timing.of(pipe, steps, second_order, hires_steps, bool(old_timelines), limits)
     # 1. Text only: comments, networks, AND, schedules, weight check. Nothing touched yet.
     texts = _prepare(
         prompt,
@@ -443,7 +443,7 @@ def encode(
     )
     first_networks = promptweights.extra_networks(texts.first_text)[1]
     lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
-    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, batch_rows)
+    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(batch_rows))
     # 2. LoRA (undone on failure), then one batched pass per text encoder.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
     try:
