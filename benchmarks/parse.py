@@ -19,7 +19,9 @@ Prints a markdown table of µs per prompt over the corpus of :mod:`benchmarks.co
 Each is timed cold (every cache of the public functions cleared before each run, so no prompt is a
 hit) and cached (the same run again). The best of ``--repeat`` runs is reported, in CPU time of the
 process (``--wall`` for wall-clock time), so that other jobs on a shared machine do not count. A
-linearity table times one large prompt (100 kB and 1 MB by default) for each function.
+linearity table times one large prompt (100 kB and 1 MB by default) for each function, and a
+nesting table times ``weighted_spans`` of each dialect on brackets nested as deep as the text allows
+(half openers, half closers: ``(`` for a1111 and comfy, ``{`` for novelai), next to a1111.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "linearity_rows",
     "main",
     "markdown",
+    "nesting_rows",
     "time_per_item",
 ]
 
@@ -208,6 +211,33 @@ def linearity_rows(
     return rows
 
 
+#: (dialect, opener, closer) of the nesting table; the first is the baseline of its ratios.
+NESTING: tuple[tuple[str, str, str], ...] = (
+    ("a1111", "(", ")"),
+    ("comfy", "(", ")"),
+    ("novelai", "{", "}"),
+)
+
+
+def nesting_rows(sizes: tuple[int, ...], *, repeat: int = 1, clock: str = "cpu") -> list[Row]:
+    """``weighted_spans`` of ``size`` characters of nested brackets per dialect; the ratio is to
+    a1111 at the same size."""
+    rows: list[Row] = []
+    for size in sizes:
+        baseline = 0.0
+        for dialect, opener, closer in NESTING:
+            text = opener * (size // 2) + closer * (size - size // 2)
+
+            def spans(text: str, dialect: str = dialect) -> object:
+                return promptweights.weighted_spans(text, dialect=dialect)
+
+            micros = time_per_item(spans, [text], repeat=repeat, cached=False, clock=clock)
+            baseline = baseline or micros
+            label = f"`weighted_spans` {dialect}, `{opener * 2}…{closer * 2}` — {_size_label(size)}"
+            rows.append(Row(label, micros, micros / baseline))
+    return rows
+
+
 def _size_label(size: int) -> str:
     if size >= 1_000_000:
         return f"{size / 1_000_000:g} MB"
@@ -256,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     lines = linearity_rows(texts, tuple(args.sizes), clock=clock)
     print(markdown(lines, unit="µs (one prompt)", ratio_header="× smallest size"))
+    print()
+    nested = nesting_rows(tuple(args.sizes), clock=clock)
+    print(markdown(nested, unit="µs (one prompt)", ratio_header="× a1111"))
     return 0
 
 

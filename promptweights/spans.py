@@ -12,6 +12,7 @@ hot path.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Iterable
@@ -207,57 +208,96 @@ def _novelai_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
     )
 
 
-def _comfy_groups(text: str) -> list[str]:
-    """Split at top-level round brackets exactly as ComfyUI's ``parse_parentheses`` does."""
-    groups: list[str] = []
-    current: list[str] = []
-    level = 0
-    for piece in re.split(r"([()])", text):
-        if piece == "(":
-            if level == 0:
-                if current:
-                    groups.append("".join(current))
-                current = ["("]
-            else:
-                current.append(piece)
-            level += 1
-        elif piece == ")":
-            level -= 1
-            current.append(piece)
-            if level == 0:
-                groups.append("".join(current))
-                current = []
-        elif piece:
-            current.append(piece)
-    if current:
-        groups.append("".join(current))
-    return groups
+_PAREN_RE = re.compile(r"[()]")
+
+
+class _ComfyText:
+    """The escaped text and its round brackets, matched once: ``pos`` of each bracket, whether it
+    opens, and the index of its partner (-1 for none; a closer with nothing open has none)."""
+
+    __slots__ = ("mate", "opens", "pos", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = [match.start() for match in _PAREN_RE.finditer(text)]
+        self.opens = [text[p] == "(" for p in self.pos]
+        self.mate = [-1] * len(self.pos)
+        stack: list[int] = []
+        for k, opens in enumerate(self.opens):
+            if opens:
+                stack.append(k)
+            elif stack:
+                partner = stack.pop()
+                self.mate[k] = partner
+                self.mate[partner] = k
+
+    def bracket_at(self, start: int) -> int:
+        """The index of the first bracket at or after character ``start``."""
+        return bisect.bisect_left(self.pos, start)
 
 
 def _comfy_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
-    """ComfyUI's ``token_weights`` (weighting-strategies.md §1.3), without recursion; a group with
-    ``max_depth`` groups around it stays text, brackets included."""
-    escaped = text.replace("\\)", _COMFY_CLOSE).replace("\\(", _COMFY_OPEN)
+    """ComfyUI's ``token_weights`` (weighting-strategies.md §1.3) in one pass; a group with
+    ``max_depth`` weighed groups around it stays text, brackets included.
+
+    ComfyUI splits a text at its top-level brackets (``parse_parentheses``) and calls itself on
+    the inside of each weighed ``(...)`` group, which splits the same characters again at every
+    level. Here the brackets are matched once (:class:`_ComfyText`) and each level walks only its
+    own brackets, jumping over the groups inside it, so every bracket is visited once: the same
+    pieces, in the same order, from the same float operations. ComfyUI's quirks stay: a closer
+    with nothing open sends the level below zero, and brackets are text until it is back at zero;
+    a group left open at the end of a level is weighed when its last character is ``)``.
+    """
+    escaped = _ComfyText(text.replace("\\)", _COMFY_CLOSE).replace("\\(", _COMFY_OPEN))
+    chars, pos, opens, mate = escaped.text, escaped.pos, escaped.opens, escaped.mate
+    count = len(pos)
     out: list[tuple[str, float]] = []
-    stack = [(iter(_comfy_groups(escaped)), 1.0)]
-    while stack:
-        groups, current = stack[-1]
-        group = next(groups, None)
-        if group is None:
-            stack.pop()
-            continue
-        if len(group) >= 2 and group[0] == "(" and group[-1] == ")" and len(stack) <= max_depth:
-            inner = group[1:-1]
-            weight = current * ROUND_WEIGHT
-            cut = inner.rfind(":")
-            if cut > 0:
-                number = comfy_float(inner[cut + 1 :])
+    # One frame per level being walked: (next character, next bracket, end, weight, depth,
+    # how far below zero ComfyUI's level is).
+    frames: list[tuple[int, int, int, float, int, int]] = [(0, 0, len(chars), 1.0, 0, 0)]
+    while frames:
+        cur, k, end, weight, depth, below = frames[-1]
+        while k < count and pos[k] < end:
+            if below or not opens[k]:  # a bracket inside text (ComfyUI's level is below zero)
+                below += -1 if opens[k] else 1
+                k += 1
+                continue
+            at = pos[k]
+            if cur < at:
+                out.append((chars[cur:at], weight))
+            partner = mate[k]
+            if partner != -1 and pos[partner] < end:
+                stop, last, after = pos[partner] + 1, partner, partner + 1
+            else:  # open to the end of this level
+                stop, last, after = end, escaped.bracket_at(end) - 1, count
+            if stop - at < 2 or chars[stop - 1] != ")" or depth >= max_depth:
+                out.append((chars[at:stop], weight))  # not weighed: text, brackets and all
+                cur, k = stop, after
+                continue
+            inner_start, inner_end = at + 1, stop - 1
+            inner_weight = weight * ROUND_WEIGHT
+            # ComfyUI tries float() after the inner text's last colon; past a bracket that fails,
+            # so only the run after the last bracket inside can hold the weight.
+            run_start = max(inner_start, pos[last - 1] + 1)
+            cut = chars.rfind(":", run_start, inner_end)
+            if cut > inner_start:  # a colon first in the group is text
+                number = comfy_float(chars[cut + 1 : inner_end])
                 if number is not None:
-                    weight, inner = number, inner[:cut]
-            stack.append((iter(_comfy_groups(inner)), weight))
+                    inner_weight, inner_end = number, cut
+            frames[-1] = (stop, after, end, weight, depth, below)
+            frames.append((inner_start, k + 1, inner_end, inner_weight, depth + 1, 0))
+            break
         else:
-            out.append((group.replace(_COMFY_OPEN, "(").replace(_COMFY_CLOSE, ")"), current))
-    return tuple(out)
+            if cur < end:
+                out.append((chars[cur:end], weight))
+            frames.pop()
+    return tuple((_comfy_unescape(piece), weight) for piece, weight in out)
+
+
+def _comfy_unescape(piece: str) -> str:
+    if _COMFY_OPEN in piece or _COMFY_CLOSE in piece:
+        return piece.replace(_COMFY_OPEN, "(").replace(_COMFY_CLOSE, ")")
+    return piece
 
 
 _SPANS = {"a1111": _a1111_spans, "comfy": _comfy_spans, "novelai": _novelai_spans}

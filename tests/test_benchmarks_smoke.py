@@ -72,6 +72,15 @@ def test_main_prints_markdown_tables(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert re.search(r"^\| `parse\(\)` \| [\d,.]+ \| [\d.]+× \|$", out, re.MULTILINE)
     assert "— 1 kB" in out
+    assert re.search(
+        r"^\| `weighted_spans` novelai, `\{\{…\}\}` — 1 kB \| [\d,.]+ \| [\d.]+× \|$", out, re.M
+    )
+
+
+def test_nesting_rows_compare_each_dialect_to_a1111() -> None:
+    rows = bench.nesting_rows((1_000, 2_000))
+    assert len(rows) == 2 * len(bench.NESTING)
+    assert [row.ratio for row in rows[:: len(bench.NESTING)]] == [1.0, 1.0]
 
 
 def test_encode_benchmark_prints_a_table_per_set(capsys: pytest.CaptureFixture[str]) -> None:
