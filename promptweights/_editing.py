@@ -20,17 +20,36 @@ The rules, as the tree builder applies them (see :mod:`promptweights._lark`):
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._lark import _WHEN_RE, merged_strings
+from ._lark import _WHEN_RE, fast_lexer, merged_strings
+from .dialects import A1111
 
 __all__ = ["EditPiece", "Pieces", "render_pieces", "scan"]
 
-# The a1111 grammar's terminals (grammar/a1111.lark), in lark's order.
-_TOKEN_RE = re.compile(r"(\\[^\n])|(\\)|([(\[])|([)\]])|(:)|(\|)|([^\\()\[\]:|]+)")
 _ESCAPE, _BACKSLASH, _OPEN, _CLOSE, _COLON, _PIPE, _TEXT = range(1, 8)
+#: What the scanner does with each terminal of grammar/a1111.lark.
+TERMINALS = {
+    "ESCAPE": _ESCAPE,
+    "BACKSLASH": _BACKSLASH,
+    "LPAR": _OPEN,
+    "LSQB": _OPEN,
+    "RPAR": _CLOSE,
+    "RSQB": _CLOSE,
+    "COLON": _COLON,
+    "PIPE": _PIPE,
+    "TEXT": _TEXT,
+}
+
+
+@functools.cache
+def _lexer() -> tuple[re.Pattern[str], tuple[int, ...]]:
+    """The a1111 grammar's terminals (its fast lexer) and the scanner's code for each group."""
+    lexer = fast_lexer(A1111)
+    return lexer.pattern, tuple(TERMINALS[kind] if kind else 0 for kind in lexer.kinds)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -79,8 +98,9 @@ def scan(text: str, max_depth: int) -> Pieces | None:
     stack = [top]
     depth = 0
     failed = False
-    for match in _TOKEN_RE.finditer(text):
-        group = match.lastindex
+    pattern, codes = _lexer()
+    for match in pattern.finditer(text):
+        group = codes[match.lastindex or 0]
         token = match.group()
         frame = stack[-1]
         if group == _TEXT:

@@ -1,7 +1,9 @@
 """The only module that imports lark: builds the LALR parsers and turns their output into the tree.
 
-Each dialect has a grammar file in ``promptweights.grammar``. Three things make them LALR(1) and
-fast, and keep them total (every string parses):
+Each dialect (:mod:`promptweights.dialects`) has a grammar file in ``promptweights.grammar``, the
+one place its syntax is written: the fast path's lexer is built from the grammar's own terminals
+when a dialect is first used, and the bracket terminals are found by their characters. Three
+things make the grammars LALR(1) and fast, and keep them total (every string parses):
 
 * a postlexer (:class:`_Balancer`) matches brackets before the parser sees them: a closer without
   an opener becomes a ``STRAY`` text token, an opener nested deeper than the depth cap becomes a
@@ -13,6 +15,16 @@ fast, and keep them total (every string parses):
 
 Nothing from lark leaves this module: callers get tuples of :mod:`promptweights.tree` nodes and a
 list of :class:`~promptweights.errors.Diagnostic`.
+
+The fast path (:func:`parse_nodes` with ``engine="fast"``) implements the same grammar without
+lark's LALR machinery. After balancing, every grammar reduces to::
+
+    start:   _item*
+    <kind>:  OPENER _item* (CLOSER | UNCLOSED_CLOSER)     for each bracket of the dialect
+    _item:   <any terminal but the brackets> | <kind>
+
+so an opener starts a child list, its closer hands the list to the rule's callback, and ``start``
+takes the top level; the terminals are the grammar's, matched in lark's order.
 """
 
 from __future__ import annotations
@@ -22,22 +34,33 @@ import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lark import Lark, Token, Transformer
 
 from .errors import Diagnostic, PromptweightsError
 from .tree import Alternation, Break, Edit, Emphasis, Node, Text
 
-__all__ = ["GLOBAL_FAILURES", "merged_strings", "parse_nodes"]
+if TYPE_CHECKING:
+    from .dialects import Dialect
+
+__all__ = [
+    "GLOBAL_FAILURES",
+    "ComfyBuilder",
+    "FastLexer",
+    "NovelAIBuilder",
+    "TreeBuilder",
+    "fast_lexer",
+    "grammar",
+    "merged_strings",
+    "parse_nodes",
+]
+
+GRAMMAR_PACKAGE = "promptweights.grammar"
 
 # A1111's scheduling parse fails as a whole on these, which switches off editing and alternation
 # for the whole sub-prompt (a1111-behaviour.md §2.1).
 GLOBAL_FAILURES = frozenset({"stray-pipe", "trailing-backslash"})
-
-SQUARE_WEIGHT = 1 / 1.1  # A1111 multiplies by this constant; it never divides (§12 trap 8)
-BRACE_WEIGHT = 1.05  # NovelAI (weighting-strategies.md §1.2)
-NOVELAI_SQUARE_WEIGHT = 1 / 1.05
 
 # `when` of an edit: lark's SIGNED_NUMBER, ASCII digits, with the whitespace around it (§2.1).
 _WHEN_RE = re.compile(
@@ -45,22 +68,14 @@ _WHEN_RE = re.compile(
 )
 # The emphasis pass's explicit weight `:1.3)`: any Unicode digits and dots (§2.2 token 5).
 _ATTENTION_WEIGHT_RE = re.compile(r":\s*([+-]?[.\d]+)\s*")
-# ComfyUI tries float() on everything after the last colon (weighting-strategies.md §1.3).
 _BREAK_SPLIT_RE = re.compile(r"(\s*\bBREAK\b\s*)")
-
-_OPENERS = {
-    "LPAR": ("RPAR", "UNCLOSED_RPAR"),
-    "LSQB": ("RSQB", "UNCLOSED_RSQB"),
-    "LBRACE": ("RBRACE", "UNCLOSED_RBRACE"),
-}
-_CLOSERS = frozenset({"RPAR", "RSQB", "RBRACE"})
-_BRACKET_NAMES = {"LPAR": "'('", "LSQB": "'['", "LBRACE": "'{'"}
 
 
 @dataclass(frozen=True, slots=True)
 class _ParseState:
     diagnostics: list[Diagnostic]
     schedule: bool
+    max_depth: int
 
 
 _STATE: ContextVar[_ParseState] = ContextVar("promptweights_parse_state")
@@ -74,29 +89,39 @@ def _diagnose(kind: str, message: str, pos: int) -> None:
     _STATE.get().diagnostics.append(Diagnostic(kind, message, pos))
 
 
+@dataclass(frozen=True, slots=True)
+class _Brackets:
+    """A dialect's bracket terminals, named as its grammar names them."""
+
+    openers: dict[str, tuple[str, str]]  # opener → (closer, the empty closer of an unclosed one)
+    closers: frozenset[str]
+    rules: dict[str, str]  # closer or unclosed closer → the grammar rule (the Emphasis kind)
+
+
 class _Balancer:
     """Postlexer that hands the parser balanced brackets (see the module docstring)."""
 
-    def __init__(self, max_depth: int, brackets: tuple[str, ...]) -> None:
-        self.max_depth = max_depth
+    def __init__(self, brackets: _Brackets) -> None:
+        self.brackets = brackets
         # The contextual lexer only looks for terminals the parser accepts next; a closer that
         # closes nothing must still be lexed, so that it can be turned into STRAY text here.
-        self.always_accept = brackets
+        self.always_accept = (*brackets.openers, *brackets.closers)
 
     def process(self, stream: Iterator[Any]) -> Iterator[Any]:
         """Lark's postlex hook: balance a stream of lark tokens."""
-        return balance(stream, self.max_depth, Token.new_borrow_pos)
+        return balance(stream, self.brackets, _STATE.get().max_depth, Token.new_borrow_pos)
 
 
-def balance(stream: Iterator[Any], max_depth: int, make: Any) -> Iterator[Any]:
+def balance(stream: Iterator[Any], brackets: _Brackets, max_depth: int, make: Any) -> Iterator[Any]:
     """Yield ``stream`` with brackets balanced; ``make(type, value, token)`` retypes a token."""
+    openers, closers = brackets.openers, brackets.closers
     # Each entry: (closer type, unclosed type, opener token, nested past the cap).
     stack: list[tuple[str, str, Any, bool]] = []
     depth = 0
     for token in stream:
         kind = token.type
-        if kind in _OPENERS:
-            closer, unclosed = _OPENERS[kind]
+        if kind in openers:
+            closer, unclosed = openers[kind]
             deep = depth >= max_depth
             stack.append((closer, unclosed, token, deep))
             if deep:
@@ -104,7 +129,7 @@ def balance(stream: Iterator[Any], max_depth: int, make: Any) -> Iterator[Any]:
             else:
                 depth += 1
                 yield token
-        elif kind in _CLOSERS:
+        elif kind in closers:
             if stack and stack[-1][0] == kind:
                 deep = stack.pop()[3]
                 if deep:
@@ -122,6 +147,10 @@ def balance(stream: Iterator[Any], max_depth: int, make: Any) -> Iterator[Any]:
             yield make(unclosed, "", opener)
 
 
+def _closed(closer: Any) -> bool:
+    return not closer.type.startswith("UNCLOSED_")
+
+
 @dataclass(frozen=True, slots=True)
 class _Sub:
     """A bracket's node plus whether A1111's scheduling grammar accepts it (§2.1)."""
@@ -132,10 +161,6 @@ class _Sub:
 
 _Piece = str | Node
 _P = TypeVar("_P")
-
-
-def _append(seq: list[_Piece], piece: _Piece) -> None:
-    seq.append(piece)
 
 
 def merged_strings(seq: Sequence[_P]) -> list[_P]:
@@ -155,10 +180,17 @@ def merged_strings(seq: Sequence[_P]) -> list[_P]:
     return out
 
 
-class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
-    """Inline LALR transformer: bracket rules → tree nodes (A1111 dialect)."""
+class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
+    """Inline LALR transformer: bracket rules → tree nodes (A1111 dialect).
 
-    split_breaks = True
+    A rule named after a bracket kind (``round``, ``square``, ``brace``) gets the bracket's
+    children; weights come from the dialect's bracket table.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        super().__init__()
+        self.split_breaks = dialect.breaks
+        self.factors = {bracket.kind: bracket.factor for bracket in dialect.brackets}
 
     def _nodes(self, seq: Sequence[_Piece]) -> tuple[Node, ...]:
         out: list[Node] = []
@@ -175,22 +207,23 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
                 out.append(Text(piece))
         return tuple(out)
 
-    def _token(self, token: Token, seq: list[_Piece], first_deep: list[bool]) -> bool:
-        """Add a token's text to ``seq``; return whether it keeps the bracket well formed."""
+    def _token(self, token: Token, seq: list[_Piece], deep_seen: bool) -> tuple[bool, bool]:
+        """Add a token's text to ``seq``; return whether it keeps the bracket well formed, and
+        whether a too-deep bracket has been reported at this level (once per level is enough)."""
         kind = token.type
-        _append(seq, str(token))
+        seq.append(str(token))
         if kind == "STRAY":
             _diagnose("stray-closer", f"{str(token)!r} closes nothing", _pos(token))
-            return False
+            return False, deep_seen
         if kind == "BACKSLASH":
             _diagnose(
                 "trailing-backslash",
                 "a backslash at the end of a line escapes nothing",
                 _pos(token),
             )
-            return False
-        if kind == "DEEP" and not first_deep[0]:
-            first_deep[0] = True
+            return False, deep_seen
+        if kind == "DEEP" and not deep_seen:
+            deep_seen = True
             _diagnose(
                 "too-deep", "brackets nested past the depth cap are kept as text", _pos(token)
             )
@@ -200,22 +233,23 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
                 "'|' outside an alternation [a|b] switches off prompt editing for the whole prompt",
                 _pos(token),
             )
-            return False
-        return True
+            return False, deep_seen
+        return True, deep_seen
 
     def _collect(self, items: list[Any]) -> tuple[list[_Piece], bool, int]:
         """The pieces of a rule's items, whether all are well formed, and the colon count."""
         seq: list[_Piece] = []
         ok = True
         colons = 0
-        first_deep = [False]
+        deep_seen = False
         for item in items:
             if isinstance(item, _Sub):
                 seq.append(item.node)
                 ok = ok and item.ok
             else:
                 colons += item.type == "COLON"
-                ok = self._token(item, seq, first_deep) and ok
+                well_formed, deep_seen = self._token(item, seq, deep_seen)
+                ok = well_formed and ok
         return seq, ok, colons
 
     def start(self, children: list[Any]) -> tuple[Node, ...]:
@@ -226,10 +260,10 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
 
     def round(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
-        closed = closer.type == "RPAR"
+        closed = _closed(closer)
         seq, ok, colons = self._collect(items)
         ok = ok and closed
-        weight, weight_text = 1.1, None
+        weight, weight_text = self.factors["round"], None
         seq = merged_strings(seq)
         if closed and seq and isinstance(seq[-1], str):
             weight, weight_text, seq[-1] = self._explicit_weight(seq[-1], closer)
@@ -243,7 +277,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         cut = tail.rfind(":")
         match = _ATTENTION_WEIGHT_RE.fullmatch(tail, cut) if cut >= 0 else None
         if match is None:
-            return 1.1, None, tail
+            return self.factors["round"], None, tail
         try:
             weight = float(match.group(1))
         except ValueError:
@@ -252,16 +286,16 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
                 f"{match.group(1)!r} is not a number (A1111 fails here)",
                 _pos(closer) - len(tail) + cut,
             )
-            return 1.1, None, tail
+            return self.factors["round"], None, tail
         return weight, tail[cut:], tail[:cut]
 
     def square(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
-        closed = closer.type == "RSQB"
+        closed = _closed(closer)
         ok = closed
         parts: list[list[Any]] = [[]]
         separators: list[Token] = []
-        first_deep = [False]
+        deep_seen = False
         for item in items:
             if isinstance(item, _Sub):
                 ok = ok and item.ok
@@ -272,7 +306,7 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
             elif item.type in ("STRAY", "BACKSLASH"):
                 ok = False
             elif item.type == "DEEP":
-                self._token(item, [], first_deep)
+                deep_seen = self._token(item, [], deep_seen)[1]
             parts[-1].append(item)
         state = _STATE.get()
         kinds = {token.type for token in separators}
@@ -288,9 +322,10 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
             if isinstance(item, _Sub):
                 seq.append(item.node)
             elif item.type == "COLON":
-                _append(seq, str(item))
+                seq.append(str(item))
             else:
-                ok = self._token(item, seq, first_deep) and ok
+                well_formed, deep_seen = self._token(item, seq, deep_seen)
+                ok = well_formed and ok
         if not closed:
             self._unclosed(opener)
         elif "COLON" in kinds and state.schedule:
@@ -300,14 +335,12 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
                 "with one or two colons); A1111 reads it as de-emphasised text",
                 _pos(opener),
             )
-        node = Emphasis(self._nodes(seq), SQUARE_WEIGHT, "square", None, closed)
+        # A1111 multiplies by 1/1.1; it never divides (a1111-behaviour.md §12 trap 8).
+        node = Emphasis(self._nodes(seq), self.factors["square"], "square", None, closed)
         return _Sub(node, ok and not separators)
 
     def _part(self, items: list[Any]) -> tuple[Node, ...]:
-        seq: list[_Piece] = []
-        for item in items:
-            _append(seq, item.node if isinstance(item, _Sub) else str(item))
-        return self._nodes(seq)
+        return self._nodes([item.node if isinstance(item, _Sub) else str(item) for item in items])
 
     def _edit(self, parts: list[list[Any]]) -> Edit | None:
         last = parts[-1]
@@ -322,36 +355,33 @@ class _TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         return Edit(before, self._part(parts[-2]), when, when_text)
 
 
-class _NovelAIBuilder(_TreeBuilder):
-    """NovelAI: ``{x}`` and ``[x]`` only; no editing, no BREAK."""
-
-    split_breaks = False
+class NovelAIBuilder(TreeBuilder):
+    """NovelAI: ``{x}`` and ``[x]`` only, each its dialect's factor; no editing."""
 
     def brace(self, children: list[Any]) -> _Sub:
-        return self._simple(children, "brace", BRACE_WEIGHT, "RBRACE")
+        return self._simple(children, "brace")
 
     def square(self, children: list[Any]) -> _Sub:
-        return self._simple(children, "square", NOVELAI_SQUARE_WEIGHT, "RSQB")
+        return self._simple(children, "square")
 
-    def _simple(self, children: list[Any], kind: Any, weight: float, closer_type: str) -> _Sub:
+    def _simple(self, children: list[Any], kind: Any) -> _Sub:
         opener, *items, closer = children
         seq = self._collect(items)[0]
-        closed = closer.type == closer_type
+        closed = _closed(closer)
+        weight = self.factors[kind]
         if not closed:
             self._unclosed(opener)
         return _Sub(Emphasis(self._nodes(seq), weight, kind, None, closed), True)
 
 
-class _ComfyBuilder(_TreeBuilder):
+class ComfyBuilder(TreeBuilder):
     """ComfyUI: round brackets only; ``(x:n)`` sets the weight to exactly ``n``."""
-
-    split_breaks = False
 
     def round(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
-        closed = closer.type == "RPAR"
+        closed = _closed(closer)
         seq = self._collect(items)[0]
-        weight, weight_text, absolute = 1.1, None, False
+        weight, weight_text, absolute = self.factors["round"], None, False
         if not closed:
             self._unclosed(opener)
         elif (seq := merged_strings(seq)) and isinstance(seq[-1], str):
@@ -369,39 +399,63 @@ class _ComfyBuilder(_TreeBuilder):
 
 
 def comfy_float(text: str) -> float | None:
-    """Python's ``float()`` as ComfyUI applies it to a weight; ``None`` where it fails."""
+    """Python's ``float()`` as ComfyUI applies it to everything after the last colon
+    (weighting-strategies.md §1.3); ``None`` where it fails."""
     try:
         return float(text)
     except ValueError:
         return None
 
 
-_BUILDERS: dict[str, tuple[type[_TreeBuilder], tuple[str, ...]]] = {
-    "a1111": (_TreeBuilder, ("LPAR", "RPAR", "LSQB", "RSQB")),
-    "novelai": (_NovelAIBuilder, ("LBRACE", "RBRACE", "LSQB", "RSQB")),
-    "comfy": (_ComfyBuilder, ("LPAR", "RPAR")),
-}
+# --- the grammar, loaded once per dialect ----------------------------------------------------
 
 
 @functools.cache
-def _parser(dialect: str, max_depth: int) -> Lark:
-    try:
-        builder, brackets = _BUILDERS[dialect]
-    except KeyError:
-        from .errors import UnknownNameError
-
-        raise UnknownNameError("dialect", dialect, sorted(_BUILDERS)) from None
+def grammar(dialect: Dialect) -> Lark:
+    """The dialect's grammar as lark loads it (an LALR parser without callbacks): its terminals
+    are what the fast path and the bracket table are derived from."""
     return Lark.open_from_package(
-        "promptweights.grammar",
-        f"{dialect}.lark",
+        GRAMMAR_PACKAGE, dialect.grammar, parser="lalr", lexer="basic", cache=False
+    )
+
+
+def _literal_terminal(dialect: Dialect, char: str) -> str:
+    """The name of the grammar terminal that is exactly ``char``."""
+    for terminal in grammar(dialect).terminals:
+        if terminal.pattern.type == "str" and terminal.pattern.value == char:
+            return str(terminal.name)
+    raise PromptweightsError(f"grammar {dialect.grammar} has no terminal {char!r}")
+
+
+@functools.cache
+def _brackets(dialect: Dialect) -> _Brackets:
+    openers: dict[str, tuple[str, str]] = {}
+    rules: dict[str, str] = {}
+    for bracket in dialect.brackets:
+        opener = _literal_terminal(dialect, bracket.opener)
+        closer = _literal_terminal(dialect, bracket.closer)
+        unclosed = "UNCLOSED_" + closer  # the grammar %declares it; the postlexer emits it
+        openers[opener] = (closer, unclosed)
+        rules[closer] = rules[unclosed] = bracket.kind
+    return _Brackets(openers, frozenset(closer for closer, _ in openers.values()), rules)
+
+
+@functools.cache
+def _parser(dialect: Dialect) -> Lark:
+    return Lark.open_from_package(
+        GRAMMAR_PACKAGE,
+        dialect.grammar,
         parser="lalr",  # LALR only: linear time, no ambiguity to resolve
         lexer="contextual",
-        transformer=builder(),  # inline: no lark Tree is built, no recursion on depth
-        postlex=_Balancer(max_depth, brackets),
+        transformer=dialect.builder(dialect),  # inline: no lark Tree, no recursion on depth
+        postlex=_Balancer(_brackets(dialect)),
         propagate_positions=False,
         maybe_placeholders=False,
         cache=False,
     )
+
+
+# --- the fast path ----------------------------------------------------------------------------
 
 
 class _FastToken:
@@ -422,61 +476,68 @@ class _FastToken:
         return cls(kind, value, _pos(token))
 
 
-# The dialects' terminals as one regex each, in lark's matching order (longest first). These
-# must stay identical to the .lark files; tests/test_fastpath.py checks both engines agree.
-_FAST_LEXERS = {
-    "a1111": re.compile(
-        r"(?P<ESCAPE>\\[^\n])|(?P<BACKSLASH>\\)|(?P<LPAR>\()|(?P<RPAR>\))|(?P<LSQB>\[)"
-        r"|(?P<RSQB>\])|(?P<COLON>:)|(?P<PIPE>\|)|(?P<TEXT>[^\\()\[\]:|]+)"
-    ),
-    "novelai": re.compile(
-        r"(?P<ESCAPE>\\[^\n])|(?P<BACKSLASH>\\)|(?P<LBRACE>\{)|(?P<RBRACE>\})"
-        r"|(?P<LSQB>\[)|(?P<RSQB>\])|(?P<TEXT>[^\\{}\[\]]+)"
-    ),
-    "comfy": re.compile(
-        r"(?P<ESCAPE>\\[()])|(?P<BACKSLASH>\\)|(?P<LPAR>\()|(?P<RPAR>\))|(?P<COLON>:)"
-        r"|(?P<TEXT>[^\\():]+)"
-    ),
-}
-_FAST_BUILDERS = {name: builder() for name, (builder, _) in _BUILDERS.items()}
-_CALLBACKS = {
-    "RPAR": "round",
-    "UNCLOSED_RPAR": "round",
-    "RSQB": "square",
-    "UNCLOSED_RSQB": "square",
-    "RBRACE": "brace",
-    "UNCLOSED_RBRACE": "brace",
-}
+@dataclass(frozen=True, slots=True)
+class FastLexer:
+    """The grammar's terminals as one regex: group ``i`` of ``pattern`` is terminal ``kinds[i]``."""
+
+    pattern: re.Pattern[str]
+    kinds: tuple[str, ...]  # "" for groups that are not a terminal
 
 
-def _fast_parse(text: str, dialect: str, max_depth: int) -> tuple[Node, ...]:
+def _lark_order(terminal: Any) -> tuple[int, int, int, str]:
+    # The order lark's lexers try terminals in (lark/lexer.py, BasicLexer): a regex alternation
+    # takes the first alternative that matches, so this is what makes both engines agree where
+    # terminals overlap (ESCAPE `\x` before BACKSLASH `\`).
+    pattern = terminal.pattern
+    return (-terminal.priority, -pattern.max_width, -len(pattern.value), terminal.name)
+
+
+@functools.cache
+def fast_lexer(dialect: Dialect) -> FastLexer:
+    """The dialect's terminals, read from its grammar, as one regex in lark's matching order."""
+    terminals = sorted(grammar(dialect).terminals, key=_lark_order)
+    pattern = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals))
+    kinds = [""] * (pattern.groups + 1)  # a terminal's own groups, if any, stay unnamed
+    for name, index in pattern.groupindex.items():
+        kinds[index] = name
+    return FastLexer(pattern, tuple(kinds))
+
+
+@functools.cache
+def _fast_builder(dialect: Dialect) -> TreeBuilder:
+    return dialect.builder(dialect)
+
+
+def _fast_parse(text: str, dialect: Dialect, max_depth: int) -> tuple[Node, ...]:
     """The same tree as the lark parser, without lark's per-token machinery.
 
     The token stream is the grammar's (same terminals, same order); after balancing, the
     grammar's rules reduce to: an opener starts a child list, its closer hands the list to the
     rule's callback (``round``/``square``/``brace``), ``start`` takes the top level.
     """
-    builder = _FAST_BUILDERS[dialect]
+    builder = _fast_builder(dialect)
+    brackets = _brackets(dialect)
+    openers, rules = brackets.openers, brackets.rules
     tokens = (
         _FastToken(m.lastgroup or "", m.group(), m.start())
-        for m in _FAST_LEXERS[dialect].finditer(text)
+        for m in fast_lexer(dialect).pattern.finditer(text)
     )
     stack: list[list[Any]] = [[]]
-    for token in balance(tokens, max_depth, _FastToken.borrow):
+    for token in balance(tokens, brackets, max_depth, _FastToken.borrow):
         kind = token.type
-        if kind in _OPENERS:
+        if kind in openers:
             stack.append([token])
-        elif kind in _CALLBACKS:
+        elif kind in rules:
             children = stack.pop()
             children.append(token)
-            stack[-1].append(getattr(builder, _CALLBACKS[kind])(children))
+            stack[-1].append(getattr(builder, rules[kind])(children))
         else:
             stack[-1].append(token)
     return builder.start(stack[0])
 
 
 def parse_nodes(
-    text: str, *, dialect: str, max_depth: int, schedule: bool = True, engine: str = "fast"
+    text: str, *, dialect: Dialect, max_depth: int, schedule: bool = True, engine: str = "fast"
 ) -> tuple[tuple[Node, ...], list[Diagnostic]]:
     """Parse one sub-prompt (no AND, comments or networks) into nodes and diagnostics.
 
@@ -487,22 +548,21 @@ def parse_nodes(
     by a differential property test.
     """
     if engine == "lark":
-        parser = _parser(dialect, max_depth)
+        parser = _parser(dialect)
 
         def run() -> tuple[Node, ...]:
             return parser.parse(text)  # type: ignore[return-value]
     else:
-        _parser(dialect, max_depth)  # validates the dialect name
 
         def run() -> tuple[Node, ...]:
             return _fast_parse(text, dialect, max_depth)
 
-    state = _ParseState([], schedule)
+    state = _ParseState([], schedule, max_depth)
     reset = _STATE.set(state)
     try:
         nodes = run()
         if schedule and any(d.kind in GLOBAL_FAILURES for d in state.diagnostics):
-            _STATE.set(_ParseState([], False))
+            _STATE.set(_ParseState([], False, max_depth))
             nodes = run()
     except PromptweightsError:
         raise

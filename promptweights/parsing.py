@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import functools
 
-from ._lark import parse_nodes
-from .errors import ArgumentTypeError, Diagnostic, LimitExceededError, UnknownNameError
+from . import _lark
+from .dialects import Dialect, get
+from .errors import ArgumentTypeError, Diagnostic, LimitExceededError
 from .limits import MAX_PROMPT_CHARS
 from .networks import extra_networks_with_map, strip_comments_with_map
 from .schedules import split_and_with_tails
-from .spans import DIALECTS
-from .tree import DEFAULT_MAX_DEPTH, Prompt, SubPrompt
+from .tree import DEFAULT_MAX_DEPTH, Node, Prompt, SubPrompt
 
-__all__ = ["MAX_PROMPT_CHARS", "parse"]
+__all__ = ["MAX_PROMPT_CHARS", "parse", "parse_nodes"]
 
 
 def parse(
@@ -55,23 +55,32 @@ def parse(
     """
     if not isinstance(text, str):
         raise ArgumentTypeError(f"prompt must be a str, not {type(text).__name__}")
-    if dialect not in DIALECTS:
-        raise UnknownNameError("dialect", dialect, DIALECTS)
+    record = get(dialect)
     if len(text) > MAX_PROMPT_CHARS:
         raise LimitExceededError(
             f"prompt of {len(text)} characters exceeds the limit of {MAX_PROMPT_CHARS}"
         )
-    prompt = _parse(text, dialect, max_depth)
+    prompt = _parse(text, record, max_depth)
     if strict and prompt.diagnostics:
         raise prompt.diagnostics[0].to_error(text)
     return prompt
 
 
+def parse_nodes(
+    text: str, *, dialect: str, max_depth: int, schedule: bool = True, engine: str = "fast"
+) -> tuple[tuple[Node, ...], list[Diagnostic]]:
+    """One sub-prompt's nodes and diagnostics, by dialect name (see :func:`_lark.parse_nodes`);
+    ``engine="lark"`` runs lark's LALR parser instead of the fast path."""
+    return _lark.parse_nodes(
+        text, dialect=get(dialect), max_depth=max_depth, schedule=schedule, engine=engine
+    )
+
+
 @functools.lru_cache(maxsize=1024)
-def _parse(text: str, dialect: str, max_depth: int) -> Prompt:
-    if dialect != "a1111":
-        nodes, found_here = parse_nodes(text, dialect=dialect, max_depth=max_depth)
-        return Prompt((SubPrompt(nodes),), (), dialect, tuple(found_here))
+def _parse(text: str, dialect: Dialect, max_depth: int) -> Prompt:
+    if not dialect.outer_passes:
+        nodes, found_here = _lark.parse_nodes(text, dialect=dialect, max_depth=max_depth)
+        return Prompt((SubPrompt(nodes),), (), dialect.name, tuple(found_here))
 
     uncommented, comment_map = strip_comments_with_map(text)
     body, found, network_map = extra_networks_with_map(uncommented)
@@ -83,7 +92,9 @@ def _parse(text: str, dialect: str, max_depth: int) -> Prompt:
     parts = []
     offset = 0
     for piece_text, weight, tail in split_and_with_tails(body):
-        nodes, part_diagnostics = parse_nodes(piece_text, dialect=dialect, max_depth=max_depth)
+        nodes, part_diagnostics = _lark.parse_nodes(
+            piece_text, dialect=dialect, max_depth=max_depth
+        )
         parts.append(SubPrompt(nodes, weight, tail))
         for d in part_diagnostics:
             pos = comment_map(network_map(offset + d.pos))
@@ -91,7 +102,7 @@ def _parse(text: str, dialect: str, max_depth: int) -> Prompt:
         offset += len(piece_text) + len(tail) + len("AND")
     diagnostics.sort(key=lambda d: d.pos)
     networks = tuple(network for network, _ in found)
-    return Prompt(tuple(parts), networks, dialect, tuple(diagnostics))
+    return Prompt(tuple(parts), networks, dialect.name, tuple(diagnostics))
 
 
 parse.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from .dialects import DIALECTS
 from .tree import Alternation, Break, Edit, Emphasis, Node, Prompt, Text
 
 __all__ = ["render", "render_nodes"]
 
-_BRACKETS = {"round": ("(", ")"), "square": ("[", "]"), "brace": ("{", "}")}
+# Emphasis.kind → its characters; a kind means the same brackets in every dialect that has it.
+_BRACKETS = {
+    bracket.kind: (bracket.opener, bracket.closer)
+    for dialect in DIALECTS.values()
+    for bracket in dialect.brackets
+}
 
 # Maps an Edit to the converted step it switches at (a1111-behaviour.md §4.2).
 StepOf = Callable[[Edit], int]

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ._editing import EditPiece, render_pieces, scan, walk
 from ._lark import GLOBAL_FAILURES, parse_nodes
+from .dialects import A1111
 from .errors import LimitExceededError
 from .limits import DEFAULT_LIMITS
 from .render import render_nodes
@@ -155,7 +156,7 @@ def tree_schedules(
     ``engine="lark"`` builds the tree with Lark's LALR parser."""
     total, hires = _timeline(steps, hires_steps, old_timelines)
     nodes, diagnostics = parse_nodes(
-        text, dialect="a1111", max_depth=DEFAULT_MAX_DEPTH, engine=engine
+        text, dialect=A1111, max_depth=DEFAULT_MAX_DEPTH, engine=engine
     )
     if any(d.kind in GLOBAL_FAILURES for d in diagnostics):
         return [(total, text)]

@@ -62,12 +62,14 @@ def _trees_for_type(_: type) -> SearchStrategy[Prompt]:
 import hypothesis.strategies as st  # noqa: E402 (after the hook, see above)
 from hypothesis.errors import InvalidArgument  # noqa: E402
 
+from promptweights import dialects  # noqa: E402
+
 __all__ = ["DIALECTS", "bracket_soup", "prompts", "trees", "weights"]
 
 T = TypeVar("T")
 
 #: The dialect names :func:`prompts` and :func:`trees` accept (the same as ``promptweights.parse``).
-DIALECTS = ("a1111", "comfy", "novelai")
+DIALECTS = dialects.NAMES
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks. They run inside st.deferred, i.e. when a test first draws from the strategy.
@@ -433,11 +435,10 @@ def _novelai_prompts() -> st.SearchStrategy[str]:
     return _joined(inline, _TOP_SEPARATORS)
 
 
-_PROMPT_BUILDERS: dict[str, Callable[[], st.SearchStrategy[str]]] = {
-    "a1111": _a1111_prompts,
-    "comfy": _comfy_prompts,
-    "novelai": _novelai_prompts,
-}
+def _prompt_builder(dialect: str) -> Callable[[], st.SearchStrategy[str]]:
+    """The builder the dialect's record names (``Dialect.strategy``, a function of this module)."""
+    builder: Callable[[], st.SearchStrategy[str]] = globals()[dialects.get(dialect).strategy]
+    return builder
 
 
 def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
@@ -472,7 +473,7 @@ def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
     """
 
     def build() -> st.SearchStrategy[str]:
-        return _PROMPT_BUILDERS[_check_dialect(dialect, "prompts")]()
+        return _prompt_builder(_check_dialect(dialect, "prompts"))()
 
     return _lazily(f"prompts(dialect={dialect!r})", build)
 

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import promptweights as pw
-from promptweights._lark import parse_nodes
+from promptweights import _editing, _lark, dialects
+from promptweights.parsing import parse_nodes
 from promptweights.testing import bracket_soup, prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,6 +29,35 @@ def _both(text: str, dialect: str, max_depth: int = pw.DEFAULT_MAX_DEPTH) -> Non
         )
         fast = parse_nodes(text, dialect=dialect, max_depth=max_depth, schedule=schedule)
         assert fast == lark
+
+
+@pytest.mark.parametrize("dialect", pw.DIALECTS)
+def test_every_grammar_terminal_has_a_counterpart_in_the_fast_path(dialect: str) -> None:
+    record = dialects.get(dialect)
+    grammar = _lark.grammar(record)
+    defined = {terminal.name for terminal in grammar.terminals}
+    used = {s.name for rule in grammar.rules for s in rule.expansion if s.is_term}
+    # The fast lexer matches exactly the grammar's terminals.
+    assert set(_lark.fast_lexer(record).kinds) - {""} == defined
+    # A rule of several symbols that starts with a terminal is a bracket: the record's table must
+    # know it, or the fast path would read its opener as text.
+    brackets = _lark._brackets(record)
+    starts = {
+        (rule.origin.name, rule.expansion[0].name)
+        for rule in grammar.rules
+        if len(rule.expansion) > 1 and rule.expansion[0].is_term
+    }
+    assert starts == {
+        (brackets.rules[closer], opener) for opener, (closer, _) in brackets.openers.items()
+    }
+    # The declared terminals (no pattern) are exactly the ones the balancing postlexer emits.
+    unclosed = {name for _, name in brackets.openers.values()}
+    assert used - defined == {"STRAY", "DEEP"} | unclosed
+
+
+def test_the_scheduling_scanner_knows_every_a1111_terminal() -> None:
+    grammar = _lark.grammar(dialects.A1111)
+    assert set(_editing.TERMINALS) == {terminal.name for terminal in grammar.terminals}
 
 
 @pytest.mark.parametrize("dialect", pw.DIALECTS)

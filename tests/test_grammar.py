@@ -9,7 +9,7 @@ from hypothesis.extra.lark import from_lark
 from lark import Lark
 
 import promptweights as pw
-from promptweights._lark import parse_nodes
+from promptweights.parsing import parse_nodes
 
 # What the postlexer emits for the declared terminals: text for STRAY/DEEP, nothing for UNCLOSED_*.
 EXPLICIT = {

@@ -20,6 +20,8 @@ LAYERS = [
         "limits",
         "tree",
         "_lark",
+        "_emphasis",
+        "dialects",
         "_editing",
         "spans",
         "render",

@@ -10,8 +10,8 @@ import pytest
 
 import promptweights as pw
 from promptweights import Alternation, Break, Edit, Emphasis, SubPrompt, Text
-from promptweights._lark import parse_nodes
 from promptweights.errors import DIAGNOSTICS
+from promptweights.parsing import parse_nodes
 from promptweights.render import render_nodes
 from promptweights.spans import tree_spans
 
