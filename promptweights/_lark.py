@@ -30,6 +30,7 @@ takes the top level; the terminals are the grammar's, matched in lark's order.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -57,6 +58,13 @@ __all__ = [
 ]
 
 GRAMMAR_PACKAGE = "promptweights.grammar"
+if importlib.util.find_spec(GRAMMAR_PACKAGE) is None:
+    # The grammar files ship as a package of their own (pyproject.toml's package-dir): a source
+    # checkout on sys.path has no `promptweights.grammar` until it is installed.
+    raise ImportError(
+        f"{GRAMMAR_PACKAGE} is missing: install promptweights (in a source checkout: "
+        "pip install -e .) instead of importing it from the source tree"
+    )
 
 # A1111's scheduling parse fails as a whole on these, which switches off editing and alternation
 # for the whole sub-prompt (a1111-behaviour.md §2.1).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -66,3 +67,20 @@ def test_wheel_parses_from_any_directory(tmp_path: Path) -> None:
         text=True,
     )
     assert out.stdout.startswith("ok")
+
+
+def test_a_source_checkout_without_install_says_to_install_it(tmp_path: Path) -> None:
+    # A copy of the checkout on sys.path, and only lark besides: -S skips site-packages and its
+    # .pth files, so no installed or editable promptweights can answer instead.
+    checkout = tmp_path / "checkout"
+    for folder in ("promptweights", "grammar"):
+        shutil.copytree(ROOT / folder, checkout / folder, ignore=shutil.ignore_patterns("toy"))
+    paths = [str(checkout), str(Path(lark.__file__).parents[1])]
+    code = f"import sys; sys.path[:0] = {paths!r}; import promptweights"
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: promptweights.grammar is missing"), out.stderr
+    assert "pip install -e ." in last
