@@ -73,7 +73,7 @@ class PromptSyntaxError(PromptweightsError, ValueError):
         pos: 0-based offset of the problem in ``source``.
         line: 1-based line of ``pos``.
         column: 1-based column of ``pos``.
-        kind: a short machine-readable name of the problem (see ``promptweights.DIAGNOSTICS``).
+        kind: a short machine-readable name of the problem (see :data:`DIAGNOSTICS`).
     """
 
     def __init__(self, message: str, *, source: str, pos: int, kind: str = "syntax") -> None:

@@ -73,9 +73,9 @@ def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
 
     Weights multiply along the nesting path in A1111's order: closed brackets innermost first,
     then brackets left open, round before square, outermost first. For well-formed prompts this
-    equals :func:`weighted_spans` of the rendered text. Edit and alternation nodes must be resolved
-    first (render the schedule variant first: :func:`promptweights.schedules` or
-    :func:`promptweights.render.render_nodes` with ``step=``); they raise
+    equals :func:`weighted_spans` of the rendered text. Run it on one schedule variant (parse a text
+    from :func:`promptweights.schedules`, or one rendered by
+    :func:`promptweights.render.render_nodes` with ``step=``): edit and alternation nodes raise
     :class:`~promptweights.errors.InvalidArgumentError` here.
     """
     spans = Spans()
