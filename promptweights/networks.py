@@ -11,6 +11,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from ._arguments import check_text
 from .tree import ExtraNetwork
 
 __all__ = ["OffsetMap", "extra_networks", "strip_comments"]
@@ -91,7 +92,7 @@ def strip_comments(text: str) -> str:
     >>> strip_comments("a#b\\n#x\\nc")
     'a\\nc'
     """
-    return strip_comments_with_map(text)[0]
+    return strip_comments_with_map(check_text(text, "text"))[0]
 
 
 def make_network(
@@ -152,5 +153,5 @@ def extra_networks(text: str) -> tuple[str, list[ExtraNetwork]]:
     >>> text, nets[0].name, nets[0].te_weight, nets[0].unet_weight
     ('a cat  on a mat', 'ink', 0.8, 0.8)
     """
-    stripped, found, _ = extra_networks_with_map(text)
+    stripped, found, _ = extra_networks_with_map(check_text(text, "text"))
     return stripped, [network for network, _ in found]

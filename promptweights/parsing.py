@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 
 from . import _lark
+from ._arguments import check_int, check_text
 from .dialects import Dialect, get
-from .errors import ArgumentTypeError, Diagnostic, LimitExceededError
+from .errors import Diagnostic, LimitExceededError
 from .limits import MAX_PROMPT_CHARS
 from .networks import extra_networks_with_map, strip_comments_with_map
 from .schedules import split_and_with_tails
@@ -42,6 +43,9 @@ def parse(
     Raises:
         PromptSyntaxError: in strict mode, at the first problem, with its position.
         UnknownNameError: for an unknown dialect.
+        ArgumentTypeError: ``text`` is not a ``str``, ``dialect`` not a ``str`` or ``max_depth``
+            not an ``int``.
+        InvalidArgumentError: a negative ``max_depth``.
         LimitExceededError: for a text longer than :data:`MAX_PROMPT_CHARS`.
 
     >>> parse("(a:1.5) AND b:0.5").parts[1]
@@ -53,9 +57,9 @@ def parse(
       a (b
         ^
     """
-    if not isinstance(text, str):
-        raise ArgumentTypeError(f"prompt must be a str, not {type(text).__name__}")
+    text = check_text(text, "prompt")
     record = get(dialect)
+    max_depth = check_int(max_depth, "max_depth", minimum=0)
     if len(text) > MAX_PROMPT_CHARS:
         raise LimitExceededError(
             f"prompt of {len(text)} characters exceeds the limit of {MAX_PROMPT_CHARS}"

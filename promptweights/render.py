@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .dialects import DIALECTS
+from .errors import ArgumentTypeError
 from .tree import Alternation, Break, Edit, Emphasis, Node, Prompt, Text
 
 __all__ = ["render", "render_nodes"]
@@ -84,6 +85,8 @@ def render(prompt: Prompt) -> str:
     >>> render(parse("a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 # note"))
     'a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 \\n'
     """
+    if not isinstance(prompt, Prompt):
+        raise ArgumentTypeError(f"prompt must be a Prompt, not {type(prompt).__name__}")
     text = "AND".join(render_nodes(part.children) + part.weight_text for part in prompt.parts)
     for network in sorted(prompt.networks, key=lambda n: (n.pos < 0, n.pos)):
         source = network.source or f"<{network.kind}:{':'.join(network.args or (network.name,))}>"

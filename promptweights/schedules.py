@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Protocol
 
+from ._arguments import check_int, check_text
 from ._editing import EditPiece, render_pieces, scan, walk
 from ._lark import GLOBAL_FAILURES, parse_nodes
 from .dialects import A1111
@@ -204,12 +205,21 @@ def schedules(
     Raises:
         LimitExceededError: the schedule would have more than ``max_variants`` entries or
             ``max_chars`` characters.
+        ArgumentTypeError: ``text`` is not a ``str``, or a number of steps or a limit not an
+            ``int``.
+        InvalidArgumentError: a limit below 1.
 
     >>> schedules("a [cat:dog:0.5]", 10)
     [(5, 'a cat'), (10, 'a dog')]
     >>> schedules("[fe|]male", 4)
     [(1, 'female'), (2, 'male'), (3, 'female'), (4, 'male')]
     """
+    text = check_text(text, "text")
+    steps = check_int(steps, "steps")
+    if hires_steps is not None:
+        hires_steps = check_int(hires_steps, "hires_steps")
+    max_variants = check_int(max_variants, "max_variants", minimum=1)
+    max_chars = check_int(max_chars, "max_chars", minimum=1)
     return list(_cached_schedules(text, steps, hires_steps, old_timelines, max_variants, max_chars))
 
 
@@ -234,11 +244,15 @@ def split_and(text: str, *, max_parts: int = DEFAULT_LIMITS.and_parts) -> list[t
 
     ``AND`` is case-sensitive with word boundaries; a trailing ``:w`` sets the part's weight
     (default 1.0); trailing spaces are dropped, leading ones kept. More than ``max_parts`` parts
-    raise :class:`~promptweights.errors.LimitExceededError` (each part costs a UNet pass per step).
+    raise :class:`~promptweights.errors.LimitExceededError` (each part costs a UNet pass per step);
+    a ``max_parts`` below 1 raises :class:`~promptweights.errors.InvalidArgumentError`, and a
+    ``text`` that is not a ``str`` :class:`~promptweights.errors.ArgumentTypeError`.
 
     >>> split_and("a cat AND a dog:0.5")
     [('a cat', 1.0), (' a dog', 0.5)]
     """
+    text = check_text(text, "text")
+    max_parts = check_int(max_parts, "max_parts", minimum=1)
     separators = [match.start() for match in _AND_RE.finditer(text)]
     if len(separators) >= max_parts:
         raise LimitExceededError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
+from ._arguments import check_int, check_text
 from ._emphasis import ESCAPE_RE, Spans
 from .dialects import NAMES, get
 from .errors import InvalidArgumentError
@@ -56,12 +57,18 @@ def weighted_spans(
 
     Raises:
         UnknownNameError: for an unknown dialect.
+        ArgumentTypeError: ``text`` or ``dialect`` is not a ``str``, or ``max_depth`` not an
+            ``int``.
+        InvalidArgumentError: a negative ``max_depth``.
 
     >>> weighted_spans("an (important) word")
     [('an ', 1.0), ('important', 1.1), (' word', 1.0)]
     >>> weighted_spans("a BREAK [b]")
     [('a', 1.0), ('BREAK', -1.0), ('', 1.0), ('b', 0.9090909090909091)]
     """
+    text = check_text(text, "text")
+    get(dialect)  # before the cache: an unhashable dialect must not reach it
+    max_depth = check_int(max_depth, "max_depth", minimum=0)
     return list(_cached_spans(text, dialect, max_depth))
 
 

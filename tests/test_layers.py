@@ -17,6 +17,7 @@ HEAVY = ("torch", "transformers", "diffusers", "hypothesis", "PIL", "accelerate"
 LAYERS = [
     {
         "errors",
+        "_arguments",
         "limits",
         "tree",
         "_lark",
