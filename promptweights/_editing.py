@@ -72,23 +72,23 @@ class AlternationPiece:
 Piece = str | EditPiece | AlternationPiece
 Pieces = list[Piece]
 
-# An item inside a bracket: (is a TEXT token, piece). Only TEXT tokens can be an edit's `when`.
-_Item = tuple[bool, Piece]
-
 
 class _Frame:
+    # Items are the bracket's tokens and reduced sub-brackets, one each; a separator is the index
+    # of its item (which says ":" or "|"). Bare indices, not (index, kind) tuples: `[|||…]`
+    # holds one per character.
     __slots__ = ("closer", "deep", "items", "ok", "separators")
 
     def __init__(self, closer: str, deep: bool) -> None:
         self.closer = closer
         self.deep = deep
-        self.items: list[_Item] = []
+        self.items: list[Piece] = []
         self.ok = True  # nothing ill formed directly inside
-        self.separators: list[tuple[int, str]] = []  # (index into items, ":" or "|")
+        self.separators: list[int] = []
 
 
-def _join(items: list[_Item], start: int = 0, stop: int | None = None) -> Pieces:
-    return merged_strings([piece for _, piece in items[start:stop]])
+def _join(items: list[Piece], start: int = 0, stop: int | None = None) -> Pieces:
+    return merged_strings(items[start:stop])
 
 
 def scan(text: str, max_depth: int) -> Pieces | None:
@@ -104,14 +104,14 @@ def scan(text: str, max_depth: int) -> Pieces | None:
         token = match.group()
         frame = stack[-1]
         if group == _TEXT:
-            frame.items.append((True, token))
+            frame.items.append(token)
         elif group == _OPEN:
             deep = depth >= max_depth
             if not deep:
                 depth += 1
             child = _Frame(")" if token == "(" else "]", deep)
             if deep:
-                frame.items.append((False, token))
+                frame.items.append(token)
             stack.append(child)
             if deep:
                 # A deep bracket is text: its content and separators go on into the lists of
@@ -122,7 +122,7 @@ def scan(text: str, max_depth: int) -> Pieces | None:
             if frame is not top and frame.closer == token:
                 stack.pop()
                 if frame.deep:
-                    frame.items.append((False, token))
+                    frame.items.append(token)
                     # Fold the deep frame's flag into the real bracket it sits in.
                     parent = stack[-1]
                     parent.ok = parent.ok and frame.ok
@@ -130,13 +130,13 @@ def scan(text: str, max_depth: int) -> Pieces | None:
                     depth -= 1
                     failed = _close(frame, stack[-1], closed=True) or failed
             else:
-                frame.items.append((False, token))  # stray closer: text, and ill formed
+                frame.items.append(token)  # stray closer: text, and ill formed
                 frame.ok = False
         elif group in (_COLON, _PIPE):
-            frame.separators.append((len(frame.items), token))
-            frame.items.append((False, token))
+            frame.separators.append(len(frame.items))
+            frame.items.append(token)
         else:
-            frame.items.append((False, token))
+            frame.items.append(token)
             if group == _BACKSLASH:
                 failed = True
                 frame.ok = False
@@ -147,7 +147,7 @@ def scan(text: str, max_depth: int) -> Pieces | None:
         else:
             parent = stack[-1]
             parent.ok = parent.ok and frame.ok
-    if failed or any(sep == "|" for _, sep in top.separators):
+    if failed or any(top.items[i] == "|" for i in top.separators):
         return None
     return _join(top.items)
 
@@ -155,21 +155,21 @@ def scan(text: str, max_depth: int) -> Pieces | None:
 def _close(frame: _Frame, parent: _Frame, *, closed: bool) -> bool:
     """Reduce a bracket into its parent; return True if the scheduling parse fails."""
     items = frame.items
-    kinds = {sep for _, sep in frame.separators}
+    kinds = {items[i] for i in frame.separators}
     well_formed = closed and frame.ok
     if frame.closer == "]" and well_formed and kinds:
         node = _edit_or_alternation(items, frame.separators, kinds)
         if node is not None:
-            parent.items.append((False, node))
+            parent.items.append(node)
             return False
     opener, closer = ("(", ")") if frame.closer == ")" else ("[", "]")
     body = _join(items)
     pieces: Pieces = [opener, *body, closer] if closed else [opener, *body]
     if all(isinstance(p, str) for p in pieces):
-        parent.items.append((False, "".join(pieces)))  # type: ignore[arg-type]
+        parent.items.append("".join(pieces))  # type: ignore[arg-type]
     else:
-        parent.items.extend((False, p) for p in pieces)
-    colons = sum(sep == ":" for _, sep in frame.separators)
+        parent.items.extend(pieces)
+    colons = sum(items[i] == ":" for i in frame.separators)
     if frame.closer == ")":
         ok = well_formed and colons <= 1 and "|" not in kinds
     else:
@@ -179,24 +179,35 @@ def _close(frame: _Frame, parent: _Frame, *, closed: bool) -> bool:
 
 
 def _edit_or_alternation(
-    items: list[_Item], separators: list[tuple[int, str]], kinds: set[str]
+    items: list[Piece], separators: list[int], kinds: set[Piece]
 ) -> Piece | None:
-    bounds = [-1, *(i for i, _ in separators), len(items)]
-    parts = [(bounds[i] + 1, bounds[i + 1]) for i in range(len(bounds) - 1)]
     if kinds == {"|"}:
-        return AlternationPiece([_join(items, a, b) for a, b in parts])
+        options = []
+        start = 0
+        for index in separators:
+            options.append(_join(items, start, index))
+            start = index + 1
+        options.append(_join(items, start))
+        return AlternationPiece(options)
     if kinds != {":"} or len(separators) > 2:
         return None
-    start, stop = parts[-1]
-    if stop - start != 1 or not items[start][0]:
+    # The step is the whole last part, one TEXT token. A str item that reads as a number is one:
+    # the other str items are escapes, brackets kept as text and stray or deep brackets, which
+    # all hold a bracket or a backslash.
+    if separators[-1] != len(items) - 2:
         return None
-    when_text = items[start][1]
-    assert isinstance(when_text, str)
+    when_text = items[-1]
+    if not isinstance(when_text, str):
+        return None
     match = _WHEN_RE.fullmatch(when_text)
     if match is None:
         return None
-    before = _join(items, *parts[0]) if len(parts) == 3 else None
-    return EditPiece(before, _join(items, *parts[-2]), float(match.group(1)), when_text)
+    first = separators[0]
+    before = _join(items, 0, first) if len(separators) == 2 else None
+    after = (
+        _join(items, first + 1, separators[-1]) if len(separators) == 2 else _join(items, 0, first)
+    )
+    return EditPiece(before, after, float(match.group(1)), when_text)
 
 
 def walk(pieces: Pieces) -> list[EditPiece | AlternationPiece]:
