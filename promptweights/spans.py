@@ -3,11 +3,13 @@
 For ``"a1111"`` this is exactly A1111's ``parse_prompt_attention`` (a1111-behaviour.md §2.2, §3):
 the same token order, the same float products (closing order, then open round brackets outermost
 first, then open square ones), ``("BREAK", -1.0)`` markers and merging of exactly equal
-neighbours. It runs on the text of one schedule variant, after scheduling, as A1111 does.
+neighbours. It runs on the text of one schedule variant, after scheduling, as A1111 does. Each
+dialect's pass is in :mod:`promptweights._emphasis`, and its record in
+:mod:`promptweights.dialects` names it.
 
 :func:`tree_spans` computes the same list from a parsed tree; a property test checks that both agree
-on every well-formed prompt, which is what lets the regex pass here stand in for the grammar on the
-hot path.
+on every well-formed prompt, which is what lets the regex pass stand in for the grammar on the hot
+path.
 """
 
 from __future__ import annotations
