@@ -43,9 +43,12 @@ class Bracket:
 SpanFunction = Callable[["Dialect", str, int], tuple[tuple[str, float], ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Dialect:
-    """Everything that makes a prompt dialect (see the module docstring)."""
+    """Everything that makes a prompt dialect (see the module docstring).
+
+    Records compare and hash by identity: each is made once, below, and caches are keyed by them.
+    """
 
     name: str
     grammar: str  # the file in the package promptweights.grammar
