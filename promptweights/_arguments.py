@@ -14,9 +14,11 @@ __all__ = ["check_int", "check_text"]
 
 def check_text(value: object, name: str) -> str:
     """``value`` if it is a ``str`` (a subclass is read as the ``str`` it holds)."""
+    if type(value) is str:
+        return value
     if not isinstance(value, str):
         raise ArgumentTypeError(f"{name} must be a str, not {type(value).__name__}")
-    return str(value) if type(value) is not str else value
+    return str(value)
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None) -> int:

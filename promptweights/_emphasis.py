@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -134,8 +135,7 @@ def stack_spans(
     An explicit weight (token group 1) closes a round bracket. An opener with ``max_depth``
     brackets already open is text, and so is the closer that pops it.
     """
-    # Each closer → (its opener, its factor).
-    factors = {bracket.closer: (bracket.opener, bracket.factor) for bracket in dialect.brackets}
+    factors = _closers(dialect)
     breaks = dialect.breaks
     spans = Spans()
     stacks: dict[str, list[int]] = {opener: [] for opener, _ in factors.values()}
@@ -180,6 +180,12 @@ def stack_spans(
             if start != _DEEP:
                 spans.multiply(start, factor)
     return spans.merged()
+
+
+@functools.cache
+def _closers(dialect: Dialect) -> dict[str, tuple[str, float]]:
+    """Each closer of the dialect → (its opener, its factor), in the bracket table's order."""
+    return {bracket.closer: (bracket.opener, bracket.factor) for bracket in dialect.brackets}
 
 
 def _explicit(spans: Spans, token: str, number: str, round_factor: float) -> float:

@@ -92,7 +92,9 @@ def strip_comments(text: str) -> str:
     >>> strip_comments("a#b\\n#x\\nc")
     'a\\nc'
     """
-    return strip_comments_with_map(check_text(text, "text"))[0]
+    if type(text) is not str:
+        text = check_text(text, "text")
+    return strip_comments_with_map(text)[0]
 
 
 def make_network(
@@ -153,5 +155,7 @@ def extra_networks(text: str) -> tuple[str, list[ExtraNetwork]]:
     >>> text, nets[0].name, nets[0].te_weight, nets[0].unet_weight
     ('a cat  on a mat', 'ink', 0.8, 0.8)
     """
-    stripped, found, _ = extra_networks_with_map(check_text(text, "text"))
+    if type(text) is not str:
+        text = check_text(text, "text")
+    stripped, found, _ = extra_networks_with_map(text)
     return stripped, [network for network, _ in found]

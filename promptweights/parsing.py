@@ -13,7 +13,7 @@ import functools
 
 from . import _lark
 from ._arguments import check_int, check_text
-from .dialects import Dialect, get
+from .dialects import DIALECTS, Dialect, get
 from .errors import Diagnostic, LimitExceededError
 from .limits import MAX_PROMPT_CHARS
 from .networks import extra_networks_with_map, strip_comments_with_map
@@ -57,9 +57,13 @@ def parse(
       a (b
         ^
     """
-    text = check_text(text, "prompt")
-    record = get(dialect)
-    max_depth = check_int(max_depth, "max_depth", minimum=0)
+    if type(text) is not str:
+        text = check_text(text, "prompt")
+    record = DIALECTS.get(dialect) if type(dialect) is str else None
+    if record is None:
+        record = get(dialect)  # raises: not a str, or not a dialect
+    if type(max_depth) is not int or max_depth < 0:
+        max_depth = check_int(max_depth, "max_depth", minimum=0)
     if len(text) > MAX_PROMPT_CHARS:
         raise LimitExceededError(
             f"prompt of {len(text)} characters exceeds the limit of {MAX_PROMPT_CHARS}"

@@ -214,12 +214,21 @@ def schedules(
     >>> schedules("[fe|]male", 4)
     [(1, 'female'), (2, 'male'), (3, 'female'), (4, 'male')]
     """
-    text = check_text(text, "text")
-    steps = check_int(steps, "steps")
-    if hires_steps is not None:
-        hires_steps = check_int(hires_steps, "hires_steps")
-    max_variants = check_int(max_variants, "max_variants", minimum=1)
-    max_chars = check_int(max_chars, "max_chars", minimum=1)
+    if not (
+        type(text) is str
+        and type(steps) is int
+        and (hires_steps is None or type(hires_steps) is int)
+        and type(max_variants) is int
+        and type(max_chars) is int
+        and max_variants >= 1
+        and max_chars >= 1
+    ):  # the checks, only where one can fail: this runs for every cached lookup too
+        text = check_text(text, "text")
+        steps = check_int(steps, "steps")
+        if hires_steps is not None:
+            hires_steps = check_int(hires_steps, "hires_steps")
+        max_variants = check_int(max_variants, "max_variants", minimum=1)
+        max_chars = check_int(max_chars, "max_chars", minimum=1)
     return list(_cached_schedules(text, steps, hires_steps, old_timelines, max_variants, max_chars))
 
 
@@ -251,8 +260,10 @@ def split_and(text: str, *, max_parts: int = DEFAULT_LIMITS.and_parts) -> list[t
     >>> split_and("a cat AND a dog:0.5")
     [('a cat', 1.0), (' a dog', 0.5)]
     """
-    text = check_text(text, "text")
-    max_parts = check_int(max_parts, "max_parts", minimum=1)
+    if type(text) is not str:
+        text = check_text(text, "text")
+    if type(max_parts) is not int or max_parts < 1:
+        max_parts = check_int(max_parts, "max_parts", minimum=1)
     separators = [match.start() for match in _AND_RE.finditer(text)]
     if len(separators) >= max_parts:
         raise LimitExceededError(

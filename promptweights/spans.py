@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from ._arguments import check_int, check_text
 from ._emphasis import ESCAPE_RE, Spans
+from .dialects import DIALECTS as RECORDS
 from .dialects import NAMES, get
 from .errors import InvalidArgumentError
 from .tree import DEFAULT_MAX_DEPTH, Alternation, Break, Edit, Emphasis, Node, Text
@@ -31,7 +32,7 @@ DIALECTS = NAMES
 
 @functools.lru_cache(maxsize=8192)
 def _cached_spans(text: str, dialect: str, max_depth: int) -> tuple[tuple[str, float], ...]:
-    record = get(dialect)
+    record = RECORDS.get(dialect) or get(dialect)  # get() raises for an unknown name
     return record.spans(record, text, max_depth)
 
 
@@ -68,9 +69,15 @@ def weighted_spans(
     >>> weighted_spans("a BREAK [b]")
     [('a', 1.0), ('BREAK', -1.0), ('', 1.0), ('b', 0.9090909090909091)]
     """
-    text = check_text(text, "text")
-    get(dialect)  # before the cache: an unhashable dialect must not reach it
-    max_depth = check_int(max_depth, "max_depth", minimum=0)
+    if (
+        type(text) is not str
+        or type(dialect) is not str
+        or type(max_depth) is not int
+        or max_depth < 0
+    ):  # the checks, only where one can fail: this runs for every cached lookup too
+        text = check_text(text, "text")
+        get(dialect)  # before the cache: an unhashable dialect must not reach it
+        max_depth = check_int(max_depth, "max_depth", minimum=0)
     return list(_cached_spans(text, dialect, max_depth))
 
 
