@@ -172,8 +172,8 @@ def stack_spans(
             spans.add(token, split_breaks=False)
             continue
         depth -= 1
-        if number is not None:
-            factor = _explicit(spans, token, number, dialect.factor("round"))
+        if number is not None:  # the fallback is what `(` weighs
+            factor = _explicit(spans, token, number, factors[")"][1])
         spans.multiply(start, factor)
     for opener, factor in factors.values():
         for start in stacks[opener]:
