@@ -10,7 +10,7 @@ The model draws flat shapes on a flat background at 32×32 from prompt-style cap
 * shapes: circle, square, triangle; sizes: ``small``, ``large`` or unnamed;
 * backgrounds: the six colours plus white and black (``, <colour> background``).
 
-It is a standard diffusers ``StableDiffusionPipeline``, 7.9 MB of float32 safetensors:
+It is a standard diffusers ``StableDiffusionPipeline``, 7.8 MB of float32 safetensors:
 
 * ``tokenizer``: a ``CLIPTokenizer`` whose BPE vocabulary (characters, punctuation and every
   caption word whole) gives one token per word; 16-token windows (``model_max_length``);
