@@ -1,31 +1,53 @@
 """Train the toy text-to-image pipeline shipped in ``promptweights/toy/model``.
 
-Everything is built in code: the scenes (one flat shape on a flat background, 32×32), their
-prompt-style captions (``a red circle, blue background``, ``small green square``), a word-level
-CLIP BPE tokenizer, a 2-layer ``CLIPTextModel``, a small ``AutoencoderKL`` (32×32×3 ↔ 16×16×4)
-and a small ``UNet2DConditionModel``. Two stages, each checkpointed and resumable:
+Everything is built in code: the scenes (32×32, flat colours: one shape, or two shapes side by
+side, the first named on the left), their prompt-style captions (``a red circle and a blue
+square, white background``, ``small green square``, ``a circle``), a word-level CLIP BPE
+tokenizer, a 2-layer ``CLIPTextModel``, a small ``AutoencoderKL`` (32×32×3 ↔ 16×16×4) and a small
+``UNet2DConditionModel``. Two stages, each checkpointed and resumable:
 
 1. ``vae``: the autoencoder alone (MSE + L1 reconstruction, a tiny KL term);
 2. ``diffusion``: text encoder and UNet together with the ε-prediction loss on the frozen VAE's
    latents, 10% of captions dropped for classifier-free guidance, EMA of both.
 
 ``export`` writes a ``StableDiffusionPipeline`` (DPM-Solver++ with steps uniform in log-SNR, no
-safety checker) with ``save_pretrained`` as safetensors. The run is deterministic on one thread:
-every step draws its data, noise and timesteps from a generator seeded by the step number, so a
-resumed run reproduces an uninterrupted one.
+safety checker) with ``save_pretrained`` as safetensors. The run is deterministic for a given
+thread count: every step draws its data, noise and timesteps from a generator seeded by the step
+number, so a resumed run reproduces an uninterrupted one.
 
-Usage (about 35 minutes on one CPU thread: 10 for the VAE, 25 for the diffusion stage)::
+Usage (the shipped model: 1200 VAE steps, then 2750 of a 3500-step diffusion schedule)::
 
-    nice -n 10 python tools/train_toy.py all --workdir build/toy-train
+    nice -n 15 python tools/train_toy.py all --workdir build/toy-train --stop-at 2750
     # or stage by stage: vae, diffusion, export; re-running a stage resumes from its checkpoint
     # --latent-std X trains and exports with another LATENT_STD (experiments; not the shipped one)
 
 The scene grammar, palette and held-out combinations are imported by ``tests/test_toy.py``.
 
 Reproducible on one kind of CPU: two runs on the same machine give identical weights, but another
-CPU rounds differently and the runs drift apart (a VAE trained on an AMD EPYC differs from the
-shipped one, trained elsewhere, by up to 0.23 in a weight); what the tests check is the quality,
-not the bits.
+CPU rounds differently and the runs drift apart (a VAE trained on an AMD EPYC differs from one
+trained elsewhere by up to 0.23 in a weight); what the tests check is the quality, not the bits.
+
+Why two shapes (2026-12-04): with one shape, the weight of a colour word only changed the shape's
+size a little, and ``(red:0)`` under every strategy still drew a red circle (a colourless circle
+was never in the data: every caption named a colour). Now a shape whose caption names no colour is
+drawn gray, two shapes compete for the picture, and ``+`` (the word ComfyUI_ADV_CLIP_emb puts in
+place of a down-weighted word) is a filler the model learns to ignore.
+
+Time (2026-12-04, one thread at ``nice -n 15`` on a 2-core machine shared with five other jobs,
+load 5-9): the VAE took 12 minutes (1.7 it/s), the diffusion stage about 1.1 it/s, so 2750 steps
+took 52 minutes; alone on a core both run about three times faster (previous runs: 4 and 3.3
+it/s). Two threads were tried first: under that load they stalled (8 it/s falling to 0.7 it/s, the
+threads waiting for each other), so the default is one. The diffusion schedule is laid out for
+3500 steps but the run was stopped after the 2750-step checkpoint (``--stop-at``) to meet a
+deadline; checkpoints were checked at 1000, 1500 and 2250 steps: text-following (background, the
+shapes' colours) only appeared after about 2000. At 2750 (``tests/test_toy.py``, guidance 1.5):
+named colours right on held-out captions in 94% (one shape) and 91% (two shapes) of scenes; the
+shape class only in 61% and 39% (outlines are still blobs); ``(red:0)`` gray under compel and
+down-weight in 6-8 of 8 images; ``[red:green:0.5]`` ends 24-56% of the way from red to green in
+all 24 images. Under a1111, weights away from 1 change the whole picture (the red share at w=0 is
+larger than at w=1), so the old guarantee "red share rises 0.6 → 1.0 → 1.4 under a1111" no
+longer holds; up-weighting still adds red under every strategy. Training to the full 3500 steps
+(or longer) is the next thing to try for sharper outlines.
 """
 
 from __future__ import annotations
@@ -68,7 +90,9 @@ MAX_LENGTH = 16
 # the colour later in this model.
 LATENT_STD = 0.35
 
-# Shape colours (distinct hues) and background colours (the hues plus neutrals), RGB in [0, 1].
+# Shape colours (distinct hues) and background colours (the hues plus white and black), RGB in
+# [0, 1]. A shape whose caption names no colour is drawn PLAIN (gray): so a colour word that a
+# strategy removes (``(red:0)`` under "compel" or "down-weight") visibly leaves a gray shape.
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.90, 0.10, 0.10),
     "orange": (1.00, 0.55, 0.00),
@@ -77,18 +101,29 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "blue": (0.15, 0.25, 0.90),
     "purple": (0.60, 0.20, 0.80),
 }
+PLAIN: tuple[float, float, float] = (0.50, 0.50, 0.50)
 NEUTRALS: dict[str, tuple[float, float, float]] = {
     "white": (0.95, 0.95, 0.95),
     "black": (0.05, 0.05, 0.05),
-    "gray": (0.50, 0.50, 0.50),
 }
 BACKGROUNDS: dict[str, tuple[float, float, float]] = {**COLOURS, **NEUTRALS}
 SHAPES = ("circle", "square", "triangle")
-# Half-size ranges in pixels; an unnamed size draws from the whole range.
+# Half-size ranges in pixels, one shape alone (centred) or two side by side (first named on the
+# left); an unnamed size draws from the whole range.
 SIZES: dict[str, tuple[float, float]] = {"small": (4.0, 5.5), "large": (10.0, 12.0)}
 ANY_SIZE = (4.0, 12.0)
+PAIR_SIZES: dict[str, tuple[float, float]] = {"small": (3.0, 4.5), "large": (6.0, 7.0)}
+PAIR_ANY_SIZE = (3.0, 7.0)
+PAIR_SHARE = 0.7  # share of training scenes with two shapes
+PLAIN_SHARE = 1 / 7  # share of shapes whose caption names no colour
+# The filler ``+`` (the token ComfyUI_ADV_CLIP_emb substitutes for a masked word) is inserted at a
+# random place in this share of captions and changes nothing in the scene: so the model reads
+# "a + circle" as "a circle", as real CLIP roughly does, and "down-weight" at 0 removes a word.
+FILLER_SHARE = 0.15
+FILLER = "+"
 WORDS = (
     "a",
+    "and",
     "small",
     "large",
     *COLOURS,
@@ -99,63 +134,92 @@ WORDS = (
 
 
 def held_out(colour: str, shape: str, background: str) -> bool:
-    """Whether a (colour, shape, background) triple is kept out of training (about one in 7)."""
+    """Whether a one-shape (colour, shape, background) triple is kept out of training (1 in 7)."""
     c = list(COLOURS).index(colour)
     s = SHAPES.index(shape)
     b = list(BACKGROUNDS).index(background)
     return (c + 2 * s + 3 * b) % 7 == 3
 
 
+def held_out_pair(
+    left: tuple[str | None, str], right: tuple[str | None, str], background: str
+) -> bool:
+    """Whether a two-shape scene (colour or ``None``, shape; twice; background) is held out.
+
+    About one in 7 of the combinations; the parts (each colour, shape, side) are all seen.
+    """
+    hues = [*COLOURS, None]
+    c1, c2 = hues.index(left[0]), hues.index(right[0])
+    s1, s2 = SHAPES.index(left[1]), SHAPES.index(right[1])
+    b = list(BACKGROUNDS).index(background)
+    return (c1 + 2 * s1 + 3 * c2 + 5 * s2 + 4 * b) % 7 == 5
+
+
+def phrase(colour: str | None, shape: str, size: str | None, article: bool) -> str:
+    """One shape's words: ``[a ][size ][colour ]shape``."""
+    words = (["a"] if article else []) + ([size] if size else []) + ([colour] if colour else [])
+    return " ".join([*words, shape])
+
+
 def caption(
     colour: str, shape: str, size: str | None, background: str | None, article: bool
 ) -> str:
-    """A prompt-style caption: ``[a ][size ]colour shape[, background background]``."""
-    words = (["a"] if article else []) + ([size] if size else []) + [colour, shape]
-    text = " ".join(words)
+    """A one-shape caption: ``[a ][size ]colour shape[, background background]``."""
+    text = phrase(colour, shape, size, article)
     return f"{text}, {background} background" if background else text
 
 
 @dataclass(frozen=True)
-class Scene:
-    """One scene: shape colour, shape, half-size in pixels, centre and background colour."""
+class Shape:
+    """One shape: colour (``None``: plain gray), kind, half-size in pixels and centre."""
 
-    colour: str
+    colour: str | None
     shape: str
     half: float
     cx: float
     cy: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene: one or two shapes (left to right, as captioned) on a flat background."""
+
+    shapes: tuple[Shape, ...]
     background: str
+
+
+def _coverage(shape: Shape) -> Tensor:
+    """The antialiased coverage ``(32, 32)`` of one shape (4× supersampled)."""
+    grid = (torch.arange(IMAGE * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    dy = grid.view(-1, 1) - shape.cy
+    dx = grid.view(1, -1) - shape.cx
+    half = shape.half
+    if shape.shape == "circle":
+        inside = dx * dx + dy * dy <= half * half
+    elif shape.shape == "square":
+        side = half * 0.9
+        inside = (dx.abs() <= side) & (dy.abs() <= side)
+    else:
+        inside = (dy >= -half) & (dy <= half) & (dx.abs() <= (dy + half) / 2)
+    cover: Tensor = F.avg_pool2d(inside.float()[None, None], SUPERSAMPLE)[0, 0]
+    return cover
 
 
 def render(scenes: Sequence[Scene]) -> Tensor:
     """Render scenes to ``(N, 3, 32, 32)`` images in ``[0, 1]``, antialiased (4× supersampled)."""
-    n = len(scenes)
-    grid = (torch.arange(IMAGE * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
-    y = grid.view(1, -1, 1)
-    x = grid.view(1, 1, -1)
-
-    def col(values: list[float]) -> Tensor:
-        return torch.tensor(values, dtype=torch.float32).view(n, 1, 1)
-
-    cx = col([s.cx for s in scenes])
-    cy = col([s.cy for s in scenes])
-    half = col([s.half for s in scenes])
-    kind = torch.tensor([SHAPES.index(s.shape) for s in scenes]).view(n, 1, 1)
-    dx = x - cx
-    dy = y - cy
-    circle = dx * dx + dy * dy <= half * half
-    side = half * 0.9
-    square = (dx.abs() <= side) & (dy.abs() <= side)
-    triangle = (dy >= -half) & (dy <= half) & (dx.abs() <= (dy + half) / 2)
-    inside = torch.where(kind == 0, circle, torch.where(kind == 1, square, triangle))
-    cover = F.avg_pool2d(inside.float().unsqueeze(1), SUPERSAMPLE)  # (N, 1, 32, 32)
-    fg = torch.tensor([COLOURS[s.colour] for s in scenes]).view(n, 3, 1, 1)
-    bg = torch.tensor([BACKGROUNDS[s.background] for s in scenes]).view(n, 3, 1, 1)
-    return bg * (1 - cover) + fg * cover
+    out = torch.empty(len(scenes), 3, IMAGE, IMAGE)
+    for i, scene in enumerate(scenes):
+        image = torch.tensor(BACKGROUNDS[scene.background]).view(3, 1, 1).expand(3, IMAGE, IMAGE)
+        for shape in scene.shapes:
+            cover = _coverage(shape)
+            fg = torch.tensor(COLOURS[shape.colour] if shape.colour else PLAIN).view(3, 1, 1)
+            image = image * (1 - cover) + fg * cover
+        out[i] = image
+    return out
 
 
 def sample_scenes(gen: torch.Generator, n: int) -> tuple[list[Scene], list[str]]:
-    """Draw ``n`` training scenes (held-out triples excluded) and their captions."""
+    """Draw ``n`` training scenes (held-out combinations excluded) and their captions."""
     colours = list(COLOURS)
     backgrounds = list(BACKGROUNDS)
 
@@ -165,26 +229,55 @@ def sample_scenes(gen: torch.Generator, n: int) -> tuple[list[Scene], list[str]]
     def uniform(lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
+    def colour_or_plain() -> str | None:
+        return None if uniform(0, 1) < PLAIN_SHARE else colours[pick(len(colours))]
+
     scenes: list[Scene] = []
     captions: list[str] = []
     while len(scenes) < n:
-        colour = colours[pick(len(colours))]
-        shape = SHAPES[pick(len(SHAPES))]
         background = backgrounds[pick(len(backgrounds))]
-        if background == colour or held_out(colour, shape, background):
-            continue
-        size_word = [None, "small", "large"][pick(3)]
-        lo, hi = SIZES[size_word] if size_word else ANY_SIZE
-        half = uniform(lo, hi)
-        room = max(0.0, min(4.0, IMAGE / 2 - half - 2))
-        cx = IMAGE / 2 + uniform(-room, room)
-        cy = IMAGE / 2 + uniform(-room, room)
         named_bg = pick(4) != 0  # the background is named in 3 captions of 4
         article = pick(2) == 0
-        scenes.append(Scene(colour, shape, half, cx, cy, background))
-        captions.append(
-            caption(colour, shape, size_word, background if named_bg else None, article)
-        )
+        if uniform(0, 1) < PAIR_SHARE:
+            left = (colour_or_plain(), SHAPES[pick(len(SHAPES))])
+            right = (colour_or_plain(), SHAPES[pick(len(SHAPES))])
+            if background in (left[0], right[0]) or (left[0] is not None and left == right):
+                continue
+            if held_out_pair(left, right, background):
+                continue
+            shapes = []
+            phrases = []
+            centres = (IMAGE / 4, 3 * IMAGE / 4)
+            for (colour, kind), centre in zip((left, right), centres, strict=True):
+                size_word = [None, "small", "large"][pick(3)]
+                lo, hi = PAIR_SIZES[size_word] if size_word else PAIR_ANY_SIZE
+                half = uniform(lo, hi)
+                room = max(0.0, min(3.0, IMAGE / 4 - half - 1))
+                cx = centre + uniform(-room, room)
+                cy = IMAGE / 2 + uniform(-4.0, 4.0)
+                shapes.append(Shape(colour, kind, half, cx, cy))
+                phrases.append(phrase(colour, kind, size_word, article))
+            text = " and ".join(phrases)
+        else:
+            colour, kind = colour_or_plain(), SHAPES[pick(len(SHAPES))]
+            if background == colour or (colour and held_out(colour, kind, background)):
+                continue
+            size_word = [None, "small", "large"][pick(3)]
+            lo, hi = SIZES[size_word] if size_word else ANY_SIZE
+            half = uniform(lo, hi)
+            room = max(0.0, min(4.0, IMAGE / 2 - half - 2))
+            cx = IMAGE / 2 + uniform(-room, room)
+            cy = IMAGE / 2 + uniform(-room, room)
+            shapes = [Shape(colour, kind, half, cx, cy)]
+            text = phrase(colour, kind, size_word, article)
+        if named_bg:
+            text = f"{text}, {background} background"
+        if uniform(0, 1) < FILLER_SHARE:
+            words = text.split(" ")
+            at = pick(len(words) + 1)
+            text = " ".join([*words[:at], FILLER, *words[at:]])
+        scenes.append(Scene(tuple(shapes), background))
+        captions.append(text)
     return scenes, captions
 
 
@@ -398,9 +491,19 @@ def _ema_update(ema: dict[str, Tensor], model: torch.nn.Module, decay: float) ->
 
 
 def train_diffusion(
-    work: Path, steps: int, batch: int, latent_std: float = LATENT_STD, log_every: int = 50
+    work: Path,
+    steps: int,
+    batch: int,
+    latent_std: float = LATENT_STD,
+    log_every: int = 50,
+    stop_at: int | None = None,
 ) -> None:
-    """Stage 2: text encoder and UNet together; resumes from ``work/diffusion.pt``."""
+    """Stage 2: text encoder and UNet together; resumes from ``work/diffusion.pt``.
+
+    ``steps`` lays out the learning-rate schedule; ``stop_at`` (a multiple of 250, the checkpoint
+    interval) ends the run there, as if it had been stopped after that checkpoint.
+    """
+    end = steps if stop_at is None else min(steps, stop_at)
     ckpt = work / "diffusion.pt"
     vae = load_vae(work, latent_std)
     scale = float(vae.config.scaling_factor)
@@ -423,14 +526,14 @@ def train_diffusion(
         start = state["step"]
         if state.get("latent_std", latent_std) != latent_std:
             raise SystemExit(f"{ckpt} was trained with --latent-std {state['latent_std']}")
-    if start >= steps:
+    if start >= end:
         return
     text_encoder.train()
     unet.train()
     alphas = sched.alphas_cumprod
     t0 = time.time()
     running = 0.0
-    for step in range(start, steps):
+    for step in range(start, end):
         gen = step_generator(2, step)
         scenes, captions = sample_scenes(gen, batch)
         drop = torch.rand(batch, generator=gen) < 0.1
@@ -454,7 +557,7 @@ def train_diffusion(
         _ema_update(ema_te, text_encoder, decay)
         _ema_update(ema_unet, unet, decay)
         running += loss.item()
-        if (step + 1) % log_every == 0 or step + 1 == steps:
+        if (step + 1) % log_every == 0 or step + 1 == end:
             rate = (step + 1 - start) / (time.time() - t0)
             print(
                 f"diffusion step {step + 1}/{steps} loss {running / log_every:.4f} "
@@ -462,7 +565,7 @@ def train_diffusion(
                 flush=True,
             )
             running = 0.0
-        if (step + 1) % 250 == 0 or step + 1 == steps:
+        if (step + 1) % 250 == 0 or step + 1 == end:
             _save(
                 ckpt,
                 {
@@ -525,11 +628,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("stage", choices=["vae", "diffusion", "export", "all"])
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "toy-train")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--vae-steps", type=int, default=2500)
+    parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--latent-std", type=float, default=LATENT_STD)
+    parser.add_argument("--stop-at", type=int, default=None, help="end the diffusion stage here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -537,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.stage in ("vae", "all"):
         train_vae(args.workdir, args.vae_steps, args.batch)
     if args.stage in ("diffusion", "all"):
-        train_diffusion(args.workdir, args.steps, args.batch, args.latent_std)
+        train_diffusion(args.workdir, args.steps, args.batch, args.latent_std, stop_at=args.stop_at)
     if args.stage in ("export", "all"):
         export(args.workdir, args.out, args.latent_std)
 
