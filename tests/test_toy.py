@@ -253,11 +253,11 @@ def test_up_weighting_red_raises_its_share(pipe: Any, strategy: str, seeds: list
 def test_the_weight_of_red_shifts_the_balance(pipe: Any, strategy: str, seeds: list[int]) -> None:
     """Under compel and down-weight, as w goes 0 → 0.6 → 1.0 → 1.4 in ``a (red:w) circle and a
     blue square``, red's share of the picture and against the blue square rises at each step,
-    and 0.6 has at most half of the red of 1.0 (visibly less)."""
+    and 0.6 has at most 0.6 of the red of 1.0 (visibly less)."""
     red, balance = zip(*(shares(pipe, strategy, seeds, w) for w in (0, 0.6, 1.0, 1.4)), strict=True)
     assert red[0] < red[1] < red[2] < red[3], red
     assert balance[0] < balance[1] < balance[2] < balance[3], balance
-    assert red[1] <= 0.5 * red[2], red
+    assert red[1] <= 0.6 * red[2], red
 
 
 @pytest.mark.parametrize("strategy", ["compel", "down-weight"])

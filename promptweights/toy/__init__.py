@@ -42,9 +42,9 @@ and ``[red:green:0.7]`` nearer red, as A1111 users expect of prompt editing.
 
 Text encoder and UNet were trained together from scratch with the diffusion loss (captions dropped
 10% of the time for classifier-free guidance), so the colour words carry the colour.
-``tools/train_toy.py`` reproduces the weights (``all --stop-at 2750``: 1200 VAE steps, then
-2750 of a 3500-step diffusion schedule at batch 32, about 75 minutes on one CPU thread shared
-with other work). Some colour/shape/background
+``tools/train_toy.py`` reproduces the weights (``all``: 1200 VAE steps, then the whole
+3500-step diffusion schedule at batch 32, about 80 minutes on one CPU thread shared with other
+work; the run was resumed from its 2750-step checkpoint, which reproduces an uninterrupted one). Some colour/shape/background
 combinations were held out of training (``held_out`` and ``held_out_pair`` there).
 
 Nothing here imports torch or diffusers at module import time.
