@@ -46,11 +46,13 @@ shape class only in 61% and 39% (outlines are still blobs); ``(red:0)`` gray und
 down-weight in 6-8 of 8 images; ``[red:green:0.5]`` ends 24-56% of the way from red to green in
 all 24 images. Under a1111, weights away from 1 change the whole picture (the red share at w=0 is
 larger than at w=1), so the old guarantee "red share rises 0.6 → 1.0 → 1.4 under a1111" no
-longer holds; up-weighting still adds red under every strategy. Shipped since: the same run resumed from the 2750 checkpoint to the
-full 3500 steps (12 more minutes at 2.4 it/s under lighter load). The background now follows
-``white`` (at 2750 it came out yellow) and every test of ``tests/test_toy.py`` holds, except that
-0.6 of ``down-weight`` now keeps 0.54 of 1.0's red on two seed sets (0.5 at 2750): the bound is
-0.6. Longer training is the next thing to try for sharper outlines.
+longer holds; up-weighting still adds red under every strategy.
+
+Shipped since: the same run resumed from the 2750 checkpoint to the full 3500 steps (12 more
+minutes at 2.4 it/s under lighter load). The background now follows ``white`` (at 2750 it came out
+yellow) and every test of ``tests/test_toy.py`` holds, except that 0.6 of ``down-weight`` now keeps
+0.54 of 1.0's red on two seed sets (0.5 at 2750): the bound is 0.6. Longer training is the next
+thing to try for sharper outlines.
 """
 
 from __future__ import annotations

@@ -44,8 +44,9 @@ Text encoder and UNet were trained together from scratch with the diffusion loss
 10% of the time for classifier-free guidance), so the colour words carry the colour.
 ``tools/train_toy.py`` reproduces the weights (``all``: 1200 VAE steps, then the whole
 3500-step diffusion schedule at batch 32, about 80 minutes on one CPU thread shared with other
-work; the run was resumed from its 2750-step checkpoint, which reproduces an uninterrupted one). Some colour/shape/background
-combinations were held out of training (``held_out`` and ``held_out_pair`` there).
+work; the run was resumed from its 2750-step checkpoint, which reproduces an uninterrupted
+one). Some colour/shape/background combinations were held out of training (``held_out`` and
+``held_out_pair`` there).
 
 Nothing here imports torch or diffusers at module import time.
 """
