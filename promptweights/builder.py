@@ -8,19 +8,31 @@ variants of one prompt, or just the prompt), e.g. ``[[prompt], [negative]]`` or
    strategy reads syntax literally) and chunked (``promptweights.tokens``); the texts of a group are
    padded to the same number of chunks with empty chunks (A1111 §7);
 2. the token normalisation rewrites the weights;
-3. every row is planned: the chunks, the empty prompt (once per encoder, then cached), and every
-   extra encoding the strategy declared in its :class:`~promptweights.strategies.Needs`; identical
-   rows are encoded once;
+3. every row is planned: the chunks, and every extra encoding the strategy declared in its
+   :class:`~promptweights.strategies.Needs`; identical rows are encoded once. The empty window is
+   planned only where it is used (padding, or a strategy that declares ``Needs.empty``) and only
+   when the encoder's cross-call cache does not hold it (``promptweights.encoders``); a text that
+   is the empty window (an empty negative) is served from that cache too. So the rows encoded are
+   A1111's minimum: the chunks of every text, plus the empty window once per model;
 4. the encoder runs once, with all rows batched, under ``torch.inference_mode()``; on a causal CLIP
    tower, masked and substituted rows that share enough of their chunk's prefix run only their
    suffix, in a second pass, from the chunk's cached keys and values
    (:meth:`~promptweights.encoders.TextEncoder.encode_from_prefixes`);
 5. each group's strategy runs in float32 (batching changes no number: the strategy sees only its
-   group), the result goes back to the encoder's dtype, and every group is padded with empty-prompt
-   chunks to the longest group, so positive and negative always have the same length.
+   group), the result goes back to the encoder's dtype (saturating at float16's and bfloat16's
+   largest values, :func:`to_dtype`), and every group is padded with empty-prompt chunks to the
+   longest group, so positive and negative always have the same length.
 
-The diffusers adapter calls :func:`build` once per text encoder (CLIP-L, OpenCLIP-G with pooled
-output, T5) with the same groups.
+**Batched or exact.** A batch of rows may round differently in the last bit from one row at a time
+(PyTorch promises no batch-invariant kernels; a CPU's vector width decides), so a batched result
+equals the one-text result up to ~1e-6 relative in float32. An encoder with ``rows_per_call=1``
+runs one row per pass and gives bit for bit what a pipeline's ``encode_prompt`` gives.
+
+:func:`build` builds one request. :func:`build_many` builds several requests (different strategies
+or normalisations: a comparison grid) in the same single pass; :func:`plan` and :meth:`Plan.run`
+split the two halves for a caller that must look at the chunk counts before encoding (the diffusers
+adapter pads across text encoders). The diffusers adapter calls them once per text encoder
+(CLIP-L, OpenCLIP-G with pooled output, T5) with the same groups.
 """
 
 from __future__ import annotations
@@ -57,7 +69,17 @@ from promptweights.tokens import (
     tokenize_many,
 )
 
-__all__ = ["BuildResult", "Conditioning", "TextInput", "build"]
+__all__ = [
+    "BuildResult",
+    "Conditioning",
+    "Plan",
+    "Request",
+    "TextInput",
+    "build",
+    "build_many",
+    "plan",
+    "to_dtype",
+]
 
 #: A text to encode: a prompt string (parsed with ``promptweights.weighted_spans``) or spans.
 TextInput = str | Sequence[Span]
@@ -84,15 +106,20 @@ class Conditioning:
 
 @dataclass(frozen=True, slots=True)
 class BuildResult:
-    """What :func:`build` returns.
+    """What :func:`build` returns (one per request with :func:`build_many`).
 
     Attributes:
         groups: one :class:`Conditioning` per input group, all with the same number of chunks.
-        encoder_calls: forward passes run: 1, or more with ``TextEncoder.rows_per_call``.
-        rows: rows encoded in that pass (after de-duplication and the empty-prompt cache).
+        encoder_calls: forward passes run: 1, or more with ``TextEncoder.rows_per_call`` or a
+            second pass for shared prefixes. With :func:`build_many`, the passes shared by all its
+            requests.
+        rows: rows encoded in that pass (after de-duplication and the empty-prompt cache), shared
+            like ``encoder_calls``.
         chunks: chunks of the longest group (every group's, with ``equal_length``).
         seconds: wall time of the stages: ``"tokenize"`` (parse, chunk, plan), ``"encode"`` (the
             encoder pass) and ``"weight"`` (strategies, padding, dtype casts).
+        empty: the empty window's encoding ``(T, D)`` in the encoder's dtype, when the request
+            used it or it was cached (``None`` otherwise).
     """
 
     groups: tuple[Conditioning, ...]
@@ -100,6 +127,24 @@ class BuildResult:
     rows: int
     chunks: int
     seconds: dict[str, float]
+    empty: Tensor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One conditioning request for :func:`plan` and :func:`build_many`.
+
+    Attributes:
+        groups: lists of texts encoded together (see :func:`build`).
+        strategy: a name from ``promptweights.strategies.STRATEGIES`` or a strategy callable.
+        normalization: ``"none"``, ``"mean"``, ``"length"``, ``"length+mean"`` or a callable.
+        equal_length: pad every group with empty-prompt chunks to the longest one.
+    """
+
+    groups: Sequence[Sequence[TextInput]]
+    strategy: str | Strategy = "a1111"
+    normalization: str | Normalization = "none"
+    equal_length: bool = True
 
 
 def _spans(text: TextInput, syntax: bool) -> list[Span]:
@@ -173,6 +218,237 @@ class _GroupPlan:
     groups: list[list[tuple[int, list[int]]]]
 
 
+@dataclass(slots=True)
+class _RequestPlan:
+    strategy: Strategy
+    needs: Needs
+    equal_length: bool
+    groups: list[_GroupPlan]
+    texts: Sequence[Sequence[TextInput]]  # as given, per group
+    spans: list[list[Span]]  # every text's spans, flat
+
+    @property
+    def chunks(self) -> int:
+        return max(len(g.prompts[0].chunks) for g in self.groups)
+
+    @property
+    def padded(self) -> bool:
+        chunks = self.chunks
+        return self.equal_length and any(len(g.prompts[0].chunks) < chunks for g in self.groups)
+
+
+class Plan:
+    """Every row of some requests on one encoder, planned and not yet encoded.
+
+    :func:`plan` returns it; :meth:`run` encodes every row in one batched pass and weights each
+    request. In between, :attr:`chunks` tells a caller that pads across encoders (the diffusers
+    adapter: cond and uncond, SDXL's two towers) whether it will need the empty window.
+    """
+
+    def __init__(
+        self, encoder: TextEncoder, planner: _Planner, requests: list[_RequestPlan], started: float
+    ) -> None:
+        self.encoder = encoder
+        self._planner = planner
+        self._requests = requests
+        self._started = started
+        self._planned = time.perf_counter()
+
+    @property
+    def chunks(self) -> tuple[tuple[int, ...], ...]:
+        """Per request, the chunks of each group (before any padding)."""
+        return tuple(tuple(len(g.prompts[0].chunks) for g in r.groups) for r in self._requests)
+
+    def run(
+        self, *, empty: bool = False, max_rows: int = DEFAULT_LIMITS.rows
+    ) -> tuple[BuildResult, ...]:
+        """Encode every planned row in one pass per encoder and weight each request.
+
+        Args:
+            empty: also make the empty window's encoding available (``BuildResult.empty``), for a
+                caller that pads; it is taken from the cache when there, else encoded in the pass.
+            max_rows: the most rows to encode; checked before the encoder runs.
+
+        Returns:
+            One :class:`BuildResult` per request, in order.
+
+        Raises:
+            LimitExceededError: the pass needs more than ``max_rows`` rows.
+        """
+        encoder, planner = self.encoder, self._planner
+        layout = encoder.window
+        empty_ids = empty_chunk(layout).ids
+        needed = empty or any(r.needs.empty or r.padded for r in self._requests)
+        cached = encoder.cached_empty()
+        if cached is None and needed:
+            planner.add(empty_ids)
+        empty_row = planner.index.get((empty_ids, None))
+        # A text that is the empty window (an empty negative) is served from the cache too.
+        known = {empty_row: cached} if cached is not None and empty_row is not None else {}
+        todo = len(planner.index) - len(known)
+        if todo > max_rows:
+            raise LimitExceededError(
+                f"this request needs {todo} text-encoder rows of {layout.length} tokens "
+                f"(chunks × schedule variants × extra encodings); the limit is {max_rows} "
+                "(max_rows)"
+            )
+        planned = time.perf_counter()
+        z_all, pooled_all, calls = _run(encoder, planner, known)
+        encoded = time.perf_counter()
+        if cached is None and empty_row is not None:
+            # Requested, or encoded anyway for an empty text: cache it for the next request.
+            cached = (z_all[empty_row], None if pooled_all is None else pooled_all[empty_row])
+            encoder.store_empty(*cached)
+        e = None if cached is None else cached[0]
+
+        out = []
+        for request in self._requests:
+            weighting = time.perf_counter()
+            results = []
+            chunks = request.chunks
+            start = 0
+            for group, plan in zip(request.texts, request.groups, strict=True):
+                embeds = _apply(plan, request.strategy, z_all, e, encoder.dtype)
+                if not bool(torch.isfinite(embeds).all()):
+                    spans = request.spans[start : start + len(group)]
+                    raise _not_finite(plan, group, spans, z_all, embeds.dtype)
+                start += len(group)
+                missing = chunks - embeds.shape[1] if request.equal_length else 0
+                if missing:
+                    assert e is not None
+                    pad = e.to(embeds.dtype).expand(embeds.shape[0], missing, *e.shape)
+                    embeds = torch.cat([embeds, pad], dim=1)
+                v, k, t, d = embeds.shape
+                pooled = None
+                if pooled_all is not None:
+                    pooled = torch.stack([pooled_all[row[0]] for row in plan.base])
+                    if not bool(torch.isfinite(pooled).all()):
+                        raise InvalidWeightError(
+                            "the text encoder's pooled output is not finite (before any "
+                            "weighting): check the model, LoRA multipliers and "
+                            "textual-inversion vectors"
+                        )
+                results.append(Conditioning(embeds.reshape(v, k * t, d), pooled, plan.prompts))
+            seconds = {
+                "tokenize": planned - self._started,
+                "encode": encoded - planned,
+                "weight": time.perf_counter() - weighting,
+            }
+            out.append(BuildResult(tuple(results), calls, todo, chunks, seconds, e))
+        return tuple(out)
+
+
+def plan(
+    encoder: TextEncoder,
+    requests: Sequence[Request],
+    *,
+    comma_backtrack: int = 20,
+    textual_inversions: Iterable[TextualInversion] | None = None,
+    max_output_tokens: int = DEFAULT_LIMITS.output_tokens,
+) -> Plan:
+    """Tokenise and plan every row of some requests on one encoder (nothing is encoded yet).
+
+    Args:
+        encoder: the text tower to run.
+        requests: the requests; rows that several of them need are planned once.
+        comma_backtrack: A1111's ``comma_padding_backtrack`` (20; 0 switches it off).
+        textual_inversions: embeddings to match; defaults to those that diffusers'
+            ``load_textual_inversion`` added to the tokenizer.
+        max_output_tokens: per request, the most token positions to return or hand the strategy
+            (see :func:`build`).
+
+    Returns:
+        The :class:`Plan`; :meth:`Plan.run` encodes it.
+
+    Raises:
+        InvalidWeightError: a weight is NaN or infinite.
+        UnknownNameError: an unknown strategy or normalisation name.
+        InvalidArgumentError: no request, a request without groups, or a group without texts.
+    """
+    started = time.perf_counter()
+    if not requests:
+        raise InvalidArgumentError("plan needs at least one request")
+    layout = encoder.window
+    if textual_inversions is None:
+        textual_inversions = diffusers_textual_inversions(encoder.tokenizer)
+    inversions = list(textual_inversions)
+    planner = _Planner()
+    planned: list[_RequestPlan] = []
+    for request in requests:
+        strategy_fn = get_strategy(request.strategy)
+        normalize = get_normalization(request.normalization)
+        needs = needs_of(strategy_fn)
+        groups = request.groups
+        if not groups or any(len(group) == 0 for group in groups):
+            raise InvalidArgumentError(
+                "build needs at least one group, and every group at least one text"
+            )
+        flat = [_spans(text, needs.syntax) for group in groups for text in group]
+        budget = _Budget(max_output_tokens, layout.length)
+        try:
+            tokenized = tokenize_many(
+                encoder.tokenizer,
+                flat,
+                layout=layout,
+                comma_backtrack=comma_backtrack,
+                textual_inversions=inversions,
+                max_chunks=budget.windows,
+            )
+        except LimitExceededError:
+            raise budget.error("one text alone") from None
+        # The output, before any row is planned: every text at the longest group's chunk count.
+        longest = max(len(prompt.chunks) for prompt in tokenized)
+        budget.take(len(flat) * longest, "the texts")
+        plans: list[_GroupPlan] = []
+        start = 0
+        for group in groups:
+            prompts = equalize(*tokenized[start : start + len(group)])
+            start += len(group)
+            plans.append(
+                _plan_group(prompts, normalize, needs, planner, encoder.mask_token, budget)
+            )
+        planned.append(_RequestPlan(strategy_fn, needs, request.equal_length, plans, groups, flat))
+    return Plan(encoder, planner, planned, started)
+
+
+def build_many(
+    encoder: TextEncoder,
+    requests: Sequence[Request],
+    *,
+    comma_backtrack: int = 20,
+    textual_inversions: Iterable[TextualInversion] | None = None,
+    max_rows: int = DEFAULT_LIMITS.rows,
+    max_output_tokens: int = DEFAULT_LIMITS.output_tokens,
+) -> tuple[BuildResult, ...]:
+    """Build several requests (strategies, normalisations) with one batched encoder pass.
+
+    Args:
+        encoder: the text tower to run.
+        requests: the requests; rows that several of them need are encoded once.
+        comma_backtrack: A1111's ``comma_padding_backtrack`` (20; 0 switches it off).
+        textual_inversions: embeddings to match (default: the tokenizer's diffusers ones).
+        max_rows: the most rows of the whole pass; checked before the encoder runs.
+        max_output_tokens: per request, the most token positions (see :func:`build`).
+
+    Returns:
+        One :class:`BuildResult` per request, in order; each is what :func:`build` of that request
+        alone gives, up to the last-bit rounding of a different batch.
+
+    Raises:
+        InvalidWeightError: a weight is NaN or infinite.
+        UnknownNameError: an unknown strategy or normalisation name.
+        LimitExceededError: the pass needs more than ``max_rows`` rows.
+    """
+    prepared = plan(
+        encoder,
+        requests,
+        comma_backtrack=comma_backtrack,
+        textual_inversions=textual_inversions,
+        max_output_tokens=max_output_tokens,
+    )
+    return prepared.run(max_rows=max_rows)
+
+
 def build(
     encoder: TextEncoder,
     groups: Sequence[Sequence[TextInput]],
@@ -215,91 +491,16 @@ def build(
         LimitExceededError: the request needs more than ``max_rows`` rows or
             ``max_output_tokens`` tokens.
     """
-    started = time.perf_counter()
-    strategy_fn = get_strategy(strategy)
-    normalize = get_normalization(normalization)
-    needs = needs_of(strategy_fn)
-    if not groups or any(len(group) == 0 for group in groups):
-        raise InvalidArgumentError(
-            "build needs at least one group, and every group at least one text"
-        )
-    layout = encoder.window
-    if textual_inversions is None:
-        textual_inversions = diffusers_textual_inversions(encoder.tokenizer)
-    flat = [_spans(text, needs.syntax) for group in groups for text in group]
-    budget = _Budget(max_output_tokens, layout.length)
-    try:
-        tokenized = tokenize_many(
-            encoder.tokenizer,
-            flat,
-            layout=layout,
-            comma_backtrack=comma_backtrack,
-            textual_inversions=textual_inversions,
-            max_chunks=budget.windows,
-        )
-    except LimitExceededError:
-        raise budget.error("one text alone") from None
-    # The output, before any row is planned: every text at the longest group's chunk count.
-    longest = max(len(prompt.chunks) for prompt in tokenized)
-    budget.take(len(flat) * longest, "the texts")
-    planner = _Planner()
-    plans: list[_GroupPlan] = []
-    start = 0
-    for group in groups:
-        prompts = equalize(*tokenized[start : start + len(group)])
-        start += len(group)
-        plans.append(_plan_group(prompts, normalize, needs, planner, encoder.mask_token, budget))
-    chunks = max(len(p.prompts[0].chunks) for p in plans)
-    padded = equal_length and any(len(p.prompts[0].chunks) < chunks for p in plans)
-
-    empty_ids = empty_chunk(layout).ids
-    cached = encoder.cached_empty()
-    if cached is None and (needs.empty or padded):
-        planner.add(empty_ids)
-    if len(planner.index) > max_rows:
-        raise LimitExceededError(
-            f"this request needs {len(planner.index)} text-encoder rows of {layout.length} tokens "
-            f"(chunks × schedule variants × extra encodings); the limit is {max_rows} (max_rows)"
-        )
-    planned = time.perf_counter()
-    z_all, pooled_all, calls = _run(encoder, planner)
-    encoded = time.perf_counter()
-    rows = len(planner.index)
-    empty_row = planner.index.get((empty_ids, None))
-    if cached is None and empty_row is not None:
-        # Requested, or encoded anyway for an empty text: cache it for the next request.
-        cached = (z_all[empty_row], None if pooled_all is None else pooled_all[empty_row])
-        encoder.store_empty(*cached)
-    e = None if cached is None else cached[0]
-
-    results = []
-    start = 0
-    for group, plan in zip(groups, plans, strict=True):
-        embeds = _apply(plan, strategy_fn, z_all, e, encoder.dtype)
-        if not bool(torch.isfinite(embeds).all()):
-            raise _not_finite(plan, group, flat[start : start + len(group)], z_all, embeds.dtype)
-        start += len(group)
-        missing = chunks - embeds.shape[1] if equal_length else 0
-        if missing:
-            assert e is not None
-            pad = e.to(embeds.dtype).expand(embeds.shape[0], missing, *e.shape)
-            embeds = torch.cat([embeds, pad], dim=1)
-        v, k, t, d = embeds.shape
-        pooled = None
-        if pooled_all is not None:
-            pooled = torch.stack([pooled_all[row[0]] for row in plan.base])
-            if not bool(torch.isfinite(pooled).all()):
-                raise InvalidWeightError(
-                    "the text encoder's pooled output is not finite (before any weighting): "
-                    "check the model, LoRA multipliers and textual-inversion vectors"
-                )
-        results.append(Conditioning(embeds.reshape(v, k * t, d), pooled, plan.prompts))
-    seconds = {
-        "tokenize": planned - started,
-        "encode": encoded - planned,
-        "weight": time.perf_counter() - encoded,
-    }
-    return BuildResult(tuple(results), calls, rows, chunks, seconds)
+    request = Request(groups, strategy, normalization, equal_length)
+    (result,) = build_many(
+        encoder,
+        [request],
+        comma_backtrack=comma_backtrack,
+        textual_inversions=textual_inversions,
+        max_rows=max_rows,
+        max_output_tokens=max_output_tokens,
+    )
+    return result
 
 
 def _not_finite(
@@ -422,26 +623,54 @@ def _plan_group(
     return plan
 
 
-def _run(encoder: TextEncoder, planner: _Planner) -> tuple[Tensor, Tensor | None, int]:
+def _run(
+    encoder: TextEncoder, planner: _Planner, known: dict[int, tuple[Tensor, Tensor | None]]
+) -> tuple[Tensor, Tensor | None, int]:
+    """Encode every planned row not in ``known`` (row -> cached encoding) in one pass."""
     keys = list(planner.index)
+    todo = [row for row in range(len(keys)) if row not in known]
     if not keys:
         return torch.empty(0), None, 0
-    ids = torch.tensor([k[0] for k in keys], dtype=torch.long)
+    if not todo:
+        z_known = torch.stack([known[row][0] for row in range(len(keys))])
+        pooled_rows = [known[row][1] for row in range(len(keys))]
+        return z_known, _stack_pooled(pooled_rows), 0
+    ids = torch.tensor([keys[row][0] for row in todo], dtype=torch.long)
     mask = None
-    if any(k[1] is not None for k in keys):
+    if any(keys[row][1] is not None for row in todo):
         mask = torch.tensor(
-            [k[1] if k[1] is not None else (1,) * len(k[0]) for k in keys], dtype=torch.long
+            [keys[row][1] or (1,) * len(keys[row][0]) for row in todo], dtype=torch.long
         )
     # Masked and substituted rows share their chunk's prefix up to the first hidden or replaced
     # token: on a causal tower only their suffix runs, from the chunk's cached keys and values.
-    parents = [planner.parent.get(row) for row in range(len(keys))]
-    prefixes = encoder.shared_prefixes(ids, mask, parents) if planner.parent else []
+    position = {row: i for i, row in enumerate(todo)}
+    parents = [position.get(planner.parent.get(row, -1)) for row in todo]
+    derived = any(parent is not None for parent in parents)
+    prefixes = encoder.shared_prefixes(ids, mask, parents) if derived else []
     prefixed = sum(p is not None for p in prefixes)
     if prefixed:
         z, pooled = encoder.encode_from_prefixes(ids, mask, prefixes)
     else:
         z, pooled = encoder.encode(ids, mask)
-    return z, pooled, encoder.calls_for(len(keys), prefixed)
+    calls = encoder.calls_for(len(todo), prefixed)
+    if not known:
+        return z, pooled, calls
+    z_all = z.new_empty((len(keys), *z.shape[1:]))
+    z_all[todo] = z
+    pooled_all = None if pooled is None else pooled.new_empty((len(keys), *pooled.shape[1:]))
+    if pooled_all is not None:
+        assert pooled is not None
+        pooled_all[todo] = pooled
+    for row, (z_row, pooled_row) in known.items():
+        z_all[row] = z_row.to(z_all.device, z_all.dtype)
+        if pooled_all is not None and pooled_row is not None:
+            pooled_all[row] = pooled_row.to(pooled_all.device, pooled_all.dtype)
+    return z_all, pooled_all, calls
+
+
+def _stack_pooled(rows: list[Tensor | None]) -> Tensor | None:
+    present = [row for row in rows if row is not None]
+    return torch.stack(present) if len(present) == len(rows) and rows else None
 
 
 def _apply(
@@ -459,4 +688,28 @@ def _apply(
         groups=tuple(tuple((g, gather(r)) for g, r in gr) for gr in plan.groups),
     )
     out = strategy(z, plan.w.to(z.device), extras)
-    return out.to(dtype)
+    return to_dtype(out, dtype)
+
+
+def to_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast float32 weighting results to the encoder's dtype, saturating at its largest values.
+
+    float16 holds at most 65504: a weight users may write (up to the bound of
+    ``promptweights.limits``) times an encoder state can pass it. The arithmetic runs in float32
+    (up to ~3.4e38), and a value beyond the target's range becomes its largest finite value of that
+    sign instead of ``inf`` (which turns into NaN in the attention that reads it). Finite values
+    within the range cast exactly as ``Tensor.to`` casts them.
+
+    Args:
+        x: the weighting result.
+        dtype: the encoder's dtype.
+
+    Returns:
+        ``x`` in ``dtype``.
+    """
+    if x.dtype == dtype:
+        return x
+    if dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(x.dtype).max:
+        bound = torch.finfo(dtype).max
+        x = x.clamp(-bound, bound)
+    return x.to(dtype)

@@ -11,9 +11,21 @@ state the pipeline conditions on:
   pooled (projected) vector.
 * T5: the last hidden state, one window of the tokenizer's length.
 
-It runs rows of token ids under ``torch.inference_mode()`` in the model's own dtype and device, and
-caches the empty prompt's encoding (invalidate with :meth:`TextEncoder.clear_cache` after changing
-the model's weights, e.g. loading a LoRA into the text encoder).
+It runs rows of token ids under ``torch.inference_mode()`` in the model's own dtype and device.
+
+**The empty-prompt cache.** The empty window (BOS, EOS, padding) pads shorter conditionings and is
+``e`` for the strategies that need it; A1111 encodes it once per model. Here it is cached across
+calls and across :class:`TextEncoder` objects, per text model, in a
+:class:`weakref.WeakKeyDictionary`: the cache never keeps a model (or its pipeline) alive. An entry
+is keyed on the hidden state (layer, final layer norm), the window, the dtype, the device, whether
+the pooled vector is kept and whether it came from a one-row pass (``rows_per_call=1``, the exact
+mode, which never reads a batched entry). It is served only while the weights are the ones it was
+encoded with: the same parameter objects, each with the same storage and the same in-place version
+counter (``Tensor._version``: ``p.copy_()``, ``p.mul_()``…), and the same peft adapter state
+(active adapters, scales, merged, disabled). Loading or unloading a LoRA or a textual inversion
+(new parameters, resized embeddings, new scales) therefore misses the cache. One change is
+invisible: an in-place write through ``param.data`` (which bypasses the version counter); call
+:meth:`TextEncoder.clear_cache` after one (the diffusers adapter does after everything it loads).
 
 **Shared prefixes.** CLIP's text transformer is causal: position ``j`` sees tokens ``0…j`` only.
 A row that starts like another row (same ids, same attention mask) up to position ``p`` therefore
@@ -32,6 +44,7 @@ other than CLIP (T5 is bidirectional) run every row in full.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +55,7 @@ from torch import Tensor
 from promptweights.errors import InvalidArgumentError
 from promptweights.tokens import Layout, layout_for
 
-__all__ = ["TextEncoder"]
+__all__ = ["TextEncoder", "forget"]
 
 
 @dataclass(eq=False)
@@ -79,9 +92,6 @@ class TextEncoder:
     layout: Layout | None = None
     rows_per_call: int | None = None
     share_prefixes: bool | None = None
-    _empty: dict[tuple[object, ...], tuple[Tensor, Tensor | None]] = field(
-        default_factory=dict, repr=False
-    )
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -233,20 +243,35 @@ class TextEncoder:
         return self._mask_token
 
     def cache_key(self) -> tuple[object, ...]:
-        """What the cached empty-prompt encoding depends on besides the model weights."""
-        return (self.window, self.layer, self.final_layer_norm, self.device, self.dtype)
+        """What the cached empty-prompt encoding depends on besides the model and its weights."""
+        exact = self.rows_per_call == 1
+        return (self.window, self.layer, self.final_layer_norm, self.device, self.dtype), (
+            self.pooled,
+            exact,
+        )
 
     def cached_empty(self) -> tuple[Tensor, Tensor | None] | None:
-        """The cached encoding of the empty window and its pooled vector, if any."""
-        return self._empty.get(self.cache_key())
+        """The cached encoding of the empty window and its pooled vector, if still valid."""
+        try:
+            entries = _EMPTY.get(self.model)
+        except TypeError:
+            return None
+        entry = None if entries is None else entries.get(self.cache_key())
+        if entry is None or not entry.matches(self.model):
+            return None
+        return entry.z, entry.pooled
 
     def store_empty(self, z: Tensor, pooled: Tensor | None) -> None:
-        """Cache the encoding of the empty window."""
-        self._empty[self.cache_key()] = (z, pooled)
+        """Cache the encoding of the empty window for this model's current weights."""
+        try:
+            entries = _EMPTY.setdefault(self.model, {})
+        except TypeError:  # a model that cannot be weakly referenced is not cached
+            return
+        entries[self.cache_key()] = _CacheEntry.of(self.model, z, pooled)
 
     def clear_cache(self) -> None:
-        """Forget the cached empty-prompt encoding (call after changing the model's weights)."""
-        self._empty.clear()
+        """Forget every cached empty-prompt encoding of this model (see the module docstring)."""
+        forget(self.model)
 
     def encode(
         self, ids: Tensor, attention_mask: Tensor | None = None
@@ -484,6 +509,94 @@ class TextEncoder:
     @property
     def _norm(self) -> bool:
         return self.final_layer_norm or self.layer == -1
+
+
+def forget(model: Any) -> None:
+    """Drop every cached empty-prompt encoding of ``model`` (after an invisible weight change).
+
+    Args:
+        model: a text model that a :class:`TextEncoder` ran.
+    """
+    _EMPTY.pop(model, None)
+
+
+@dataclass(frozen=True, eq=False)
+class _CacheEntry:
+    """A cached empty window, with the state of the weights it was encoded with."""
+
+    z: Tensor
+    pooled: Tensor | None
+    params: tuple[weakref.ref[Tensor], ...]
+    versions: tuple[tuple[int, int], ...]
+    adapters: tuple[object, ...]
+
+    @classmethod
+    def of(cls, model: Any, z: Tensor, pooled: Tensor | None) -> _CacheEntry:
+        tensors = _tensors(model)
+        return cls(
+            z,
+            pooled,
+            tuple(weakref.ref(t) for t in tensors),
+            _versions(tensors),
+            _adapter_state(model),
+        )
+
+    def matches(self, model: Any) -> bool:
+        """Whether ``model`` still has the weights this entry was encoded with."""
+        tensors = _tensors(model)
+        if len(tensors) != len(self.params):
+            return False
+        if any(ref() is not t for ref, t in zip(self.params, tensors, strict=True)):
+            return False
+        return _versions(tensors) == self.versions and _adapter_state(model) == self.adapters
+
+
+def _tensors(model: Any) -> list[Tensor]:
+    """Every parameter and buffer of a model (an object without them has none)."""
+    if not isinstance(model, torch.nn.Module):
+        return []
+    return [*model.parameters(), *model.buffers()]
+
+
+def _versions(tensors: Sequence[Tensor]) -> tuple[tuple[int, int], ...]:
+    # _version counts in-place writes (not those through .data); the storage pointer catches a
+    # replaced .data.
+    return tuple((_version(t), t.data_ptr()) for t in tensors)
+
+
+def _version(tensor: Tensor) -> int:
+    try:
+        return int(tensor._version)
+    except RuntimeError:  # an inference tensor has no version counter: it cannot change in place
+        return -1
+
+
+def _adapter_state(model: Any) -> tuple[object, ...]:
+    """peft's per-layer adapter state: scales live in plain attributes, not in parameters."""
+    if not isinstance(model, torch.nn.Module):
+        return ()
+    state: list[object] = []
+    for name, module in model.named_modules():
+        scaling = getattr(module, "scaling", None)
+        if not isinstance(scaling, dict):
+            continue
+        state.append(
+            (
+                name,
+                tuple(sorted(scaling.items())),
+                tuple(getattr(module, "active_adapters", ()) or ()),
+                bool(getattr(module, "disable_adapters", False)),
+                tuple(getattr(module, "merged_adapters", ()) or ()),
+            )
+        )
+    return tuple(state)
+
+
+# The empty-window cache: text model (weakly) -> cache key -> entry. Entries hold tensors and weak
+# references only, so a cached model can still be collected.
+_EMPTY: weakref.WeakKeyDictionary[Any, dict[tuple[object, ...], _CacheEntry]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 # transformers 5's CLIPTextModel is the tower itself; 4.x's wraps a CLIPTextTransformer.

@@ -23,13 +23,17 @@ from _tiny_models import (
     tiny_t5_tokenizer,
 )
 
-from promptweights.builder import build
+from promptweights.builder import Request, build, build_many, plan
 from promptweights.encoders import TextEncoder
 from promptweights.errors import InvalidWeightError, PromptweightsError, UnknownNameError
 from promptweights.strategies import STRATEGIES, Extras, Needs, needs_of
 
 Spans = list[tuple[str, float]]
 BRK = ("BREAK", -1.0)
+
+
+# Tiny towers run fastest, and steadiest on a shared machine, on one thread.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,8 @@ def test_clip_skip_on_positive_and_negative(
         with torch.no_grad():
             hidden = model(ids, output_hidden_states=True).hidden_states[-(clip_skip + 1)]
             expected.append(model.final_layer_norm(hidden))
-    encoder = TextEncoder.clip(model, tok, clip_skip=clip_skip + 1)
+    # One row per pass, as the reference calls the model: the same batch composition both sides.
+    encoder = TextEncoder.clip(model, tok, clip_skip=clip_skip + 1, rows_per_call=1)
     pos, neg = build(encoder, [["red cat"], ["blue dog"]]).groups
     assert torch.equal(pos.embeds, expected[0])
     assert torch.equal(neg.embeds, expected[1])
@@ -133,8 +138,8 @@ def test_a1111_equals_reference(model: Any, tok: Any, texts: list[Spans], normal
     (group,) = build(TextEncoder.clip(model, tok), [texts], strategy=strategy).groups
     # The emphasis arithmetic is the same, operation for operation; the encoder batches differ
     # (one call per chunk index there, every row at once here), which some CPU kernels round
-    # differently in the last bit.
-    torch.testing.assert_close(group.embeds, expected, rtol=0, atol=1e-6)
+    # differently in the last bit: equal to 1e-6 relative.
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_a1111_textual_inversion_equals_reference() -> None:
@@ -216,34 +221,202 @@ def test_compel_equals_compel_real_tokenizer() -> None:
 # --- rows, passes, cache, de-duplication ----------------------------------------------------------
 
 
+class RowCounter:
+    """Counts the rows (77-token windows) that go through a text model's forward, with a hook."""
+
+    def __init__(self, model: Any) -> None:
+        self.rows = 0
+        self.handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.rows += int(ids.shape[0])
+
+    def take(self) -> int:
+        rows, self.rows = self.rows, 0
+        return rows
+
+    def __enter__(self) -> RowCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
 def test_rows_are_the_a1111_minimum_and_the_empty_prompt_is_cached(model: Any, tok: Any) -> None:
     encoder = TextEncoder.clip(model, tok)
-    long_prompt = [(LONG, 1.0), ("cat", 1.3)]  # 2 chunks
-    result = build(encoder, [[long_prompt], ["(dog:1.2)"]])
-    assert (result.encoder_calls, result.chunks) == (1, 2)
-    assert result.rows == 2 + 1 + 1  # chunks of positive + negative, plus the empty chunk
-    pos, neg = result.groups
-    assert pos.embeds.shape == neg.embeds.shape == (1, 154, 32)
-    # The negative's second chunk is the empty prompt's encoding.
-    (empty,) = build(encoder, [[""]], strategy="a1111-no-norm").groups
-    assert torch.equal(neg.embeds[:, 77:], empty.embeds)
-    again = build(encoder, [[long_prompt], ["(dog:1.2)"]])
-    assert again.rows == 3  # the empty chunk came from the cache
-    for a, b in zip(again.groups, result.groups, strict=True):
-        assert torch.equal(a.embeds, b.embeds)
     encoder.clear_cache()
-    assert build(encoder, [[long_prompt], ["(dog:1.2)"]]).rows == 4
+    long_prompt = [(LONG, 1.0), ("cat", 1.3)]  # 2 chunks
+    with RowCounter(model) as counter:
+        # One chunk each: no padding, so no empty window (what encode_prompt needs: 2 rows).
+        assert build(encoder, [["red cat"], ["blue dog"]]).rows == counter.take() == 2
+        result = build(encoder, [[long_prompt], ["(dog:1.2)"]])
+        assert (result.encoder_calls, result.chunks) == (1, 2)
+        # Chunks of positive + negative, plus the empty window that pads the negative, once.
+        assert result.rows == counter.take() == 2 + 1 + 1
+        pos, neg = result.groups
+        assert pos.embeds.shape == neg.embeds.shape == (1, 154, 32)
+        # The negative's second chunk is the empty window, now cached for this model.
+        (empty,) = build(encoder, [[""]], strategy="a1111-no-norm").groups
+        assert counter.take() == 0
+        assert torch.equal(neg.embeds[:, 77:], empty.embeds)
+        # A1111's minimum from now on, also for a new TextEncoder of the same model.
+        again = build(TextEncoder.clip(model, tok), [[long_prompt], ["(dog:1.2)"]])
+        assert again.rows == counter.take() == 3
+        for a, b in zip(again.groups, result.groups, strict=True):
+            # A 3-row pass against a 4-row one: equal up to last-bit rounding.
+            torch.testing.assert_close(a.embeds, b.embeds, rtol=1e-6, atol=1e-6)
+        # An empty negative is the cached window: the prompt's chunks alone.
+        assert build(encoder, [[long_prompt], [""]]).rows == counter.take() == 2
+        encoder.clear_cache()
+        assert build(encoder, [[long_prompt], ["(dog:1.2)"]]).rows == counter.take() == 4
+
+
+def test_exact_mode_caches_its_own_one_row_empty_window(model: Any, tok: Any) -> None:
+    TextEncoder.clip(model, tok).clear_cache()
+    build(TextEncoder.clip(model, tok), [[[(LONG, 1.0), ("cat", 1.3)]], ["dog"]])  # batched entry
+    exact = TextEncoder.clip(model, tok, rows_per_call=1)
+    assert exact.cached_empty() is None  # a batched entry is never served to the exact mode
+    (empty,) = build(exact, [[""]], strategy="none").groups
+    ids = torch.tensor([encoder_ids(tok, "")])
+    with torch.no_grad():
+        assert torch.equal(empty.embeds, model(ids).last_hidden_state)
+    cached = exact.cached_empty()
+    assert cached is not None
+    assert torch.equal(cached[0], empty.embeds[0])
+
+
+def test_the_cache_is_keyed_on_what_the_empty_window_depends_on(tok: Any) -> None:
+    model = tiny_clip_model(tok)
+    build(TextEncoder.clip(model, tok), [["a"], [LONG]])
+    assert TextEncoder.clip(model, tok).cached_empty() is not None
+    assert TextEncoder.clip(model, tok, clip_skip=2).cached_empty() is None
+    assert TextEncoder.sdxl(model, tok).cached_empty() is None
+    assert TextEncoder.clip(model, tok, pooled=True).cached_empty() is None
+    assert TextEncoder.clip(model, tiny_clip_tokenizer(pad="!")).cached_empty() is None
+    model.to(torch.bfloat16)
+    assert TextEncoder.clip(model, tok).cached_empty() is None
+
+
+def _stale(model: Any, tok: Any, change: Any) -> None:
+    """After ``change(model)``, a padded negative holds the new weights' empty window."""
+    encoder = TextEncoder.clip(model, tok, rows_per_call=1)
+    build(encoder, [[LONG], ["dog"]])
+    assert encoder.cached_empty() is not None
+    change(model)
+    assert encoder.cached_empty() is None
+    neg = build(encoder, [[LONG], ["dog"]]).groups[1].embeds
+    ids = torch.tensor([encoder_ids(tok, "")])
+    with torch.no_grad():
+        fresh = model(ids).last_hidden_state
+    assert torch.equal(neg[:, 77:], fresh)
+
+
+def test_an_in_place_weight_change_never_serves_a_stale_empty_window(tok: Any) -> None:
+    def shift(model: Any) -> None:
+        with torch.no_grad():
+            model.final_layer_norm.bias.add_(0.5)
+
+    _stale(tiny_clip_model(tok), tok, shift)
+
+
+def test_a_replaced_parameter_never_serves_a_stale_empty_window(tok: Any) -> None:
+    def replace(model: Any) -> None:
+        norm = model.final_layer_norm
+        norm.weight = torch.nn.Parameter(norm.weight.detach() * 2)
+
+    def replace_data(model: Any) -> None:
+        norm = model.final_layer_norm
+        norm.bias.data = norm.bias.detach() - 1
+
+    _stale(tiny_clip_model(tok), tok, replace)
+    _stale(tiny_clip_model(tok), tok, replace_data)
+
+
+def test_a_new_embedding_row_never_serves_a_stale_empty_window(tok: Any) -> None:
+    # What loading a textual inversion does: more token rows, a new embedding matrix.
+    def resize(model: Any) -> None:
+        model.resize_token_embeddings(model.get_input_embeddings().weight.shape[0] + 1)
+        with torch.no_grad():
+            model.get_input_embeddings().weight.mul_(1.5)
+
+    _stale(tiny_clip_model(tok), tok, resize)
+
+
+def test_a_lora_adapter_and_its_scale_never_serve_a_stale_empty_window(tok: Any) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = tiny_clip_model(tok)
+    config = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+
+    def inject(model: Any) -> None:
+        inject_adapter_in_model(config, model)
+
+    def rescale(model: Any) -> None:
+        for module in model.modules():
+            scaling = getattr(module, "scaling", None)
+            if isinstance(scaling, dict):
+                scaling["default"] = scaling["default"] * 3
+
+    _stale(model, tok, inject)
+    _stale(model, tok, rescale)
+
+
+def test_the_cache_never_keeps_a_model_alive(tok: Any) -> None:
+    import gc
+    import weakref
+
+    model = tiny_clip_model(tok)
+    build(TextEncoder.clip(model, tok), [["a"], [LONG]])
+    assert TextEncoder.clip(model, tok).cached_empty() is not None
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
+def test_several_requests_share_one_pass(model: Any, tok: Any) -> None:
+    texts = [["a (red cat:1.3) on a mat, (sky:0.5)"], ["(dog:1.2)"]]
+    requests = [
+        Request(texts, strategy)
+        for strategy in ("a1111", "compel", "down-weight", "comfy", "comfy++")
+    ]
+    encoder = TextEncoder.clip(model, tok, share_prefixes=False)
+    with RowCounter(model) as counter:
+        together = build_many(encoder, requests)
+        rows = counter.take()
+        assert {(r.encoder_calls, r.rows) for r in together} == {(1, rows)}
+        alone = [build(encoder, r.groups, strategy=r.strategy) for r in requests]
+        assert sum(r.rows for r in alone) == counter.take() > rows
+    for a, b in zip(together, alone, strict=True):
+        for x, y in zip(a.groups, b.groups, strict=True):
+            torch.testing.assert_close(x.embeds, y.embeds, rtol=1e-6, atol=1e-6)
+
+
+def test_a_plan_tells_the_chunks_before_encoding(model: Any, tok: Any) -> None:
+    prepared = plan(TextEncoder.clip(model, tok), [Request([[LONG, "a"], ["b"]]), Request([["c"]])])
+    assert prepared.chunks == ((2, 1), (1,))
+    TextEncoder.clip(model, tok).clear_cache()
+    first, second = prepared.run(empty=True)
+    assert first.empty is not None
+    assert first.empty.shape == (77, 32)
+    # LONG's two chunks, "a" and its padding chunk (the empty window, which run(empty=True) then
+    # needs to encode no more), "b", "c".
+    assert first.rows == 2 + 2 + 1 + 1
+    assert second.groups[0].embeds.shape == (1, 77, 32)
 
 
 def test_rows_per_call_splits_the_pass_and_changes_no_number(
     pipe: Any, model: Any, tok: Any
 ) -> None:
     texts = [["a cat on a mat, red sky", "house on a hill"], ["dog"], [LONG]]
+    TextEncoder.clip(model, tok).clear_cache()
     batched = build(TextEncoder.clip(model, tok), texts, strategy="a1111-no-norm")
     single = build(TextEncoder.clip(model, tok, rows_per_call=1), texts, strategy="a1111-no-norm")
+    # Each mode encodes its own empty window (an exact entry is never a batched one).
     assert single.encoder_calls == single.rows == batched.rows == 6
     for a, b in zip(single.groups, batched.groups, strict=True):
-        torch.testing.assert_close(a.embeds, b.embeds, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a.embeds, b.embeds, rtol=1e-6, atol=1e-6)
     # One row per call is what the pipeline does: bit-identical whatever the kernels.
     expected, _ = encode_prompt(pipe, "a cat on a mat, red sky", "")
     assert torch.equal(single.groups[0].embeds[:1, :77], expected)
@@ -264,6 +437,7 @@ def test_identical_rows_are_encoded_once(model: Any, tok: Any) -> None:
 
 def test_compel_plans_masked_rows_only_where_they_differ(model: Any, tok: Any) -> None:
     encoder = TextEncoder.clip(model, tok)
+    encoder.clear_cache()
     spans: Spans = [(LONG, 1.0), ("cat", 0.5)]  # the down-weighted fragment is in chunk 2 only
     result = build(encoder, [[spans]], strategy="compel")
     assert result.rows == 2 + 1 + 1  # two chunks, the empty prompt, one masked chunk
@@ -309,6 +483,7 @@ def test_every_strategy_and_normalisation_runs(
 
 def test_comfy_plus_plus_and_down_weight_rows(model: Any, tok: Any) -> None:
     encoder = TextEncoder.clip(model, tok)
+    encoder.clear_cache()
     spans: Spans = [("a ", 1.0), ("cat", 1.5), (" dog", 0.5), (" sky", 0.25)]
     # comfy++: base + 2 cumulative levels (0.25; 0.25 and 0.5) + 1 up-weighted group (+ empty).
     assert build(encoder, [[spans]], strategy="comfy++").rows == 1 + 2 + 1
@@ -334,8 +509,10 @@ def test_zero_and_negative_weights(model: Any, tok: Any) -> None:
     (group,) = build(encoder, [[spans]], strategy="a1111-no-norm").groups
     assert torch.equal(group.embeds[0, 1], torch.zeros(32))
     assert torch.equal(group.embeds[0, 2], -plain.embeds[0, 2])
-    (comfy,) = build(encoder, [[spans]], strategy="comfy").groups
-    (empty,) = build(encoder, [[""]], strategy="none").groups
+    # Weight 0 under comfy is the empty window's vector; one row per pass on both sides.
+    exact = TextEncoder.clip(model, tok, rows_per_call=1)
+    (comfy,) = build(exact, [[spans]], strategy="comfy").groups
+    (empty,) = build(exact, [[""]], strategy="none").groups
     assert torch.equal(comfy.embeds[0, 1], empty.embeds[0, 1])
 
 
@@ -362,12 +539,13 @@ def test_callable_strategy_declares_its_needs(model: Any, tok: Any) -> None:
         return z
 
     spy.needs = Needs(empty=True)  # type: ignore[attr-defined]
-    encoder = TextEncoder.clip(model, tok)
+    encoder = TextEncoder.clip(model, tok, rows_per_call=1)
     encoder.clear_cache()
     result = build(encoder, [["red cat"]], strategy=spy)
-    assert result.rows == 2  # the prompt and the empty prompt, in one pass
-    (empty,) = build(encoder, [[""]], strategy="none").groups
-    assert torch.equal(seen[0], empty.embeds[0])
+    assert result.rows == 2  # the prompt and the empty prompt
+    ids = torch.tensor([encoder_ids(tok, "")])
+    with torch.no_grad():
+        assert torch.equal(seen[0], model(ids).last_hidden_state[0])
 
 
 # --- dtype, SDXL's pooled tower, T5 ---------------------------------------------------------------
@@ -387,6 +565,77 @@ def test_runs_in_the_encoders_dtype_weights_in_float32(tok: Any) -> None:
     assert torch.equal(group.embeds, expected)
 
 
+HALF = [torch.bfloat16, torch.float16]
+
+
+@pytest.fixture(scope="module")
+def half_models(tok: Any) -> dict[torch.dtype, Any]:
+    return {dtype: tiny_clip_model(tok).to(dtype) for dtype in HALF}
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_half_precision_equals_float32_within_the_dtypes_tolerance(
+    tok: Any, model: Any, half_models: dict[torch.dtype, Any], name: str, dtype: torch.dtype
+) -> None:
+    prompt = "a (red cat:1.3) on [a mat], (dog:0) (sky:-0.5) (house:0.4) BREAK hill"
+    texts = [[prompt, "a cat"], ["blue"]]
+    reference = build(TextEncoder.clip(model, tok), texts, strategy=name)
+    half = build(TextEncoder.clip(half_models[dtype], tok), texts, strategy=name)
+    # A few units in the last place of the half type, through the whole tower (whose weights are
+    # rounded to it too); the weighting itself runs in float32.
+    tolerance = 8 * torch.finfo(dtype).eps
+    for ours, expected in zip(half.groups, reference.groups, strict=True):
+        assert ours.embeds.dtype == dtype
+        torch.testing.assert_close(
+            ours.embeds.float(), expected.embeds, rtol=tolerance, atol=tolerance
+        )
+
+
+# (x:100) nested ten deep: A1111 multiplies the weights of nested brackets.
+DEEP = "(" * 10 + "red" + ":100)" * 10
+DEEP_PARENS = "(" * 10 + "(red:100)" + ")" * 10
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_large_weights_never_overflow_half_precision(
+    tok: Any, half_models: dict[torch.dtype, Any], name: str, dtype: torch.dtype
+) -> None:
+    encoder = TextEncoder.clip(half_models[dtype], tok)
+    weights = (100 * 1.1**10, -(100 * 1.1**10), 1e4, -1e4)
+    groups: list[list[Any]] = [
+        [[("a ", 1.0), ("red cat", w), (" on a mat", 0.5), (" dog", 1.2)]] for w in weights
+    ]
+    for group in build(encoder, [*groups, ["sky"]], strategy=name).groups:
+        assert torch.isfinite(group.embeds).all()
+    texts = [DEEP_PARENS, f"a {DEEP} cat", f"a (cat:-100) {DEEP}"]
+    try:
+        result = build(encoder, [[text] for text in texts], strategy=name)
+    except InvalidWeightError:
+        # Beyond the documented bound on effective weights: refused, never computed.
+        result = build(encoder, [[DEEP_PARENS]], strategy=name)
+    for group in result.groups:
+        assert torch.isfinite(group.embeds).all()
+
+
+def test_the_cast_saturates_at_the_half_types_largest_values() -> None:
+    from promptweights.builder import to_dtype
+
+    x = torch.tensor([1e20, -1e20, 70000.0, 1.0 / 3.0, float("nan")])
+    half = to_dtype(x, torch.float16)
+    assert half[:3].tolist() == [65504.0, -65504.0, 65504.0]
+    assert half[3] == x[3].to(torch.float16)
+    assert half[4].isnan()
+    # bfloat16 has float32's exponent, not quite its largest values.
+    top = torch.tensor([3.4e38])
+    assert top.to(torch.bfloat16).isinf().all()
+    assert to_dtype(top, torch.bfloat16)[0] == torch.finfo(torch.bfloat16).max
+    assert to_dtype(x, torch.float32) is x
+
+
 def encoder_ids(tok: Any, text: str) -> list[int]:
     ids: list[int] = tok(text, padding="max_length", max_length=77, truncation=True).input_ids
     return ids
@@ -395,7 +644,7 @@ def encoder_ids(tok: Any, text: str) -> list[int]:
 def test_sdxl_openclip_tower_with_pooled_output() -> None:
     tok = tiny_clip_tokenizer(pad="!")
     model = tiny_clip_model(tok, projection=True)
-    encoder = TextEncoder.sdxl(model, tok, pooled=True)
+    encoder = TextEncoder.sdxl(model, tok, pooled=True, rows_per_call=1)  # as diffusers calls it
     prompt = "a red cat on a mat"
     # What diffusers' StableDiffusionXLPipeline.encode_prompt does with text_encoder_2.
     ids = torch.tensor([encoder_ids(tok, prompt)])
@@ -417,7 +666,7 @@ def test_sdxl_openclip_tower_with_pooled_output() -> None:
 def test_t5_window_equals_the_diffusers_call() -> None:
     tok = tiny_t5_tokenizer()
     model = tiny_t5_model(tok)
-    encoder = TextEncoder.t5(model, tok, max_length=12)
+    encoder = TextEncoder.t5(model, tok, max_length=12, rows_per_call=1)  # as diffusers calls it
     prompt = "a red cat"
     # What diffusers' SD3/Flux _get_t5_prompt_embeds does.
     ids = tok(prompt, padding="max_length", max_length=12, truncation=True).input_ids
