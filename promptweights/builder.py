@@ -14,7 +14,7 @@ variants of one prompt, or just the prompt), e.g. ``[[prompt], [negative]]`` or
    when the encoder's cross-call cache does not hold it (``promptweights.encoders``); a text that
    is the empty window (an empty negative) is served from that cache too. So the rows encoded are
    A1111's minimum: the chunks of every text, plus the empty window once per model;
-4. the encoder runs once, with all rows batched, under ``torch.inference_mode()``; on a causal CLIP
+4. the encoder runs once, with all rows batched, under ``torch.no_grad()``; on a causal CLIP
    tower, masked and substituted rows that share enough of their chunk's prefix run only their
    suffix, in a second pass, from the chunk's cached keys and values
    (:meth:`~promptweights.encoders.TextEncoder.encode_from_prefixes`);

@@ -11,7 +11,8 @@ state the pipeline conditions on:
   pooled (projected) vector.
 * T5: the last hidden state, one window of the tokenizer's length.
 
-It runs rows of token ids under ``torch.inference_mode()`` in the model's own dtype and device.
+It runs rows of token ids under ``torch.no_grad()`` (not ``inference_mode``: accelerate's offload
+hooks create parameters during the forward) in the model's own dtype and device.
 
 **The empty-prompt cache.** The empty window (BOS, EOS, padding) pads shorter conditionings and is
 ``e`` for the strategies that need it; A1111 encodes it once per model. Here it is cached across
@@ -26,6 +27,13 @@ counter (``Tensor._version``: ``p.copy_()``, ``p.mul_()``…), and the same peft
 (new parameters, resized embeddings, new scales) therefore misses the cache. One change is
 invisible: an in-place write through ``param.data`` (which bypasses the version counter); call
 :meth:`TextEncoder.clear_cache` after one (the diffusers adapter does after everything it loads).
+Offload hooks that move the weights between calls (accelerate's, diffusers' CPU offload) change
+their storage, so there the cache misses and the empty window costs one row where it is used.
+
+**Placement.** Rows run on :attr:`TextEncoder.device`: the model's device, or the execution device
+of accelerate's offload hooks (:func:`execution_device`), whose weights rest on the CPU or on
+``meta`` between calls. Results stay on that device; the diffusers adapter moves them to the
+pipeline's execution device.
 
 **Shared prefixes.** CLIP's text transformer is causal: position ``j`` sees tokens ``0…j`` only.
 A row that starts like another row (same ids, same attention mask) up to position ``p`` therefore
@@ -55,7 +63,7 @@ from torch import Tensor
 from promptweights.errors import InvalidArgumentError
 from promptweights.tokens import Layout, layout_for
 
-__all__ = ["TextEncoder", "forget"]
+__all__ = ["TextEncoder", "execution_device", "forget"]
 
 
 @dataclass(eq=False)
@@ -225,8 +233,13 @@ class TextEncoder:
 
     @property
     def device(self) -> torch.device:
-        """The model's device."""
-        return torch.device(self.model.device)
+        """Where the model runs: its device, or the execution device of accelerate's hooks.
+
+        Under ``enable_model_cpu_offload``, ``enable_sequential_cpu_offload`` or
+        ``accelerate.cpu_offload`` the weights rest on the CPU (or ``meta``) between calls, and
+        the hooks move them, and the inputs, to the execution device for each forward.
+        """
+        return execution_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -400,7 +413,7 @@ class TextEncoder:
             z_root, pooled_root = self.encode(ids[roots], root_mask)
         cache = capture.cache(len(roots))
 
-        with torch.inference_mode():  # the results are inference tensors, as encode's are
+        with torch.no_grad():
             z, pooled = _scatter(roots, z_root, pooled_root, n)
             if cache is None:
                 # The hooks saw something else than one pass over the roots (an encode that does
@@ -457,7 +470,7 @@ class TextEncoder:
         # row at a time: a batched matmul of a few rows may round differently from diffusers'
         # one-text calls, and the pooled vector must be bit-identical.
         tower = self.model if projection is None else self.model.text_model
-        with torch.inference_mode():
+        with torch.no_grad():
             out = tower(
                 input_ids=ids.to(self.device),
                 attention_mask=None if attention_mask is None else attention_mask.to(self.device),
@@ -509,6 +522,23 @@ class TextEncoder:
     @property
     def _norm(self) -> bool:
         return self.final_layer_norm or self.layer == -1
+
+
+def execution_device(model: Any) -> torch.device:
+    """The device a text model computes on, as diffusers' ``_execution_device`` finds it.
+
+    Args:
+        model: a text model, possibly with accelerate's offload hooks (``_hf_hook``).
+
+    Returns:
+        The first ``execution_device`` among the model's hooks when it has any, else its device.
+    """
+    if getattr(model, "_hf_hook", None) is not None and isinstance(model, torch.nn.Module):
+        for module in model.modules():
+            device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+            if device is not None:
+                return torch.device(device)
+    return torch.device(model.device)
 
 
 def forget(model: Any) -> None:
