@@ -28,6 +28,7 @@ np = pytest.importorskip("numpy")
 
 import promptweights.toy as toy  # noqa: E402
 from promptweights.builder import build  # noqa: E402
+from promptweights.encoders import TextEncoder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -188,7 +189,9 @@ def test_loads_offline_as_a_standard_pipeline(pipe: Any) -> None:
     assert isinstance(pipe, StableDiffusionPipeline)
     text = PAIR.format("red")
     own, own_negative = pipe.encode_prompt(text, "cpu", 1, True, "")
-    result = build(toy.text_encoder(pipe), [[text], [""]])
+    # One row per pass, as encode_prompt runs them: the same batch composition on both sides.
+    exact = TextEncoder.clip(pipe.text_encoder, pipe.tokenizer, rows_per_call=1)
+    result = build(exact, [[text], [""]])
     assert torch.equal(result.groups[0].embeds, own)
     assert torch.equal(result.groups[1].embeds, own_negative)
 
