@@ -25,7 +25,8 @@ from _tiny_pipelines import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptweights.diffusers import Conditioning, encode, family_of
+from promptweights.diffusers import Conditioning, family_of
+from promptweights.diffusers import encode as _encode
 from promptweights.errors import (
     InvalidWeightError,
     NetworkFileError,
@@ -40,6 +41,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 PROMPT = "a red cat on a mat"
 NEGATIVE = "blue dog"
 LONG = "a (cat:1.3) on a mat, " * 26 + "[red sky]"  # three chunks, weighted
+
+
+def encode(pipe: Any, *args: Any, **kwargs: Any) -> Conditioning:
+    """``promptweights.diffusers.encode`` in its exact mode (one row per forward pass) unless a
+    test says otherwise: this module compares with the pipelines' own one-text calls, and between
+    requests of different rows, bit for bit, which a batched pass may round otherwise."""
+    kwargs.setdefault("exact", True)
+    return _encode(pipe, *args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -735,11 +744,126 @@ def test_a_users_callback_runs_after_the_swap(sd1: Any) -> None:
     assert plain["callback_on_step_end"] is mine
 
 
-def test_one_batched_pass_per_encoder_on_request(sdxl: Any) -> None:
-    batched = encode(sdxl, "a (cat:1.2) [dog|house]", NEGATIVE, steps=4, batch_rows=True)
-    rows = encode(sdxl, "a (cat:1.2) [dog|house]", NEGATIVE, steps=4)
-    for a, b in zip(embeds(batched), embeds(rows), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+# --- one batched pass per text encoder, at A1111's row minimum -----------------------------------
+
+
+class Passes:
+    """Forward passes and rows through each text encoder of a pipeline, counted by hooks."""
+
+    def __init__(self, pipe: Any) -> None:
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        self.models = [getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None]
+        self.counts = [[0, 0] for _ in self.models]
+        self.handles = [
+            getattr(m, "text_model", m).register_forward_pre_hook(self._hook(i), with_kwargs=True)
+            for i, m in enumerate(self.models)
+        ]
+
+    def _hook(self, i: int) -> Any:
+        def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.counts[i][0] += 1
+            self.counts[i][1] += int(ids.shape[0])
+
+        return count
+
+    def take(self) -> list[tuple[int, int]]:
+        """(passes, rows) per text encoder since the last call."""
+        out = [(calls, rows) for calls, rows in self.counts]
+        self.counts = [[0, 0] for _ in self.models]
+        return out
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def test_rows_are_the_a1111_minimum_in_one_pass_per_encoder() -> None:
+    pipe = tiny_sd1()
+    two = "a " * 80 + "b"  # two different chunks (LONG repeats itself: identical rows are shared)
+    passes = Passes(pipe)
+    try:
+        # One chunk each: 2 rows, as encode_prompt; no empty prompt where nothing is padded.
+        _encode(pipe, PROMPT, NEGATIVE)
+        assert passes.take() == [(1, 2)]
+        # Two chunks and one: the negative is padded with the empty window, encoded once...
+        _encode(pipe, two, NEGATIVE)
+        assert passes.take() == [(1, 2 + 1 + 1)]
+        # ... and cached from then on: the chunks of prompt and negative, A1111's minimum.
+        _encode(pipe, two, NEGATIVE)
+        assert passes.take() == [(1, 2 + 1)]
+        # A list of prompts and every schedule entry: still one pass.
+        _encode(pipe, [two, "[cat:dog:2]"], ["sky", ""], steps=4)
+        assert passes.take() == [(1, 2 + 2 + 1)]  # "" is the cached empty window
+        # The exact mode: one pass per row, the same rows, and its own one-row empty window.
+        _encode(pipe, two, NEGATIVE, exact=True)
+        assert passes.take() == [(3 + 1, 3 + 1)]
+        _encode(pipe, two, NEGATIVE, exact=True)
+        assert passes.take() == [(3, 3)]
+    finally:
+        passes.close()
+
+
+def test_sdxl_encodes_each_tower_once_and_equals_the_exact_mode(sdxl: Any) -> None:
+    passes = Passes(sdxl)
+    try:
+        batched = _encode(sdxl, "a (cat:1.2) [dog|house]", [NEGATIVE], steps=4, strategy="compel")
+        assert [calls for calls, _ in passes.take()] == [1, 1]
+    finally:
+        passes.close()
+    exact = _encode(
+        sdxl, "a (cat:1.2) [dog|house]", NEGATIVE, steps=4, strategy="compel", exact=True
+    )
+    for a, b in zip(embeds(batched), embeds(exact), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # The former option name still works: batch_rows=False is exact=True.
+    rows = _encode(
+        sdxl, "a (cat:1.2) [dog|house]", NEGATIVE, steps=4, strategy="compel", batch_rows=False
+    )
+    assert_same(embeds(rows), embeds(exact))
+
+
+def test_a_plain_prompt_in_the_default_mode_equals_encode_prompt_to_1e6(sd1: Any) -> None:
+    cond = _encode(sd1, [PROMPT, "house on a hill"], [NEGATIVE, ""])
+    for image, (prompt, negative) in enumerate([(PROMPT, NEGATIVE), ("house on a hill", "")]):
+        expected = reference(sd1, prompt, negative)
+        torch.testing.assert_close(cond.prompt_embeds[image], expected[0][0], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            cond.negative_prompt_embeds[image], expected[1][0], rtol=1e-6, atol=1e-6
+        )
+
+
+def test_loading_a_lora_or_an_embedding_never_serves_a_stale_empty_window(
+    lora_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from promptweights.diffusers import load_textual_inversion
+    from promptweights.encoders import TextEncoder
+
+    pipe = tiny_sd1()
+    empty_window = slice(77, 2 * 77)  # the negative's padding: "dog" is one chunk, LONG three
+
+    def padding(cond: Conditioning) -> Any:
+        return cond.negative_prompt_embeds[0, empty_window]
+
+    def fresh(pipe: Any) -> Any:
+        return reference(pipe, "", "")[0][0]
+
+    plain = encode(pipe, LONG, "dog")
+    assert torch.equal(padding(plain), fresh(pipe))
+    with_lora = encode(pipe, LONG + " <lora:ink:1>", "dog", lora_dir=lora_dir)
+    assert torch.equal(padding(with_lora), fresh(pipe))  # the LoRA's own empty window
+    assert not torch.equal(padding(with_lora), padding(plain))
+    without = encode(pipe, LONG, "dog", lora_dir=lora_dir)  # no tag: the LoRA is switched off
+    assert torch.equal(padding(without), padding(plain))
+    path = tmp_path / "emb.safetensors"
+    save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(4))}, path)
+    load_textual_inversion(pipe, path)
+    assert (
+        TextEncoder.clip(pipe.text_encoder, pipe.tokenizer, rows_per_call=1).cached_empty() is None
+    )
+    assert torch.equal(padding(encode(pipe, LONG, "dog")), fresh(pipe))
 
 
 def test_unknown_option(sd1: Any) -> None:

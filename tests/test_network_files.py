@@ -14,8 +14,18 @@ from _tiny_pipelines import tiny_sd1, tiny_sdxl, tiny_sdxl_refiner
 from safetensors.torch import load_file, save_file
 from test_diffusers import reference, write_lora
 
-from promptweights.diffusers import encode, load_textual_inversion
+from promptweights.diffusers import Conditioning, load_textual_inversion
+from promptweights.diffusers import encode as _encode
 from promptweights.errors import NetworkFileError
+
+
+def encode(pipe: Any, *args: Any, **kwargs: Any) -> Conditioning:
+    """``promptweights.diffusers.encode`` in its exact mode (one row per forward pass) unless a
+    test says otherwise: this module compares with the pipelines' own one-text calls, and between
+    requests of different rows, bit for bit, which a batched pass may round otherwise."""
+    kwargs.setdefault("exact", True)
+    return _encode(pipe, *args, **kwargs)
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

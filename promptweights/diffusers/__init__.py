@@ -52,9 +52,20 @@ image and image to image. What A1111 does and where it is done here:
   ``load_textual_inversion`` are matched by name in the text, inside weighted spans too
   (``(emb:1.2)`` scales all its vectors), and never split across chunks.
 
-Every row is encoded with its own forward pass by default (``batch_rows=True`` batches them): on
-CPU a batched matmul may round differently from the pipelines' one-text calls, and a plain prompt
-must give exactly what ``pipe.encode_prompt`` gives. All rows are still encoded before sampling.
+**Batching and exactness.** By default every row a call needs (every chunk of every image of a
+list of prompts, every schedule entry, every masked or substituted row) goes through one forward
+pass per text encoder, at A1111's row minimum: the chunks of prompts and negatives, plus the empty
+window once per model where padding uses it (cached across calls, invalidated by any change of
+the weights; every LoRA or embedding this package loads or unloads drops it too). A batch may round
+the last bit differently from one text at a time (equal to ~1e-6 relative in float32);
+``exact=True`` runs one row per pass and gives bit for bit what the pipeline's own
+``encode_prompt`` gives for a plain prompt. All rows are encoded before sampling.
+
+**Precision and placement.** In float16/bfloat16 pipelines the weighting runs in float32 and the
+result comes back in the pipeline's dtype, saturated at its largest finite value (never inf). Text
+encoders run where they are (their device, or the execution device of accelerate's offload hooks:
+``enable_model_cpu_offload``, ``enable_sequential_cpu_offload``); the results go to the
+pipeline's ``_execution_device``.
 
 Clip skip follows the pipelines' own ``clip_skip`` argument (``None`` or 0: the family default;
 A1111's "Clip skip N" is ``clip_skip=N - 1``; :mod:`promptweights.settings` converts). Nothing

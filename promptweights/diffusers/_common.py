@@ -1,4 +1,5 @@
-"""Helpers shared by the LoRA and textual-inversion loaders: safetensors reading and undo."""
+"""Helpers shared by the LoRA and textual-inversion loaders: safetensors reading, undo, and
+forgetting the text encoders' cached empty windows after their weights change."""
 
 from __future__ import annotations
 
@@ -12,9 +13,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from promptweights.encoders import forget
 from promptweights.errors import (
     NetworkFileError,
 )
+
+_TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+def _forget_empty_windows(pipe: Any) -> None:
+    """Drop the cached empty windows of every text encoder of ``pipe`` (their weights changed).
+
+    The cache notices new parameters, scales and in-place writes by itself
+    (``promptweights.encoders``); loaders call this too, for writes it cannot see.
+    """
+    for name in _TEXT_ENCODERS:
+        model = getattr(pipe, name, None)
+        if model is not None:
+            forget(model)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 import promptweights
-from promptweights.builder import build
+from promptweights.builder import Request, plan
 from promptweights.encoders import TextEncoder
 from promptweights.errors import (
     ArgumentTypeError,
@@ -35,30 +35,6 @@ from .lora import _apply_loras, _plan_loras
 _PROBE_STEPS = 1000
 
 
-class _RowEncoder(TextEncoder):
-    """A :class:`TextEncoder` that runs its rows one forward pass each.
-
-    On CPU a batched matmul can round differently from diffusers' one-text calls in the last bit;
-    one pass per row keeps a plain prompt bit-identical to the pipeline's own ``encode_prompt``.
-    Rows are still planned, de-duplicated and cached by the builder, and all of them are encoded
-    before sampling starts.
-    """
-
-    def encode(
-        self, ids: Tensor, attention_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """Encode each row on its own and stack the results (see :meth:`TextEncoder.encode`)."""
-        rows = [
-            TextEncoder.encode(
-                self, ids[i : i + 1], None if attention_mask is None else attention_mask[i : i + 1]
-            )
-            for i in range(ids.shape[0])
-        ]
-        z = torch.cat([r[0] for r in rows])
-        pooled = [r[1] for r in rows]
-        return z, None if pooled[0] is None else torch.cat(pooled)  # type: ignore[arg-type]
-
-
 @dataclass(frozen=True, slots=True)
 class _Slot:
     """One text encoder of a family and which prompt (1, 2 or 3) it reads."""
@@ -72,15 +48,17 @@ def _slots(
     family: Family,
     clip_skip: int,
     max_sequence_length: int | None,
-    batch_rows: bool,
+    exact: bool,
 ) -> list[_Slot]:
-    enc = TextEncoder if batch_rows else _RowEncoder
     slots = []
     for tower in family.towers:
         encoder = tower.text_encoder(
-            pipe, enc, clip_skip, max_sequence_length, family.sequence_length
+            pipe, TextEncoder, clip_skip, max_sequence_length, family.sequence_length
         )
         if encoder is not None:
+            if exact:
+                # One row per forward pass, as the pipelines' own encode_prompt runs them.
+                encoder.rows_per_call = 1
             slots.append(_Slot(encoder, tower.prompt))
     return slots
 
@@ -372,7 +350,8 @@ def encode(
     max_sequence_length: int | None = None,
     lora_dir: str | Path | None = None,
     loras: Mapping[str, str | Path] | None = None,
-    batch_rows: bool = False,
+    batch_rows: bool | None = None,
+    exact: bool | None = None,
     limits: Limits = DEFAULT_LIMITS,
     **unknown: NoReturn,
 ) -> Conditioning:
@@ -399,9 +378,11 @@ def encode(
         max_sequence_length: the T5 window (SD3 256, Flux 512).
         lora_dir: a folder of ``.safetensors`` LoRAs, named by file stem.
         loras: LoRA name → path.
-        batch_rows: ``False``: one forward pass per encoded row, bit-identical to the pipeline's
-            one-text calls; ``True``: one pass for all rows of an encoder, faster on a GPU, may
-            differ in the last bit.
+        exact: ``False`` (the default): every row of every image, schedule entry and extra
+            encoding in one forward pass per text encoder, equal to one-text calls up to ~1e-6
+            relative in float32; ``True``: one forward pass per row, bit for bit what the
+            pipeline's own ``encode_prompt`` gives for a plain prompt.
+        batch_rows: the former name of ``not exact``; ``exact`` wins when both are given.
         limits: a :class:`~promptweights.Limits` (prompt length, schedule entries, AND parts,
             encoder rows, output tokens).
         **unknown: none; an unknown keyword raises :class:`InvalidArgumentError`.
@@ -443,7 +424,9 @@ def encode(
     )
     first_networks = promptweights.extra_networks(texts.first_text)[1]
     lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
-    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(batch_rows))
+    if exact is None:
+        exact = batch_rows is not None and not batch_rows
+    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(exact))
     # 2. LoRA (undone on failure), then one batched pass per text encoder.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
     try:
@@ -502,30 +485,31 @@ def _encode_all(
     positives = len(all_parts) - len(negatives)
     device = _execution_device(pipe)
     encoded: list[list[tuple[Tensor, Tensor | None]]] = []  # [slot][group] (embeds, pooled)
-    empties: list[Tensor] = []
+    empties: list[Tensor | None] = []
+    plans = []
     for slot in slots:
         groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
-        groups.append([""])  # the empty prompt's window, for padding
-        result = build(
+        request = Request(groups, strategy, normalization, equal_length=False)
+        prepared = plan(
             slot.encoder,
-            groups,
-            strategy=strategy,
-            normalization=normalization,
+            [request],
             comma_backtrack=comma_backtrack,
-            equal_length=False,
-            max_rows=max_rows,
             max_output_tokens=max_output_tokens,
         )
-        cached = slot.encoder.cached_empty()
-        empty = cached[0] if cached is not None else result.groups[-1].embeds[0]
+        plans.append(prepared)
+    # The empty window only where padding uses it (or a strategy declares it): A1111's minimum.
+    encoders = [slot.encoder for slot in slots]
+    needed = family.padding_empties(encoders, [p.chunks[0] for p in plans], positives)
+    for prepared, empty in zip(plans, needed, strict=True):
+        (result,) = prepared.run(empty=empty, max_rows=max_rows)
         # Text encoders may sit on different devices (offload, multi-GPU): gather first.
         encoded.append(
             [
                 (g.embeds.to(device), None if g.pooled is None else g.pooled.to(device))
-                for g in result.groups[:-1]
+                for g in result.groups
             ]
         )
-        empties.append(empty.to(device))
+        empties.append(None if result.empty is None else result.empty.to(device))
     family.padding([slot.encoder for slot in slots], encoded, empties, positives)
     with torch.no_grad():
         assembled = [

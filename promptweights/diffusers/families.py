@@ -80,13 +80,43 @@ class Tower:
         )
 
 
+def empties_for_a1111(
+    encoders: Sequence[TextEncoder], chunks: Sequence[Sequence[int]], positives: int
+) -> list[bool]:
+    """Which encoders :func:`pad_like_a1111` will need the empty window of, from chunk counts.
+
+    Args:
+        encoders: the family's present text encoders.
+        chunks: per encoder, the chunks of every group (positives first).
+        positives: how many of the groups are positive.
+
+    Returns:
+        Per encoder, whether some group is padded with empty chunks: the builder then encodes
+        the empty window in the same pass (or takes it from its cache), and only then.
+    """
+    chunked = [i for i, encoder in enumerate(encoders) if encoder.window.chunked]
+    needed = [False] * len(encoders)
+    if not chunked:
+        return needed
+    target = max(c for i in chunked for c in chunks[i])
+    for i in chunked:
+        longest = max(chunks[i][:positives])
+        stacked = [longest if g < positives else c for g, c in enumerate(chunks[i])]
+        needed[i] = any(c < target for c in stacked)
+    return needed
+
+
 #: ``layout(pipe, outputs, t5_length)``: one group's embeds and pooled vector from the outputs of
 #: the family's present towers, in tower order.
 Layout = Callable[[Any, Sequence[Encoded], int], tuple[Tensor, Tensor | None]]
 #: ``pad(encoders, outputs, empties, positives)``: give the outputs the lengths one batch needs.
 Padding = Callable[
-    [Sequence[TextEncoder], list[list[tuple[Tensor, Tensor | None]]], Sequence[Tensor], int], None
+    [Sequence[TextEncoder], list[list[tuple[Tensor, Tensor | None]]], Sequence[Tensor | None], int],
+    None,
 ]
+#: ``empties(encoders, chunks, positives)``: per encoder, whether ``padding`` will use its empty
+#: window (``chunks``: per encoder, the chunks of every group, positives first).
+PaddingEmpties = Callable[[Sequence[TextEncoder], Sequence[Sequence[int]], int], list[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +137,8 @@ class Family:
         towers: its text encoders, in the order :attr:`layout` gets their outputs.
         layout: one group's embeds and pooled vector from the towers' outputs.
         padding: how chunked outputs get one length (A1111's stacking and "Pad conds").
+        padding_empties: which encoders' empty windows ``padding`` will use, known from the chunk
+            counts before anything is encoded (so the empty window is encoded only where used).
         sequence_length: the T5 window when ``max_sequence_length`` is not given.
         empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
@@ -133,6 +165,7 @@ class Family:
     empty_negative: Literal["encoded", "zeros", "omitted"] = "encoded"
     batched_guidance: bool = True
     step_pooled: str | None = None
+    padding_empties: PaddingEmpties = empties_for_a1111
 
     def covers(self, pipe: Any) -> bool:
         """Whether ``pipe`` belongs to this family (its components and class name)."""
@@ -158,7 +191,7 @@ class Family:
 def pad_like_a1111(
     encoders: Sequence[TextEncoder],
     encoded: list[list[tuple[Tensor, Tensor | None]]],
-    empties: Sequence[Tensor],
+    empties: Sequence[Tensor | None],
     positives: int,
 ) -> None:
     """Give every chunked group the same length, in place, the way A1111 stacks conds (§6.3).
@@ -174,7 +207,7 @@ def pad_like_a1111(
         return
     target = max(e.shape[1] for i in chunked for e, _ in encoded[i])
     for i in chunked:
-        window = empties[i].shape[0]
+        window = encoders[i].window.length
         longest = max(e.shape[1] for e, _ in encoded[i][:positives])
         for g, (embeds, pooled) in enumerate(encoded[i]):
             if g < positives and embeds.shape[1] < longest:
@@ -182,7 +215,9 @@ def pad_like_a1111(
                 embeds = torch.cat([embeds, last], dim=1)
             missing = (target - embeds.shape[1]) // window
             if missing:
-                pad = empties[i].to(embeds.dtype).repeat(missing, 1)
+                empty = empties[i]
+                assert empty is not None, "empties_for_a1111 said no empty window is needed"
+                pad = empty.to(embeds.dtype).repeat(missing, 1)
                 embeds = torch.cat([embeds, pad.expand(embeds.shape[0], -1, -1)], dim=1)
             encoded[i][g] = (embeds, pooled)
 

@@ -25,7 +25,7 @@ from promptweights.errors import (
 from promptweights.limits import MAX_MULTIPLIER
 from promptweights.tree import ExtraNetwork
 
-from ._common import _keep_rng, _read_tensors, _shape, _Snapshot
+from ._common import _forget_empty_windows, _keep_rng, _read_tensors, _shape, _Snapshot
 
 _ADAPTER_PREFIX = "pw_"
 
@@ -453,5 +453,12 @@ def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
             pipe.set_adapters(names, adapter_weights=weights)
     except BaseException:
         snapshot.restore()
+        _forget_empty_windows(pipe)
         raise
-    return snapshot.restore
+    _forget_empty_windows(pipe)
+
+    def undo() -> None:
+        snapshot.restore()
+        _forget_empty_windows(pipe)
+
+    return undo

@@ -131,7 +131,7 @@ def from_infotext(
         pipe: a pipeline :func:`encode` supports.
         source: parameters, infotext, or an image holding one (PNG, JPEG, WebP).
         a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 does.
-        **options: passed on to :func:`encode` (``lora_dir``, ``batch_rows``…).
+        **options: passed on to :func:`encode` (``lora_dir``, ``exact``…).
 
     Returns:
         Keyword arguments for ``pipe(**kwargs)``. The pipeline's scheduler is replaced only once

@@ -15,7 +15,7 @@ from promptweights.errors import (
     UnsupportedPipelineError,
 )
 
-from ._common import _read_tensors, _shape, _Snapshot
+from ._common import _forget_empty_windows, _read_tensors, _shape, _Snapshot
 from .families import Family, record_of
 
 # The most vectors one embedding may have: it is never split, so it must fit in a 75-token chunk.
@@ -102,9 +102,11 @@ def load_textual_inversion(pipe: Any, path: str | Path, token: str | None = None
                 )
     except BaseException as exc:
         snapshot.restore()
+        _forget_empty_windows(pipe)
         if isinstance(exc, Exception) and not isinstance(exc, PromptweightsError):
             raise NetworkFileError(f"{label}: diffusers could not register it ({exc})") from exc
         raise
+    _forget_empty_windows(pipe)
     return name
 
 
