@@ -17,7 +17,9 @@ weighted below 1, as compel's users write them). For each pair it runs:
 * ``per-chunk loop``: what sd_embed's ``get_weighted_text_embeddings_sd15`` does — one encoder call
   per 77-token chunk, positive and negative separately, then multiply;
 * ``compel 2.5.1``: ``EmbeddingsProvider`` (``truncate=False``) on the same weighted fragments;
-* promptweights ``build`` with the ``a1111``, ``a1111-no-norm`` and ``compel`` strategies.
+* promptweights ``build`` with the ``a1111``, ``a1111-no-norm`` and ``compel`` strategies, one
+  pass per pair; and ``a1111`` and ``compel`` with every pair in one pass (``one list``), as
+  ``promptweights.diffusers.encode(pipe, [p1, p2…], [n1, n2…])`` runs a list of prompts.
 
 Columns: wall time, passes through the encoder layers (``calls``), rows run in full through the
 model (77-token sequences), ``pos/77``: every position run through the layers, in rows of 77 (a
@@ -42,7 +44,7 @@ from typing import Any
 import torch
 
 import promptweights
-from promptweights.builder import build
+from promptweights.builder import BuildResult, Request, build, build_many
 from promptweights.encoders import TextEncoder
 from promptweights.tokens import empty_chunk, equalize, tokenize
 
@@ -327,6 +329,14 @@ def run_promptweights(encoder: TextEncoder, pairs: list[tuple[str, str]], strate
     return results
 
 
+def run_promptweights_list(
+    encoder: TextEncoder, pairs: list[tuple[str, str]], strategy: str
+) -> tuple[BuildResult, ...]:
+    """All pairs as one request of 2·N groups, as ``encode`` runs a list of prompts."""
+    groups = [[text] for pair in pairs for text in pair]
+    return build_many(encoder, [Request(groups, strategy)])
+
+
 def weighting_seconds(encoder: TextEncoder, pairs: list[tuple[str, str]], strategy: str) -> float:
     """Best-of-10 time of the builder's weighting stage per pair, summed over the pairs.
 
@@ -411,10 +421,13 @@ def run_set(
     downweighted = sum(
         1 for pair in pairs for x in pair for _, w in promptweights.weighted_spans(x) if 0 <= w < 1
     )
-    minimum = sum(a + b for a, b in chunks) + 1
+    # The empty window pads a shorter text of a pair; it is encoded once (then cached).
+    padded = any(a != b for a, b in chunks)
+    minimum = sum(a + b for a, b in chunks) + padded
     print(f"## set '{name}': {len(pairs)} prompt pairs")
     print(f"chunks (positive, negative): {chunks}; words weighted below 1: {downweighted}")
-    print(f"A1111 minimum rows: {minimum} (chunks of positive + negative, plus one empty chunk)\n")
+    empty = ", plus the empty chunk once" if padded else ""
+    print(f"A1111 minimum rows: {minimum} (chunks of positive + negative{empty})\n")
 
     rows: list[Row] = []
 
@@ -454,6 +467,14 @@ def run_set(
             if diffs:
                 note += f"; max |Δ| vs compel {max(diffs):.1e} on {len(diffs)} texts ≤75 tokens"
         rows[-1] = (*rows[-1][:5], note)
+    for strategy in ("a1111", "compel"):
+
+        def run_list(strategy: str = strategy) -> Any:
+            encoder.clear_cache()
+            return run_promptweights_list(encoder, pairs, strategy)
+
+        measure(f"promptweights {strategy}, one list", run_list)
+        rows[-1] = (*rows[-1][:5], "every pair in one pass: encode(pipe, [p1, p2…], [n1, n2…])")
 
     loop_time = rows[1][1]
     head = f"{'method':36} {'wall s':>8} {'calls':>6} {'rows':>5} {'pos/77':>7} {'vs loop':>8}"
@@ -487,6 +508,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="the text model's dtype (default: float32)",
+    )
     parser.add_argument("--skip-compel", action="store_true", help="leave compel out (slow)")
     parser.add_argument("--memory", action="store_true", help="measure peak memory too")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke tests
@@ -499,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     first_set, first_pairs = next(iter(sets.items()))  # what --memory measures
 
     tokenizer = make_tokenizer()
-    model = make_model(len(tokenizer), tiny=args.tiny).to(args.device)
+    model = make_model(len(tokenizer), tiny=args.tiny).to(args.device, getattr(torch, args.dtype))
     pipe = make_pipeline(tokenizer, model)
     encoder = TextEncoder.clip(model, tokenizer)
     counter = Counter(model)
@@ -512,19 +539,24 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(args.memory_child, pipe, tokenizer, model, encoder, first_pairs)
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}\n")
+    device = args.device
+    if device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, {args.dtype}\n")
     for name, pairs in sets.items():
         run_set(name, pairs, pipe, encoder, counter, args)
 
     if args.memory:
+        what = "GPU memory allocated" if args.device.startswith("cuda") else "resident memory"
         print(
-            f"peak resident memory on set '{first_set}' (one subprocess per method; "
-            "the model is ~470 MiB of it):"
+            f"peak {what} on set '{first_set}' (one subprocess per method; "
+            "the model is ~470 MiB of it in float32):"
         )
         peaks = {}
         for method in ("encode_prompt", "promptweights-a1111"):
             command = [sys.executable, "-m", "benchmarks.encode", "--set", first_set]
             command += ["--pairs", str(len(first_pairs)), "--memory-child", method]
+            command += ["--device", args.device, "--dtype", args.dtype]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
             peak, rise = map(float, out.stdout.strip().splitlines()[-1].split())
             peaks[method] = (peak, rise)
@@ -544,18 +576,29 @@ def memory_child(
     method: str, pipe: Any, tokenizer: Any, model: Any, encoder: TextEncoder, pairs: Any
 ) -> None:
     """Encode the rows once with ``method``; print peak RSS and its rise above the start, in MiB."""
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
-    start = _status_kib("VmRSS")
+    cuda = model.device.type == "cuda"
+    if cuda:  # the device's allocator, not the process's resident memory
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated() // 1024
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+        start = _status_kib("VmRSS")
     if method == "encode_prompt":
         # The rows the builder encodes, one text per call as the pipeline does.
         for p, n in pairs:
             for text in (p, n):
                 for chunk in tokenize(tokenizer, promptweights.weighted_spans(text)).chunks:
                     with torch.no_grad():
-                        model(torch.tensor([chunk.ids]))
+                        model(torch.tensor([chunk.ids], device=model.device))
     else:
+        encoder.clear_cache()
         run_promptweights(encoder, pairs, "a1111")
-    peak = _status_kib("VmHWM")
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() // 1024
+    else:
+        peak = _status_kib("VmHWM")
     print(peak / 1024, (peak - start) / 1024)
 
 

@@ -13,8 +13,8 @@ times, with the device synchronised:
 * ``weighted``: ``promptweights.diffusers.encode`` of a long weighted prompt with an edit, then
   ``pipe(**cond.pipeline_kwargs())`` (the encode is inside the timing).
 
-Overhead = (weighted − plain) / plain, on the median of the rounds; write the device and the
-numbers to ``benchmarks/RESULTS.md``.
+Overhead = (weighted − plain) / plain, on the median of the rounds, and the median time of the
+``encode`` call alone. ``benchmarks/gpu.sh`` runs it and writes ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def sd15_pipeline(tiny: bool, device: str, dtype: torch.dtype) -> Any:
     return pipe.to(device, dtype)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Time plain and weighted runs and print the overhead."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -100,8 +100,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32"],
+        help="the pipeline's dtype (default: float16 on cuda, float32 elsewhere)",
+    )
+    parser.add_argument("--exact", action="store_true", help="encode with exact=True")
+    args = parser.parse_args(argv)
+    default = "float16" if args.device.startswith("cuda") else "float32"
+    dtype = getattr(torch, args.dtype or default)
     size = 32 if args.tiny else args.size
     pipe = sd15_pipeline(args.tiny, args.device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -115,7 +122,7 @@ def main() -> None:
         pipe(prompt=PLAIN, negative_prompt=NEGATIVE, output_type="latent", **options)
 
     def weighted() -> None:
-        cond = pwd.encode(pipe, WEIGHTED, NEGATIVE, steps=args.steps)
+        cond = pwd.encode(pipe, WEIGHTED, NEGATIVE, steps=args.steps, exact=args.exact)
         pipe(**cond.pipeline_kwargs(), output_type="latent", **options)
 
     times: dict[str, list[float]] = {"plain": [], "weighted": []}
@@ -135,6 +142,15 @@ def main() -> None:
         print(f"  {name:9s} {value * 1000:9.1f} ms/image (median)")
     overhead = (median["weighted"] - median["plain"]) / median["plain"]
     print(f"  overhead  {overhead:+.2%} (target < 1%)")
+    encode_times = []
+    for _ in range(args.rounds):
+        sync()
+        start = time.perf_counter()
+        pwd.encode(pipe, WEIGHTED, NEGATIVE, steps=args.steps, exact=args.exact)
+        sync()
+        encode_times.append(time.perf_counter() - start)
+    encoding = statistics.median(encode_times)
+    print(f"  encode    {encoding * 1000:9.1f} ms (median; the weighted prompt alone)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +105,20 @@ def test_encode_benchmark_prints_a_table_per_set(capsys: pytest.CaptureFixture[s
     deltas = [float(d) for d in re.findall(r"max \|Δ\| vs compel ([\d.e+-]+)", out)]
     assert deltas
     assert max(deltas) < 1e-5
+
+
+def test_gpu_script_is_valid_bash_and_refuses_without_cuda() -> None:
+    """``benchmarks/gpu.sh`` parses, and on a machine without CUDA says so and writes nothing
+    (its ``--dry-run`` runs every step on the CPU; too slow for the suite)."""
+    torch = pytest.importorskip("torch")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    if torch.cuda.is_available():
+        return  # a real run takes minutes: benchmarks/gpu.sh itself
+    results = script.parent / "RESULTS.md"
+    before = results.read_bytes()
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "torch with CUDA is not available" in done.stderr
+    assert results.read_bytes() == before
