@@ -175,8 +175,13 @@ def test_offloaded_pipelines_give_the_same_conditioning(family: str) -> None:
     plain.set_progress_bar_config(disable=True)
     offloaded.set_progress_bar_config(disable=True)
     cond = encode(offloaded, PROMPT, NEGATIVE, steps=STEPS)
+    # Conditionings equal to ~1e-6 (the offloaded encoders' empty window comes from another
+    # batch), through two denoiser steps.
     torch.testing.assert_close(
-        _latents(offloaded, cond), _latents(plain, encode(plain, PROMPT, NEGATIVE, steps=STEPS))
+        _latents(offloaded, cond),
+        _latents(plain, encode(plain, PROMPT, NEGATIVE, steps=STEPS)),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
