@@ -857,7 +857,7 @@ def test_loading_a_lora_or_an_embedding_never_serves_a_stale_empty_window(
     assert not torch.equal(padding(with_lora), padding(plain))
     without = encode(pipe, LONG, "dog", lora_dir=lora_dir)  # no tag: the LoRA is switched off
     assert torch.equal(padding(without), padding(plain))
-    path = tmp_path / "emb.safetensors"
+    path = tmp_path / "myemb.safetensors"  # "emb" is a word of the tiny vocabulary
     save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(4))}, path)
     load_textual_inversion(pipe, path)
     assert (
