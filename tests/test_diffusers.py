@@ -873,13 +873,21 @@ def test_unknown_option(sd1: Any) -> None:
 
 def test_every_option_is_a_typed_keyword_only_parameter() -> None:
     # The type checker sees every option; unknown keywords are typed NoReturn, so it sees those.
-    parameters = inspect.signature(encode).parameters.values()
+    parameters = inspect.signature(_encode).parameters.values()
     options = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
     expected = {"prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3", "normalization"}
     expected |= {"comma_backtrack", "second_order", "hires_steps", "old_timelines", "loras"}
-    expected |= {"max_sequence_length", "lora_dir", "batch_rows", "limits", "strategy", "steps"}
+    expected |= {
+        "max_sequence_length",
+        "lora_dir",
+        "batch_rows",
+        "exact",
+        "limits",
+        "strategy",
+        "steps",
+    }
     assert expected | {"clip_skip"} == options
-    hints = typing.get_type_hints(encode)
+    hints = typing.get_type_hints(_encode)
     assert all(name in hints for name in options)
     rest = [p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
     assert rest == ["unknown"]
