@@ -259,6 +259,34 @@ class Plan:
         """Per request, the chunks of each group (before any padding)."""
         return tuple(tuple(len(g.prompts[0].chunks) for g in r.groups) for r in self._requests)
 
+    def check_rows(self, max_rows: int, *, empty: bool = False, cached: bool | None = None) -> int:
+        """The rows :meth:`run` will encode; raise before any work if they pass ``max_rows``.
+
+        Args:
+            max_rows: the most rows to encode.
+            empty: as for :meth:`run`.
+            cached: whether the empty window will come from the cache (``None``: as it stands
+                now). The diffusers adapter asks with ``cached=False`` before it loads a LoRA,
+                which clears the cache, so that the limit fires before the pipeline is touched.
+
+        Raises:
+            LimitExceededError: the pass needs more than ``max_rows`` rows.
+        """
+        index = self._planner.index
+        empty_row = (empty_chunk(self.encoder.window).ids, None)
+        if cached is None:
+            cached = self.encoder.cached_empty() is not None
+        needed = empty or any(r.needs.empty or r.padded for r in self._requests)
+        rows = len(index) + (not cached and needed and empty_row not in index)
+        rows -= cached and empty_row in index
+        if rows > max_rows:
+            raise LimitExceededError(
+                f"this request needs {rows} text-encoder rows of {self.encoder.window.length} "
+                f"tokens (chunks × schedule variants × extra encodings); the limit is {max_rows} "
+                "(max_rows)"
+            )
+        return int(rows)
+
     def run(
         self, *, empty: bool = False, max_rows: int = DEFAULT_LIMITS.rows
     ) -> tuple[BuildResult, ...]:
@@ -276,8 +304,7 @@ class Plan:
             LimitExceededError: the pass needs more than ``max_rows`` rows.
         """
         encoder, planner = self.encoder, self._planner
-        layout = encoder.window
-        empty_ids = empty_chunk(layout).ids
+        empty_ids = empty_chunk(encoder.window).ids
         needed = empty or any(r.needs.empty or r.padded for r in self._requests)
         cached = encoder.cached_empty()
         if cached is None and needed:
@@ -285,13 +312,7 @@ class Plan:
         empty_row = planner.index.get((empty_ids, None))
         # A text that is the empty window (an empty negative) is served from the cache too.
         known = {empty_row: cached} if cached is not None and empty_row is not None else {}
-        todo = len(planner.index) - len(known)
-        if todo > max_rows:
-            raise LimitExceededError(
-                f"this request needs {todo} text-encoder rows of {layout.length} tokens "
-                f"(chunks × schedule variants × extra encodings); the limit is {max_rows} "
-                "(max_rows)"
-            )
+        todo = self.check_rows(max_rows, empty=empty, cached=cached is not None)
         planned = time.perf_counter()
         z_all, pooled_all, calls = _run(encoder, planner, known)
         encoded = time.perf_counter()

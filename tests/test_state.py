@@ -159,7 +159,7 @@ FAILURES: list[tuple[str, str, dict[str, Any], type[BaseException]]] = [
     ("infinite te= multiplier", "a cat <lora:ink:1:te=inf>", {}, InvalidWeightError),
     ("huge LoRA multiplier", "a cat <lora:ink:1e308>", {}, InvalidWeightError),
     ("weight past the bound", "a (cat:1" + "0" * 30 + ") <lora:ink:1>", {}, InvalidWeightError),
-    # The limits found only while building, after the LoRA was loaded (issue 12, item 4).
+    # The limits on rows and output tokens (checked before the LoRA is loaded: see below).
     ("rows after the LoRA", "a " * 100 + "<lora:ink:1>", {"rows": 1}, LimitExceededError),
     (
         "output tokens after the LoRA",
@@ -187,6 +187,32 @@ def test_failed_encode_changes_nothing(
     with pytest.raises(error):
         encode(pipe, prompt, **options)
     assert_same_state(before, capture(pipe))
+
+
+@pytest.mark.parametrize(
+    ("prompt", "limits"),
+    [
+        ("a " * 100 + "<lora:ink:1>", {"rows": 1}),
+        (" BREAK ".join(["a"] * 40) + " <lora:ink:1>", {"output_tokens": 77 * 10}),
+        # One row of text, but the LoRA clears the empty-window cache that padding needs.
+        ("a cat <lora:ink:1>", {"rows": 3}),
+    ],
+)
+def test_limits_fire_before_any_lora_is_loaded(
+    pipe: Any, lora_dir: Path, prompt: str, limits: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encode(pipe, "a cat", "a " * 100)  # the empty window is cached now
+    loads: list[str] = []
+    original = type(pipe).load_lora_weights
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(str(kwargs.get("adapter_name")))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "load_lora_weights", counting)
+    with pytest.raises(LimitExceededError):
+        encode(pipe, prompt, "a " * 100, lora_dir=lora_dir, limits=Limits(**limits))
+    assert loads == []
 
 
 def test_failure_after_the_lora_was_applied_changes_nothing(

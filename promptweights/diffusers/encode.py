@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 import promptweights
-from promptweights.builder import Request, plan
+from promptweights.builder import Plan, Request, plan
 from promptweights.encoders import TextEncoder
 from promptweights.errors import (
     ArgumentTypeError,
@@ -427,7 +427,24 @@ def encode(
     if exact is None:
         exact = batch_rows is not None and not batch_rows
     slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(exact))
-    # 2. LoRA (undone on failure), then one batched pass per text encoder.
+    # 2. Plan every row (tokens, the output-token and row limits) before anything is touched.
+    all_parts = [p for image in texts.parts for p in image] + texts.negatives
+    plans = _plan_all(
+        slots,
+        all_parts,
+        strategy=strategy,
+        normalization=normalization,
+        comma_backtrack=int(comma_backtrack),
+        max_output_tokens=limits.output_tokens,
+    )
+    positives = len(all_parts) - len(texts.negatives)
+    needed = family.padding_empties(
+        [s.encoder for s in slots], [p.chunks[0] for p in plans], positives
+    )
+    for prepared, empty in zip(plans, needed, strict=True):
+        # A LoRA clears the empty-window cache: count as it will stand then.
+        prepared.check_rows(limits.rows, empty=empty, cached=False if lora_plan else None)
+    # 3. LoRA (undone on failure), then one batched pass per text encoder.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
     try:
         timeline = _encode_all(
@@ -436,12 +453,10 @@ def encode(
             slots,
             texts.parts,
             texts.negatives,
-            strategy=strategy,
-            normalization=normalization,
-            comma_backtrack=int(comma_backtrack),
+            plans,
+            needed,
             t5_length=int(max_sequence_length or family.sequence_length or 0),
             max_rows=limits.rows,
-            max_output_tokens=limits.output_tokens,
         )
     except BaseException:
         if undo is not None:
@@ -467,39 +482,48 @@ def _conditioning(
     )
 
 
+def _plan_all(
+    slots: list[_Slot],
+    all_parts: list[_Part],
+    *,
+    strategy: str | Strategy,
+    normalization: str | Normalization,
+    comma_backtrack: int,
+    max_output_tokens: int,
+) -> list[Plan]:
+    """One :class:`~promptweights.builder.Plan` per text encoder: every row, nothing encoded."""
+    plans = []
+    for slot in slots:
+        groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
+        request = Request(groups, strategy, normalization, equal_length=False)
+        plans.append(
+            plan(
+                slot.encoder,
+                [request],
+                comma_backtrack=comma_backtrack,
+                max_output_tokens=max_output_tokens,
+            )
+        )
+    return plans
+
+
 def _encode_all(
     pipe: Any,
     family: Family,
     slots: list[_Slot],
     parts: list[list[_Part]],
     negatives: list[_Part],
+    plans: list[Plan],
+    needed: Sequence[bool],
     *,
-    strategy: str | Strategy,
-    normalization: str | Normalization,
-    comma_backtrack: int,
     t5_length: int,
     max_rows: int,
-    max_output_tokens: int,
 ) -> _Timeline:
     all_parts = [p for image in parts for p in image] + negatives
     positives = len(all_parts) - len(negatives)
     device = _execution_device(pipe)
     encoded: list[list[tuple[Tensor, Tensor | None]]] = []  # [slot][group] (embeds, pooled)
     empties: list[Tensor | None] = []
-    plans = []
-    for slot in slots:
-        groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
-        request = Request(groups, strategy, normalization, equal_length=False)
-        prepared = plan(
-            slot.encoder,
-            [request],
-            comma_backtrack=comma_backtrack,
-            max_output_tokens=max_output_tokens,
-        )
-        plans.append(prepared)
-    # The empty window only where padding uses it (or a strategy declares it): A1111's minimum.
-    encoders = [slot.encoder for slot in slots]
-    needed = family.padding_empties(encoders, [p.chunks[0] for p in plans], positives)
     for prepared, empty in zip(plans, needed, strict=True):
         (result,) = prepared.run(empty=empty, max_rows=max_rows)
         # Text encoders may sit on different devices (offload, multi-GPU): gather first.
