@@ -71,7 +71,7 @@ from promptweights.tokens import (
 
 __all__ = [
     "BuildResult",
-    "Conditioning",
+    "GroupEncoding",
     "Plan",
     "Request",
     "TextInput",
@@ -89,7 +89,7 @@ _Row = tuple[tuple[int, ...], tuple[int, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Conditioning:
+class GroupEncoding:
     """The conditioning of one group of texts on one encoder.
 
     Attributes:
@@ -109,7 +109,7 @@ class BuildResult:
     """What :func:`build` returns (one per request with :func:`build_many`).
 
     Attributes:
-        groups: one :class:`Conditioning` per input group, all with the same number of chunks.
+        groups: one :class:`GroupEncoding` per input group, all with the same number of chunks.
         encoder_calls: forward passes run: 1, or more with ``TextEncoder.rows_per_call`` or a
             second pass for shared prefixes. With :func:`build_many`, the passes shared by all its
             requests.
@@ -122,7 +122,7 @@ class BuildResult:
             used it or it was cached (``None`` otherwise).
     """
 
-    groups: tuple[Conditioning, ...]
+    groups: tuple[GroupEncoding, ...]
     encoder_calls: int
     rows: int
     chunks: int
@@ -349,7 +349,7 @@ class Plan:
                             "weighting): check the model, LoRA multipliers and "
                             "textual-inversion vectors"
                         )
-                results.append(Conditioning(embeds.reshape(v, k * t, d), pooled, plan.prompts))
+                results.append(GroupEncoding(embeds.reshape(v, k * t, d), pooled, plan.prompts))
             seconds = {
                 "tokenize": planned - self._started,
                 "encode": encoded - planned,
@@ -501,7 +501,7 @@ def build(
             encoded, and while chunking, so memory stays bounded by it.
 
     Returns:
-        One :class:`Conditioning` per group, plus pass and row counts.
+        One :class:`GroupEncoding` per group, plus pass and row counts.
 
     Raises:
         InvalidWeightError: a weight is NaN, infinite or past
