@@ -18,17 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PromptweightsError
+from .errors import LimitExceededError, PromptweightsError
+from .limits import DEFAULT_LIMITS
 from .parsing import parse
-from .render import render_nodes
-from .schedules import schedules
-from .spans import weighted_spans
+from .render import StepOf, render_nodes
+from .schedules import edit_step
+from .spans import BREAK_MARKER, weighted_spans
 from .toy import DEFAULT_GUIDANCE as TOY_GUIDANCE
 from .toy import DEFAULT_STEPS as TOY_STEPS
+from .tree import Alternation, Edit, Emphasis, Node
 
 __all__ = ["explain", "infotext_json", "main"]
 
@@ -44,83 +46,279 @@ def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[str
 def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: Any = None) -> str:
     """Describe how ``text`` is read: networks, AND parts, the schedule and weighted spans.
 
-    With a Hugging Face ``tokenizer``, each schedule step range also lists its tokens: chunk,
-    position in the chunk, token, weight and the span it came from (A1111's chunking, §7).
+    The schedule is shown in sampler calls, numbered from 0 as A1111's denoiser counts them: at
+    call ``k`` it uses the first schedule entry whose end step is ``>= k``, so ``[cat:dog:0.5]``
+    over 4 steps shows cat at calls 0-2 and dog at call 3 (a1111-behaviour.md §4.5; a
+    second-order sampler makes twice as many calls per step: pass ``steps`` doubled). Each
+    edit and alternation is listed once with what it shows at which calls; spans (and tokens)
+    are listed once per distinct text. ``BREAK`` is shown as the chunk boundary it is.
+
+    With a Hugging Face ``tokenizer``, each distinct text also lists its tokens: chunk,
+    position in the chunk, token, weight and the span it starts (A1111's chunking, §7).
+
+    Args:
+        text: the prompt.
+        steps: the number of sampler calls (the sampling steps of a first-order sampler).
+        dialect: ``"a1111"``, ``"comfy"`` or ``"novelai"``.
+        tokenizer: a Hugging Face tokenizer, to list tokens.
+
+    Returns:
+        The description, several lines.
+
+    Raises:
+        LimitExceededError: a schedule with more entries than the default limit allows.
 
     >>> print(explain("a (cat:1.2) [dog:fox:0.5] <lora:ink:0.8>", steps=10))
-    ... # doctest: +NORMALIZE_WHITESPACE
     prompt: 'a (cat:1.2) [dog:fox:0.5] <lora:ink:0.8>'
     <BLANKLINE>
-    extra networks
+    extra networks (encode(..., lora_dir=DIR) loads LoRAs; otherwise ignored, with a warning)
     kind  name  te   unet
     ----  ----  ---  ----
     lora  ink   0.8  0.8
     <BLANKLINE>
-    part 1 of 1, AND weight 1.0
-    steps  text               segment  weight
-    -----  -----------------  -------  ------
-    1-5    'a (cat:1.2) dog'  'a '     1
-                              'cat'    1.2
-                              ' dog'   1
-    6-10   'a (cat:1.2) fox'  'a '     1
-                              'cat'    1.2
-                              ' fox'   1
+    part 1 of 1, AND weight 1
+    10 sampler calls, numbered from 0
+    edit or alternation  shows
+    -------------------  --------------------------------------
+    [dog:fox:0.5]        'dog' at calls 0-5; 'fox' at calls 6-9
+    calls  segment  weight
+    -----  -------  ------
+    0-5    'a '     1
+           'cat'    1.2
+           ' dog'   1
+    6-9    'a '     1
+           'cat'    1.2
+           ' fox'   1
     """
     prompt = parse(text, dialect=dialect)
     lines = [f"prompt: {text!r}"]
     if prompt.networks:
         rows = [(n.kind, n.name, f"{n.te_weight:g}", f"{n.unet_weight:g}") for n in prompt.networks]
-        lines += ["", "extra networks", *_table(rows, ("kind", "name", "te", "unet"))]
+        lines += ["", _NETWORKS_NOTE, *_table(rows, ("kind", "name", "te", "unet"))]
     for number, part in enumerate(prompt.parts, 1):
-        lines += ["", f"part {number} of {len(prompt.parts)}, AND weight {part.weight}"]
-        part_text = render_nodes(part.children)
-        variants = schedules(part_text, steps) if dialect == "a1111" else [(steps, part_text)]
-        rows = []
-        start = 1
-        for end, variant in variants:
-            label = f"{start}-{end}" if end > start else f"{end}"
-            for i, (segment, weight) in enumerate(weighted_spans(variant, dialect=dialect)):
-                rows.append(
-                    (
-                        label if i == 0 else "",
-                        repr(variant) if i == 0 else "",
-                        repr(segment),
-                        f"{weight:.6g}",
-                    )
-                )
-            start = end + 1
-        lines += _table(rows, ("steps", "text", "segment", "weight"))
+        lines += ["", f"part {number} of {len(prompt.parts)}, AND weight {part.weight:g}"]
+        lines += [f"{steps} sampler call{'s' if steps > 1 else ''}, numbered from 0"]
+        timeline = _Timeline(part.children, steps)
+        lines += timeline.changes()
+        groups = timeline.groups(dialect)
+        span_rows: list[tuple[str, ...]] = []
+        for calls, spans in groups:
+            for i, row in enumerate(_span_rows(spans)):
+                span_rows.append((_calls_text(calls, word=False) if i == 0 else "", *row))
+        lines += _table(span_rows, ("calls", "segment", "weight"))
         if tokenizer is not None:
-            for end, variant in variants:
-                lines += ["", f"tokens at step {end}" if len(variants) > 1 else "tokens"]
-                lines += _tokens(tokenizer, variant, dialect)
+            for calls, spans in groups:
+                heading = f"tokens at {_calls_text(calls)}" if len(groups) > 1 else "tokens"
+                lines += ["", heading, *_tokens(tokenizer, spans)]
     if prompt.diagnostics:
         lines += ["", "diagnostics (strict mode raises on these)"]
         lines += [f"  offset {d.pos}: {d.kind}: {d.message}" for d in prompt.diagnostics]
     return "\n".join(lines)
 
 
-def _tokens(tokenizer: Any, text: str, dialect: str) -> list[str]:
+_NETWORKS_NOTE = (
+    "extra networks (encode(..., lora_dir=DIR) loads LoRAs; otherwise ignored, with a warning)"
+)
+_BREAK_ROW = ("BREAK", "(a new chunk starts)")
+
+
+class _Timeline:
+    """One AND part's schedule, from its tree: which text each sampler call sees (§4.3, §4.5).
+
+    The schedule's entries end at the steps where an edit switches (``edit_step``), at every step
+    when anything alternates, and at the last step; call ``k`` (from 0) uses the first entry
+    ending at or after ``k``, so an entry ending at ``e`` after one ending at ``d`` serves calls
+    ``d+1 … e`` (none at all when ``d`` is the last call). Edits and alternations are found and
+    resolved in the tree itself.
+    """
+
+    def __init__(self, nodes: Sequence[Node], steps: int) -> None:
+        self.nodes = tuple(nodes)
+        self.steps = steps
+        self.found = list(_scheduled(self.nodes))
+        ends = {steps}
+        for _, node in self.found:
+            if isinstance(node, Alternation):
+                ends.update(range(1, steps + 1))
+                break
+            if (switch := self.step_of(node)) >= 1:
+                ends.add(switch)
+        if len(ends) > DEFAULT_LIMITS.variants:
+            raise LimitExceededError(
+                f"the prompt's schedule has {len(ends)} entries over {steps} steps; the limit "
+                f"is {DEFAULT_LIMITS.variants} (max_variants)"
+            )
+        #: (end step, the calls it serves), for the entries some call uses.
+        self.entries: list[tuple[int, range]] = []
+        start = 0
+        for end in sorted(ends):
+            calls = range(start, min(end, steps - 1) + 1)
+            if calls:
+                self.entries.append((end, calls))
+            start = end + 1
+
+    def step_of(self, edit: Edit) -> int:
+        return edit_step(edit, self.steps)
+
+    def changes(self) -> list[str]:
+        """One row per edit and alternation: what it shows at which calls."""
+        if not self.found:
+            return []
+        rows = []
+        for path, node in self.found:
+            shown: dict[str, list[range]] = {}
+            branches = set()
+            for end, calls in self.entries:
+                choice = _choice(self.nodes, path, end, self.step_of)
+                if choice is not None:
+                    branches.add(choice[0])
+                    shown.setdefault(choice[1], []).append(calls)
+            where = [f"{text!r} at {_calls_text(calls)}" for text, calls in shown.items()]
+            if shown and isinstance(node, Edit):
+                # `[a:b:0.99]` never reaches b: worth saying (a1111-behaviour.md §4.5).
+                for branch, nodes in enumerate((node.before or (), node.after)):
+                    if branch not in branches:
+                        where.append(f"{render_nodes(nodes)!r} never")
+            rows.append((render_nodes((node,)), "; ".join(where) or "never shown"))
+        return _table(rows, ("edit or alternation", "shows"))
+
+    def groups(self, dialect: str) -> list[tuple[list[range], list[tuple[str, float]]]]:
+        """The calls that see each distinct text, with its weighted spans, in order of use.
+
+        The spans are the emphasis pass over the text of the entry, as A1111 runs it: the tree's
+        own spans (:func:`~promptweights.spans.tree_spans`) can differ from it once edits are
+        resolved, in the spaces a ``BREAK`` eats next to an edit, for one.
+        """
+        out: dict[tuple[tuple[str, float], ...], list[range]] = {}
+        for end, calls in self.entries:
+            variant = render_nodes(self.nodes, step=end, step_of=self.step_of)
+            out.setdefault(tuple(weighted_spans(variant, dialect=dialect)), []).append(calls)
+        return [(calls, list(spans)) for spans, calls in out.items()]
+
+
+def _scheduled(
+    nodes: Sequence[Node], path: tuple[int, ...] = ()
+) -> Iterator[tuple[tuple[int, ...], Edit | Alternation]]:
+    """Every edit and alternation in the tree, in text order, with its path: the child index at
+    each level, plus the branch (an edit's 0 before, 1 after; an alternation's option) below one.
+    Nesting is capped (``DEFAULT_MAX_DEPTH``), so the recursion is bounded."""
+    for i, node in enumerate(nodes):
+        here = (*path, i)
+        if isinstance(node, Emphasis):
+            yield from _scheduled(node.children, here)
+        elif isinstance(node, Edit):
+            yield here, node
+            yield from _scheduled(node.before or (), (*here, 0))
+            yield from _scheduled(node.after, (*here, 1))
+        elif isinstance(node, Alternation):
+            yield here, node
+            for j, option in enumerate(node.options):
+                yield from _scheduled(option, (*here, j))
+
+
+def _branch(node: Edit | Alternation, end: int, step_of: StepOf) -> int:
+    """The branch ``node`` shows in the schedule entry ending at ``end`` (§4.2, §4.3)."""
+    if isinstance(node, Edit):
+        return 0 if end <= step_of(node) else 1
+    return (end - 1) % len(node.options)
+
+
+def _branch_nodes(node: Edit | Alternation, branch: int) -> tuple[Node, ...]:
+    if isinstance(node, Edit):
+        return (node.before or ()) if branch == 0 else node.after
+    return node.options[branch]
+
+
+def _choice(
+    nodes: Sequence[Node], path: tuple[int, ...], end: int, step_of: StepOf
+) -> tuple[int, str] | None:
+    """The branch the edit or alternation at ``path`` shows in the entry ending at ``end``, and
+    its text; None when an edit or alternation around it hides it then."""
+    children: Sequence[Node] = nodes
+    i = 0
+    while True:
+        node = children[path[i]]
+        if isinstance(node, Emphasis):
+            children, i = node.children, i + 1
+            continue
+        assert isinstance(node, Edit | Alternation)  # a path only leads through these
+        branch = _branch(node, end, step_of)
+        if i == len(path) - 1:
+            return branch, render_nodes(_branch_nodes(node, branch), step=end, step_of=step_of)
+        if path[i + 1] != branch:
+            return None
+        children, i = _branch_nodes(node, branch), i + 2
+
+
+def _calls_text(calls: Sequence[range], *, word: bool = True) -> str:
+    """``call 3``, ``calls 0-2``, ``calls 0-1, 3, 5, …, 19``: the calls of some ranges, adjacent
+    ones joined, long progressions of single calls (an alternation's every n-th) shortened;
+    ``word=False`` leaves out ``call(s)``."""
+    runs: list[list[int]] = []
+    for r in calls:
+        if runs and runs[-1][1] + 1 == r.start:
+            runs[-1][1] = r.stop - 1
+        else:
+            runs.append([r.start, r.stop - 1])
+    parts = []
+    i = 0
+    while i < len(runs):
+        first, last = runs[i]
+        if first != last:
+            parts.append(f"{first}-{last}")
+            i += 1
+            continue
+        j = i + 1  # a progression of single calls: runs[i:j]
+        while j < len(runs) and runs[j][0] == runs[j][1]:
+            if j - i >= 2 and runs[j][0] - runs[j - 1][0] != runs[i + 1][0] - runs[i][0]:
+                break
+            j += 1
+        if j - i >= 5:
+            parts.append(f"{first}, {runs[i + 1][0]}, …, {runs[j - 1][0]}")
+        else:
+            parts += [str(run[0]) for run in runs[i:j]]
+        i = j
+    text = ", ".join(parts)
+    if not word:
+        return text
+    return f"call {text}" if sum(len(r) for r in calls) == 1 else f"calls {text}"
+
+
+def _span_rows(spans: Sequence[tuple[str, float]]) -> list[tuple[str, str]]:
+    """Rows of segment and weight; ``BREAK`` as the chunk boundary it is, without the empty
+    segments A1111's parser leaves around it."""
+    rows = []
+    for segment, weight in spans:
+        if (segment, weight) == BREAK_MARKER:
+            rows.append(_BREAK_ROW)
+        elif segment:
+            rows.append((repr(segment), f"{weight:.6g}"))
+    return rows or [("''", "1")]
+
+
+def _tokens(tokenizer: Any, spans: Sequence[tuple[str, float]]) -> list[str]:
     from .tokens import tokenize
 
-    spans = weighted_spans(text, dialect=dialect)
     prompt = tokenize(tokenizer, spans)
     rows = []
+    last_fragment = -1
     for number, chunk in enumerate(prompt.chunks, 1):
         names = tokenizer.convert_ids_to_tokens(list(chunk.ids))
+        first = True
         for position, (name, weight, fragment) in enumerate(
             zip(names, chunk.weights, chunk.fragments, strict=True)
         ):
-            if fragment >= 0:
-                rows.append(
-                    (
-                        str(number),
-                        str(position),
-                        str(name),
-                        f"{weight:.6g}",
-                        repr(spans[fragment][0]),
-                    )
-                )
+            if fragment < 0:
+                continue
+            # The span's text once, on its first token; the chunk once, on its first row.
+            span = repr(spans[fragment][0]) if fragment != last_fragment else ""
+            rows.append(
+                (str(number) if first else "", str(position), str(name), f"{weight:.6g}", span)
+            )
+            first = False
+            last_fragment = fragment
+        if first:  # an empty chunk (BREAK at the start, or twice in a row)
+            rows.append((str(number), "", "(empty)", "", ""))
     return _table(rows, ("chunk", "pos", "token", "weight", "span"))
 
 

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from promptweights.cli import main
+import promptweights as pw
+from promptweights.cli import _Timeline, main
+from promptweights.testing import bracket_soup, prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 INFOTEXT = "a (cat:1.2)\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5"
@@ -44,20 +48,131 @@ def test_explain_is_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
     assert "'cat'    1.2" in out
 
 
+# Expected outputs written by hand from A1111's rules (a1111-behaviour.md §4.2-4.5): at S steps,
+# [a:b:w] switches after t = int(w·S) for a fraction; sampler call k (from 0) uses the first
+# schedule entry ending at or after k, so `a` is seen at calls 0…t; an alternation's entry at
+# step s shows option (s-1) mod n, and call 0 uses the entry of step 1.
+
+
+def test_explain_counts_sampler_calls_from_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["explain", "a [cat:dog:0.5]", "--steps", "4"], capsys)
+    assert code == 0
+    # t = int(0.5 * 4) = 2: cat at calls 0, 1, 2; dog at call 3.
+    assert out == (
+        "prompt: 'a [cat:dog:0.5]'\n"
+        "\n"
+        "part 1 of 1, AND weight 1\n"
+        "4 sampler calls, numbered from 0\n"
+        "edit or alternation  shows\n"
+        "-------------------  -----------------------------------\n"
+        "[cat:dog:0.5]        'cat' at calls 0-2; 'dog' at call 3\n"
+        "calls  segment  weight\n"
+        "-----  -------  ------\n"
+        "0-2    'a cat'  1\n"
+        "3      'a dog'  1\n"
+    )
+
+
+def test_explain_says_when_an_edit_never_switches(capsys: pytest.CaptureFixture[str]) -> None:
+    # t = int(0.99 * 10) = 9 = the last call: `b` is never used.
+    code, out, _ = run(["explain", "[a:b:0.99]", "--steps", "10"], capsys)
+    assert code == 0
+    assert "[a:b:0.99]           'a' at calls 0-9; 'b' never\n" in out
+    assert "0-9    'a'      1\n" in out
+    assert "'b'" not in out.split("calls  segment")[1]
+
+
+def test_explain_shows_an_alternation_once_with_its_choice_per_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(["explain", "a [cat|dog]", "--steps", "20"], capsys)
+    assert code == 0
+    # Entries at every step 1…20; call 0 and call 1 use step 1's (cat), call k > 1 step k's.
+    choice = "[cat|dog]            'cat' at calls 0-1, 3, 5, …, 19; 'dog' at calls 2, 4, …, 18\n"
+    assert choice in out
+    assert out.endswith(
+        "calls             segment  weight\n"
+        "----------------  -------  ------\n"
+        "0-1, 3, 5, …, 19  'a cat'  1\n"
+        "2, 4, …, 18       'a dog'  1\n"
+    )
+
+
+def test_explain_shows_break_as_a_chunk_boundary(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["explain", "a BREAK (b)", "--steps", "1"], capsys)
+    assert code == 0
+    assert out.endswith(
+        "1 sampler call, numbered from 0\n"
+        "calls  segment  weight\n"
+        "-----  -------  --------------------\n"
+        "0      'a'      1\n"
+        "       BREAK    (a new chunk starts)\n"
+        "       'b'      1.1\n"
+    )
+    assert "-1" not in out
+    assert "''" not in out
+
+
+def _a1111_calls(part: str, steps: int) -> list[list[tuple[str, float]]]:
+    """The spans sampler call k sees, from A1111's functions: the first entry ending at >= k."""
+    schedule = pw.schedules(part, steps)
+    return [pw.weighted_spans(next(t for end, t in schedule if k <= end)) for k in range(steps)]
+
+
+def _explained_calls(text: str, steps: int) -> list[list[list[tuple[str, float]]]]:
+    prompt = pw.parse(text)
+    out = []
+    for part in prompt.parts:
+        seen: dict[int, list[tuple[str, float]]] = {}
+        for calls, spans in _Timeline(part.children, steps).groups("a1111"):
+            for k in (k for r in calls for k in r):
+                assert k not in seen
+                seen[k] = spans
+        out.append([seen[k] for k in range(steps)])
+    return out
+
+
+@given(text=prompts() | bracket_soup(max_size=60), steps=st.integers(1, 12))
+def test_explain_walks_the_tree_to_what_a1111_uses_at_each_call(text: str, steps: int) -> None:
+    body = pw.extra_networks(pw.strip_comments(text))[0]
+    try:
+        expected = [_a1111_calls(part, steps) for part, _ in pw.split_and(body)]
+    except pw.LimitExceededError:
+        return
+    assert _explained_calls(text, steps) == expected
+
+
 def test_explain_with_a_model_lists_tokens(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("transformers")
     from _tiny_models import tiny_clip_tokenizer
 
+    tiny_clip_tokenizer().save_pretrained(tmp_path / "model")
     tiny_clip_tokenizer().save_pretrained(tmp_path / "model" / "tokenizer")
-    argv = ["explain", "a (cat:1.2) BREAK [dog:mat:1]", "--steps", "2"]
+    argv = ["explain", "a (red blue cat:1.2) BREAK [dog:mat:1]", "--steps", "3"]
     code, out, err = run([*argv, "--model", str(tmp_path / "model")], capsys)
     assert code == 0, err
-    assert "tokens at step 1" in out
-    assert "tokens at step 2" in out
-    assert "1      2    cat</w>  1.2     'cat'" in out
-    assert "2      1    dog</w>  1       'dog'" in out  # BREAK starts chunk 2
+    # [dog:mat:1] at 3 steps: t = 1, dog at calls 0-1, mat at call 2; one token table each.
+    assert out.endswith(
+        "tokens at calls 0-1\n"
+        "chunk  pos  token     weight  span\n"
+        "-----  ---  --------  ------  --------------\n"
+        "1      1    a</w>     1       'a '\n"
+        "       2    red</w>   1.2     'red blue cat'\n"
+        "       3    blue</w>  1.2\n"
+        "       4    cat</w>   1.2\n"
+        "2      1    dog</w>   1       'dog'\n"
+        "\n"
+        "tokens at call 2\n"
+        "chunk  pos  token     weight  span\n"
+        "-----  ---  --------  ------  --------------\n"
+        "1      1    a</w>     1       'a '\n"
+        "       2    red</w>   1.2     'red blue cat'\n"
+        "       3    blue</w>  1.2\n"
+        "       4    cat</w>   1.2\n"
+        "2      1    mat</w>   1       'mat'\n"
+    )
     code, _, err = run([*argv, "--model", str(tmp_path / "missing")], capsys)
     assert_one_line_error(code, err, "no model folder")
 
