@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def weighted() -> None:
         cond = pwd.encode(pipe, WEIGHTED, NEGATIVE, steps=args.steps, exact=args.exact)
-        pipe(**cond.pipeline_kwargs(), output_type="latent", **options)
+        pipe(**{**options, **cond.pipeline_kwargs()}, output_type="latent")
 
     times: dict[str, list[float]] = {"plain": [], "weighted": []}
     for run in (plain, weighted):  # warm-up

@@ -65,8 +65,8 @@ def main(steps: int = 4) -> None:
             f"{name}: prompt / negative embeds {shapes}; edits {cond.edits}, AND {cond.composable}"
         )
         with cond.attach(pipe):  # hooks the denoiser for AND; removed again on exit
-            kwargs = cond.pipeline_kwargs()  # embeddings + callback_on_step_end for the edits
-            out = pipe(**kwargs, num_inference_steps=steps, height=16, width=16, output_type="pt")
+            kwargs = cond.pipeline_kwargs()  # embeddings, steps, callback_on_step_end for edits
+            out = pipe(**kwargs, height=16, width=16, output_type="pt")
         print(f"  image {tuple(out.images.shape)}")
 
 

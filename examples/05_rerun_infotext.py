@@ -44,8 +44,7 @@ def main(out: Path | None = None) -> None:
     cond = encode(pipe, params.prompt, params.negative_prompt, **options)
     # 3. Run the pipeline: the seed's CPU generator draws the same initial latents.
     again = pipe(
-        **cond.pipeline_kwargs(),
-        num_inference_steps=params.steps,
+        **cond.pipeline_kwargs(),  # embeddings and num_inference_steps
         guidance_scale=params.cfg_scale,
         generator=torch.Generator("cpu").manual_seed(params.seed),
         output_type="np",

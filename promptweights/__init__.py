@@ -27,7 +27,9 @@ from .errors import (
     NetworkFileError,
     PromptSyntaxError,
     PromptweightsError,
+    PromptweightsWarning,
     UnknownNameError,
+    UnreproducibleError,
     UnsupportedPipelineError,
 )
 from .limits import DEFAULT_LIMITS, MAX_MULTIPLIER, MAX_PROMPT_CHARS, MAX_WEIGHT, Limits
@@ -76,9 +78,11 @@ __all__ = [
     "Prompt",
     "PromptSyntaxError",
     "PromptweightsError",
+    "PromptweightsWarning",
     "SubPrompt",
     "Text",
     "UnknownNameError",
+    "UnreproducibleError",
     "UnsupportedPipelineError",
     "__version__",
     "extra_networks",

@@ -48,6 +48,7 @@ from promptweights.encoders import TextEncoder
 from promptweights.errors import InvalidArgumentError, InvalidWeightError, LimitExceededError
 from promptweights.limits import DEFAULT_LIMITS
 from promptweights.strategies import (
+    STRATEGY_SIGNATURE,
     Extras,
     Needs,
     Normalization,
@@ -709,6 +710,13 @@ def _apply(
         groups=tuple(tuple((g, gather(r)) for g, r in gr) for gr in plan.groups),
     )
     out = strategy(z, plan.w.to(z.device), extras)
+    if not isinstance(out, Tensor) or out.shape != z.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise InvalidArgumentError(
+            f"the strategy {getattr(strategy, '__name__', strategy)!r} returned {got}; a strategy "
+            f"is called as {STRATEGY_SIGNATURE} and returns a tensor shaped like z "
+            f"{tuple(z.shape)}"
+        )
     return to_dtype(out, dtype)
 
 

@@ -621,9 +621,12 @@ def _print_compare(result: Any) -> None:
                 ", ".join(labels),
                 f"{record['cosine_distance']:.4g}",
                 f"{record['pixel_distance']:.4g}",
+                f"cells/{record['baseline']:03d}.png",
             )
         )
-    header = ("cell", "settings", "cos dist to unweighted", "pixel dist to baseline")
+    # The pixel distance is to the seed's first cell (every other axis at its first value), not
+    # to an unweighted image: the column says which cell.
+    header = ("cell", "settings", "cos dist to unweighted", "pixel dist", "to cell")
     print("\n".join(_table(rows, header)))
     for kind in ("grid", "json", "csv", "gif"):
         if kind in result.files:
@@ -663,8 +666,10 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
 
     Args:
         params: a :class:`promptweights.infotext.GenerationParameters`.
-        to_diffusers: give the diffusers scheduler (class and config) and the keyword arguments
-            of :func:`promptweights.diffusers.encode` and of the pipeline call instead.
+        to_diffusers: give the diffusers scheduler (class and config), the keyword arguments
+            of :func:`promptweights.diffusers.encode` and of the pipeline call, and under
+            ``warnings`` what a re-run would not reproduce (a hires-fix pass, extra networks
+            without ``lora_dir``…) instead.
 
     Returns:
         A JSON-ready dict.
@@ -696,10 +701,18 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
                 {"kind": d.kind, "message": d.message, "pos": d.pos} for d in params.diagnostics
             ],
         }
+    from . import infotext
+    from .networks import extra_networks
     from .settings import run_settings
 
-    choice = params.sampler_choice()
     settings = run_settings(params)
+    warnings = infotext.unreproducible(params)
+    tags = [n.source for n in extra_networks(params.prompt)[1]]
+    if tags:
+        warnings.append(
+            f"extra networks {', '.join(tags)}: applied only by encode(..., lora_dir=DIR) "
+            "(LoRA tags); otherwise ignored, with a warning"
+        )
     encode: dict[str, Any] = {
         "prompt": settings.prompt,
         "negative_prompt": settings.negative_prompt,
@@ -707,7 +720,6 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
         "normalization": "none" if settings.normalization is None else settings.normalization,
         "clip_skip": settings.pipeline_clip_skip,
         "steps": settings.steps,
-        "second_order": choice.second_order,
     }
     pipeline = {
         "num_inference_steps": settings.steps,
@@ -718,6 +730,18 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
         if settings.seed is None
         else f"torch.Generator('cpu').manual_seed({settings.seed})",
     }
+    own = params.written.get(infotext.SCHEDULER_KEY)
+    if own and not params.sampler:
+        # Made by `compare` with the model's own scheduler: a re-run keeps the pipeline's.
+        encode["second_order"] = None
+        return {
+            "scheduler": {"class": own, "model_default": True},
+            "encode": encode,
+            "pipeline": pipeline,
+            "warnings": warnings,
+        }
+    choice = params.sampler_choice()
+    encode["second_order"] = choice.second_order
     return {
         "scheduler": {
             "sampler": choice.sampler,
@@ -732,6 +756,7 @@ def infotext_json(params: Any, *, to_diffusers: bool = False) -> dict[str, Any]:
         },
         "encode": encode,
         "pipeline": pipeline,
+        "warnings": warnings,
     }
 
 

@@ -550,7 +550,8 @@ class _Runner:
             sigmas = model_sigmas(scheduler.alphas_cumprod.tolist())
             kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, cell.steps, sigmas)
         with cond.attach(self.pipe):
-            out = self.pipe(**cond.pipeline_kwargs(), **kwargs)
+            # The cell's own steps win: a conditioning without edits is shared across steps.
+            out = self.pipe(**{**cond.pipeline_kwargs(), **kwargs})
         image: Any = np.asarray(out.images[0], dtype=np.float32)
         return image
 

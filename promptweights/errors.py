@@ -28,9 +28,12 @@ __all__ = [
     "NetworkFileError",
     "PromptSyntaxError",
     "PromptweightsError",
+    "PromptweightsWarning",
     "UnknownNameError",
+    "UnreproducibleError",
     "UnsupportedPipelineError",
     "line_and_column",
+    "warn_or_raise",
 ]
 
 
@@ -245,3 +248,35 @@ class NetworkFileError(PromptweightsError, ValueError):
 
 class CompareError(PromptweightsError, ValueError):
     """A comparison grid that cannot run: bad axes, a bad weight sweep, a span not in the prompt."""
+
+
+class UnreproducibleError(PromptweightsError, ValueError):
+    """Something a call was given that it would not apply, raised in strict mode.
+
+    An infotext setting diffusers cannot reproduce (a hires-fix pass, variation seeds…), an
+    extra-network tag without a folder to load it from: lenient mode (the default) warns with a
+    :class:`PromptweightsWarning` and goes on without it; ``strict=True`` raises this instead.
+    """
+
+
+class PromptweightsWarning(UserWarning):
+    """Something given that is not applied, in lenient mode (see :class:`UnreproducibleError`).
+
+    Silence it like any warning: ``warnings.filterwarnings("ignore",
+    category=PromptweightsWarning)``; turn it into an error with ``strict=True``.
+    """
+
+
+def warn_or_raise(message: str, *, strict: bool, stacklevel: int = 3) -> None:
+    """Warn with :class:`PromptweightsWarning`, or raise :class:`UnreproducibleError` if ``strict``.
+
+    >>> warn_or_raise("Hires upscale is not reproduced", strict=True)
+    Traceback (most recent call last):
+      ...
+    promptweights.errors.UnreproducibleError: Hires upscale is not reproduced
+    """
+    if strict:
+        raise UnreproducibleError(message)
+    import warnings
+
+    warnings.warn(message, PromptweightsWarning, stacklevel=stacklevel)

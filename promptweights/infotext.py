@@ -48,8 +48,11 @@ from .infotext_codec import (
     GenerationParameters,
     format,
     parse,
+    unreproducible,
 )
+from .infotext_codec import SCHEDULER_KEY as SCHEDULER_KEY
 from .infotext_codec import STRATEGY_KEY as STRATEGY_KEY
+from .infotext_codec import UNSUPPORTED_SETTINGS as UNSUPPORTED_SETTINGS
 from .infotext_codec import Value as Value
 
 __all__ = [
@@ -57,12 +60,16 @@ __all__ = [
     "EMPHASIS_STRATEGIES",
     "MAX_IMAGE_BYTES",
     "MAX_INFOTEXT_CHARS",
+    "SCHEDULER_KEY",
+    "STRATEGY_KEY",
+    "UNSUPPORTED_SETTINGS",
     "GenerationParameters",
     "format",
     "parse",
     "read_image",
     "read_image_text",
     "save_image",
+    "unreproducible",
 ]
 
 #: Longest image file :func:`read_image` opens, in bytes (A1111 has no cap; this is ours).

@@ -28,11 +28,14 @@ __all__ = [
     "A1111_KEY_ORDER",
     "EMPHASIS_STRATEGIES",
     "MAX_INFOTEXT_CHARS",
+    "SCHEDULER_KEY",
     "STRATEGY_KEY",
+    "UNSUPPORTED_SETTINGS",
     "GenerationParameters",
     "Value",
     "format",
     "parse",
+    "unreproducible",
 ]
 
 #: Longest infotext :func:`parse` accepts, in characters; past it, :class:`InfotextLimitError`.
@@ -78,8 +81,35 @@ EMPHASIS_STRATEGIES: dict[str, str] = {
     "Ignore": "ignore",
     "None": "none",
 }
+#: Settings an infotext may hold that :func:`promptweights.diffusers.from_infotext` cannot
+#: reproduce in diffusers.
+UNSUPPORTED_SETTINGS = (
+    "Hires upscale",
+    "Hires resize-1",
+    "Hires steps",
+    "Hires upscaler",
+    "Variation seed",
+    "Seed resize from-1",
+    "Face restoration",
+    "Tiling",
+    "ENSD",
+    "Eta",
+    "Eta DDIM",
+    "Token merging ratio",
+    "NGMS",
+    "Hypernet",
+    "Pad conds",
+    "Pad conds v0",
+    "Downcast alphas_cumprod",
+    "Refiner",
+)
+
 #: The key promptweights writes for a weighting strategy A1111 has no ``Emphasis`` mode for.
 STRATEGY_KEY = "Prompt weighting"
+#: The key promptweights writes, instead of ``Sampler``, for an image made with the model's own
+#: diffusers scheduler (its class name): ``promptweights.diffusers.from_infotext`` then keeps the
+#: pipeline's scheduler. A1111 ignores the key and reads the missing ``Sampler`` as DPM++ 2M.
+SCHEDULER_KEY = "Diffusers scheduler"
 
 _NEGATIVE_PREFIX = "Negative prompt:"
 _WXH_RE = re.compile(r"^(\d+)x(\d+)$")  # `$` as in A1111: also before one trailing newline
@@ -1068,3 +1098,38 @@ def _canonical(params: GenerationParameters) -> str:
     if items:
         text = f"{text}\n{', '.join(items)}"
     return text.strip()
+
+
+def unreproducible(params: GenerationParameters) -> list[str]:
+    """What a diffusers re-run of ``params`` cannot reproduce, one sentence per setting.
+
+    :func:`promptweights.diffusers.from_infotext` warns with each (raises, when strict), and
+    ``promptweights infotext --to-diffusers`` lists them: the settings of
+    :data:`UNSUPPORTED_SETTINGS` the text holds, a noise source other than A1111's GPU/CPU one.
+
+    >>> text = "a cat\\nSteps: 20, Sampler: Euler, Size: 512x512, Hires upscale: 2"
+    >>> unreproducible(parse(text))
+    ["Hires upscale 2: the hires-fix pass is not reproduced; the image is rendered at the first \
+pass's 512x512, not 1024x1024"]
+    """
+    written = params.written
+    out = []
+    for key in UNSUPPORTED_SETTINGS:
+        if key.endswith("-1"):  # a `WxH` setting: written whole, as `Hires resize: 1024x1024`
+            key = key[:-2]
+        if key not in written:
+            continue
+        if key == "Hires upscale" and params.width and params.height:
+            factor = params.hires_upscale or 1.0
+            size = params.hires_size or (int(params.width * factor), int(params.height * factor))
+            out.append(
+                f"Hires upscale {factor:g}: the hires-fix pass is not reproduced; the image is "
+                f"rendered at the first pass's {params.width}x{params.height}, not "
+                f"{size[0]}x{size[1]}"
+            )
+        else:
+            out.append(f"{key}: {written[key]!r} is not reproduced in diffusers")
+    rng = params.settings.get("RNG", "GPU")
+    if rng not in ("GPU", "CPU"):
+        out.append(f"RNG: {rng}: that noise source is not reproduced (torch's CPU generator is)")
+    return out

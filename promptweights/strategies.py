@@ -34,6 +34,7 @@ from promptweights.errors import ArgumentTypeError, InvalidArgumentError, Unknow
 __all__ = [
     "NORMALIZATIONS",
     "STRATEGIES",
+    "STRATEGY_SIGNATURE",
     "Extras",
     "Needs",
     "Normalization",
@@ -115,6 +116,9 @@ class Normalization(Protocol):
         """Return normalised weights, same shape as ``w``."""
         ...
 
+
+#: How every strategy is called, as error messages name it.
+STRATEGY_SIGNATURE = "strategy(z, w, extras) -> Tensor"
 
 _F = TypeVar("_F", bound=Callable[..., Tensor])
 _NO_NEEDS = Needs()
@@ -310,13 +314,45 @@ def get_strategy(strategy: str | Strategy) -> Strategy:
 
     Raises:
         UnknownNameError: for an unknown name; the message lists the known ones.
+        ArgumentTypeError: for something that is neither a name nor a callable taking three
+            positional arguments (:data:`STRATEGY_SIGNATURE`).
+
+    >>> get_strategy(lambda z, w: z)
+    Traceback (most recent call last):
+      ...
+    promptweights.errors.ArgumentTypeError: a strategy is called as strategy(z, w, extras) -> \
+Tensor with z (V, K, T, D), w (V, K, T) and an Extras; '<lambda>' takes (z, w)
     """
     if callable(strategy):
+        _check_callable(strategy)
         return strategy
+    if not isinstance(strategy, str):
+        raise ArgumentTypeError(
+            f"strategy must be a name or a callable {STRATEGY_SIGNATURE}, "
+            f"not {type(strategy).__name__}"
+        )
     try:
         return STRATEGIES[strategy]
     except KeyError:
         raise UnknownNameError("strategy", strategy, list(STRATEGIES)) from None
+
+
+def _check_callable(strategy: Callable[..., object]) -> None:
+    """A callable strategy must take ``(z, w, extras)`` positionally."""
+    import inspect
+
+    try:
+        signature = inspect.signature(strategy)
+    except (TypeError, ValueError):  # a builtin or C callable without one: trust it
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        name = getattr(strategy, "__name__", type(strategy).__name__)
+        raise ArgumentTypeError(
+            f"a strategy is called as {STRATEGY_SIGNATURE} with z (V, K, T, D), w (V, K, T) and "
+            f"an Extras; {name!r} takes ({', '.join(signature.parameters)})"
+        ) from None
 
 
 def get_normalization(normalization: str | Normalization) -> Normalization:

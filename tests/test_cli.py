@@ -223,6 +223,21 @@ def test_infotext_of_a_png_to_diffusers(tmp_path: Path, capsys: pytest.CaptureFi
     assert "manual_seed(5)" in info["pipeline"]["generator"]
 
 
+def test_infotext_to_diffusers_lists_what_a_rerun_would_not_do(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "a cat <lora:ink:0.8>\nSteps: 20, Sampler: Euler, Size: 512x512, Hires upscale: 2"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    code, out, _ = run(["infotext", "-", "--to-diffusers"], capsys)
+    assert code == 0
+    warnings = json.loads(out)["warnings"]
+    assert len(warnings) == 2
+    assert "Hires upscale 2" in warnings[0]
+    assert "not 1024x1024" in warnings[0]
+    assert "<lora:ink:0.8>" in warnings[1]
+    assert "lora_dir" in warnings[1]
+
+
 def test_infotext_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,14 @@ from hypothesis import strategies as st
 from promptweights.diffusers import Conditioning, family_of
 from promptweights.diffusers import encode as _encode
 from promptweights.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
     InvalidWeightError,
     NetworkFileError,
     PromptweightsError,
+    PromptweightsWarning,
     UnknownNameError,
+    UnreproducibleError,
     UnsupportedPipelineError,
 )
 from promptweights.testing import bracket_soup, prompts
@@ -116,8 +121,7 @@ def run(pipe: Any, cond: Conditioning, steps: int = 2, **kwargs: Any) -> Any:
     options.update(kwargs)
     with cond.attach(pipe):
         return pipe(
-            **cond.pipeline_kwargs(),
-            num_inference_steps=steps,
+            **{"num_inference_steps": steps, **cond.pipeline_kwargs()},
             generator=torch.Generator().manual_seed(0),
             **options,
         ).images
@@ -425,8 +429,7 @@ def test_and_end_to_end_with_editing(sd1: Any) -> None:
         seen, handle = record_conditioning(sd1)  # registered after the AND hook: sees its batch
         try:
             image = sd1(
-                **cond.pipeline_kwargs(),
-                num_inference_steps=3,
+                **cond.pipeline_kwargs(),  # num_inference_steps=3
                 height=16,
                 width=16,
                 output_type="pt",
@@ -582,7 +585,8 @@ def test_failed_encode_leaves_the_pipeline_as_it_was(lora_dir: Path) -> None:
 
 
 def test_lora_tags_are_removed_without_lora_dir(sd1: Any) -> None:
-    cond = encode(sd1, "a cat <lora:ink:1>")
+    with pytest.warns(PromptweightsWarning, match="not applied"):
+        cond = encode(sd1, "a cat <lora:ink:1>")
     assert torch.equal(cond.prompt_embeds, encode(sd1, "a cat ").prompt_embeds)
     assert cond.networks[0].name == "ink"
 
@@ -738,7 +742,8 @@ def test_a_users_callback_runs_after_the_swap(sd1: Any) -> None:
     cond = encode(sd1, "[cat:dog:1]", steps=3)
     kwargs = cond.pipeline_kwargs(mine)
     assert kwargs["callback_on_step_end_tensor_inputs"] == ["prompt_embeds", "latents"]
-    sd1(**kwargs, num_inference_steps=3, height=16, width=16, output_type="pt")
+    assert kwargs["num_inference_steps"] == 3
+    sd1(**kwargs, height=16, width=16, output_type="pt")
     assert steps_seen == [0, 1, 2]
     plain = encode(sd1, "cat").pipeline_kwargs(mine)
     assert plain["callback_on_step_end"] is mine
@@ -866,6 +871,48 @@ def test_loading_a_lora_or_an_embedding_never_serves_a_stale_empty_window(
     assert torch.equal(padding(encode(pipe, LONG, "dog")), fresh(pipe))
 
 
+def test_the_steps_are_in_the_kwargs_and_the_callback_checks_them(sd1: Any) -> None:
+    cond = encode(sd1, "[cat:dog:1]", steps=3)
+    kwargs = cond.pipeline_kwargs()
+    assert kwargs["num_inference_steps"] == 3
+    kwargs["num_inference_steps"] = 5  # [cat:dog:1] would switch at the wrong call
+    with pytest.raises(InvalidArgumentError, match=r"steps=3 .* num_inference_steps=5"):
+        sd1(**kwargs, height=16, width=16, output_type="pt")
+
+
+def test_extra_networks_that_are_not_loaded_say_so(sd1: Any) -> None:
+    with pytest.warns(PromptweightsWarning, match=r"<lora:ink:0.5>.*lora_dir="):
+        encode(sd1, "a cat <lora:ink:0.5>")
+    with pytest.raises(UnreproducibleError, match=r"<lora:ink:0\.5>"):
+        encode(sd1, "a cat <lora:ink:0.5>", strict=True)
+    with pytest.warns(PromptweightsWarning, match="<hypernet:x:1>"):
+        encode(sd1, "a cat <hypernet:x:1>")
+
+
+def test_a_strategy_of_the_wrong_shape_names_the_signature(sd1: Any) -> None:
+    def two_arguments(z: Any, w: Any) -> Any:
+        return z
+
+    def returns_nothing(z: Any, w: Any, extras: Any) -> None:
+        return None
+
+    with pytest.raises(ArgumentTypeError, match=r"strategy\(z, w, extras\).*\(z, w\)"):
+        encode(sd1, "(cat:1.2)", strategy=two_arguments)
+    with pytest.raises(InvalidArgumentError, match=r"returned NoneType.*strategy\(z, w, extras\)"):
+        encode(sd1, "(cat:1.2)", strategy=returns_nothing)
+
+
+def test_the_documented_strategy_callable_runs(sd1: Any) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "strategies.md").read_text("utf-8")
+    example = doc.split("```python\n")[-1].split("```")[0]
+    space: dict[str, Any] = {"pipe": sd1}
+    exec(compile(example, "docs/strategies.md", "exec"), space)
+    cond = space["cond"]
+    plain = encode(sd1, "a red circle", strategy="a1111-no-norm")
+    assert cond.prompt_embeds.shape == plain.prompt_embeds.shape
+    assert not torch.equal(cond.prompt_embeds, plain.prompt_embeds)
+
+
 def test_unknown_option(sd1: Any) -> None:
     with pytest.raises(ValueError, match="unknown options"):
         encode(sd1, "cat", stepz=3)
@@ -945,7 +992,9 @@ def test_any_prompt_gives_aligned_conditioning(
     import promptweights as pw
 
     try:
-        cond = encode(sd1, prompt, negative, steps=steps)
+        with warnings.catch_warnings():  # generated prompts hold <lora:…> tags: not loaded here
+            warnings.simplefilter("ignore", PromptweightsWarning)
+            cond = encode(sd1, prompt, negative, steps=steps)
     except InvalidWeightError:  # `(x:1e400)`-sized weights overflow to inf: refused on purpose
         return
     length = cond.prompt_embeds.shape[1]

@@ -11,7 +11,12 @@ from _tiny_pipelines import tiny_sd1
 from PIL import Image
 
 from promptweights.diffusers import encode, from_infotext, plan_rerun
-from promptweights.errors import UnknownNameError, UnsupportedPipelineError
+from promptweights.errors import (
+    PromptweightsWarning,
+    UnknownNameError,
+    UnreproducibleError,
+    UnsupportedPipelineError,
+)
 from promptweights.infotext import GenerationParameters, save_image
 
 PROMPT = "a (red:1.3) [circle:square:0.5], [blue] background"
@@ -52,8 +57,7 @@ def test_rerun_from_png_is_bit_for_bit(tmp_path: Path) -> None:
     cond = encode(pipe, PROMPT, "blurry", steps=4)
     first = _image(
         pipe,
-        **cond.pipeline_kwargs(),
-        num_inference_steps=4,
+        **cond.pipeline_kwargs(),  # num_inference_steps=4
         guidance_scale=5.0,
         width=32,
         height=32,
@@ -70,6 +74,18 @@ def test_rerun_from_png_is_bit_for_bit(tmp_path: Path) -> None:
     assert "callback_on_step_end" in kwargs  # the edit switches at run time
     again = _image(fresh, **kwargs)
     assert np.array_equal(first, again)
+
+
+def test_settings_that_cannot_be_reproduced_warn_or_raise() -> None:
+    pipe = tiny_sd1()
+    before = pipe.scheduler
+    params = _params(**{"Hires upscale": 2})
+    with pytest.raises(UnreproducibleError, match="not 64x64"):
+        from_infotext(pipe, params, strict=True)
+    assert pipe.scheduler is before  # strict fails before anything is touched
+    with pytest.warns(PromptweightsWarning, match="rendered at the first pass's 32x32, not 64x64"):
+        kwargs = from_infotext(pipe, params)
+    assert (kwargs["width"], kwargs["height"]) == (32, 32)
 
 
 def test_failed_rerun_leaves_the_scheduler_alone() -> None:

@@ -5,7 +5,7 @@ alternation ``[a|b]``, ``AND``, ``<lora:…>`` tags, textual-inversion names) an
 :class:`Conditioning` whose :meth:`~Conditioning.pipeline_kwargs` go straight into the pipeline::
 
     cond = promptweights.diffusers.encode(pipe, "a (red:1.2) [cat:dog:0.5]", "blurry", steps=20)
-    image = pipe(**cond.pipeline_kwargs(), num_inference_steps=20).images[0]
+    image = pipe(**cond.pipeline_kwargs()).images[0]  # num_inference_steps=20 is in there
 
 Families: SD 1.x/2.x, SDXL (base and refiner), SD3/3.5 (with or without T5) and Flux.1, text to
 image and image to image. What A1111 does and where it is done here:
@@ -107,10 +107,12 @@ what the pipeline's own ``encode_prompt`` gives.
 
 from __future__ import annotations
 
+from promptweights.infotext import UNSUPPORTED_SETTINGS
+
 from .conditioning import Conditioning
 from .encode import encode
 from .families import FAMILIES, family_of
-from .rerun import UNSUPPORTED_SETTINGS, Rerun, from_infotext, plan_rerun
+from .rerun import Rerun, from_infotext, plan_rerun
 from .textual_inversion import load_textual_inversion
 
 __all__ = [

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from promptweights.errors import (
+    InvalidArgumentError,
     PromptweightsError,
     UnsupportedPipelineError,
 )
@@ -120,6 +121,8 @@ class Conditioning:
         steps: the schedule length used (``steps``, or ``hires_steps`` for a hires pass; doubled
             for second-order schedulers), or ``None`` when no ``steps`` were given.
         networks: every extra-network tag found in the prompts, in order.
+        num_inference_steps: the ``steps`` given to ``encode`` (``hires_steps`` for a hires
+            pass): what the pipeline must run with, so :meth:`pipeline_kwargs` passes it on.
     """
 
     prompt_embeds: Tensor
@@ -131,6 +134,7 @@ class Conditioning:
     networks: tuple[ExtraNetwork, ...]
     _timeline: _Timeline = field(repr=False)
     _attached: int = field(default=0, repr=False)
+    num_inference_steps: int | None = None
 
     @property
     def edits(self) -> bool:
@@ -169,8 +173,18 @@ class Conditioning:
     ) -> dict[str, Any]:
         """The keyword arguments for ``pipe(**kwargs, ...)``.
 
-        Holds the embeddings (only those the family takes) and, when the prompt edits,
-        ``callback_on_step_end`` with ``callback_on_step_end_tensor_inputs``.
+        Holds the embeddings (only those the family takes), ``num_inference_steps`` when
+        ``encode`` was given ``steps``, and, when the prompt edits, ``callback_on_step_end`` with
+        ``callback_on_step_end_tensor_inputs``. Do not pass those again to the pipeline (Python
+        refuses a keyword given twice); to run your own step callback as well, give it here and
+        it is chained after the one that swaps the conditioning::
+
+            kwargs = cond.pipeline_kwargs(callback_on_step_end=my_callback)
+            image = pipe(**kwargs).images[0]
+
+        The swapping callback checks that the pipeline runs the number of steps the schedule
+        was built for and raises :class:`~promptweights.errors.InvalidArgumentError` at the
+        first step otherwise (``[a:b:0.5]`` would switch at the wrong step).
 
         Args:
             callback_on_step_end: your own step callback, if any; it runs after the one that
@@ -190,6 +204,8 @@ class Conditioning:
                 "the parts are combined in the denoiser as A1111 does"
             )
         kwargs: dict[str, Any] = {"prompt_embeds": self.prompt_embeds}
+        if self.num_inference_steps is not None:
+            kwargs["num_inference_steps"] = self.num_inference_steps
         if self.negative_prompt_embeds is not None:
             kwargs["negative_prompt_embeds"] = self.negative_prompt_embeds
         if self.pooled_prompt_embeds is not None:
@@ -200,7 +216,9 @@ class Conditioning:
         if callback_on_step_end is not None:
             inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
         if self.edits and not self.composable:
-            callback = _StepCallback(self._timeline, callback_on_step_end)
+            callback = _StepCallback(
+                self._timeline, callback_on_step_end, steps=self.num_inference_steps
+            )
             kwargs["callback_on_step_end"] = callback
             extra = [name for name in inputs if name not in callback.tensor_inputs]
             kwargs["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs + extra
@@ -257,19 +275,39 @@ class _StepCallback:
     """``callback_on_step_end``: after loop iteration ``i``, the conditioning of call ``i + 1``."""
 
     def __init__(
-        self, timeline: _Timeline, then: Callable[..., dict[str, Any]] | None = None
+        self,
+        timeline: _Timeline,
+        then: Callable[..., dict[str, Any]] | None = None,
+        *,
+        steps: int | None = None,
     ) -> None:
         self.timeline = timeline
         self.then = then
+        self.steps = steps
         self.tensor_inputs = list(timeline.family.step_tensors)
         if timeline.swappable:
             self.tensor_inputs = [n for n in self.tensor_inputs if n in timeline.swappable]
 
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if i == 0:
+            self.check_steps(pipe)
         out = self.swap(pipe, i, kwargs)
         if self.then is not None:
             out.update(self.then(pipe, i, t, {**kwargs, **out}))
         return out
+
+    def check_steps(self, pipe: Any) -> None:
+        """The schedule was built for ``steps``: a pipeline running another count would switch
+        at the wrong calls, so it stops here, at the first step."""
+        running = getattr(getattr(pipe, "scheduler", None), "num_inference_steps", None)
+        if self.steps is None or not isinstance(running, int) or running == self.steps:
+            return
+        raise InvalidArgumentError(
+            f"the conditioning was encoded for steps={self.steps} but the pipeline runs "
+            f"num_inference_steps={running}: prompt editing would switch at the wrong step; "
+            "encode with the pipeline's steps, or pass **cond.pipeline_kwargs() (it holds "
+            "num_inference_steps) without giving num_inference_steps again"
+        )
 
     def swap(self, pipe: Any, i: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The tensors to replace after loop iteration ``i`` (empty when nothing changes)."""

@@ -19,6 +19,7 @@ from promptweights.errors import (
     InvalidArgumentError,
     InvalidWeightError,
     LimitExceededError,
+    warn_or_raise,
 )
 from promptweights.limits import DEFAULT_LIMITS, MAX_WEIGHT, Limits
 from promptweights.schedules import split_and_with_tails
@@ -353,6 +354,7 @@ def encode(
     batch_rows: bool | None = None,
     exact: bool | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    strict: bool = False,
     **unknown: NoReturn,
 ) -> Conditioning:
     """Encode an A1111 prompt for a diffusers pipeline.
@@ -385,7 +387,14 @@ def encode(
         batch_rows: the former name of ``not exact``; ``exact`` wins when both are given.
         limits: a :class:`~promptweights.Limits` (prompt length, schedule entries, AND parts,
             encoder rows, output tokens).
+        strict: raise :class:`~promptweights.errors.UnreproducibleError` where lenient mode
+            (the default) warns with a :class:`~promptweights.errors.PromptweightsWarning`.
         **unknown: none; an unknown keyword raises :class:`InvalidArgumentError`.
+
+    Nothing in the prompt is dropped silently: ``<lora:…>`` tags without ``lora_dir``/``loras``,
+    tags of a kind that is not loaded here (``<hypernet:…>``) and tags in prompts after the first
+    (only the first prompt's LoRAs are loaded, for the whole batch) are each a
+    :class:`~promptweights.errors.PromptweightsWarning`, an error with ``strict=True``.
 
     Returns:
         The :class:`Conditioning`; pass ``cond.pipeline_kwargs()`` to the pipeline, inside
@@ -414,6 +423,8 @@ def encode(
             f"limits must be a promptweights.Limits, not {type(limits).__name__}"
         )
     timing = _Timing.of(pipe, steps, second_order, hires_steps, bool(old_timelines), limits)
+    # What the pipeline must run with: the hires pass runs its own steps (§4.2).
+    pass_steps = steps if hires_steps is None else int(hires_steps)
     # 1. Text only: comments, networks, AND, schedules, weight check. Nothing touched yet.
     texts = _prepare(
         prompt,
@@ -423,6 +434,12 @@ def encode(
         timing,
     )
     first_networks = promptweights.extra_networks(texts.first_text)[1]
+    _check_networks(
+        texts.networks,
+        first_networks,
+        strict=strict,
+        loading=lora_dir is not None or loras is not None,
+    )
     lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
     if exact is None:
         exact = batch_rows is not None and not batch_rows
@@ -462,11 +479,15 @@ def encode(
         if undo is not None:
             undo()
         raise
-    return _conditioning(family, timing, texts.networks, timeline)
+    return _conditioning(family, timing, texts.networks, timeline, pass_steps)
 
 
 def _conditioning(
-    family: Family, timing: _Timing, networks: tuple[ExtraNetwork, ...], timeline: _Timeline
+    family: Family,
+    timing: _Timing,
+    networks: tuple[ExtraNetwork, ...],
+    timeline: _Timeline,
+    pass_steps: int | None,
 ) -> Conditioning:
     positive, pooled, _ = timeline.positive_at(0)
     negative, negative_pooled = timeline.negative_at(0)
@@ -479,6 +500,7 @@ def _conditioning(
         steps=timing.length,
         networks=networks,
         _timeline=timeline,
+        num_inference_steps=pass_steps,
     )
 
 
@@ -505,6 +527,46 @@ def _plan_all(
             )
         )
     return plans
+
+
+_LORA_KINDS = ("lora", "lyco")
+
+
+def _check_networks(
+    networks: Sequence[ExtraNetwork],
+    first: Sequence[ExtraNetwork],
+    *,
+    strict: bool,
+    loading: bool,
+) -> None:
+    """Say which extra-network tags are not applied (a warning, or an error when strict)."""
+    loras = [n for n in networks if n.kind in _LORA_KINDS]
+    if loras and not loading:
+        tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in loras}))
+        warn_or_raise(
+            f"LoRA tags not applied: {tags}; pass lora_dir= (a folder of .safetensors files) "
+            "or loras= to load them",
+            strict=strict,
+            stacklevel=4,
+        )
+    elif loading:
+        later = [n for n in loras if n not in first]
+        if later:
+            tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in later}))
+            warn_or_raise(
+                f"LoRA tags not applied: {tags}; only the first prompt's tags are loaded, for "
+                "every image of the batch",
+                strict=strict,
+                stacklevel=4,
+            )
+    others = [n for n in networks if n.kind not in _LORA_KINDS]
+    if others:
+        tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in others}))
+        warn_or_raise(
+            f"extra networks not applied: {tags}; only <lora:…> and <lyco:…> tags are loaded",
+            strict=strict,
+            stacklevel=4,
+        )
 
 
 def _encode_all(
