@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CompareError, LimitExceededError
-from .infotext import EMPHASIS_STRATEGIES, STRATEGY_KEY
+from .infotext import EMPHASIS_STRATEGIES, SCHEDULER_KEY, STRATEGY_KEY
 
 __all__ = [
     "AXES",
@@ -509,8 +509,11 @@ class _Runner:
             self.schedulers[sampler] = build_scheduler(choice, self.original_scheduler.config)
         return self.schedulers[sampler], choice
 
-    def latents(self, seed: int) -> Any:
-        """The initial latents of ``seed`` for UNet pipelines (others draw from the generator)."""
+    def latents(self, generator: Any) -> Any:
+        """The initial latents for UNet pipelines (others draw from the generator), drawn from
+        ``generator`` as the pipeline itself would draw them, so that a sampler adding noise
+        continues from the same generator state as in a plain ``pipe(generator=…)`` call (and in
+        :func:`promptweights.diffusers.from_infotext`)."""
         import torch
 
         unet = getattr(self.pipe, "unet", None)
@@ -520,7 +523,6 @@ class _Runner:
         height = self.height or unet.config.sample_size * scale
         width = self.width or unet.config.sample_size * scale
         shape = (1, unet.config.in_channels, height // scale, width // scale)
-        generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         return noise.to(device=unet.device, dtype=unet.dtype)
 
@@ -533,13 +535,14 @@ class _Runner:
         cond = self.conditioning(cell, cell.strategy, cell.normalization)
         scheduler, choice = self.scheduler(cell.sampler)
         self.pipe.scheduler = scheduler
+        generator = torch.Generator("cpu").manual_seed(cell.seed)
         kwargs: dict[str, Any] = {
             "num_inference_steps": cell.steps,
             "guidance_scale": cell.cfg,
-            "generator": torch.Generator("cpu").manual_seed(cell.seed),
+            "generator": generator,
             "output_type": "np",
         }
-        latents = self.latents(cell.seed)
+        latents = self.latents(generator)
         if latents is not None:
             kwargs["latents"] = latents
         if self.height:
@@ -806,8 +809,9 @@ def compare(
         ran=tuple(mine),
     )
     if out_dir is not None and main:
+        scheduler = type(runner.original_scheduler).__name__
         try:
-            result.files = _write(result, Path(out_dir), prompt, model_name)
+            result.files = _write(result, Path(out_dir), prompt, model_name, scheduler)
         except OSError as error:
             raise CompareError(
                 f"cannot write the grid to {str(out_dir)!r}: {_os_error(error)}"
@@ -940,19 +944,36 @@ def draw_grid(images: Sequence[Any], axes: Sequence[Axis], *, pad: int = 6, gap:
     return grid
 
 
-def _infotext(cell: Cell, width: int, height: int, model_name: str | None) -> Any:
+def _infotext(
+    cell: Cell, width: int, height: int, model_name: str | None, scheduler: str | None
+) -> Any:
+    """The cell's infotext: enough for :func:`promptweights.diffusers.from_infotext` and for
+    :func:`settings_from_infotext` to redo it bit for bit on the same model, device and thread
+    count. The sampler is written as A1111 writes it (``Sampler`` and ``Schedule type``); a cell
+    made with the model's own scheduler names its class under :data:`SCHEDULER_KEY` instead."""
     from .infotext import GenerationParameters
+    from .samplers import resolve
 
-    settings: dict[str, Any] = {
-        "Steps": cell.steps,
-        "Sampler": cell.sampler,
-        "CFG scale": f"{cell.cfg:g}",
-        "Seed": cell.seed,
-        "Size-1": width,
-        "Size-2": height,
-        "Model": model_name,
-        "Clip skip": cell.clip_skip,
-    }
+    cfg = f"{cell.cfg:g}"
+    if float(cfg) != cell.cfg:  # `:g` keeps 6 digits; the rerun needs the exact scale
+        cfg = repr(cell.cfg)
+    settings: dict[str, Any] = {"Steps": cell.steps}
+    if cell.sampler is not None:
+        choice = resolve(cell.sampler)
+        settings["Sampler"] = choice.sampler
+        settings["Schedule type"] = choice.schedule_type
+    else:
+        settings[SCHEDULER_KEY] = scheduler
+    settings.update(
+        {
+            "CFG scale": cfg,
+            "Seed": cell.seed,
+            "Size-1": width,
+            "Size-2": height,
+            "Model": model_name,
+            "Clip skip": cell.clip_skip,
+        }
+    )
     name = cell.strategy_name
     if name in _EMPHASIS:
         settings["Emphasis"] = _EMPHASIS[name]
@@ -963,13 +984,15 @@ def _infotext(cell: Cell, width: int, height: int, model_name: str | None) -> An
     return GenerationParameters.from_settings(cell.prompt, cell.negative_prompt, settings)
 
 
-def _write(result: CompareResult, out: Path, prompt: str, model_name: str | None) -> dict[str, Any]:
+def _write(
+    result: CompareResult, out: Path, prompt: str, model_name: str | None, scheduler: str | None
+) -> dict[str, Any]:
     cells = _directory(out / "cells")
     files: dict[str, Any] = {"cells": []}
     for cell, image in zip(result.cells, result.images, strict=True):
         path = cells / f"{cell.index:03d}.png"
         picture = _to_pil(image)
-        params = _infotext(cell, picture.width, picture.height, model_name)
+        params = _infotext(cell, picture.width, picture.height, model_name, scheduler)
         _atomic_write(path, functools.partial(_save_png, picture, params))
         files["cells"].append(path)
     files["grid"] = out / "grid.png"

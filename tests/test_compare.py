@@ -404,3 +404,50 @@ def test_finding_sweeps_never_crashes(text: str) -> None:
         assert template.count(WEIGHT_SLOT) == 1
         assert axis.name == "weight"
         assert len(axis.labels()) == len(axis.values)
+
+
+# --- every cell re-runs from its infotext -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_cell_reruns_bit_for_bit_from_its_infotext(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptweights import toy
+    from promptweights.cli import main
+    from promptweights.compare import settings_from_infotext
+    from promptweights.diffusers import from_infotext
+
+    torch.set_num_threads(1)
+    toy_pipe = toy.load_pipeline()
+    prompt = "a (red:{0.5,1.5}) [circle:square:0.5], blue background"
+    axes = [Axis("sampler", (None, "Euler a"))]  # the model's own scheduler, and a noisy one
+    result = compare(
+        toy_pipe, prompt, axes, steps=4, cfg=1.5, seed=5, out_dir=tmp_path, progress=False
+    )
+    assert type(toy_pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    for cell, image in zip(result.cells, result.images, strict=True):
+        path = tmp_path / "cells" / f"{cell.index:03d}.png"
+        params = read_image(path)
+        if cell.sampler is None:
+            assert params.settings["Diffusers scheduler"] == "DPMSolverMultistepScheduler"
+            assert "Sampler" not in params.written
+        else:
+            assert (params.sampler, params.schedule_type) == ("Euler a", "Automatic")
+        # 1. from_infotext on a freshly loaded model.
+        fresh = toy.load_pipeline()
+        kwargs = from_infotext(fresh, str(path))
+        again = fresh(**kwargs, output_type="np").images[0]
+        assert np.array_equal(again, image), cell
+        # 2. The command line, with the settings the infotext holds.
+        settings = settings_from_infotext(params)
+        out = tmp_path / f"rerun{cell.index}"
+        argv = ["compare", settings["prompt"], "--out", str(out), "--quiet"]
+        argv += ["--seeds", str(settings["seed"]), "--steps", str(settings["steps"])]
+        argv += ["--cfg", repr(settings["cfg"]), "--strategies", settings["strategy"]]
+        argv += ["--clip-skip", str(settings["clip_skip"]), "--negative", ""]
+        if settings.get("sampler"):
+            argv += ["--samplers", settings["sampler"]]
+        assert main(argv) == 0, capsys.readouterr().err
+        with Image.open(out / "cells" / "000.png") as rerun, Image.open(path) as original:
+            assert np.array_equal(np.asarray(rerun), np.asarray(original)), cell
