@@ -60,6 +60,7 @@ __all__ = [
     "MAX_CELLS",
     "MAX_SIZE",
     "MAX_STEPS",
+    "SMALL_MODEL_PARAMETERS",
     "WEIGHT_SLOT",
     "Axis",
     "Cell",
@@ -719,6 +720,7 @@ def compare(
     progress: bool = True,
     encode: EncodeFunction | None = None,
     overwrite: bool = False,
+    threads: int | None = None,
 ) -> CompareResult:
     """Run a comparison grid on ``pipe``; write it to ``out_dir`` if given.
 
@@ -746,6 +748,10 @@ def compare(
         encode: replaces :func:`promptweights.diffusers.encode` (see :data:`EncodeFunction`).
         overwrite: write into a folder that already holds files (ours are replaced, others
             left alone).
+        threads: torch's CPU thread count while the grid runs (restored after). None: 1 for a
+            model under :data:`SMALL_MODEL_PARAMETERS` on the CPU (the toy model: its layers are
+            too small to split, and a second thread on a busy core stalls every layer), else
+            torch's own setting; an ``OMP_NUM_THREADS`` in the environment is always respected.
 
     Returns:
         The :class:`CompareResult` (on every process, when sharded).
@@ -779,6 +785,7 @@ def compare(
     from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
     bar = tqdm(total=len(mine), desc="compare", unit="cell", disable=not (progress and main))
+    restore_threads = _set_threads(pipe, threads)
     try:
         for index in mine:
             cell = cells[index]
@@ -790,6 +797,7 @@ def compare(
     finally:
         bar.close()
         runner.restore()
+        restore_threads()
     if state is not None:
         from accelerate.utils import gather_object
 
@@ -819,6 +827,34 @@ def compare(
     if state is not None:
         state.wait_for_everyone()
     return result
+
+
+#: Below this many parameters (all of a pipeline's torch modules), :func:`compare` runs on one
+#: CPU thread: the toy model has 2 M, the smallest real text-to-image models hundreds of millions.
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
+def _set_threads(pipe: Any, threads: int | None) -> Callable[[], None]:
+    """Set torch's CPU thread count for the grid (see :func:`compare`); return the undo."""
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None:
+        if os.environ.get("OMP_NUM_THREADS") or getattr(pipe, "device", None) != torch.device(
+            "cpu"
+        ):
+            return lambda: None
+        modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+        size = sum(p.numel() for m in modules for p in m.parameters())
+        if size >= SMALL_MODEL_PARAMETERS:
+            return lambda: None
+        threads = 1
+    if threads < 1:
+        raise CompareError(f"threads must be at least 1, not {threads}")
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(before)
 
 
 def _metrics(

@@ -406,6 +406,31 @@ def test_finding_sweeps_never_crashes(text: str) -> None:
         assert len(axis.labels()) == len(axis.values)
 
 
+@pytest.mark.slow
+def test_a_small_model_runs_on_one_thread(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    def recording(pipe: Any, prompt: str, negative: str, **options: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return _adapter_encode(pipe, prompt, negative, **options)
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:
+        compare(pipe, "a cat", encode=recording, **FAST)  # type: ignore[arg-type]
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2  # restored
+        seen.clear()
+        compare(pipe, "a dog", encode=recording, threads=2, **FAST)  # type: ignore[arg-type]
+        assert set(seen) == {2}
+        seen.clear()
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice stands
+        compare(pipe, "a cow", encode=recording, **FAST)  # type: ignore[arg-type]
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(1)
+
+
 # --- every cell re-runs from its infotext -------------------------------------------------------
 
 
