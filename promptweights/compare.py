@@ -12,11 +12,12 @@ seed, sampler, CFG scale, steps, clip skip, token normalisation), holding everyt
   cells that share it share the tensors;
 * the output folder gets ``grid.png`` (row and column labels drawn on it; a third axis stacks
   labelled panels), ``cells/NNN.png`` with each cell's infotext embedded, ``metrics.json`` and
-  ``metrics.csv`` (per cell: cosine distance of the conditioning to the unweighted prompt's, mean
-  absolute pixel distance to the baseline cell), and ``sweep.gif`` when a weight is swept.
-  The folder must be empty unless ``overwrite=True`` (:func:`check_out_dir`, run before any
-  model work); every file is written to a temporary name and renamed into place, and symlinks
-  found in the folder are never followed;
+  ``metrics.csv`` (per cell: cosine distance of the conditioning to the unweighted prompt's; mean
+  absolute pixel distance to its ``baseline`` cell, the cell with the same seed and every other
+  axis at its first value — a first cell, not an image of the unweighted prompt), and
+  ``sweep.gif`` when a weight is swept. The folder must be empty unless ``overwrite=True``
+  (:func:`check_out_dir`, run before any model work); every file is written to a temporary name
+  and renamed into place, and symlinks found in the folder are never followed;
 * under ``accelerate launch`` the cells are split between processes with
   ``PartialState().split_between_processes`` and gathered into one grid; every cell runs alone
   with its own generator, so a sharded grid is identical to a single-process one.

@@ -88,10 +88,11 @@ def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype | None 
     Returns:
         The pipeline, progress bar off.
     """
-    from diffusers import StableDiffusionPipeline
+    with _quiet_image_libraries():
+        from diffusers import StableDiffusionPipeline
 
     pipeline_class: Any = StableDiffusionPipeline
-    with model_path() as path:
+    with model_path() as path, _quiet_image_libraries():
         # The weights are stored in float32; converting afterwards avoids the ``torch_dtype`` /
         # ``dtype`` keyword that differs between diffusers versions.
         pipe = pipeline_class.from_pretrained(
@@ -103,6 +104,28 @@ def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype | None 
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device) if dtype is None else pipe.to(device, dtype)
+
+
+@contextlib.contextmanager
+def _quiet_image_libraries() -> Iterator[None]:
+    """Hide what loading a text-to-image pipeline makes transformers and torchvision say about
+    image and video processors (a torchvision build that does not match torch, a slow image
+    processor, deprecated video decoding): the toy model has no image processor at all. Other
+    warnings, and transformers' errors, still show."""
+    import logging as std_logging
+    import warnings
+
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(std_logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*torchvision", category=UserWarning)
+            warnings.filterwarnings("ignore", module=r"torchvision(\..*)?$")
+            yield
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def text_encoder(pipe: Any) -> Any:
