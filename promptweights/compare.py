@@ -847,9 +847,10 @@ def _set_threads(pipe: Any, threads: int | None) -> Callable[[], None]:
             "cpu"
         ):
             return lambda: None
-        modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+        components = getattr(pipe, "components", None) or {}
+        modules = [m for m in components.values() if isinstance(m, torch.nn.Module)]
         size = sum(p.numel() for m in modules for p in m.parameters())
-        if size >= SMALL_MODEL_PARAMETERS:
+        if not modules or size >= SMALL_MODEL_PARAMETERS:
             return lambda: None
         threads = 1
     if threads < 1:
