@@ -238,6 +238,19 @@ def test_infotext_to_diffusers_lists_what_a_rerun_would_not_do(
     assert "lora_dir" in warnings[1]
 
 
+def test_infotext_of_a_cell_made_with_the_models_own_scheduler(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "a cat\nSteps: 4, Diffusers scheduler: DDIMScheduler, CFG scale: 3, Seed: 1"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    code, out, _ = run(["infotext", "-", "--to-diffusers"], capsys)
+    assert code == 0
+    info = json.loads(out)
+    assert info["scheduler"] == {"class": "DDIMScheduler", "model_default": True}
+    assert info["pipeline"]["num_inference_steps"] == 4
+    assert info["warnings"] == []
+
+
 def test_infotext_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
