@@ -38,7 +38,7 @@ def parse(
         max_depth: brackets nested deeper than this stay text (with a diagnostic).
 
     Returns:
-        The tree; ``render(parse(text))`` gives ``text`` back without its comments.
+        The tree; ``render(parse(text))`` gives ``text`` back, comments included.
 
     Raises:
         PromptSyntaxError: in strict mode, at the first problem, with its position.
@@ -110,7 +110,8 @@ def _parse(text: str, dialect: Dialect, max_depth: int) -> Prompt:
         offset += len(piece_text) + len(tail) + len("AND")
     diagnostics.sort(key=lambda d: d.pos)
     networks = tuple(network for network, _ in found)
-    return Prompt(tuple(parts), networks, dialect.name, tuple(diagnostics))
+    commented = (uncommented, text) if uncommented != text else None
+    return Prompt(tuple(parts), networks, dialect.name, tuple(diagnostics), commented)
 
 
 parse.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]

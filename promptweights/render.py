@@ -78,12 +78,17 @@ def _render(
 def render(prompt: Prompt) -> str:
     """Return the text of ``prompt``, such that ``parse(render(p)) == p``.
 
-    Parsing is lossless apart from comments, so for a prompt without ``#`` comments this gives back
-    the text that was parsed. Extra-network tags are put back where they stood.
+    Parsing is lossless, so this gives back the text that was parsed. Extra-network tags are put
+    back where they stood. ``#`` comments are not part of the tree (A1111 drops each with its
+    line end, keeping one newline); a parsed prompt remembers them, and gets them back as long
+    as its tree renders to the text it was parsed from. A tree changed since renders without.
 
     >>> from promptweights import parse
     >>> render(parse("a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 # note"))
-    'a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 \\n'
+    'a (cat:1.2) <lora:x:0.5> AND [dog:fox:5] :0.5 # note'
+    >>> from dataclasses import replace
+    >>> render(replace(parse("a # note"), networks=parse("<lora:x:1>").networks))
+    '<lora:x:1>a \\n'
     """
     if not isinstance(prompt, Prompt):
         raise ArgumentTypeError(f"prompt must be a Prompt, not {type(prompt).__name__}")
@@ -92,4 +97,6 @@ def render(prompt: Prompt) -> str:
         source = network.source or f"<{network.kind}:{':'.join(network.args or (network.name,))}>"
         pos = network.pos if 0 <= network.pos <= len(text) else len(text)
         text = text[:pos] + source + text[pos:]
+    if prompt.commented is not None and prompt.commented[0] == text:
+        return prompt.commented[1]
     return text

@@ -2,7 +2,7 @@
 
 A :class:`Prompt` is what :func:`promptweights.parse` returns. It keeps the text lossless: every
 node holds the source it came from (escapes as written, the exact weight text), so
-:func:`promptweights.render` gives back the prompt as typed, minus comments. Nodes form a closed
+:func:`promptweights.render` gives back the prompt as typed, comments included. Nodes form a closed
 union, :data:`Node`, meant for ``match``::
 
     >>> from promptweights import parse
@@ -163,9 +163,13 @@ class Prompt:
         networks: extra-network tags, in order of appearance.
         dialect: the dialect it was parsed with.
         diagnostics: what lenient parsing tolerated (not compared).
+        commented: for a text with ``#`` comments, the text without them (as A1111 reads it) and
+            the text as typed, so that :func:`promptweights.render` gives the comments back
+            while the tree is unchanged; None otherwise (not compared, not shown).
     """
 
     parts: tuple[SubPrompt, ...]
     networks: tuple[ExtraNetwork, ...] = ()
     dialect: str = "a1111"
     diagnostics: tuple[Diagnostic, ...] = field(default=(), compare=False)
+    commented: tuple[str, str] | None = field(default=None, compare=False, repr=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -113,9 +114,18 @@ def test_render_gives_the_text_back(text: str) -> None:
     assert pw.parse(pw.render(prompt)) == prompt
 
 
-def test_render_drops_comments_only() -> None:
-    text = "a (b) # c\n<lora:x:1> [d:e:2] AND f"
-    assert pw.render(pw.parse(text)) == pw.strip_comments(text)
+def test_render_gives_comments_back() -> None:
+    text = "a (b) # c\n<lora:x:1> [d:e:2] AND f #g"
+    prompt = pw.parse(text)
+    assert pw.render(prompt) == text
+    assert prompt == pw.parse(pw.strip_comments(text))  # comments are not part of the tree
+    assert pw.render(pw.parse("a #")) == "a #"
+
+
+def test_a_changed_tree_renders_without_the_comments() -> None:
+    prompt = pw.parse("a (b) # c\nd")
+    changed = dataclasses.replace(prompt, parts=pw.parse("x").parts)
+    assert pw.render(changed) == "x"
 
 
 def test_render_of_a_built_tree() -> None:

@@ -722,11 +722,13 @@ def test_schedules_follow_the_editing_and_alternation_structure(
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 @given(data=st.data())
-def test_render_gives_back_the_text_without_comments(dialect: str, data: st.DataObject) -> None:
+def test_render_gives_back_the_text(dialect: str, data: st.DataObject) -> None:
     text = data.draw(st.one_of(prompts(dialect=dialect), bracket_soup(max_size=80)))
-    # Only the A1111 dialect has comments (a1111-behaviour.md §1 step 2).
+    prompt = promptweights.parse(text, dialect=dialect)
+    assert promptweights.render(prompt) == text
+    # Only the A1111 dialect has comments (a1111-behaviour.md §1 step 2): not in the tree.
     uncommented = promptweights.strip_comments(text) if dialect == "a1111" else text
-    assert promptweights.render(promptweights.parse(text, dialect=dialect)) == uncommented
+    assert promptweights.parse(uncommented, dialect=dialect) == prompt
 
 
 @given(st.one_of(prompts(dialect="a1111"), bracket_soup(max_size=80)))
