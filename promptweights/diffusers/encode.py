@@ -550,7 +550,9 @@ def _check_networks(
             stacklevel=4,
         )
     elif loading:
-        later = [n for n in loras if n not in first]
+        # Compared as written: a NaN multiplier never equals itself.
+        written = {(n.kind, n.name, n.args) for n in first}
+        later = [n for n in loras if (n.kind, n.name, n.args) not in written]
         if later:
             tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in later}))
             warn_or_raise(
