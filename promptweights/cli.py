@@ -22,12 +22,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._emphasis import BREAK_MARKER
 from .errors import LimitExceededError, PromptweightsError
 from .limits import DEFAULT_LIMITS
 from .parsing import parse
 from .render import StepOf, render_nodes
 from .schedules import edit_step
-from .spans import BREAK_MARKER, weighted_spans
+from .spans import weighted_spans
 from .toy import DEFAULT_GUIDANCE as TOY_GUIDANCE
 from .toy import DEFAULT_STEPS as TOY_STEPS
 from .tree import Alternation, Edit, Emphasis, Node
