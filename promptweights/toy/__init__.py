@@ -188,8 +188,7 @@ def generate(
     generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in seeds]
     with cond.attach(pipe):
         out = pipe(
-            **cond.pipeline_kwargs(),
-            num_inference_steps=steps,
+            **cond.pipeline_kwargs(),  # num_inference_steps=steps is in there
             guidance_scale=guidance_scale,
             generator=generators,
             output_type="np",
