@@ -932,6 +932,7 @@ def test_every_option_is_a_typed_keyword_only_parameter() -> None:
         "limits",
         "strategy",
         "steps",
+        "strict",
     }
     assert expected | {"clip_skip"} == options
     hints = typing.get_type_hints(_encode)
