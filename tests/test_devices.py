@@ -123,8 +123,7 @@ def _latents(pipe: Any, cond: Conditioning) -> Any:
         image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
         extra = {"image": image, "strength": 1.0}
     return pipe(
-        **cond.pipeline_kwargs(),
-        num_inference_steps=STEPS,
+        **cond.pipeline_kwargs(),  # holds num_inference_steps (encoded with steps=STEPS)
         height=size,
         width=size,
         generator=generator,
