@@ -1,5 +1,6 @@
 """Shared pytest set-up: Hypothesis profiles, the repository root on ``sys.path``, the
-``one_torch_thread`` fixture and a simulated batch-dependent rounding.
+``one_torch_thread`` fixture, the tiny ``tok``/``model`` fixtures and a simulated batch-dependent
+rounding.
 
 ``ci`` is bounded so that the whole suite stays within minutes on a 2-core runner; ``dev`` looks a
 little harder. ``ci`` is loaded when the ``CI`` environment variable is set, ``dev`` otherwise;
@@ -20,6 +21,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -67,3 +69,19 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    """The tiny CLIP tokenizer of ``_tiny_models``, one per module."""
+    from _tiny_models import tiny_clip_tokenizer
+
+    return tiny_clip_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok: Any) -> Any:
+    """A tiny CLIP text model over ``tok``, one per module."""
+    from _tiny_models import tiny_clip_model
+
+    return tiny_clip_model(tok)

@@ -37,16 +37,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tok() -> Any:
-    return tiny_clip_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tok: Any) -> Any:
-    return tiny_clip_model(tok)
-
-
-@pytest.fixture(scope="module")
 def pipe(tok: Any, model: Any) -> Any:
     return tiny_sd_pipeline(tok, model)
 
