@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from _tiny_pipelines import tiny_sd1
 
 from promptweights.compare import Axis, compare

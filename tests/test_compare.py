@@ -328,11 +328,14 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_sharded_grid_equals_one_process(pipe: Any, tmp_path: Path) -> None:
-    sys.path.insert(0, str(TESTS))
     import _compare_shard as shard
 
     alone = compare(pipe, shard.PROMPT, shard.AXES, **shard.SETTINGS)  # type: ignore[arg-type]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS.parent)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)]),
+    }
     command = [
         sys.executable,
         "-m",

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import promptweights as pw
+from benchmarks.corpus import generate
 from promptweights.schedules import tree_schedules
 from promptweights.testing import bracket_soup, prompts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.corpus import generate
 
 TIMELINES = st.tuples(st.integers(1, 40), st.none() | st.integers(1, 30), st.booleans())
 

@@ -6,20 +6,15 @@ LALR machinery (house rule 7); these tests are what allows it to stand in for th
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import promptweights as pw
+from benchmarks.corpus import generate
 from promptweights import _editing, _lark, dialects
 from promptweights.parsing import parse_nodes
 from promptweights.testing import bracket_soup, prompts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.corpus import generate
 
 
 def _both(text: str, dialect: str, max_depth: int = pw.DEFAULT_MAX_DEPTH) -> None:
