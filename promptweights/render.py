@@ -44,35 +44,51 @@ def _render(
         elif isinstance(node, Break):
             out.append(node.source)
         elif isinstance(node, Emphasis):
-            opener, closer = _BRACKETS[node.kind]
-            out.append(opener)
-            _render(node.children, out, step, step_of)
-            if node.weight_text is not None:
-                out.append(node.weight_text)
-            if node.closed:
-                out.append(closer)
+            _render_emphasis(node, out, step, step_of)
         elif isinstance(node, Edit):
-            if step is None or step_of is None:
-                out.append("[")
-                if node.before is not None:
-                    _render(node.before, out, step, step_of)
-                    out.append(":")
-                _render(node.after, out, step, step_of)
-                out.append(f":{node.when_text}]")
-            elif step <= step_of(node):
-                _render(node.before or (), out, step, step_of)
-            else:
-                _render(node.after, out, step, step_of)
+            _render_edit(node, out, step, step_of)
         elif isinstance(node, Alternation):
-            if step is None:
-                out.append("[")
-                for i, option in enumerate(node.options):
-                    if i:
-                        out.append("|")
-                    _render(option, out, step, step_of)
-                out.append("]")
-            else:
-                _render(node.options[(step - 1) % len(node.options)], out, step, step_of)
+            _render_alternation(node, out, step, step_of)
+
+
+def _render_emphasis(
+    node: Emphasis, out: list[str], step: int | None, step_of: StepOf | None
+) -> None:
+    opener, closer = _BRACKETS[node.kind]
+    out.append(opener)
+    _render(node.children, out, step, step_of)
+    if node.weight_text is not None:
+        out.append(node.weight_text)
+    if node.closed:
+        out.append(closer)
+
+
+def _render_edit(node: Edit, out: list[str], step: int | None, step_of: StepOf | None) -> None:
+    if step is None or step_of is None:
+        out.append("[")
+        if node.before is not None:
+            _render(node.before, out, step, step_of)
+            out.append(":")
+        _render(node.after, out, step, step_of)
+        out.append(f":{node.when_text}]")
+    elif step <= step_of(node):
+        _render(node.before or (), out, step, step_of)
+    else:
+        _render(node.after, out, step, step_of)
+
+
+def _render_alternation(
+    node: Alternation, out: list[str], step: int | None, step_of: StepOf | None
+) -> None:
+    if step is None:
+        out.append("[")
+        for i, option in enumerate(node.options):
+            if i:
+                out.append("|")
+            _render(option, out, step, step_of)
+        out.append("]")
+    else:
+        _render(node.options[(step - 1) % len(node.options)], out, step, step_of)
 
 
 def render(prompt: Prompt) -> str:
