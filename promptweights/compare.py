@@ -193,14 +193,7 @@ def _check_value(name: str, value: Any) -> None:
         return CompareError(f"bad {name} value {value!r}: {what}")
 
     if name in ("seed", "steps", "clip_skip"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("must be an integer")
-        if name == "seed" and not 0 <= value < 2**64:
-            raise fail("must be in [0, 2**64)")
-        if name in ("steps", "clip_skip") and value < 1:
-            raise fail("must be at least 1")
-        if name == "steps" and value > MAX_STEPS:
-            raise LimitExceededError(f"bad steps value {value!r}: at most {MAX_STEPS} (MAX_STEPS)")
+        _check_integer(name, value, fail)
     elif name in ("weight", "cfg"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail("must be a number")
@@ -214,6 +207,17 @@ def _check_value(name: str, value: Any) -> None:
             raise fail("must be an A1111 sampler name")
     elif not isinstance(value, str):  # normalization
         raise fail("must be a name")
+
+
+def _check_integer(name: str, value: Any, fail: Callable[[str], CompareError]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail("must be an integer")
+    if name == "seed" and not 0 <= value < 2**64:
+        raise fail("must be in [0, 2**64)")
+    if name in ("steps", "clip_skip") and value < 1:
+        raise fail("must be at least 1")
+    if name == "steps" and value > MAX_STEPS:
+        raise LimitExceededError(f"bad steps value {value!r}: at most {MAX_STEPS} (MAX_STEPS)")
 
 
 def parse_values(text: str) -> tuple[float, ...]:
