@@ -300,22 +300,8 @@ class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
     def square(self, children: list[Any]) -> _Sub:
         opener, *items, closer = children
         closed = _closed(closer)
-        ok = closed
-        parts: list[list[Any]] = [[]]
-        separators: list[Token] = []
-        deep_seen = False
-        for item in items:
-            if isinstance(item, _Sub):
-                ok = ok and item.ok
-            elif item.type in ("COLON", "PIPE"):
-                separators.append(item)
-                parts.append([])
-                continue
-            elif item.type in ("STRAY", "BACKSLASH"):
-                ok = False
-            elif item.type == "DEEP":
-                deep_seen = self._token(item, [], deep_seen)[1]
-            parts[-1].append(item)
+        parts, separators, items_ok, deep_seen = self._square_parts(items)
+        ok = closed and items_ok
         state = _STATE.get()
         kinds = {token.type for token in separators}
         if state.schedule and ok and kinds == {"PIPE"}:
@@ -346,6 +332,30 @@ class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         # A1111 multiplies by 1/1.1; it never divides (a1111-behaviour.md §12 trap 8).
         node = Emphasis(self._nodes(seq), self.factors["square"], "square", None, closed)
         return _Sub(node, ok and not separators)
+
+    def _square_parts(self, items: list[Any]) -> tuple[list[list[Any]], list[Token], bool, bool]:
+        """Split ``[...]``'s items at its colons and pipes.
+
+        Returns the parts, the separators, whether every item is well formed, and whether a
+        too-deep bracket was seen.
+        """
+        ok = True
+        parts: list[list[Any]] = [[]]
+        separators: list[Token] = []
+        deep_seen = False
+        for item in items:
+            if isinstance(item, _Sub):
+                ok = ok and item.ok
+            elif item.type in ("COLON", "PIPE"):
+                separators.append(item)
+                parts.append([])
+                continue
+            elif item.type in ("STRAY", "BACKSLASH"):
+                ok = False
+            elif item.type == "DEEP":
+                deep_seen = self._token(item, [], deep_seen)[1]
+            parts[-1].append(item)
+        return parts, separators, ok, deep_seen
 
     def _part(self, items: list[Any]) -> tuple[Node, ...]:
         return self._nodes([item.node if isinstance(item, _Sub) else str(item) for item in items])
