@@ -269,9 +269,10 @@ def sched_source(
     return "".join(out)
 
 
-def expected_schedule(
-    items: tuple[SchedItem, ...], steps: int, hires_steps: int | None, old_timelines: bool
-) -> list[tuple[int, str]]:
+def expected_switch(
+    steps: int, hires_steps: int | None, old_timelines: bool
+) -> tuple[int, Callable[[EditNode], int]]:
+    """The schedule's length, and the step at which an edit switches."""
     if hires_steps is None or old_timelines:
         length, int_offset, fraction_offset = steps, 0, 0.0
     else:  # the hires pass counts from the end of the first pass (§4.2)
@@ -287,6 +288,13 @@ def expected_schedule(
             value = value - int_offset
         return min(length, int(value))
 
+    return length, switch
+
+
+def expected_schedule(
+    items: tuple[SchedItem, ...], steps: int, hires_steps: int | None, old_timelines: bool
+) -> list[tuple[int, str]]:
+    length, switch = expected_switch(steps, hires_steps, old_timelines)
     boundaries = {length}
     alternates = False
 
