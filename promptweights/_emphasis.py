@@ -175,11 +175,18 @@ def stack_spans(
         if number is not None:  # the fallback is what `(` weighs
             factor = _explicit(spans, token, number, factors[")"][1])
         spans.multiply(start, factor)
+    _apply_unclosed(spans, stacks, factors)
+    return spans.merged()
+
+
+def _apply_unclosed(
+    spans: Spans, stacks: dict[str, list[int]], factors: dict[str, tuple[str, float]]
+) -> None:
+    """Brackets still open at the end apply to the rest, kinds in the bracket table's order."""
     for opener, factor in factors.values():
         for start in stacks[opener]:
             if start != _DEEP:
                 spans.multiply(start, factor)
-    return spans.merged()
 
 
 @functools.cache
