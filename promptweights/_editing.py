@@ -107,31 +107,30 @@ def scan(text: str, max_depth: int) -> Pieces | None:
             frame.items.append(token)
         elif group == _OPEN:
             deep = depth >= max_depth
-            if not deep:
-                depth += 1
             child = _Frame(")" if token == "(" else "]", deep)
             if deep:
                 frame.items.append(token)
-            stack.append(child)
-            if deep:
                 # A deep bracket is text: its content and separators go on into the lists of
                 # the bracket it sits in (sharing them keeps 10,000 deep brackets linear).
                 child.items = frame.items
                 child.separators = frame.separators
-        elif group == _CLOSE:
-            if frame is not top and frame.closer == token:
-                stack.pop()
-                if frame.deep:
-                    frame.items.append(token)
-                    # Fold the deep frame's flag into the real bracket it sits in.
-                    parent = stack[-1]
-                    parent.ok = parent.ok and frame.ok
-                else:
-                    depth -= 1
-                    failed = _close(frame, stack[-1], closed=True) or failed
             else:
+                depth += 1
+            stack.append(child)
+        elif group == _CLOSE:
+            if frame.closer != token:  # the top frame's closer is "": it matches none
                 frame.items.append(token)  # stray closer: text, and ill formed
                 frame.ok = False
+            elif frame.deep:
+                stack.pop()
+                frame.items.append(token)
+                # Fold the deep frame's flag into the real bracket it sits in.
+                parent = stack[-1]
+                parent.ok = parent.ok and frame.ok
+            else:
+                stack.pop()
+                depth -= 1
+                failed = _close(frame, stack[-1], closed=True) or failed
         elif group in (_COLON, _PIPE):
             frame.separators.append(len(frame.items))
             frame.items.append(token)
@@ -140,6 +139,13 @@ def scan(text: str, max_depth: int) -> Pieces | None:
             if group == _BACKSLASH:
                 failed = True
                 frame.ok = False
+    failed = _close_unclosed(stack) or failed
+    return None if failed or any(top.items[i] == "|" for i in top.separators) else _join(top.items)
+
+
+def _close_unclosed(stack: list[_Frame]) -> bool:
+    """Reduce the brackets still open at the end; return True if the scheduling parse fails."""
+    failed = False
     while len(stack) > 1:
         frame = stack.pop()
         if not frame.deep:
@@ -147,9 +153,7 @@ def scan(text: str, max_depth: int) -> Pieces | None:
         else:
             parent = stack[-1]
             parent.ok = parent.ok and frame.ok
-    if failed or any(top.items[i] == "|" for i in top.separators):
-        return None
-    return _join(top.items)
+    return failed
 
 
 def _close(frame: _Frame, parent: _Frame, *, closed: bool) -> bool:
