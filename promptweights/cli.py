@@ -138,17 +138,14 @@ class _Timeline:
         self.steps = steps
         self.found = list(_scheduled(self.nodes))
         ends = {steps}
-        for _, node in self.found:
-            if isinstance(node, Alternation):
-                ends.update(range(1, steps + 1))
-                break
-            if (switch := self.step_of(node)) >= 1:
-                ends.add(switch)
-        if len(ends) > DEFAULT_LIMITS.variants:
-            raise LimitExceededError(
-                f"the prompt's schedule has {len(ends)} entries over {steps} steps; the limit "
-                f"is {DEFAULT_LIMITS.variants} (max_variants)"
-            )
+        if any(isinstance(node, Alternation) for _, node in self.found):
+            # Every step is an entry: counted before the range is built (issue 12, item 1).
+            self._check_entries(steps)
+            ends.update(range(1, steps + 1))
+        else:
+            edits = [node for _, node in self.found if isinstance(node, Edit)]
+            ends.update(s for s in map(self.step_of, edits) if s >= 1)
+        self._check_entries(len(ends))
         #: (end step, the calls it serves), for the entries some call uses.
         self.entries: list[tuple[int, range]] = []
         start = 0
@@ -157,6 +154,13 @@ class _Timeline:
             if calls:
                 self.entries.append((end, calls))
             start = end + 1
+
+    def _check_entries(self, entries: int) -> None:
+        if entries > DEFAULT_LIMITS.variants:
+            raise LimitExceededError(
+                f"the prompt's schedule has {entries} entries over {self.steps} steps; the limit "
+                f"is {DEFAULT_LIMITS.variants} (max_variants)"
+            )
 
     def step_of(self, edit: Edit) -> int:
         return edit_step(edit, self.steps)
