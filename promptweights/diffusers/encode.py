@@ -542,33 +542,33 @@ def _check_networks(
     """Say which extra-network tags are not applied (a warning, or an error when strict)."""
     loras = [n for n in networks if n.kind in _LORA_KINDS]
     if loras and not loading:
-        tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in loras}))
-        warn_or_raise(
-            f"LoRA tags not applied: {tags}; pass lora_dir= (a folder of .safetensors files) "
-            "or loras= to load them",
-            strict=strict,
-            stacklevel=4,
+        _not_applied(
+            "LoRA tags",
+            loras,
+            "pass lora_dir= (a folder of .safetensors files) or loras= to load them",
+            strict,
         )
     elif loading:
         # Compared as written: a NaN multiplier never equals itself.
         written = {(n.kind, n.name, n.args) for n in first}
         later = [n for n in loras if (n.kind, n.name, n.args) not in written]
         if later:
-            tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in later}))
-            warn_or_raise(
-                f"LoRA tags not applied: {tags}; only the first prompt's tags are loaded, for "
-                "every image of the batch",
-                strict=strict,
-                stacklevel=4,
+            _not_applied(
+                "LoRA tags",
+                later,
+                "only the first prompt's tags are loaded, for every image of the batch",
+                strict,
             )
     others = [n for n in networks if n.kind not in _LORA_KINDS]
     if others:
-        tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in others}))
-        warn_or_raise(
-            f"extra networks not applied: {tags}; only <lora:…> and <lyco:…> tags are loaded",
-            strict=strict,
-            stacklevel=4,
-        )
+        _not_applied("extra networks", others, "only <lora:…> and <lyco:…> tags are loaded", strict)
+
+
+def _not_applied(what: str, networks: Sequence[ExtraNetwork], why: str, strict: bool) -> None:
+    """One warning (an error when strict) naming the tags as the user wrote them."""
+    tags = ", ".join(sorted({n.source or f"<{n.kind}:{n.name}>" for n in networks}))
+    # stacklevel 5: this helper, _check_networks, encode, then the user's call.
+    warn_or_raise(f"{what} not applied: {tags}; {why}", strict=strict, stacklevel=5)
 
 
 def _encode_all(
