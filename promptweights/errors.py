@@ -19,6 +19,7 @@ __all__ = [
     "DIAGNOSTICS",
     "ArgumentTypeError",
     "CompareError",
+    "DeviceUnavailableError",
     "Diagnostic",
     "InfotextError",
     "InfotextLimitError",
@@ -256,6 +257,13 @@ class UnreproducibleError(PromptweightsError, ValueError):
     An infotext setting diffusers cannot reproduce (a hires-fix pass, variation seeds…), an
     extra-network tag without a folder to load it from: lenient mode (the default) warns with a
     :class:`PromptweightsWarning` and goes on without it; ``strict=True`` raises this instead.
+    """
+
+
+class DeviceUnavailableError(PromptweightsError, RuntimeError):
+    """A device a call needs is not there: A1111's ``GPU`` noise source without CUDA, say.
+
+    The message names the device and what to use instead.
     """
 
 

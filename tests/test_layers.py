@@ -38,7 +38,7 @@ LAYERS = [
     {"tokens"},
     {"strategies"},
     {"builder", "encoders"},
-    {"diffusers"},
+    {"diffusers", "a1111"},
     {"compare", "cli", "__main__", "testing", "toy"},
 ]
 
