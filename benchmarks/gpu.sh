@@ -8,6 +8,8 @@
 #   2. benchmarks/pipeline.py: SD1.5-shaped, 512², 20 steps, fp16, weighted vs plain prompt;
 #   3. benchmarks/encode.py --device cuda in fp16 and fp32: promptweights against encode_prompt,
 #      sd_embed's per-chunk loop and compel 2.5.1, with peak GPU memory;
+#   4. benchmarks/a1111_rng.py: A1111's GPU noise source (torch's CUDA generator) against its NV
+#      source (promptweights.a1111.philox) on the first draw, and the Brownian noise on the GPU;
 #
 # and writes benchmarks/RESULTS.md (the device named, each step's output verbatim). Commit it.
 #
@@ -96,6 +98,9 @@ else
     step encode-float32 60 "$PY" -m benchmarks.encode "${ENCODE_ARGS[@]}" --dtype float32
 fi
 
+# 4. A1111's noise sources (issue 18): CUDA's generator against the NV (Philox) source.
+step a1111-rng 60 "$PY" -m benchmarks.a1111_rng --device "$DEVICE"
+
 "$PY" - "$OUT/RESULTS.md" "$LOG" "$device_name" "$DRY" "$missing" <<'EOF'
 import datetime
 import sys
@@ -119,6 +124,7 @@ titles = {
     "pipeline": "Per-image overhead (`benchmarks/pipeline.py`, SD1.5-shaped, fp16)",
     "encode": "Conditioning, model in fp16 (`benchmarks/encode.py`)",
     "encode-float32": "Conditioning, model in float32 (`benchmarks/encode.py`)",
+    "a1111-rng": "A1111's GPU noise source against NV (`benchmarks/a1111_rng.py`)",
 }
 for name, title in titles.items():
     if not (log / f"{name}.rc").exists():
