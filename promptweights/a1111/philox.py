@@ -16,9 +16,11 @@ NumPy code:
   of the pair Box–Muller makes; the constants are A1111's float32 roundings, the arithmetic is
   float64 and the result is rounded to float32.
 
-Only the first draw after seeding matches CUDA (A1111 advances its own offset by 1 per draw, torch
-by more); A1111's later NV draws, such as ancestral samplers' step noise, are its own, and so are
-ours.
+A1111 moves the counter's first word on by one per draw. That the first draw after seeding equals
+CUDA's is A1111's documented claim (for tensors of up to one number per resident GPU thread: torch's
+kernel then uses the first output of each thread); whether later draws, such as ancestral samplers'
+step noise, also agree depends on how torch advances its own offset, and ``benchmarks/gpu.sh``
+reports it. Either way these are the numbers A1111's NV source gives.
 
 >>> Generator(0).randn((2, 3))
 tensor([[-0.9247, -0.4253, -2.6438],
