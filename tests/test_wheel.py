@@ -39,6 +39,7 @@ def test_wheel_parses_from_any_directory(tmp_path: Path) -> None:
         assert f"promptweights/grammar/{grammar}.lark" in names
     assert "promptweights/py.typed" in names
     assert "promptweights/diffusers/__init__.py" in names  # sub-packages are listed by hand
+    assert "promptweights/a1111/philox.py" in names
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=False)
