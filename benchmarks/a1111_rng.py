@@ -48,6 +48,13 @@ def _cuda_checks() -> int:
     sampler = brownian_noise_sampler(x, torch.tensor(0.0292), torch.tensor(14.6146), [7, 8])
     noise = sampler(torch.tensor(14.6146), torch.tensor(7.0))
     print(f"Brownian noise on cuda: shape {tuple(noise.shape)}, std {float(noise.std()):.3f}")
+    # device="cpu": trees drawn by the CPU generator, as A1111 on a CPU draws them.
+    on_cpu = brownian_noise_sampler(x, 0.0292, 14.6146, [7, 8], device="cpu")(14.6146, 7.0)
+    reference = brownian_noise_sampler(x.cpu(), 0.0292, 14.6146, [7, 8])(14.6146, 7.0)
+    diff = float((on_cpu.cpu() - reference).abs().max())
+    state = "ok" if diff <= 1e-6 else "FAILED"
+    failures += state == "FAILED"
+    print(f"Brownian noise drawn on the CPU for a cuda latent: max |diff| = {diff:.2e} {state}")
     return failures
 
 

@@ -223,6 +223,16 @@ def test_ensd_reseeds_the_step_noise_only(source: str) -> None:
     assert torch.equal(without.next()[0], randn_without_seed(SHAPE, continued))
 
 
+def test_ensd_has_a1111s_setting_name_too() -> None:
+    named = ImageRNG(SHAPE, [5], eta_noise_seed_delta=9)
+    short = ImageRNG(SHAPE, [5], ensd=9)
+    named.first()
+    short.first()
+    assert torch.equal(named.next(), short.next())
+    with pytest.raises(InvalidArgumentError, match="disagree"):
+        ImageRNG(SHAPE, [5], ensd=1, eta_noise_seed_delta=2)
+
+
 def test_first_starts_over() -> None:
     rng = ImageRNG(SHAPE, [3, 4], source="NV", ensd=1)
     initial, step = rng.first(), rng.next()
@@ -301,6 +311,21 @@ def test_brownian_noise_of_an_image_does_not_depend_on_its_batch() -> None:
     pair = brownian_noise_sampler(torch.zeros(2, *SHAPE), 0.03, 14.6, [1, 2])
     alone = brownian_noise_sampler(torch.zeros(1, *SHAPE), 0.03, 14.6, [2])
     torch.testing.assert_close(pair(7.0, 3.0)[1], alone(7.0, 3.0)[0], atol=0, rtol=0)
+
+
+def test_brownian_noise_ignores_the_rng_source_and_can_draw_elsewhere() -> None:
+    pytest.importorskip("torchsde")
+    x = torch.zeros(1, *SHAPE, dtype=torch.float64)
+    plain = brownian_noise_sampler(x, 0.03, 14.6, [5])(3.0, 1.0)
+    for source in ("CPU", "NV"):
+        noise = brownian_noise_sampler(x, 0.03, 14.6, [5], source=source)(3.0, 1.0)
+        torch.testing.assert_close(noise, plain, atol=0, rtol=0)
+    # device= names where the trees draw; here the CPU again, so the noise is the same.
+    on_cpu = brownian_noise_sampler(x, 0.03, 14.6, [5], device="cpu")(3.0, 1.0)
+    torch.testing.assert_close(on_cpu, plain, atol=0, rtol=0)
+    assert plain.dtype == torch.float64
+    with pytest.raises(UnknownNameError):
+        brownian_noise_sampler(x, 0.03, 14.6, [5], source="cuda")
 
 
 def test_brownian_noise_matches_k_diffusion_where_installed() -> None:

@@ -292,6 +292,7 @@ class ImageRNG:
         source: ``"CPU"``, ``"GPU"`` or ``"NV"`` (A1111's ``RNG``; its default is ``"GPU"``).
         device: where the returned noise goes (and where ``"GPU"`` draws, if it is CUDA).
         ensd: "Eta noise seed delta": if not 0, step noise comes from ``seed + ensd``.
+        eta_noise_seed_delta: the same under A1111's setting name (give one of the two).
 
     Raises:
         ArgumentTypeError: arguments of the wrong type.
@@ -313,6 +314,7 @@ class ImageRNG:
         source: str = "CPU",
         device: DeviceLike = "cpu",
         ensd: int = 0,
+        eta_noise_seed_delta: int | None = None,
     ) -> None:
         self.shape = _latent_shape(shape)
         self.seeds = _seed_list(seeds, "seeds")
@@ -327,6 +329,13 @@ class ImageRNG:
         self.source: Source = _source(source)
         self.device = _device(device)
         self.ensd = _int(ensd, "ensd")
+        if eta_noise_seed_delta is not None:
+            alias = _int(eta_noise_seed_delta, "eta_noise_seed_delta")
+            if self.ensd not in (0, alias):
+                raise InvalidArgumentError(
+                    f"ensd={self.ensd} and eta_noise_seed_delta={alias} disagree; give one of them"
+                )
+            self.ensd = alias
         for seed in self.seeds:
             check_seed(seed + self.ensd, "seed + ensd")
         _generator_device(self.source, self.device)  # fail now, not at the first draw
@@ -426,10 +435,13 @@ class BrownianNoiseSampler:
         sigma_min: torch.Tensor,
         sigma_max: torch.Tensor,
         seeds: Sequence[int],
+        device: torch.device | None = None,
     ) -> None:
         torchsde = _torchsde()
         t0, t1, self._sign = _ordered(torch.as_tensor(sigma_min), torch.as_tensor(sigma_max))
-        w0 = torch.zeros_like(x)[0]
+        # The trees draw where w0 lies: x's device, as in A1111, unless told otherwise.
+        w0 = torch.zeros_like(x[0], device=device)
+        self._device = x.device
         self._trees = tuple(torchsde.BrownianTree(t0, w0, t1, entropy=seed) for seed in seeds)
 
     def __call__(
@@ -443,8 +455,8 @@ class BrownianNoiseSampler:
             # past the end: it warns and clamps, in A1111 too. The clamp is what we reproduce.
             warnings.filterwarnings("ignore", "Should have t[ab]", UserWarning)
             increments = torch.stack([tree(low, high) for tree in self._trees])
-        increments = increments * (self._sign * sign)
-        return increments / (end - start).abs().sqrt()
+        increments = increments.to(self._device) * (self._sign * sign)
+        return increments / (end - start).abs().sqrt().to(self._device)
 
 
 def brownian_noise_sampler(
@@ -452,6 +464,9 @@ def brownian_noise_sampler(
     sigma_min: float | torch.Tensor,
     sigma_max: float | torch.Tensor,
     seeds: Sequence[int],
+    *,
+    device: DeviceLike | None = None,
+    source: str | None = None,
 ) -> Callable[[float | torch.Tensor, float | torch.Tensor], torch.Tensor]:
     """The Brownian noise A1111 passes to DPM++ SDE / 2M SDE / 3M SDE as ``noise_sampler``.
 
@@ -465,11 +480,18 @@ def brownian_noise_sampler(
         sigma_min: the smallest non-zero sigma of the schedule.
         sigma_max: the largest sigma.
         seeds: one seed per image, in ``[0, 2**64)``.
+        device: where the trees draw (torch's generator of that device), by default ``x``'s, as
+            in A1111. ``"cpu"`` reproduces an image A1111 made on a CPU while sampling on a GPU;
+            the noise comes back on ``x``'s device.
+        source: the infotext's ``RNG``, checked but without effect: A1111's Brownian noise does not
+            depend on its noise-source setting (accepted so that one set of noise settings can be
+            passed everywhere).
 
     Raises:
         ImportError: torchsde is missing (extra ``a1111``).
         ArgumentTypeError: ``x`` is not a tensor, a seed not an integer.
         InvalidArgumentError: a seed out of range, ``len(seeds) != x.shape[0]``, equal sigmas.
+        UnknownNameError: an unknown ``source``.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
         raise ArgumentTypeError(f"x must be a batched latent tensor, got {type(x).__name__}")
@@ -485,4 +507,7 @@ def brownian_noise_sampler(
             "sigma_min and sigma_max must be two different numbers, "
             f"got {sigma_min!r} and {sigma_max!r}"
         )
-    return BrownianNoiseSampler(x, low, high, checked)
+    if source is not None:
+        _source(source)
+    draw_device = None if device is None else _device(device)
+    return BrownianNoiseSampler(x, low, high, checked, draw_device)
