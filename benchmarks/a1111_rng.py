@@ -4,9 +4,10 @@ On CUDA: A1111's ``GPU`` source is torch's CUDA generator, and its ``NV`` source
 same first draw on the CPU. For a few seeds and latent sizes this prints the largest difference
 between ``randn(seed, shape, source="GPU", device="cuda")`` and the NV draw, and fails (exit 1) when
 it exceeds 1e-4 (the GPU computes Box–Muller in float32, A1111's NV in float64). It also reports,
-without failing, whether the next draws (ancestral step noise, ENSD 0) agree, and runs the Brownian
-noise of the SDE samplers on the GPU. On the CPU (``--device cpu``, gpu.sh's dry run) it checks that
-the GPU source refuses with DeviceUnavailableError and that NV and CPU noise are drawn.
+without failing, whether the next draws (ancestral step noise, ENSD 0) agree, and checks the SDE
+samplers' Brownian noise drawn on the GPU against its NV emulation on the CPU (``device="NV"``).
+On the CPU (``--device cpu``, gpu.sh's dry run) it checks that the GPU source refuses with
+DeviceUnavailableError and that NV and CPU noise are drawn.
 
     python -m benchmarks.a1111_rng --device cuda
 """
@@ -48,6 +49,14 @@ def _cuda_checks() -> int:
     sampler = brownian_noise_sampler(x, torch.tensor(0.0292), torch.tensor(14.6146), [7, 8])
     noise = sampler(torch.tensor(14.6146), torch.tensor(7.0))
     print(f"Brownian noise on cuda: shape {tuple(noise.shape)}, std {float(noise.std()):.3f}")
+    # device="NV": CUDA's numbers from Philox on the CPU, as the CUDA trees above drew them.
+    emulated = brownian_noise_sampler(x.cpu(), 0.0292, 14.6146, [7, 8], device="NV")
+    for start, end in ((14.6146, 7.0), (7.0, 1.0), (1.0, 0.0292)):
+        on_gpu = sampler(torch.tensor(start), torch.tensor(end)).cpu()
+        diff = float((on_gpu - emulated(torch.tensor(start), torch.tensor(end))).abs().max())
+        state = "ok" if diff <= TOLERANCE else "FAILED"
+        failures += state == "FAILED"
+        print(f"Brownian {start}->{end}: max |cuda - NV emulation| = {diff:.2e} {state}")
     # device="cpu": trees drawn by the CPU generator, as A1111 on a CPU draws them.
     on_cpu = brownian_noise_sampler(x, 0.0292, 14.6146, [7, 8], device="cpu")(14.6146, 7.0)
     reference = brownian_noise_sampler(x.cpu(), 0.0292, 14.6146, [7, 8])(14.6146, 7.0)

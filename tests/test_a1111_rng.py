@@ -328,6 +328,40 @@ def test_brownian_noise_ignores_the_rng_source_and_can_draw_elsewhere() -> None:
         brownian_noise_sampler(x, 0.03, 14.6, [5], source="cuda")
 
 
+def test_nv_brownian_noise_draws_cudas_numbers_from_philox(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torchsde")
+    x = torch.zeros(2, 2, 4, 4)
+    steps = [(14.6, 6.0), (6.0, 0.03)]
+    got = brownian_noise_sampler(x, 0.03, 14.6, [11, 12], device="NV")
+    ours = [got(torch.tensor(s), torch.tensor(e)) for s, e in steps]
+    plain = brownian_noise_sampler(x, 0.03, 14.6, [11, 12])(torch.tensor(14.6), torch.tensor(6.0))
+    assert not torch.allclose(ours[0], plain)  # the CPU generator's numbers are others
+
+    # The second reading: every tree draw is the first NV draw after seeding with its seed.
+    from torchsde._brownian import brownian_interval
+
+    def first_nv_draw(size: tuple[int, ...], dtype: torch.dtype, device: object, seed: int):  # type: ignore[no-untyped-def]
+        values = nv_numbers(int(seed), 0, int(np.prod(size)))
+        return torch.tensor(values, dtype=torch.float64).reshape(tuple(size)).to(dtype)
+
+    monkeypatch.setattr(brownian_interval, "_randn", first_nv_draw)
+    for (s, e), noise in zip(steps, ours, strict=True):
+        for index, seed in enumerate([11, 12]):
+            want = _tree_increment(seed, x[0], 0.03, 14.6, s, e)
+            torch.testing.assert_close(noise[index], want, atol=ATOL, rtol=1e-5)
+
+
+def test_nv_brownian_noise_leaves_other_torchsde_trees_alone() -> None:
+    pytest.importorskip("torchsde")
+    from torchsde._brownian import brownian_interval
+
+    brownian_noise_sampler(torch.zeros(1, 2, 4, 4), 0.03, 14.6, [1], device="NV")(5.0, 1.0)
+    # Outside our NV trees torchsde draws as it always does: a fresh generator of the device.
+    drawn = brownian_interval._randn((3,), torch.float32, torch.device("cpu"), 5)
+    want = torch.randn(3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(drawn, want, atol=0, rtol=0)
+
+
 def test_brownian_noise_matches_k_diffusion_where_installed() -> None:
     sampling = pytest.importorskip("k_diffusion.sampling")
     x = torch.zeros(2, *SHAPE)
@@ -385,7 +419,13 @@ def test_missing_torchsde_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
             lambda: brownian_noise_sampler(torch.zeros(1, *SHAPE), 1.0, 1.0, [1]),
             InvalidArgumentError,
         ),
-        (lambda: brownian_noise_sampler("x", 0.1, 1.0, [1]), ArgumentTypeError),  # type: ignore[arg-type]
+        (lambda: brownian_noise_sampler("x", 0.1, 1.0, [1]), ArgumentTypeError),
+        (
+            lambda: brownian_noise_sampler(
+                torch.zeros(1, 2, dtype=torch.float64), 0, 1, [1], device="NV"
+            ),
+            InvalidArgumentError,
+        ),  # type: ignore[arg-type]
     ],
 )
 def test_bad_input_raises_our_errors(call: object, error: type[Exception]) -> None:

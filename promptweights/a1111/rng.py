@@ -25,11 +25,11 @@ that a diffusers pipeline can start from the same latent and add the same step n
   ``CPU`` is torch's CPU generator, ``GPU`` torch's CUDA generator (A1111 falls back to the CPU
   generator on Apple's ``mps``), ``NV`` the Philox generator of :mod:`promptweights.a1111.philox`,
   which gives on any machine the first draw that ``GPU`` gives on an NVIDIA card.
-* **Brownian noise** (:func:`brownian_noise_sampler`): DPM++ SDE and DPM++ 2M SDE (and 3M SDE) draw
-  their noise from one ``torchsde.BrownianTree`` per image, seeded with the image's seed (not with
-  ENSD, and not from the noise source), spanning the smallest non-zero and the largest sigma of the
-  schedule (:func:`sigma_bounds`). It draws on the latent's device, in its dtype: an image made by
-  A1111 on a CUDA GPU needs the sampling on a CUDA GPU to match.
+* **Brownian noise** (:func:`brownian_noise_sampler`, from :mod:`promptweights.a1111.brownian`):
+  DPM++ SDE and DPM++ 2M SDE (and 3M SDE) draw their noise from one ``torchsde.BrownianTree`` per
+  image, seeded with the image's seed (not with ENSD, and not from the noise source), spanning the
+  smallest non-zero and the largest sigma of the schedule (:func:`sigma_bounds`). It draws with the
+  latent's device's generator, as A1111 does; ``device="NV"`` gives CUDA's numbers on any machine.
 
 Everything returns float32 tensors (A1111's default dtype), stacked as ``(batch, C, H, W)``.
 
@@ -42,20 +42,24 @@ Everything returns float32 tensors (A1111's default dtype), stacked as ``(batch,
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 
 from promptweights.a1111 import philox
-from promptweights.a1111.philox import check_seed
-from promptweights.errors import (
-    ArgumentTypeError,
-    DeviceUnavailableError,
-    InvalidArgumentError,
-    UnknownNameError,
+from promptweights.a1111._checks import (
+    SOURCES,
+    DeviceLike,
+    Source,
+    integer,
+    seed_list,
+    source_name,
+    torch_device,
 )
+from promptweights.a1111.brownian import BrownianNoiseSampler, brownian_noise_sampler, sigma_bounds
+from promptweights.a1111.philox import check_seed
+from promptweights.errors import ArgumentTypeError, DeviceUnavailableError, InvalidArgumentError
 
 __all__ = [
     "SOURCES",
@@ -72,33 +76,13 @@ __all__ = [
     "slerp",
 ]
 
-Source = Literal["CPU", "GPU", "NV"]
-#: The noise sources, as A1111's infotext ``RNG`` names them.
-SOURCES: tuple[Source, ...] = ("CPU", "GPU", "NV")
 #: A generator of any source: torch's (``CPU``, ``GPU``) or the Philox one (``NV``).
 Generator = torch.Generator | philox.Generator
-DeviceLike = str | torch.device
 
 # "Seed resize from" is given in pixels; A1111 divides by 8 whatever the model's latent scale.
 _RESIZE_SCALE = 8
 # Above this mean cosine A1111 interpolates linearly (and swaps the ends, see slerp).
 _SLERP_LINEAR_ABOVE = 0.9995
-
-
-def _source(source: object) -> Source:
-    """``source`` as one of :data:`SOURCES` (case-insensitive), or UnknownNameError."""
-    if isinstance(source, str) and source.upper() in SOURCES:
-        return cast(Source, source.upper())
-    raise UnknownNameError("noise source", source, SOURCES)
-
-
-def _device(device: object) -> torch.device:
-    if not isinstance(device, str | torch.device):
-        raise ArgumentTypeError(f"device must be a str or torch.device, got {device!r}")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise InvalidArgumentError(f"device {device!r} is not a torch device: {exc}") from exc
 
 
 def _generator_device(source: Source, device: torch.device) -> torch.device:
@@ -128,10 +112,10 @@ def create_generator(seed: int, source: str = "CPU", device: DeviceLike = "cpu")
         DeviceUnavailableError: ``"GPU"`` without CUDA.
     """
     value = check_seed(seed)
-    kind = _source(source)
+    kind = source_name(source)
     if kind == "NV":
         return philox.Generator(value)
-    return torch.Generator(_generator_device(kind, _device(device))).manual_seed(value)
+    return torch.Generator(_generator_device(kind, torch_device(device))).manual_seed(value)
 
 
 def randn_without_seed(
@@ -159,7 +143,7 @@ def randn_without_seed(
         raise ArgumentTypeError(
             f"generator must be a torch.Generator or a philox.Generator, got {generator!r}"
         )
-    return noise if device is None else noise.to(_device(device))
+    return noise if device is None else noise.to(torch_device(device))
 
 
 def randn(
@@ -246,12 +230,6 @@ def _strength(value: object) -> float:
     return float(value)
 
 
-def _int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an integer, got {value!r}")
-    return value
-
-
 def _latent_shape(shape: object) -> tuple[int, int, int]:
     sizes = philox.check_shape(cast(Sequence[int], shape))
     if len(sizes) != 3 or 0 in sizes:
@@ -259,12 +237,6 @@ def _latent_shape(shape: object) -> tuple[int, int, int]:
             f"shape must be one image's latent shape (C, H, W) of positive sizes, got {shape!r}"
         )
     return sizes[0], sizes[1], sizes[2]
-
-
-def _seed_list(seeds: object, name: str) -> tuple[int, ...]:
-    if isinstance(seeds, int | str | bytes) or not isinstance(seeds, Sequence):
-        raise ArgumentTypeError(f"{name} must be a sequence of integers, got {seeds!r}")
-    return tuple(check_seed(seed, name) for seed in seeds)
 
 
 def _paste_centred(target: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -317,20 +289,20 @@ class ImageRNG:
         eta_noise_seed_delta: int | None = None,
     ) -> None:
         self.shape = _latent_shape(shape)
-        self.seeds = _seed_list(seeds, "seeds")
+        self.seeds = seed_list(seeds, "seeds")
         if not self.seeds:
             raise InvalidArgumentError("seeds must name at least one seed (one per image)")
-        self.subseeds = _seed_list(subseeds, "subseeds")
+        self.subseeds = seed_list(subseeds, "subseeds")
         self.subseed_strength = _strength(subseed_strength)
         if self.subseed_strength != 0 and not self.subseeds:
             raise InvalidArgumentError("a non-zero subseed_strength needs subseeds")
-        self.seed_resize_from_h = _int(seed_resize_from_h, "seed_resize_from_h")
-        self.seed_resize_from_w = _int(seed_resize_from_w, "seed_resize_from_w")
-        self.source: Source = _source(source)
-        self.device = _device(device)
-        self.ensd = _int(ensd, "ensd")
+        self.seed_resize_from_h = integer(seed_resize_from_h, "seed_resize_from_h")
+        self.seed_resize_from_w = integer(seed_resize_from_w, "seed_resize_from_w")
+        self.source: Source = source_name(source)
+        self.device = torch_device(device)
+        self.ensd = integer(ensd, "ensd")
         if eta_noise_seed_delta is not None:
-            alias = _int(eta_noise_seed_delta, "eta_noise_seed_delta")
+            alias = integer(eta_noise_seed_delta, "eta_noise_seed_delta")
             if self.ensd not in (0, alias):
                 raise InvalidArgumentError(
                     f"ensd={self.ensd} and eta_noise_seed_delta={alias} disagree; give one of them"
@@ -391,123 +363,3 @@ class ImageRNG:
         if self._step_generators is None:
             return self.first()
         return torch.stack([self._draw(g, self.shape) for g in self._step_generators])
-
-
-def sigma_bounds(sigmas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Brownian tree's span A1111 uses: the smallest non-zero sigma and the largest sigma.
-
-    Raises:
-        InvalidArgumentError: no sigma is above 0.
-    """
-    positive = sigmas[sigmas > 0]
-    if positive.numel() == 0:
-        raise InvalidArgumentError("sigmas must hold a value above 0")
-    return positive.min(), sigmas.max()
-
-
-def _torchsde() -> Any:
-    try:
-        import torchsde
-    except ImportError as exc:
-        raise ImportError(
-            "A1111's Brownian noise (DPM++ SDE, DPM++ 2M SDE) needs torchsde: "
-            "pip install 'promptweights[a1111]'"
-        ) from exc
-    return torchsde
-
-
-def _ordered(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``(a, b, 1)`` if ``a < b``, else ``(b, a, -1)`` (ties count as reversed, as k-diffusion)."""
-    return (a, b, 1) if a < b else (b, a, -1)
-
-
-class BrownianNoiseSampler:
-    """Brownian-tree noise for a batch, one tree per image, as A1111 gives k-diffusion.
-
-    Build it with :func:`brownian_noise_sampler`; call it with ``(sigma, sigma_next)`` to get the
-    normalised Brownian increment ``(W(sigma_next) - W(sigma)) / sqrt(|sigma_next - sigma|)`` of
-    every image, stacked like ``x``: the same call as k-diffusion's ``BrownianTreeNoiseSampler``.
-    """
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        sigma_min: torch.Tensor,
-        sigma_max: torch.Tensor,
-        seeds: Sequence[int],
-        device: torch.device | None = None,
-    ) -> None:
-        torchsde = _torchsde()
-        t0, t1, self._sign = _ordered(torch.as_tensor(sigma_min), torch.as_tensor(sigma_max))
-        # The trees draw where w0 lies: x's device, as in A1111, unless told otherwise.
-        w0 = torch.zeros_like(x[0], device=device)
-        self._device = x.device
-        self._trees = tuple(torchsde.BrownianTree(t0, w0, t1, entropy=seed) for seed in seeds)
-
-    def __call__(
-        self, sigma: float | torch.Tensor, sigma_next: float | torch.Tensor
-    ) -> torch.Tensor:
-        """The noise for the step from ``sigma`` to ``sigma_next``, shaped like ``x``."""
-        start, end = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
-        low, high, sign = _ordered(start, end)
-        with warnings.catch_warnings():
-            # torchsde rounds the tree's ends to its tolerance, so a float32 sigma_max lies just
-            # past the end: it warns and clamps, in A1111 too. The clamp is what we reproduce.
-            warnings.filterwarnings("ignore", "Should have t[ab]", UserWarning)
-            increments = torch.stack([tree(low, high) for tree in self._trees])
-        increments = increments.to(self._device) * (self._sign * sign)
-        return increments / (end - start).abs().sqrt().to(self._device)
-
-
-def brownian_noise_sampler(
-    x: torch.Tensor,
-    sigma_min: float | torch.Tensor,
-    sigma_max: float | torch.Tensor,
-    seeds: Sequence[int],
-    *,
-    device: DeviceLike | None = None,
-    source: str | None = None,
-) -> Callable[[float | torch.Tensor, float | torch.Tensor], torch.Tensor]:
-    """The Brownian noise A1111 passes to DPM++ SDE / 2M SDE / 3M SDE as ``noise_sampler``.
-
-    A1111 (``create_noise_sampler``) gives k-diffusion's ``BrownianTreeNoiseSampler`` the scaled
-    initial latent, ``sigma_bounds(sigmas)`` of the schedule it samples with, and the batch's seeds
-    (``Seed`` + batch position, ENSD not added). Each image gets its own ``torchsde.BrownianTree``
-    with ``entropy=seed``, so an image's noise does not depend on the batch around it.
-
-    Args:
-        x: the batch's latent ``(batch, C, H, W)``: the noise has its shape, dtype and device.
-        sigma_min: the smallest non-zero sigma of the schedule.
-        sigma_max: the largest sigma.
-        seeds: one seed per image, in ``[0, 2**64)``.
-        device: where the trees draw (torch's generator of that device), by default ``x``'s, as
-            in A1111. ``"cpu"`` reproduces an image A1111 made on a CPU while sampling on a GPU;
-            the noise comes back on ``x``'s device.
-        source: the infotext's ``RNG``, checked but without effect: A1111's Brownian noise does not
-            depend on its noise-source setting (accepted so that one set of noise settings can be
-            passed everywhere).
-
-    Raises:
-        ImportError: torchsde is missing (extra ``a1111``).
-        ArgumentTypeError: ``x`` is not a tensor, a seed not an integer.
-        InvalidArgumentError: a seed out of range, ``len(seeds) != x.shape[0]``, equal sigmas.
-        UnknownNameError: an unknown ``source``.
-    """
-    if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise ArgumentTypeError(f"x must be a batched latent tensor, got {type(x).__name__}")
-    checked = _seed_list(seeds, "seeds")
-    if len(checked) != x.shape[0]:
-        raise InvalidArgumentError(
-            f"brownian_noise_sampler needs one seed per image: {len(checked)} seeds "
-            f"for a batch of {x.shape[0]}"
-        )
-    low, high = torch.as_tensor(sigma_min), torch.as_tensor(sigma_max)
-    if low.numel() != 1 or high.numel() != 1 or not bool(low != high):
-        raise InvalidArgumentError(
-            "sigma_min and sigma_max must be two different numbers, "
-            f"got {sigma_min!r} and {sigma_max!r}"
-        )
-    if source is not None:
-        _source(source)
-    draw_device = None if device is None else _device(device)
-    return BrownianNoiseSampler(x, low, high, checked, draw_device)
