@@ -85,3 +85,23 @@ def model(tok: Any) -> Any:
     from _tiny_models import tiny_clip_model
 
     return tiny_clip_model(tok)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe() -> object:
+    """A tiny SD 1.x pipeline (``_tiny_models.tiny_sd_pipeline``), one per module."""
+    from _tiny_models import tiny_clip_model, tiny_clip_tokenizer, tiny_sd_pipeline
+
+    tokenizer = tiny_clip_tokenizer()
+    return tiny_sd_pipeline(tokenizer, tiny_clip_model(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def toy_pipe() -> object:
+    """The shipped toy pipeline on the CPU, one per module."""
+    import torch
+
+    from promptweights import toy
+
+    torch.manual_seed(0)
+    return toy.load_pipeline("cpu")

@@ -2,7 +2,8 @@
 
 Expected values come from elsewhere: diffusers' own ``encode_prompt`` (or the model called the way
 diffusers calls it), the independent A1111 re-implementation in ``_a1111_reference.py``, and
-compel 2.5.1 itself.
+compel 2.5.1 itself. Caps (rows, output tokens) fire before encoding, and weights past
+``MAX_WEIGHT`` or conditioning that is not finite raise with the position.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from _tiny_models import (
     tiny_t5_tokenizer,
 )
 
+import promptweights as pw
 from promptweights.builder import Request, build, build_many, plan
 from promptweights.encoders import TextEncoder
-from promptweights.errors import InvalidWeightError, PromptweightsError, UnknownNameError
+from promptweights.errors import (
+    InvalidWeightError,
+    LimitExceededError,
+    PromptweightsError,
+    UnknownNameError,
+)
 from promptweights.strategies import STRATEGIES, Extras, Needs, needs_of
 
 Spans = list[tuple[str, float]]
@@ -668,3 +675,127 @@ def test_t5_window_equals_the_diffusers_call() -> None:
     (weighted,) = build(encoder, [["a (red:2) cat"]], strategy="a1111-no-norm").groups
     red = len(tok("a", add_special_tokens=False).input_ids)
     torch.testing.assert_close(weighted.embeds[0, red], expected[0, red] * 2)
+
+
+# --- caps: rows and output tokens, counted before encoding -------------------------------------
+
+
+def test_build_refuses_more_rows_than_the_cap_before_encoding(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+    from promptweights.encoders import TextEncoder
+
+    encoder = TextEncoder.clip(tiny_pipe.text_encoder, tiny_pipe.tokenizer)  # type: ignore[attr-defined]
+    groups = [["a " * 100, "[b] " * 200], ["c"]]  # 2 + 3 chunks, and the cached empty one
+    rows = build(encoder, groups).rows
+    encoder.clear_cache()
+    assert build(encoder, groups, max_rows=rows).rows == rows
+    encoder.clear_cache()
+    calls = []
+    forward = encoder.model.forward
+    encoder.model.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # type: ignore[method-assign]
+    try:
+        with pytest.raises(LimitExceededError, match=f"needs {rows} text-encoder rows"):
+            build(encoder, groups, max_rows=rows - 1)
+    finally:
+        del encoder.model.forward
+    assert calls == []
+
+
+def _counting_encoder(pipe: object) -> tuple[object, list[int]]:
+    from promptweights.encoders import TextEncoder
+
+    encoder = TextEncoder.clip(pipe.text_encoder, pipe.tokenizer)  # type: ignore[attr-defined]
+    calls: list[int] = []
+    encoder.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return encoder, calls
+
+
+def test_output_tokens_are_capped_after_repetition_before_encoding(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+    from promptweights.diffusers import encode
+
+    # One unique row, but 100,000 windows of output (1.6 million tokens).
+    text = " BREAK ".join(["red"] * 100_000)
+    encoder, calls = _counting_encoder(tiny_pipe)
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        build(encoder, [[text]])  # type: ignore[arg-type]
+    assert calls == []
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        encode(tiny_pipe, text)
+    # The boundary, exactly: 2 texts × 3 windows of 77 tokens.
+    groups = [["a BREAK b BREAK c", "d"]]
+    assert build(encoder, groups, max_output_tokens=6 * 77).chunks == 3  # type: ignore[arg-type]
+    with pytest.raises(LimitExceededError, match="max_output_tokens"):
+        build(encoder, groups, max_output_tokens=6 * 77 - 1)  # type: ignore[arg-type]
+
+
+def test_strategy_extras_count_towards_the_output_cap(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+
+    encoder, calls = _counting_encoder(tiny_pipe)
+    text = "[a] " * 40  # 40 down-weighted spans in one chunk
+    with pytest.raises(LimitExceededError, match="masked"):
+        build(encoder, [[text]], strategy="compel", max_output_tokens=20 * 77)  # type: ignore[arg-type]
+    levels = " ".join(f"(x:{i / 100})" for i in range(1, 41))  # 40 distinct weights below 1
+    with pytest.raises(LimitExceededError, match="levels"):
+        build(encoder, [[levels]], strategy="down-weight", max_output_tokens=20 * 77)  # type: ignore[arg-type]
+    assert calls == []
+    build(encoder, [[text]], strategy="compel", max_output_tokens=41 * 77)  # type: ignore[arg-type]
+
+
+# --- no silent non-finite conditioning ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "span"),
+    [
+        ("a (red:" + "3" + "0" * 37 + ") cat", "red"),  # 3e37: finite, but z·w overflows float32
+        ("a ((red:1" + "0" * 13 + "):1" + "0" * 13 + ") cat", "red"),  # 1e13 · 1e13 = 1e26
+        ("x, " * 50 + "(blue:-1" + "0" * 30 + ")", "blue"),
+    ],
+)
+def test_weights_past_the_bound_raise_with_the_position(
+    tiny_pipe: object, text: str, span: str
+) -> None:
+    from promptweights.builder import build
+
+    encoder, calls = _counting_encoder(tiny_pipe)
+    with pytest.raises(pw.InvalidWeightError, match="MAX_WEIGHT") as raised:
+        build(encoder, [[text]])  # type: ignore[arg-type]
+    assert raised.value.source == text
+    assert raised.value.pos == text.index(span)
+    assert f"column {text.index(span) + 1}" in str(raised.value)
+    assert calls == []
+
+
+def test_weights_users_write_stay_finite(tiny_pipe: object) -> None:
+    import torch
+
+    from promptweights.builder import build
+
+    encoder, _ = _counting_encoder(tiny_pipe)
+    deep = "(" * 9 + "(red:100)" + ":100)" * 9  # ±100 nested ten deep: 1e20
+    negative = "(" * 9 + "(red:-100)" + ":100)" * 9
+    assert pw.weighted_spans(deep)[0][1] == pytest.approx(1e20)
+    for strategy in ("a1111", "a1111-no-norm", "comfy", "compel", "down-weight", "comfy++"):
+        result = build(encoder, [[deep, negative]], strategy=strategy)  # type: ignore[arg-type]
+        assert bool(torch.isfinite(result.groups[0].embeds).all()), strategy
+
+
+def test_no_non_finite_conditioning_is_ever_returned(tiny_pipe: object) -> None:
+    from promptweights.builder import build
+
+    encoder, _ = _counting_encoder(tiny_pipe)
+
+    def overflowing(z: torch.Tensor, w: torch.Tensor, extras: object) -> torch.Tensor:
+        return z * w.unsqueeze(-1) * 1e30
+
+    def nan(z: torch.Tensor, w: torch.Tensor, extras: object) -> torch.Tensor:
+        return z * float("nan")
+
+    text = "a (red:1" + "0" * 20 + ") cat"
+    with pytest.raises(pw.InvalidWeightError, match="not finite") as raised:
+        build(encoder, [[text]], strategy=overflowing)  # type: ignore[arg-type]
+    assert raised.value.pos == text.index("red")
+    with pytest.raises(pw.InvalidWeightError, match="not finite"):
+        build(encoder, [["a cat"]], strategy=nan)  # type: ignore[arg-type]

@@ -2,7 +2,8 @@
 
 Commands run in-process through :func:`promptweights.cli.main`; one subprocess checks
 ``python -m promptweights`` itself. ``compare`` runs with 2 steps on the toy model and on a tiny
-random pipeline saved to a folder (``--model``).
+random pipeline saved to a folder (``--model``). Arguments, devices and output folders are checked
+before any model loads; ``compare`` never clobbers a folder or follows a symlink in it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _limited import run_limited
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -376,3 +378,218 @@ def test_compare_with_a_model_folder(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [cell["seed"] for cell in summary["cells"]] == [1, 2]
     assert {cell["sampler"] for cell in summary["cells"]} == {"Euler"}
     assert not (out / "sweep.gif").exists()
+
+
+# --- one line and exit 2, before any model; files are not clobbered ----------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["explain", "[a|b]", "--steps", "1000"],
+        ["explain", "(a" * 10 + "(b:1.2.3)", "--strict"],
+    ],
+)
+def test_cli_reports_errors_in_one_line_with_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptweights.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("promptweights: error:")
+
+
+def test_encode_compare_and_explain_refuse_huge_steps_without_allocating() -> None:
+    result = run_limited(
+        """
+        import contextlib, io, tempfile
+        import promptweights as pw
+        from promptweights.cli import main
+        from promptweights.diffusers import encode
+        from _tiny_models import tiny_clip_model, tiny_clip_tokenizer, tiny_sd_pipeline
+
+        tokenizer = tiny_clip_tokenizer()
+        pipe = tiny_sd_pipeline(tokenizer, tiny_clip_model(tokenizer))
+        out = {}
+        for steps in (10**8, 2 * 10**9):
+            try:
+                encode(pipe, "a [b|c]", steps=steps)
+                out[f"encode {steps}"] = "returned"
+            except pw.LimitExceededError as error:
+                out[f"encode {steps}"] = str(error)
+            for argv in (
+                ["explain", "a [b|c]", "--steps", str(steps)],
+                ["compare", "a [b|c]", "--out", tempfile.mkdtemp() + "/out", "--steps", str(steps)],
+            ):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = main(argv)
+                out[f"{argv[0]} {steps}"] = [code, err.getvalue()]
+        print(json.dumps(out))
+        """,
+        megabytes=3072,
+    )
+    for steps in (10**8, 2 * 10**9):
+        assert "entries" in str(result[f"encode {steps}"])
+        for command in ("explain", "compare"):
+            pair = result[f"{command} {steps}"]
+            assert isinstance(pair, list)
+            code, err = pair
+            assert code == 2, err
+            assert err.count("\n") == 1
+            assert err.startswith("promptweights: error:")
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from promptweights.cli import main
+
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def _one_line(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1, err
+    assert err.startswith("promptweights: error: ")
+    for word in words:
+        assert word in err, err
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the command loads a model: its checks must come first."""
+    import promptweights.cli as cli
+
+    def refuse(*args: object) -> object:
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_load_pipeline", refuse)
+
+
+@pytest.fixture
+def with_toy(monkeypatch: pytest.MonkeyPatch, toy_pipe: object) -> None:
+    import promptweights.cli as cli
+
+    monkeypatch.setattr(cli, "_load_pipeline", lambda model, device: toy_pipe)
+
+
+FAST = ["--steps", "1", "--quiet"]
+
+
+@pytest.mark.usefixtures("no_model")
+def test_a_non_empty_output_folder_is_refused_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "grid.png").write_bytes(b"the user's own picture")
+    code, err = _cli(["compare", "a", "--out", str(tmp_path), *FAST], capsys)
+    _one_line(code, err, "not empty", "--overwrite")
+    assert (tmp_path / "grid.png").read_bytes() == b"the user's own picture"
+
+
+@pytest.mark.usefixtures("with_toy")
+def test_overwrite_replaces_our_files_and_never_follows_symlinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (out / "grid.png").symlink_to(victim)
+    (out / "metrics.json").symlink_to(tmp_path / "created-through-a-link.json")
+    (out / "notes.txt").write_text("mine")
+    code, err = _cli(["compare", "a", "--out", str(out), "--overwrite", *FAST], capsys)
+    assert code == 0, err
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "created-through-a-link.json").exists()
+    assert not (out / "grid.png").is_symlink()
+    assert (out / "grid.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "metrics.json").read_text())["cells"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    # A cells/ symlink to another folder is refused: nothing is written through it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "cells").rename(tmp_path / "old-cells")
+    (out / "cells").symlink_to(elsewhere, target_is_directory=True)
+    code, err = _cli(["compare", "a", "--out", str(out), "--overwrite", *FAST], capsys)
+    _one_line(code, err, "symlink")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.usefixtures("with_toy")
+def test_a_full_disk_while_writing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+
+    from promptweights import compare as compare_module
+
+    def full_disk(path: Path, write: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compare_module, "_atomic_write", full_disk)
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "out"), *FAST], capsys)
+    _one_line(code, err, "No space left on device")
+
+
+@pytest.mark.usefixtures("no_model")
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--device", "bogus"], ["--device 'bogus'"]),
+        (["--device", "cuda:99"], ["--device 'cuda:99'"]),
+        (["--device", "meta"], ["--device 'meta'"]),
+        (["--size", "800000x800000"], ["at most 4096"]),
+        (["--size", "4104x8"], ["at most 4096"]),
+        (["--size", "9" * 5000 + "x8"], ["WIDTHxHEIGHT"]),
+        (["--size", "٨x٨"], ["WIDTHxHEIGHT"]),  # Arabic-Indic digits pass str.isdigit
+    ],
+)
+def test_device_and_size_are_checked_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: list[str]
+) -> None:
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "out"), *argv, *FAST], capsys)
+    _one_line(code, err, *words)
+
+
+@pytest.mark.usefixtures("no_model")
+def test_cuda_without_cuda_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, err = _cli(["compare", "a", "--out", str(tmp_path / "o"), "--device", "cuda"], capsys)
+    _one_line(code, err, "no cuda device")
+
+
+@pytest.mark.usefixtures("no_model")
+def test_bad_output_paths_are_one_line_before_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, err = _cli(["compare", "a", "--out", str(a_file), *FAST], capsys)
+    _one_line(code, err, "is a file")
+    code, err = _cli(["compare", "a", "--out", str(a_file / "under"), *FAST], capsys)
+    _one_line(code, err, "cannot write")
+    if Path("/proc/self").is_dir():
+        code, err = _cli(["compare", "a", "--out", "/proc/promptweights-out", *FAST], capsys)
+        _one_line(code, err, "cannot write")
+        code, err = _cli(["compare", "a", "--out", "/proc/self", "--overwrite", *FAST], capsys)
+        _one_line(code, err, "cannot write")
+
+
+def test_the_cli_turns_running_out_of_memory_into_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import promptweights.cli as cli
+
+    def exhausted(*args: object, **kwargs: object) -> str:
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "explain", exhausted)
+    code, err = _cli(["explain", "a"], capsys)
+    _one_line(code, err, "out of memory")

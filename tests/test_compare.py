@@ -3,6 +3,7 @@
 The pipeline is ``tiny_sd1`` (random weights, 2 steps), so pictures are noise: the tests check
 what is held fixed (latents per seed, encodings per conditioning), what is written (grid, cells
 with infotext, metrics, GIF), and that a grid sharded over two processes equals one run alone.
+Steps and size are capped before anything runs, and a failed write leaves the old files whole.
 """
 
 from __future__ import annotations
@@ -479,3 +480,54 @@ def test_every_cell_reruns_bit_for_bit_from_its_infotext(
         assert main(argv) == 0, capsys.readouterr().err
         with Image.open(out / "cells" / "000.png") as rerun, Image.open(path) as original:
             assert np.array_equal(np.asarray(rerun), np.asarray(original)), cell
+
+
+# --- caps and atomic files ---------------------------------------------------------------------
+
+
+def test_compare_caps_the_steps_before_any_model() -> None:
+    from promptweights.compare import MAX_STEPS, Axis, plan_grid
+
+    plan_grid("a", steps=MAX_STEPS)
+    with pytest.raises(LimitExceededError, match="MAX_STEPS"):
+        plan_grid("a", steps=MAX_STEPS + 1)
+    with pytest.raises(LimitExceededError, match="MAX_STEPS"):
+        plan_grid("a", [Axis("steps", (2, 2 * 10**9))])
+
+
+def test_files_are_written_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy_pipe: object
+) -> None:
+    import errno
+
+    from promptweights import compare as compare_module
+    from promptweights.errors import CompareError
+
+    out = tmp_path / "out"
+    compare_module.compare(toy_pipe, "a", out_dir=out, steps=1, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    calls = []
+
+    def full_disk(handle: object, *args: object, **kwargs: object) -> None:
+        calls.append(1)
+        handle.write(b"half a file")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(
+        compare_module, "_save_png", lambda picture, params, handle: full_disk(handle)
+    )
+    with pytest.raises(CompareError, match="No space left on device"):
+        compare_module.compare(toy_pipe, "a", out_dir=out, steps=1, progress=False, overwrite=True)
+    assert calls
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_compare_checks_the_size_before_running(toy_pipe: object) -> None:
+    from promptweights.compare import MAX_SIZE, compare
+    from promptweights.errors import CompareError
+
+    with pytest.raises(LimitExceededError, match="MAX_SIZE"):
+        compare(toy_pipe, "a", height=MAX_SIZE + 8, progress=False)
+    with pytest.raises(CompareError, match="multiple of 8"):
+        compare(toy_pipe, "a", width=12, progress=False)

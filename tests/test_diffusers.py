@@ -26,12 +26,14 @@ from _tiny_pipelines import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import promptweights as pw
 from promptweights.diffusers import Conditioning, family_of
 from promptweights.diffusers import encode as _encode
 from promptweights.errors import (
     ArgumentTypeError,
     InvalidArgumentError,
     InvalidWeightError,
+    LimitExceededError,
     NetworkFileError,
     PromptweightsError,
     PromptweightsWarning,
@@ -1009,3 +1011,63 @@ def test_any_prompt_gives_aligned_conditioning(
     for k in range(steps):
         at = cond.at_call(k)
         assert at["prompt_embeds"].shape == at["negative_prompt_embeds"].shape == (1, length, 32)
+
+
+# --- limits, weight bounds and clip skip -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "limits", "message"),
+    [
+        ({"prompt": "a" * 11}, {"prompt_chars": 10}, "prompt has 11 characters"),
+        ({"prompt": "a", "negative_prompt": "b" * 11}, {"prompt_chars": 10}, "negative_prompt"),
+        ({"prompt": ["a", "b" * 11]}, {"prompt_chars": 10}, r"prompt\[1\] has 11"),
+        ({"prompt": "a AND b AND c"}, {"and_parts": 2}, "3 AND parts"),
+        ({"prompt": "[a|b]", "steps": 10}, {"variants": 9}, "10 entries"),
+        ({"prompt": "a " * 100}, {"rows": 1}, "rows"),  # 2 chunks (the empty one is cached)
+    ],
+)
+def test_encode_enforces_its_limits(
+    tiny_pipe: object, kwargs: dict[str, object], limits: dict[str, int], message: str
+) -> None:
+    from promptweights.diffusers import encode
+
+    with pytest.raises(LimitExceededError, match=message):
+        encode(tiny_pipe, **kwargs, limits=pw.Limits(**limits))  # type: ignore[arg-type]
+    encode(tiny_pipe, **kwargs)  # within the default limits
+
+
+def test_encode_refuses_a_limits_of_the_wrong_type(tiny_pipe: object) -> None:
+    from promptweights.diffusers import encode
+
+    with pytest.raises(TypeError, match="Limits"):
+        encode(tiny_pipe, "a", limits={"rows": 3})
+
+
+@pytest.mark.parametrize(
+    ("prompt", "at"),
+    [
+        ("a cat, (red:1" + "0" * 30 + ") hat", "red"),
+        ("a cat // a comment\n[[(red:1" + "0" * 30 + ")]] hat", "red"),
+        ("a cat AND a dog:1" + "0" * 400, ":1"),
+        ("a cat AND a dog:1" + "0" * 30, ":1"),
+    ],
+)
+def test_encode_refuses_weights_past_the_bound_with_the_position(
+    sd1: object, prompt: str, at: str
+) -> None:
+    from promptweights.diffusers import encode
+
+    with pytest.raises(pw.InvalidWeightError, match="MAX_WEIGHT") as raised:
+        encode(sd1, prompt)
+    assert raised.value.source is not None
+    assert raised.value.pos is not None
+    assert raised.value.source[raised.value.pos :].startswith(at)
+
+
+def test_a_clip_skip_past_the_layers_is_an_error_not_an_index_error(sd1: object) -> None:
+    from promptweights.diffusers import encode
+
+    encode(sd1, "a cat", clip_skip=1)
+    with pytest.raises(pw.InvalidArgumentError, match="past the 3 layers"):
+        encode(sd1, "a cat", clip_skip=999)

@@ -14,6 +14,7 @@ from _tiny_pipelines import tiny_sd1, tiny_sdxl, tiny_sdxl_refiner
 from safetensors.torch import load_file, save_file
 from test_diffusers import reference, write_lora
 
+import promptweights as pw
 from promptweights.diffusers import Conditioning, load_textual_inversion
 from promptweights.diffusers import encode as _encode
 from promptweights.errors import NetworkFileError
@@ -434,3 +435,38 @@ def test_sdxl_refiner_takes_clip_g(tmp_path: Path) -> None:
     pipe = tiny_sdxl_refiner()
     load_textual_inversion(pipe, path)
     assert "refi" in pipe.tokenizer_2.get_added_vocab()
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_diffusers import write_lora
+
+    folder = tmp_path_factory.mktemp("loras")
+    write_lora(folder, "ink")
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["lora", "ti"])
+def test_files_are_checked_in_the_models_dtype(
+    sd1: object, lora_dir: Path, tmp_path: Path, kind: str
+) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from promptweights.diffusers import encode, load_textual_inversion
+
+    if kind == "lora":
+        weights = load_file(str(lora_dir / "ink.safetensors"))
+        key = next(iter(sorted(weights)))
+        weights[key] = weights[key].double()
+        weights[key][0] = 1e39  # finite in float64, infinite in the float32 model
+        save_file(weights, str(tmp_path / "big.safetensors"))
+        with pytest.raises(pw.NetworkFileError, match=f"{key!r}.*past the range of float32"):
+            encode(sd1, "a <lora:big:1>", lora_dir=tmp_path)
+    else:
+        width = sd1.text_encoder.get_input_embeddings().embedding_dim  # type: ignore[attr-defined]
+        vectors = torch.zeros(1, width, dtype=torch.float64)
+        vectors[0, 0] = -1e39
+        save_file({"emb_params": vectors}, str(tmp_path / "bigvec.safetensors"))
+        with pytest.raises(pw.NetworkFileError, match="past the range of float32"):
+            load_textual_inversion(sd1, tmp_path / "bigvec.safetensors")

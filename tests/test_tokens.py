@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from _a1111_reference import reference_chunks
+from _fuzz_harness import FUZZ
 from _tiny_models import (
     needs_real_tokenizer,
     real_clip_tokenizer,
@@ -316,3 +317,10 @@ def test_tokens_module_does_not_import_torch() -> None:
     code = "import promptweights.tokens, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_lone_surrogates_tokenize_as_the_replacement_character() -> None:
+    tokenizer = FUZZ._tokenizer()
+    from promptweights.tokens import tokenize
+
+    assert tokenize(tokenizer, [("red \udc80", 1.0)]) == tokenize(tokenizer, [("red \ufffd", 1.0)])

@@ -13,7 +13,7 @@ of the bytes decoded as UTF-8 with ``surrogateescape``, so invalid bytes arrive 
 and ``infotext.parse``. Anything but a :class:`promptweights.PromptweightsError` escaping is a
 finding: atheris stops and writes the input to ``crash-*``.
 
-``tests/test_hardening.py`` runs :func:`check` on a seed corpus and on Hypothesis-drawn bytes, so
+``tests/test_fuzz_atheris.py`` runs :func:`check` on a seed corpus and on Hypothesis-drawn bytes, so
 the harness itself is exercised by the suite without atheris installed.
 """
 
