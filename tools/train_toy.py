@@ -223,66 +223,104 @@ def render(scenes: Sequence[Scene]) -> Tensor:
     return out
 
 
-def sample_scenes(gen: torch.Generator, n: int) -> tuple[list[Scene], list[str]]:
-    """Draw ``n`` training scenes (held-out combinations excluded) and their captions."""
+def _pick(gen: torch.Generator, k: int) -> int:
+    """An index below ``k``: one draw from ``gen``."""
+    return int(torch.randint(k, (1,), generator=gen))
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    """A float in ``[lo, hi)``: one draw from ``gen``."""
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _colour_or_plain(gen: torch.Generator) -> str | None:
+    """A shape colour, or ``None`` (plain gray) in ``PLAIN_SHARE`` of draws."""
     colours = list(COLOURS)
+    return None if _uniform(gen, 0, 1) < PLAIN_SHARE else colours[_pick(gen, len(colours))]
+
+
+def _size_word(gen: torch.Generator) -> str | None:
+    """No size word, ``small`` or ``large``, one in three each."""
+    return [None, "small", "large"][_pick(gen, 3)]
+
+
+def _pair_shape(
+    gen: torch.Generator, colour: str | None, kind: str, centre: float
+) -> tuple[Shape, str | None]:
+    """One of two shapes side by side, placed around ``centre``, and its size word."""
+    size_word = _size_word(gen)
+    lo, hi = PAIR_SIZES[size_word] if size_word else PAIR_ANY_SIZE
+    half = _uniform(gen, lo, hi)
+    room = max(0.0, min(3.0, IMAGE / 4 - half - 1))
+    cx = centre + _uniform(gen, -room, room)
+    cy = IMAGE / 2 + _uniform(gen, -4.0, 4.0)
+    return Shape(colour, kind, half, cx, cy), size_word
+
+
+def _pair(gen: torch.Generator, background: str, article: bool) -> tuple[list[Shape], str] | None:
+    """Two shapes and their caption (no background yet), or ``None`` if the draw is refused."""
+    left = (_colour_or_plain(gen), SHAPES[_pick(gen, len(SHAPES))])
+    right = (_colour_or_plain(gen), SHAPES[_pick(gen, len(SHAPES))])
+    if background in (left[0], right[0]) or (left[0] is not None and left == right):
+        return None
+    if held_out_pair(left, right, background):
+        return None
+    shapes = []
+    phrases = []
+    centres = (IMAGE / 4, 3 * IMAGE / 4)
+    for (colour, kind), centre in zip((left, right), centres, strict=True):
+        shape, size_word = _pair_shape(gen, colour, kind, centre)
+        shapes.append(shape)
+        phrases.append(phrase(colour, kind, size_word, article))
+    return shapes, " and ".join(phrases)
+
+
+def _single(gen: torch.Generator, background: str, article: bool) -> tuple[list[Shape], str] | None:
+    """One centred shape and its caption (no background yet), or ``None`` if refused."""
+    colour, kind = _colour_or_plain(gen), SHAPES[_pick(gen, len(SHAPES))]
+    if background == colour or (colour and held_out(colour, kind, background)):
+        return None
+    size_word = _size_word(gen)
+    lo, hi = SIZES[size_word] if size_word else ANY_SIZE
+    half = _uniform(gen, lo, hi)
+    room = max(0.0, min(4.0, IMAGE / 2 - half - 2))
+    cx = IMAGE / 2 + _uniform(gen, -room, room)
+    cy = IMAGE / 2 + _uniform(gen, -room, room)
+    return [Shape(colour, kind, half, cx, cy)], phrase(colour, kind, size_word, article)
+
+
+def _with_filler(gen: torch.Generator, text: str) -> str:
+    """``text`` with ``FILLER`` inserted at a random place in ``FILLER_SHARE`` of draws."""
+    if _uniform(gen, 0, 1) < FILLER_SHARE:
+        words = text.split(" ")
+        at = _pick(gen, len(words) + 1)
+        text = " ".join([*words[:at], FILLER, *words[at:]])
+    return text
+
+
+def sample_scenes(gen: torch.Generator, n: int) -> tuple[list[Scene], list[str]]:
+    """Draw ``n`` training scenes (held-out combinations excluded) and their captions.
+
+    The helpers draw from ``gen`` in a fixed order (background, whether it is named, the article,
+    one shape or two, then each shape's colour, kind, size and place, then the filler), which the
+    shipped model's training data depends on: change it and a retrain sees other scenes.
+    """
     backgrounds = list(BACKGROUNDS)
-
-    def pick(k: int) -> int:
-        return int(torch.randint(k, (1,), generator=gen))
-
-    def uniform(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-    def colour_or_plain() -> str | None:
-        return None if uniform(0, 1) < PLAIN_SHARE else colours[pick(len(colours))]
-
     scenes: list[Scene] = []
     captions: list[str] = []
     while len(scenes) < n:
-        background = backgrounds[pick(len(backgrounds))]
-        named_bg = pick(4) != 0  # the background is named in 3 captions of 4
-        article = pick(2) == 0
-        if uniform(0, 1) < PAIR_SHARE:
-            left = (colour_or_plain(), SHAPES[pick(len(SHAPES))])
-            right = (colour_or_plain(), SHAPES[pick(len(SHAPES))])
-            if background in (left[0], right[0]) or (left[0] is not None and left == right):
-                continue
-            if held_out_pair(left, right, background):
-                continue
-            shapes = []
-            phrases = []
-            centres = (IMAGE / 4, 3 * IMAGE / 4)
-            for (colour, kind), centre in zip((left, right), centres, strict=True):
-                size_word = [None, "small", "large"][pick(3)]
-                lo, hi = PAIR_SIZES[size_word] if size_word else PAIR_ANY_SIZE
-                half = uniform(lo, hi)
-                room = max(0.0, min(3.0, IMAGE / 4 - half - 1))
-                cx = centre + uniform(-room, room)
-                cy = IMAGE / 2 + uniform(-4.0, 4.0)
-                shapes.append(Shape(colour, kind, half, cx, cy))
-                phrases.append(phrase(colour, kind, size_word, article))
-            text = " and ".join(phrases)
-        else:
-            colour, kind = colour_or_plain(), SHAPES[pick(len(SHAPES))]
-            if background == colour or (colour and held_out(colour, kind, background)):
-                continue
-            size_word = [None, "small", "large"][pick(3)]
-            lo, hi = SIZES[size_word] if size_word else ANY_SIZE
-            half = uniform(lo, hi)
-            room = max(0.0, min(4.0, IMAGE / 2 - half - 2))
-            cx = IMAGE / 2 + uniform(-room, room)
-            cy = IMAGE / 2 + uniform(-room, room)
-            shapes = [Shape(colour, kind, half, cx, cy)]
-            text = phrase(colour, kind, size_word, article)
+        background = backgrounds[_pick(gen, len(backgrounds))]
+        named_bg = _pick(gen, 4) != 0  # the background is named in 3 captions of 4
+        article = _pick(gen, 2) == 0
+        two = _uniform(gen, 0, 1) < PAIR_SHARE
+        drawn = _pair(gen, background, article) if two else _single(gen, background, article)
+        if drawn is None:
+            continue
+        shapes, text = drawn
         if named_bg:
             text = f"{text}, {background} background"
-        if uniform(0, 1) < FILLER_SHARE:
-            words = text.split(" ")
-            at = pick(len(words) + 1)
-            text = " ".join([*words[:at], FILLER, *words[at:]])
         scenes.append(Scene(tuple(shapes), background))
-        captions.append(text)
+        captions.append(_with_filler(gen, text))
     return scenes, captions
 
 
@@ -495,6 +533,99 @@ def _ema_update(ema: dict[str, Tensor], model: torch.nn.Module, decay: float) ->
                 ema[name].copy_(param)
 
 
+@dataclass
+class _Stage2:
+    """What the diffusion stage trains and checkpoints, and the frozen parts it trains on."""
+
+    vae: Any
+    scale: float
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    alphas: Tensor
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    ema_te: dict[str, Tensor]
+    ema_unet: dict[str, Tensor]
+
+    @classmethod
+    def build(cls, work: Path, latent_std: float) -> _Stage2:
+        """The trained VAE, and a text encoder and UNet freshly initialised from ``SEED + 1``."""
+        vae = load_vae(work, latent_std)
+        scale = float(vae.config.scaling_factor)
+        tokenizer = build_tokenizer()
+        torch.manual_seed(SEED + 1)
+        text_encoder = build_text_encoder(tokenizer)
+        unet = build_unet()
+        sched = noise_scheduler()
+        params = list(text_encoder.parameters()) + list(unet.parameters())
+        return cls(
+            vae=vae,
+            scale=scale,
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            unet=unet,
+            alphas=sched.alphas_cumprod,
+            params=params,
+            opt=torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01),
+            ema_te={k: v.detach().clone() for k, v in text_encoder.state_dict().items()},
+            ema_unet={k: v.detach().clone() for k, v in unet.state_dict().items()},
+        )
+
+    def resume(self, ckpt: Path, latent_std: float) -> int:
+        """Load ``ckpt`` if it exists; the step to go on from (0 without one)."""
+        if not ckpt.exists():
+            return 0
+        state = torch.load(ckpt, weights_only=False)
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.unet.load_state_dict(state["unet"])
+        self.opt.load_state_dict(state["opt"])
+        self.ema_te, self.ema_unet = state["ema_text_encoder"], state["ema_unet"]
+        if state.get("latent_std", latent_std) != latent_std:
+            raise SystemExit(f"{ckpt} was trained with --latent-std {state['latent_std']}")
+        step: int = state["step"]
+        return step
+
+    def state(self, step: int, latent_std: float) -> dict[str, Any]:
+        """The checkpoint after ``step`` steps."""
+        return {
+            "text_encoder": self.text_encoder.state_dict(),
+            "unet": self.unet.state_dict(),
+            "opt": self.opt.state_dict(),
+            "ema_text_encoder": self.ema_te,
+            "ema_unet": self.ema_unet,
+            "step": step,
+            "latent_std": latent_std,
+        }
+
+    def train_step(self, step: int, steps: int, batch: int) -> float:
+        """One optimiser step on a batch drawn from ``step_generator(2, step)``; its loss."""
+        gen = step_generator(2, step)
+        scenes, captions = sample_scenes(gen, batch)
+        drop = torch.rand(batch, generator=gen) < 0.1
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        with torch.no_grad():
+            latents = self.vae.encode(render(scenes) * 2 - 1).latent_dist.mean * self.scale
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, 1000, (batch,), generator=gen)
+        a = self.alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(step, steps, 1e-3, 200)
+        ids = tokenize(self.tokenizer, captions)
+        cond = self.text_encoder(input_ids=ids).last_hidden_state
+        pred = self.unet(noisy, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        decay = min(0.998, (1 + step) / (10 + step))
+        _ema_update(self.ema_te, self.text_encoder, decay)
+        _ema_update(self.ema_unet, self.unet, decay)
+        return float(loss.item())
+
+
 def train_diffusion(
     work: Path,
     steps: int,
@@ -510,58 +641,16 @@ def train_diffusion(
     """
     end = steps if stop_at is None else min(steps, stop_at)
     ckpt = work / "diffusion.pt"
-    vae = load_vae(work, latent_std)
-    scale = float(vae.config.scaling_factor)
-    tokenizer = build_tokenizer()
-    torch.manual_seed(SEED + 1)
-    text_encoder = build_text_encoder(tokenizer)
-    unet = build_unet()
-    sched = noise_scheduler()
-    params = list(text_encoder.parameters()) + list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-    ema_te = {k: v.detach().clone() for k, v in text_encoder.state_dict().items()}
-    ema_unet = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start = 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        text_encoder.load_state_dict(state["text_encoder"])
-        unet.load_state_dict(state["unet"])
-        opt.load_state_dict(state["opt"])
-        ema_te, ema_unet = state["ema_text_encoder"], state["ema_unet"]
-        start = state["step"]
-        if state.get("latent_std", latent_std) != latent_std:
-            raise SystemExit(f"{ckpt} was trained with --latent-std {state['latent_std']}")
+    run = _Stage2.build(work, latent_std)
+    start = run.resume(ckpt, latent_std)
     if start >= end:
         return
-    text_encoder.train()
-    unet.train()
-    alphas = sched.alphas_cumprod
+    run.text_encoder.train()
+    run.unet.train()
     t0 = time.time()
     running = 0.0
     for step in range(start, end):
-        gen = step_generator(2, step)
-        scenes, captions = sample_scenes(gen, batch)
-        drop = torch.rand(batch, generator=gen) < 0.1
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-        with torch.no_grad():
-            latents = vae.encode(render(scenes) * 2 - 1).latent_dist.mean * scale
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, 1000, (batch,), generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 1e-3, 200)
-        cond = text_encoder(input_ids=tokenize(tokenizer, captions)).last_hidden_state
-        pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(0.998, (1 + step) / (10 + step))
-        _ema_update(ema_te, text_encoder, decay)
-        _ema_update(ema_unet, unet, decay)
-        running += loss.item()
+        running += run.train_step(step, steps, batch)
         if (step + 1) % log_every == 0 or step + 1 == end:
             rate = (step + 1 - start) / (time.time() - t0)
             print(
@@ -571,18 +660,7 @@ def train_diffusion(
             )
             running = 0.0
         if (step + 1) % 250 == 0 or step + 1 == end:
-            _save(
-                ckpt,
-                {
-                    "text_encoder": text_encoder.state_dict(),
-                    "unet": unet.state_dict(),
-                    "opt": opt.state_dict(),
-                    "ema_text_encoder": ema_te,
-                    "ema_unet": ema_unet,
-                    "step": step + 1,
-                    "latent_std": latent_std,
-                },
-            )
+            _save(ckpt, run.state(step + 1, latent_std))
 
 
 def export(work: Path, out: Path, latent_std: float = LATENT_STD, ema: bool = True) -> None:
