@@ -32,15 +32,16 @@ ROUND = 1.1
 SQUARE = 1 / 1.1
 
 
+def _multiply_range(res: list[list[str | float]], start: int, factor: float) -> None:
+    for entry in res[start:]:
+        entry[1] = float(entry[1]) * factor
+
+
 def parse_prompt_attention(text: str) -> list[list[str | float]]:
     """Return A1111's ``[[segment, weight], ...]`` for ``text`` (raises on ``(a:1.2.3)``)."""
     res: list[list[str | float]] = []
     round_stack: list[int] = []
     square_stack: list[int] = []
-
-    def multiply_range(start: int, factor: float) -> None:
-        for entry in res[start:]:
-            entry[1] = float(entry[1]) * factor
 
     for match in _TOKEN.finditer(text):
         token = match.group(0)
@@ -52,21 +53,29 @@ def parse_prompt_attention(text: str) -> list[list[str | float]]:
         elif token == "[":
             square_stack.append(len(res))
         elif weight is not None and round_stack:
-            multiply_range(round_stack.pop(), float(weight))
+            _multiply_range(res, round_stack.pop(), float(weight))
         elif token == ")" and round_stack:
-            multiply_range(round_stack.pop(), ROUND)
+            _multiply_range(res, round_stack.pop(), ROUND)
         elif token == "]" and square_stack:
-            multiply_range(square_stack.pop(), SQUARE)
+            _multiply_range(res, square_stack.pop(), SQUARE)
         else:
             for i, part in enumerate(_BREAK.split(token)):
                 if i > 0:
                     res.append(["BREAK", -1.0])
                 res.append([part, 1.0])
 
+    return _finish(res, round_stack, square_stack)
+
+
+def _finish(
+    res: list[list[str | float]], round_stack: list[int], square_stack: list[int]
+) -> list[list[str | float]]:
+    """The end of the pass: brackets left open apply to the end of the text, an empty result
+    becomes one empty segment, and neighbours of equal weight merge (popped from the middle)."""
     for start in round_stack:
-        multiply_range(start, ROUND)
+        _multiply_range(res, start, ROUND)
     for start in square_stack:
-        multiply_range(start, SQUARE)
+        _multiply_range(res, start, SQUARE)
 
     if not res:
         res = [["", 1.0]]

@@ -12,6 +12,16 @@ from typing import Any
 Spans = list[tuple[str, float]]
 
 
+def _embedding_at(
+    tokens: list[int], i: int, names: dict[tuple[int, ...], list[int]]
+) -> tuple[int, ...] | None:
+    """The ids of the longest textual-inversion name starting at ``tokens[i]`` (§9.2), if any."""
+    for name_ids in sorted(names, key=len, reverse=True):
+        if tuple(tokens[i : i + len(name_ids)]) == name_ids:
+            return name_ids
+    return None
+
+
 def reference_chunks(
     tokenizer: Any,
     spans: Spans,
@@ -58,11 +68,7 @@ def reference_chunks(
                 tok, mul = keep_t, keep_m
             if len(tok) == 75:
                 close()
-            match = None
-            for name_ids in sorted(names, key=len, reverse=True):
-                if tuple(tokens[i : i + len(name_ids)]) == name_ids:
-                    match = name_ids
-                    break
+            match = _embedding_at(tokens, i, names)
             if match is None:
                 tok.append(t)
                 mul.append(weight)
