@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ._arguments import check_text
+from .lora_schedules import multiplier_problem
 from .tree import ExtraNetwork
 
 __all__ = ["OffsetMap", "extra_networks", "strip_comments"]
@@ -105,7 +106,8 @@ def make_network(
     A1111's LoRA rules (§8): positional ``name[:te[:unet[:dyn]]]``, named ``te=``, ``unet=``,
     ``dyn=`` override; te defaults to 1.0, unet to te; numbers are read with ``float()``. Where
     A1111 would fail on a multiplier that is not a number, the default is used and the problem
-    returned.
+    returned. A loractl weight schedule (``0@0,1@0.5``, :mod:`promptweights.lora_schedules`)
+    gives its weight at step 0; a bad entry in one is a problem too.
     """
     args = tuple(arguments.split(":"))
     probe = ExtraNetwork(kind, "", args=args)
@@ -129,7 +131,11 @@ def _multiplier(text: str | None, default: float, problem: str | None) -> tuple[
     try:
         return float(text), problem
     except ValueError:
-        return default, problem or f"multiplier {text!r} is not a number (A1111 fails here)"
+        pass
+    initial, schedule_problem = multiplier_problem(text)
+    if initial is not None or schedule_problem is not None:
+        return (default if initial is None else initial), problem or schedule_problem
+    return default, problem or f"multiplier {text!r} is not a number (A1111 fails here)"
 
 
 def extra_networks_with_map(

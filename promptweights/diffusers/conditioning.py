@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from promptweights.errors import (
 from promptweights.tree import ExtraNetwork
 
 from .families import Family
+from .lora import _LoraRun
 
 
 @dataclass(slots=True)
@@ -51,11 +53,26 @@ class _Timeline:
     negative_pooled: list[Tensor | None]
     has_negative: bool = True
     swappable: tuple[str, ...] = ()  # the pipeline's _callback_tensor_inputs
+    # LoRA weight schedules: with one, each part's stack holds its variants once per distinct
+    # text-encoder weight set (set-major), and the step callback sets the UNet weights.
+    lora: _LoraRun | None = None
 
     @property
     def edits(self) -> bool:
         variants = [p for image in self.parts for p in image] + self.negative
-        return any(len(p.ends) > 1 for p in variants)
+        te_changes = self.lora is not None and self.lora.te_changes
+        return te_changes or any(len(p.ends) > 1 for p in variants)
+
+    @property
+    def unet_changes(self) -> bool:
+        """Whether a LoRA's UNet weight changes during the pass."""
+        return self.lora is not None and self.lora.unet_changes
+
+    def variant(self, part: _Part, k: int) -> int:
+        """Which row of a part's stack call ``k`` uses: its schedule entry, under the
+        text-encoder LoRA weights of call ``k``."""
+        index = _index_at(part.ends, k)
+        return index if self.lora is None else self.lora.te_key(k) * len(part.ends) + index
 
     @property
     def composable(self) -> bool:
@@ -71,14 +88,14 @@ class _Timeline:
         for image in range(self.batch):
             if part < len(self.parts[image]):
                 p = self.parts[image][part]
-                index = _index_at(p.ends, k)
+                index = self.variant(p, k)
                 embeds.append(self.part_embeds[image][part][index])
                 pooled.append(self.part_pooled[image][part])
                 pooled[-1] = None if pooled[-1] is None else pooled[-1][index]
                 weights.append(p.weight)
             else:  # fewer AND parts than another image: a weight-0 copy of its first part
                 p = self.parts[image][0]
-                index = _index_at(p.ends, k)
+                index = self.variant(p, k)
                 embeds.append(self.part_embeds[image][0][index])
                 first = self.part_pooled[image][0]
                 pooled.append(None if first is None else first[index])
@@ -90,7 +107,7 @@ class _Timeline:
         """Negative embeds and pooled (or None) at call ``k``."""
         embeds, pooled = [], []
         for image in range(self.batch):
-            index = _index_at(self.negative[image].ends, k)
+            index = self.variant(self.negative[image], k)
             embeds.append(self.negative_embeds[image][index])
             p = self.negative_pooled[image]
             pooled.append(None if p is None else p[index])
@@ -99,9 +116,40 @@ class _Timeline:
 
     def key_at(self, k: int) -> tuple[int, ...]:
         """The variant indices in use at call ``k`` (equal keys: equal conditioning)."""
-        keys = [_index_at(p.ends, k) for image in self.parts for p in image]
-        keys += [_index_at(p.ends, k) for p in self.negative]
+        keys = [self.variant(p, k) for image in self.parts for p in image]
+        keys += [self.variant(p, k) for p in self.negative]
         return tuple(keys)
+
+
+def _stack_timelines(timelines: Sequence[_Timeline], lora: _LoraRun | None) -> _Timeline:
+    """One timeline from one encoding per text-encoder LoRA weight set (``lora.te_sets``, in
+    order): each part's rows, set after set (see :meth:`_Timeline.variant`)."""
+    first = timelines[0]
+    if lora is None:
+        return first
+
+    def cat(tensors: Sequence[Tensor | None]) -> Tensor | None:
+        return None if tensors[0] is None else torch.cat(list(tensors))  # type: ignore[arg-type]
+
+    sizes = [range(len(image)) for image in first.parts]
+    embeds = [
+        [torch.cat([t.part_embeds[i][j] for t in timelines]) for j in parts]
+        for i, parts in enumerate(sizes)
+    ]
+    pooled = [
+        [cat([t.part_pooled[i][j] for t in timelines]) for j in parts]
+        for i, parts in enumerate(sizes)
+    ]
+    negative = [torch.cat([t.negative_embeds[i] for t in timelines]) for i in range(first.batch)]
+    negative_pooled = [cat([t.negative_pooled[i] for t in timelines]) for i in range(first.batch)]
+    return dataclasses.replace(
+        first,
+        part_embeds=embeds,
+        part_pooled=pooled,
+        negative_embeds=negative,
+        negative_pooled=negative_pooled,
+        lora=lora,
+    )
 
 
 def _repeat(tensor: Tensor, times: int, like: Tensor) -> Tensor:
@@ -215,7 +263,7 @@ class Conditioning:
         inputs: list[str] = []
         if callback_on_step_end is not None:
             inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
-        if self.edits and not self.composable:
+        if (self.edits or self._timeline.unet_changes) and not self.composable:
             callback = _StepCallback(
                 self._timeline, callback_on_step_end, steps=self.num_inference_steps
             )
@@ -257,7 +305,7 @@ class Conditioning:
                 f"AND needs batched classifier-free guidance; {family.title} has none"
             )
         denoiser = getattr(pipe, family.denoiser)
-        hook = _AndHook(self._timeline)
+        hook = _AndHook(self._timeline, pipe)
         handles = [
             denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
             denoiser.register_forward_hook(hook.after, with_kwargs=True),
@@ -269,6 +317,8 @@ class Conditioning:
             self._attached -= 1
             for handle in handles:
                 handle.remove()
+            if self._timeline.unet_changes and self._timeline.lora is not None:
+                self._timeline.lora.apply(pipe, 0)  # the next run starts as this one did
 
 
 class _StepCallback:
@@ -292,6 +342,7 @@ class _StepCallback:
         if i == 0:
             self.check_steps(pipe)
         out = self.swap(pipe, i, kwargs)
+        self.set_lora(pipe, i)
         if self.then is not None:
             out.update(self.then(pipe, i, t, {**kwargs, **out}))
         return out
@@ -308,6 +359,20 @@ class _StepCallback:
             "encode with the pipeline's steps, or pass **cond.pipeline_kwargs() (it holds "
             "num_inference_steps) without giving num_inference_steps again"
         )
+
+    def set_lora(self, pipe: Any, i: int) -> None:
+        """Give the adapters the UNet weights of call ``i + 1`` where they change; after the last
+        call, those of call 0 again, so that the next run starts as this one did."""
+        lora = self.timeline.lora
+        if lora is None or not lora.unet_changes:
+            return
+        total = getattr(pipe, "num_timesteps", None)
+        if not isinstance(total, int):
+            timesteps = getattr(getattr(pipe, "scheduler", None), "timesteps", None)
+            total = 0 if timesteps is None else len(timesteps)
+        k = 0 if total and i + 1 >= total else i + 1
+        if lora.unet_at(k) != lora.unet_at(i):
+            lora.apply(pipe, k)
 
     def swap(self, pipe: Any, i: int, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The tensors to replace after loop iteration ``i`` (empty when nothing changes)."""
@@ -340,8 +405,9 @@ class _StepCallback:
 class _AndHook:
     """Forward hooks that run every AND part and combine them as A1111's CFG denoiser does."""
 
-    def __init__(self, timeline: _Timeline) -> None:
+    def __init__(self, timeline: _Timeline, pipe: Any = None) -> None:
         self.timeline = timeline
+        self.pipe = pipe
         self.calls = 0
         self.pending: tuple[int, Tensor] | None = None
 
@@ -355,6 +421,9 @@ class _AndHook:
         total = sample.shape[0]
         k = self.calls
         self.calls += 1
+        lora = timeline.lora
+        if lora is not None and lora.unet_changes and lora.unet_at(k) != lora.unet_at(k - 1):
+            lora.apply(self.pipe, k)  # a LoRA's UNet weight at this call (loractl)
         if total % (2 * timeline.batch):
             raise PromptweightsError(
                 "AND needs classifier-free guidance (guidance_scale > 1): the denoiser got "

@@ -28,9 +28,9 @@ from promptweights.strategies import Normalization, Strategy, get_normalization,
 from promptweights.tokens import check_weights, span_position
 from promptweights.tree import ExtraNetwork
 
-from .conditioning import Conditioning, _Part, _Timeline
+from .conditioning import Conditioning, _Part, _stack_timelines, _Timeline
 from .families import Encoded, Family, record_of
-from .lora import _apply_loras, _plan_loras
+from .lora import _apply_loras, _lora_run, _plan_loras
 
 # The schedule length used to find out whether a prompt edits at all when no steps are given.
 _PROBE_STEPS = 1000
@@ -441,6 +441,21 @@ def encode(
         loading=lora_dir is not None or loras is not None,
     )
     lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
+    # loractl schedules (<lora:x:0@0,1@0.5>): the weights of every call of this pass.
+    lora_run = (
+        None
+        if lora_plan is None
+        else _lora_run(
+            first_networks,
+            steps=pass_steps,
+            order=1 if steps is None or timing.steps is None else timing.steps // steps,
+            hires=hires_steps is not None,
+            calls=timing.length,
+            strict=strict,
+            source=texts.first_text,
+            max_sets=limits.variants,
+        )
+    )
     if exact is None:
         exact = batch_rows is not None and not batch_rows
     slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(exact))
@@ -464,17 +479,22 @@ def encode(
     # 3. LoRA (undone on failure), then one batched pass per text encoder.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
     try:
-        timeline = _encode_all(
-            pipe,
-            family,
-            slots,
-            texts.parts,
-            texts.negatives,
-            plans,
-            needed,
-            t5_length=int(max_sequence_length or family.sequence_length or 0),
-            max_rows=limits.rows,
-        )
+        timelines = [
+            _encode_all(
+                pipe,
+                family,
+                slots,
+                texts.parts,
+                texts.negatives,
+                plans,
+                needed,
+                t5_length=int(max_sequence_length or family.sequence_length or 0),
+                max_rows=limits.rows,
+            )
+            # Once per distinct text-encoder weight set of a LoRA schedule (once without one).
+            for _ in (lora_run.te_runs(pipe) if lora_run else [None])
+        ]
+        timeline = _stack_timelines(timelines, lora_run)
     except BaseException:
         if undo is not None:
             undo()

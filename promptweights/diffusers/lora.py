@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import importlib
 import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,28 @@ import torch
 from torch import Tensor
 
 from promptweights.errors import (
+    InvalidArgumentError,
     InvalidWeightError,
+    LimitExceededError,
     NetworkFileError,
     UnknownNameError,
     UnsupportedPipelineError,
+    warn_or_raise,
 )
 from promptweights.limits import MAX_MULTIPLIER
+from promptweights.lora_schedules import (
+    LoraWeights,
+    WeightSchedule,
+    _resolve,
+    lora_weights,
+    weights_per_call,
+)
 from promptweights.tree import ExtraNetwork
 
 from ._common import _forget_empty_windows, _keep_rng, _read_tensors, _shape, _Snapshot
 
 _ADAPTER_PREFIX = "pw_"
+_LORA_KINDS = ("lora", "lyco")
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +427,25 @@ def _load_lora(pipe: Any, adapter: str, state: dict[str, Tensor], label: str) ->
         raise NetworkFileError(f"{label}: diffusers could not load it ({exc})") from exc
 
 
+def _set_weights(pipe: Any, weights: Mapping[str, tuple[float, float]]) -> None:
+    """Activate this package's adapters at ``weights`` (adapter name -> text-encoder and UNet
+    weight; those not named at 0) with ``pipe.set_adapters``, one weight per component."""
+    listed: dict[str, list[str]] = pipe.get_list_adapters()
+    ours = sorted({n for parts in listed.values() for n in parts if n.startswith(_ADAPTER_PREFIX)})
+    values: list[dict[str, float]] = []
+    for adapter in ours:
+        te, unet = weights.get(adapter, (0.0, 0.0))
+        values.append(
+            {
+                component: (te if component.startswith("text_encoder") else unet)
+                for component, adapters in listed.items()
+                if adapter in adapters
+            }
+        )
+    if ours:
+        pipe.set_adapters(ours, adapter_weights=values)
+
+
 def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
     """Load and activate the planned adapters; return a function that undoes it.
 
@@ -430,27 +461,10 @@ def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
         with _keep_rng():
             for adapter, state in plan.state_dicts.items():
                 _load_lora(pipe, adapter, state, plan.labels.get(adapter, adapter))
-        listed: dict[str, list[str]] = pipe.get_list_adapters()
-        names: list[str] = []
-        weights: list[dict[str, float]] = []
-        tagged = {adapter for adapter, _, _ in plan.adapters}
-        ours = sorted(
-            {n for parts in listed.values() for n in parts if n.startswith(_ADAPTER_PREFIX)}
-        )
-        for adapter in ours:
-            te, unet = 0.0, 0.0
-            if adapter in tagged:
-                te, unet = next((t, u) for a, t, u in plan.adapters if a == adapter)
-            names.append(adapter)
-            weights.append(
-                {
-                    component: (te if component.startswith("text_encoder") else unet)
-                    for component, adapters in listed.items()
-                    if adapter in adapters
-                }
-            )
-        if names:
-            pipe.set_adapters(names, adapter_weights=weights)
+        weights: dict[str, tuple[float, float]] = {}
+        for adapter, te, unet in plan.adapters:
+            weights.setdefault(adapter, (te, unet))  # the first tag of a name wins
+        _set_weights(pipe, weights)
     except BaseException:
         snapshot.restore()
         _forget_empty_windows(pipe)
@@ -462,3 +476,160 @@ def _apply_loras(pipe: Any, plan: _LoraPlan) -> Callable[[], None]:
         _forget_empty_windows(pipe)
 
     return undo
+
+
+# --- weight schedules at run time (loractl's <lora:name:0@0,1@0.5>) -------------------------------
+
+
+@dataclass(slots=True)
+class _LoraRun:
+    """The weight of every scheduled adapter at every model call of one pass.
+
+    ``te`` and ``unet`` hold, per call, one weight per adapter (in ``adapters`` order); calls past
+    the last keep its weights. The text-encoder weights come in runs of equal values: ``te_sets``
+    are the distinct sets (the conditioning is encoded once under each), ``te_ends`` the last call
+    of each run and ``te_keys`` the set it uses.
+    """
+
+    adapters: tuple[str, ...]
+    te: list[tuple[float, ...]]
+    unet: list[tuple[float, ...]]
+    te_sets: list[tuple[float, ...]] = field(default_factory=list)
+    te_ends: list[int] = field(default_factory=list)
+    te_keys: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for call, weights in enumerate(self.te):
+            if weights not in self.te_sets:
+                self.te_sets.append(weights)
+            key = self.te_sets.index(weights)
+            if self.te_keys and self.te_keys[-1] == key:
+                self.te_ends[-1] = call
+            else:
+                self.te_keys.append(key)
+                self.te_ends.append(call)
+
+    @property
+    def te_changes(self) -> bool:
+        """Whether the text-encoder weights (so the conditioning) change during the pass."""
+        return len(self.te_sets) > 1
+
+    @property
+    def unet_changes(self) -> bool:
+        """Whether the UNet weights change during the pass."""
+        return any(weights != self.unet[0] for weights in self.unet)
+
+    def te_key(self, k: int) -> int:
+        """Which of ``te_sets`` call ``k`` uses."""
+        return self.te_keys[min(bisect.bisect_left(self.te_ends, k), len(self.te_ends) - 1)]
+
+    def unet_at(self, k: int) -> tuple[float, ...]:
+        """The UNet weights at call ``k``."""
+        return self.unet[min(max(k, 0), len(self.unet) - 1)]
+
+    def weights(
+        self, k: int, te: tuple[float, ...] | None = None
+    ) -> dict[str, tuple[float, float]]:
+        """Adapter name -> (text-encoder, UNet) weight at call ``k`` (``te``: other TE weights)."""
+        te_weights = self.te[min(max(k, 0), len(self.te) - 1)] if te is None else te
+        return dict(zip(self.adapters, zip(te_weights, self.unet_at(k), strict=True), strict=True))
+
+    def apply(self, pipe: Any, k: int) -> None:
+        """Give ``pipe``'s adapters their weights at call ``k`` (``set_adapters``)."""
+        _set_weights(pipe, self.weights(k))
+
+    def te_runs(self, pipe: Any) -> Iterator[tuple[float, ...]]:
+        """Set each distinct text-encoder weight set in turn, yielding it (encode under each);
+        then leave the adapters at call 0's weights."""
+        for te in self.te_sets:
+            _set_weights(pipe, self.weights(0, te))
+            _forget_empty_windows(pipe)
+            yield te
+        self.apply(pipe, 0)
+        _forget_empty_windows(pipe)
+
+
+def _check_schedule(tag: ExtraNetwork, what: str, schedule: WeightSchedule, source: str) -> None:
+    for value in schedule.weights:
+        if not math.isfinite(value) or abs(value) > MAX_MULTIPLIER:
+            where = tag.pos >= 0 and bool(source)
+            raise InvalidWeightError(
+                f"LoRA {tag.name!r}: {what} weight {value!r} in {str(schedule)!r} is not a finite "
+                f"number within ±{MAX_MULTIPLIER:g} (promptweights.limits.MAX_MULTIPLIER)",
+                source=source if where else None,
+                pos=tag.pos if where else None,
+            )
+
+
+def _lora_run(
+    networks: Sequence[ExtraNetwork],
+    *,
+    steps: int | None,
+    order: int,
+    hires: bool,
+    calls: int | None,
+    strict: bool,
+    source: str,
+    max_sets: int,
+) -> _LoraRun | None:
+    """The run-time weights of the LoRA tags in ``networks`` (the first prompt's), or ``None``
+    when none changes during the pass (``encode`` then only sets their fixed weights).
+
+    ``steps``: the pass's sampler steps (loractl's fractions are of these); ``calls``: the model
+    calls to cover (the pass's schedule length); ``order``: model calls per sampler step.
+    A bad schedule entry warns (raises with its position when ``strict``); a schedule without
+    ``steps``, a weight that is not finite or past ``MAX_MULTIPLIER``, or more distinct
+    text-encoder weight sets than ``max_sets`` raise before anything is loaded.
+    """
+    tags = [n for n in networks if n.kind in _LORA_KINDS]
+    resolved: list[LoraWeights] = []
+    for tag in tags:
+        weights, problems = _resolve(tag)
+        if problems:
+            if strict:
+                lora_weights(tag, strict=True, source=source)
+            warn_or_raise(
+                f"LoRA tag {tag.source or tag.name}: {problems[0][1]}; that entry is left out",
+                strict=False,
+                stacklevel=4,
+            )
+        te, unet = (weights.hires_te, weights.hires_unet) if hires else (weights.te, weights.unet)
+        _check_schedule(tag, "text-encoder", te, source)
+        _check_schedule(tag, "UNet", unet, source)
+        resolved.append(weights)
+    changing = [t for t, w in zip(tags, resolved, strict=True) if _changes(w, hires)]
+    # A hires pass's own fixed weights (hr=0.6) differ from the ones the tag was loaded at.
+    moved = any(
+        w.at(0, 3, hires=hires) != (t.te_weight, t.unet_weight)
+        for t, w in zip(tags, resolved, strict=True)
+    )
+    if not changing and not moved:
+        return None
+    if changing and steps is None:
+        raise InvalidArgumentError(
+            f"the LoRA tag {changing[0].source or changing[0].name} changes its weight during "
+            "sampling: pass steps= (the pipeline's num_inference_steps) so that its steps are "
+            "known"
+        )
+    first: dict[str, int] = {}
+    for index, tag in enumerate(tags):
+        first.setdefault(_adapter_name(tag.name), index)  # the first tag of a name wins
+    per_call = weights_per_call(
+        [resolved[i] for i in first.values()],
+        steps or 1,
+        order=order,
+        hires=hires,
+        calls=calls if changing and calls else 1,
+    )
+    run = _LoraRun(tuple(first), [te for te, _ in per_call], [unet for _, unet in per_call])
+    if len(run.te_sets) > max_sets:
+        raise LimitExceededError(
+            f"the LoRA text-encoder weights take {len(run.te_sets)} distinct values, each an "
+            f"encoding of the prompts; the limit is {max_sets} (variants)"
+        )
+    return run
+
+
+def _changes(weights: LoraWeights, hires: bool) -> bool:
+    te, unet = (weights.hires_te, weights.hires_unet) if hires else (weights.te, weights.unet)
+    return not (te.constant and unet.constant)
