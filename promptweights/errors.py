@@ -224,8 +224,9 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("(" * 300 + "a" + ")" * 300,),
     ),
     "bad-network": (
-        "an extra-network tag whose multiplier is not a number, or with no name",
-        ("<lora:x:abc>", "<lora:te=1>"),
+        "an extra-network tag whose multiplier is not a number (nor loractl's weight@step "
+        "points), or with no name",
+        ("<lora:x:abc>", "<lora:te=1>", "<lora:x:0@0,y@1>"),
     ),
 }
 

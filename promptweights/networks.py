@@ -119,6 +119,9 @@ def make_network(
     te, problem = _multiplier(te_text, 1.0, problem)
     unet_text = named.get("unet", positional[2] if len(positional) > 2 else None)
     unet, problem = _multiplier(unet_text, te, problem)
+    for key in ("hr", "hrte", "hrunet"):  # loractl's hires-pass weights: checked, not used here
+        if named.get(key):
+            problem = _multiplier(named[key], 1.0, problem)[1]
     if not positional:
         problem = problem or f"tag <{kind}:{arguments}> has no name"
     network = ExtraNetwork(kind, name, te, unet, args, source=source, pos=pos)
