@@ -248,3 +248,149 @@ def test_interpolation_equals_numpy_interp(points: list[tuple[float, int]], x: f
 
     assert schedule.steps is not None
     assert _interp(x, schedule.steps, schedule.weights) == pytest.approx(float(expected), abs=1e-9)
+
+
+# --- at run time, on the tiny SD1 pipeline ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ink_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_diffusers import write_lora
+
+    folder = tmp_path_factory.mktemp("loractl")
+    write_lora(folder, "ink")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sd1() -> Any:
+    from _tiny_pipelines import tiny_sd1
+
+    return tiny_sd1()
+
+
+def _lora_layer(pipe: Any) -> Any:
+    return next(m for n, m in pipe.unet.named_modules() if n.endswith("attn1.to_q"))
+
+
+def scales_seen(pipe: Any, cond: Any, steps: int) -> list[float]:
+    """The adapter's UNet scale at each denoiser call of a run with ``cond``."""
+    import torch
+
+    layer = _lora_layer(pipe)
+    seen: list[float] = []
+    with cond.attach(pipe):  # the recorder runs after the AND hook, if any
+        handle = pipe.unet.register_forward_pre_hook(
+            lambda module, args: seen.append(float(layer.scaling["pw_ink"]))
+        )
+        try:
+            pipe(
+                **cond.pipeline_kwargs(),
+                height=16,
+                width=16,
+                output_type="pt",
+                generator=torch.Generator().manual_seed(0),
+            )
+        finally:
+            handle.remove()
+    assert len(seen) == steps
+    return seen
+
+
+def _encode(pipe: Any, prompt: str, ink_dir: Path, **kwargs: Any) -> Any:
+    from promptweights.diffusers import encode
+
+    return encode(pipe, prompt, "sky", lora_dir=ink_dir, exact=True, **kwargs)
+
+
+def _which(seen: list[Any], options: dict[str, Any]) -> str:
+    import torch
+
+    names = []
+    for s in seen:
+        found = [n for n, e in options.items() if torch.allclose(s, e, rtol=0, atol=1e-6)]
+        names.append(found[0] if len(found) == 1 else "?")
+    return " ".join(names)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_unet_weight_follows_the_schedule_at_each_call(sd1: Any, ink_dir: Path) -> None:
+    # te fixed at 1: one encoding, the step callback sets the UNet weight. Calls see steps
+    # 0, 0, 1, 2, 3, 4 (A1111's callback); fractions are of 6 - 2 = 4 steps.
+    cond = _encode(sd1, "a cat <lora:ink:1:0@0,1@0.5>", ink_dir, steps=6)
+    assert not cond.edits
+    assert "callback_on_step_end" in cond.pipeline_kwargs()
+    assert scales_seen(sd1, cond, 6) == [0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    # Absolute steps, linear between them; a second run starts over (the run ends at call 0's).
+    cond = _encode(sd1, "a cat <lora:ink:1:0@0,1@4>", ink_dir, steps=6)
+    assert scales_seen(sd1, cond, 6) == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+    assert scales_seen(sd1, cond, 6) == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0]
+    # AND prompts: the AND hook sets it per call instead of the callback.
+    cond = _encode(sd1, "a cat AND a dog:0.5 <lora:ink:1:0@2,1@3>", ink_dir, steps=5)
+    assert scales_seen(sd1, cond, 5) == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert float(_lora_layer(sd1).scaling["pw_ink"]) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_te_schedule_re_encodes_exactly_where_the_te_weight_changes(
+    sd1: Any, ink_dir: Path
+) -> None:
+    from test_diffusers import conds_seen
+
+    fixed = {
+        name: _encode(sd1, f"a {animal} <lora:ink:{te}:0.5>", ink_dir).prompt_embeds
+        for name, animal, te in [
+            ("cat0", "cat", 0),
+            ("cat1", "cat", 1),
+            ("dog0", "dog", 0),
+            ("dog1", "dog", 1),
+        ]
+    }
+    # te: absolute steps 2 -> 3, so calls 0-3 (steps 0, 0, 1, 2) at 0 and calls 4-5 at 1; the
+    # edit [cat:dog:2] shows cat at calls 0-2.
+    cond = _encode(sd1, "a [cat:dog:2] <lora:ink:te=0@2,1@3:unet=0.5>", ink_dir, steps=6)
+    assert cond.edits
+    assert cond._timeline.lora is not None
+    assert len(cond._timeline.lora.te_sets) == 2  # two encodings, not one per call
+    expected = "cat0 cat0 cat0 dog0 dog1 dog1"
+    assert _which([cond.at_call(k)["prompt_embeds"] for k in range(6)], fixed) == expected
+    assert _which(conds_seen(sd1, cond, 6), fixed) == expected
+    assert scales_seen(sd1, cond, 6) == [0.5] * 6
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_schedules_need_steps_and_finite_weights(sd1: Any, ink_dir: Path) -> None:
+    from promptweights.errors import (
+        InvalidArgumentError,
+        InvalidWeightError,
+        PromptweightsWarning,
+    )
+
+    with pytest.raises(InvalidArgumentError, match="steps="):
+        _encode(sd1, "a cat <lora:ink:0@0,1@1>", ink_dir)
+    prompt = "a cat <lora:ink:1:0@0,1e9@1>"
+    with pytest.raises(InvalidWeightError) as caught:
+        _encode(sd1, prompt, ink_dir, steps=4)
+    assert caught.value.pos == prompt.index("<lora")
+    prompt = "a cat <lora:ink:1:0@0,x@1,1@2>"
+    with pytest.raises(PromptSyntaxError) as syntax:
+        _encode(sd1, prompt, ink_dir, steps=4, strict=True)
+    assert syntax.value.pos == prompt.index("x@1")
+    with pytest.warns(PromptweightsWarning, match="left out"):
+        cond = _encode(sd1, prompt, ink_dir, steps=4)
+    assert scales_seen(sd1, cond, 4) == [0.0, 0.0, 0.5, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_hires_pass_uses_the_hr_weights(sd1: Any, ink_dir: Path) -> None:
+    import torch
+
+    ours = _encode(sd1, "a cat <lora:ink:0.5:hr=1>", ink_dir, steps=4, hires_steps=3)
+    plain = _encode(sd1, "a cat <lora:ink:1>", ink_dir, steps=3)
+    torch.testing.assert_close(ours.prompt_embeds, plain.prompt_embeds, rtol=0, atol=1e-6)
+    first = _encode(sd1, "a cat <lora:ink:0.5:hr=1>", ink_dir, steps=4)
+    assert not torch.allclose(first.prompt_embeds, plain.prompt_embeds)
