@@ -22,6 +22,7 @@ from promptweights.errors import PromptSyntaxError
 from promptweights.lora_schedules import (
     LoraWeights,
     WeightSchedule,
+    _read,
     lora_schedules,
     lora_step,
     lora_weights,
@@ -209,11 +210,14 @@ def test_lenient_reading_never_raises_and_stays_within_the_points(
     finite = [w for w in schedule.weights if math.isfinite(w)]
     if len(finite) == len(schedule.weights):
         assert min(finite) - 1e-9 <= value <= max(finite) + 1e-9
-    try:
-        strict = weight_schedule(text, strict=True)
-    except PromptSyntaxError as error:
-        assert 0 <= error.pos <= len(text)
+    problems = _read(text).problems
+    if problems:
+        with pytest.raises(PromptSyntaxError) as caught:
+            weight_schedule(text, strict=True)
+        assert caught.value.pos == problems[0][0]
+        assert 0 <= caught.value.pos <= len(text)
     else:
+        strict = weight_schedule(text, strict=True)
         assert repr(strict) == repr(schedule)  # NaN weights compare by their text
 
 
