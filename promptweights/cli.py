@@ -25,13 +25,14 @@ from typing import Any
 from ._emphasis import BREAK_MARKER
 from .errors import LimitExceededError, PromptweightsError
 from .limits import DEFAULT_LIMITS
+from .lora_schedules import lora_schedules, lora_weights, weights_per_call
 from .parsing import parse
 from .render import StepOf, render_nodes
 from .schedules import edit_step
 from .spans import weighted_spans
 from .toy import DEFAULT_GUIDANCE as TOY_GUIDANCE
 from .toy import DEFAULT_STEPS as TOY_STEPS
-from .tree import Alternation, Edit, Emphasis, Node
+from .tree import Alternation, Edit, Emphasis, ExtraNetwork, Node
 
 __all__ = ["explain", "infotext_json", "main"]
 
@@ -53,6 +54,10 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
     second-order sampler makes twice as many calls per step: pass ``steps`` doubled). Each
     edit and alternation is listed once with what it shows at which calls; spans (and tokens)
     are listed once per distinct text. ``BREAK`` is shown as the chunk boundary it is.
+
+    When a LoRA tag has a loractl weight schedule (``<lora:x:0@0,1@0.5>``,
+    :mod:`promptweights.lora_schedules`), a table gives every LoRA's text-encoder and UNet weight
+    at each call (of a first-order sampler's first pass: call ``k`` reads step ``max(k - 1, 0)``).
 
     With a Hugging Face ``tokenizer``, each distinct text also lists its tokens: chunk,
     position in the chunk, token, weight and the span it starts (A1111's chunking, §7).
@@ -94,8 +99,9 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
     prompt = parse(text, dialect=dialect)
     lines = [f"prompt: {text!r}"]
     if prompt.networks:
-        rows = [(n.kind, n.name, f"{n.te_weight:g}", f"{n.unet_weight:g}") for n in prompt.networks]
+        rows = [(n.kind, n.name, *_weight_cells(n)) for n in prompt.networks]
         lines += ["", _NETWORKS_NOTE, *_table(rows, ("kind", "name", "te", "unet"))]
+        lines += _lora_lines(text, steps)
     for number, part in enumerate(prompt.parts, 1):
         lines += ["", f"part {number} of {len(prompt.parts)}, AND weight {part.weight:g}"]
         lines += [f"{steps} sampler call{'s' if steps > 1 else ''}, numbered from 0"]
@@ -115,6 +121,36 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
         lines += ["", "diagnostics (strict mode raises on these)"]
         lines += [f"  offset {d.pos}: {d.kind}: {d.message}" for d in prompt.diagnostics]
     return "\n".join(lines)
+
+
+def _weight_cells(network: ExtraNetwork) -> tuple[str, str]:
+    """A tag's te and unet multipliers as shown: a loractl schedule as its sorted points."""
+    if network.kind in ("lora", "lyco"):
+        weights = lora_weights(network)
+        if weights.scheduled:
+            return str(weights.te), str(weights.unet)
+    return f"{network.te_weight:g}", f"{network.unet_weight:g}"
+
+
+def _lora_lines(text: str, steps: int) -> list[str]:
+    """The te and unet weight of every LoRA tag per sampler call, when one has a loractl
+    schedule (:mod:`promptweights.lora_schedules`; a first-order sampler's first pass)."""
+    loras = lora_schedules(text)
+    if not any(lora.scheduled for lora in loras):
+        return []
+    header = ["calls"]
+    for lora in loras:
+        header += [f"{lora.name} te", f"{lora.name} unet"]
+    groups: list[tuple[range, tuple[float, ...]]] = []
+    for call, (te, unet) in enumerate(weights_per_call(loras, steps)):
+        values = tuple(v for pair in zip(te, unet, strict=True) for v in pair)
+        if groups and groups[-1][1] == values:
+            groups[-1] = (range(groups[-1][0].start, call + 1), values)
+        else:
+            groups.append((range(call, call + 1), values))
+    rows = [(_calls_text([calls], word=False), *(f"{v:g}" for v in vs)) for calls, vs in groups]
+    note = "LoRA weights per sampler call (loractl: call k reads step max(k - 1, 0))"
+    return ["", note, *_table(rows, tuple(header))]
 
 
 _NETWORKS_NOTE = (
@@ -774,6 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.steps < 1:
                 raise PromptweightsError(f"--steps must be at least 1, not {args.steps}")
             if args.strict:
+                lora_schedules(args.prompt, strict=True)  # the position of a bad entry
                 parse(args.prompt, dialect=args.dialect, strict=True)
             tokenizer = _load_tokenizer(args.model) if args.model else None
             print(explain(args.prompt, steps=args.steps, dialect=args.dialect, tokenizer=tokenizer))

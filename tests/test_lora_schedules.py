@@ -398,3 +398,34 @@ def test_a_hires_pass_uses_the_hr_weights(sd1: Any, ink_dir: Path) -> None:
     torch.testing.assert_close(ours.prompt_embeds, plain.prompt_embeds, rtol=0, atol=1e-6)
     first = _encode(sd1, "a cat <lora:ink:0.5:hr=1>", ink_dir, steps=4)
     assert not torch.allclose(first.prompt_embeds, plain.prompt_embeds)
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def test_explain_lists_the_weights_per_call() -> None:
+    text = "a cat <lora:ink:0@0,1@0.5> <lora:b:0.7:unet=1@0,0@5>"
+    out = explain(text, steps=6)
+    lines = out.splitlines()
+    start = lines.index("calls  ink te  ink unet  b te  b unet")
+    # Hand-computed: calls see steps 0, 0, 1, 2, 3, 4; ink's fractions are of 4 steps, b's unet
+    # falls by 0.2 a step.
+    rows = [line.split() for line in lines[start + 2 : start + 7]]
+    assert rows == [
+        ["0-1", "0", "0", "0.7", "1"],
+        ["2", "0.5", "0.5", "0.7", "0.8"],
+        ["3", "1", "1", "0.7", "0.6"],
+        ["4", "1", "1", "0.7", "0.4"],
+        ["5", "1", "1", "0.7", "0.2"],
+    ]
+    assert "lora  ink   0@0,1@0.5  0@0,1@0.5" in out
+    assert "per sampler call" not in explain("a cat <lora:ink:0.5>", steps=6)
+
+
+def test_cli_strict_points_at_the_bad_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from promptweights.cli import main
+
+    assert main(["explain", "a <lora:ink:0@0,x@1>", "--strict"]) == 2
+    assert "column 17" in capsys.readouterr().err
+    assert main(["explain", "a <lora:ink:0@0,1@1>", "--steps", "4"]) == 0
+    assert "0-1    0       0" in capsys.readouterr().out
