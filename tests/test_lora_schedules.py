@@ -429,3 +429,12 @@ def test_cli_strict_points_at_the_bad_entry(capsys: pytest.CaptureFixture[str]) 
     assert "column 17" in capsys.readouterr().err
     assert main(["explain", "a <lora:ink:0@0,1@1>", "--steps", "4"]) == 0
     assert "0-1    0       0" in capsys.readouterr().out
+
+
+def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## LoRA weight schedules (loractl)", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "2 (0.5, 1.0) (0.5, 0.8)"  # as its comment says
