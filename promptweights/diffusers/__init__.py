@@ -47,6 +47,18 @@ image and image to image. What A1111 does and where it is done here:
   other's rank; a bad file raises :class:`~promptweights.errors.NetworkFileError` naming the file,
   the key, and the expected and found shapes. A failure after loading puts the pipeline back
   exactly as it was (modules, hooks, adapters and their weights).
+* **LoRA weight schedules** (loractl's ``<lora:name:0@0,1@0.5>``,
+  :mod:`promptweights.lora_schedules`): the weights of every denoiser call of the pass are worked
+  out before anything is loaded (call ``k`` reads the step ``max((k - 1) // order, 0)`` that
+  A1111's sampler callback last set; fractions are of ``steps - 2``, or of ``hires_steps`` minus 2
+  in a hires pass, which uses the ``hr`` weights). Text-encoder weights change the conditioning:
+  the calls fall into runs of equal text-encoder weights, the prompts are encoded once under each
+  distinct weight set (``set_adapters``, every text of every schedule, as above), and the timeline
+  picks, at call ``k``, the schedule entry of call ``k`` in the encoding of call ``k``'s weight set,
+  so the step callback swaps conditioning exactly where an edit or a text-encoder weight changes.
+  UNet weights are set with ``set_adapters`` by that same callback after iteration ``i`` for call
+  ``i + 1`` where they change (by the AND hook before call ``k`` for AND prompts), and put back
+  to call 0's after the last call, so the next run with the same keyword arguments starts alike.
 * **Textual inversion** (§9.2): embeddings loaded with :func:`load_textual_inversion` (A1111
   ``.safetensors`` files, checked before the pipeline is touched) or with diffusers' own
   ``load_textual_inversion`` are matched by name in the text, inside weighted spans too
