@@ -59,6 +59,8 @@ image and image to image. What A1111 does and where it is done here:
   UNet weights are set with ``set_adapters`` by that same callback after iteration ``i`` for call
   ``i + 1`` where they change (by the AND hook before call ``k`` for AND prompts), and put back
   to call 0's after the last call, so the next run with the same keyword arguments starts alike.
+  Fractions are always of the ``steps`` (or ``hires_steps``) given to :func:`encode`: in an
+  img2img pass A1111 counts the steps that pass runs instead, so there they can come out earlier.
 * **Textual inversion** (§9.2): embeddings loaded with :func:`load_textual_inversion` (A1111
   ``.safetensors`` files, checked before the pipeline is touched) or with diffusers' own
   ``load_textual_inversion`` are matched by name in the text, inside weighted spans too

@@ -440,11 +440,10 @@ def encode(
         strict=strict,
         loading=lora_dir is not None or loras is not None,
     )
-    lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
     # loractl schedules (<lora:x:0@0,1@0.5>): the weights of every call of this pass.
     lora_run = (
         None
-        if lora_plan is None
+        if lora_dir is None and loras is None
         else _lora_run(
             first_networks,
             steps=pass_steps,
@@ -456,6 +455,7 @@ def encode(
             max_sets=limits.variants,
         )
     )
+    lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
     if exact is None:
         exact = batch_rows is not None and not batch_rows
     slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(exact))
