@@ -28,6 +28,7 @@ LAYERS = [
         "render",
         "schedules",
         "networks",
+        "lora_schedules",
         "parsing",
         "infotext",
         "infotext_codec",
