@@ -438,3 +438,37 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(code, "README.md", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "2 (0.5, 1.0) (0.5, 0.8)"  # as its comment says
+
+
+_FINITE = st.floats(-2, 2, allow_nan=False).map(lambda x: f"{x:.3g}")
+_POINT = st.one_of(
+    st.tuples(_FINITE, st.sampled_from(["0", "0.5", "1", "2", "5", "x", ""])).map("@".join),
+    st.sampled_from(["", "oops", "1@2@3"]),
+)
+_SCHEDULE = st.lists(_POINT, min_size=1, max_size=3).map(",".join)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+@settings(max_examples=6, deadline=None)
+@given(
+    te=_SCHEDULE,
+    unet=_SCHEDULE,
+    edit=st.booleans(),
+    steps=st.integers(1, 5),
+)
+def test_lenient_encode_and_run_never_raise(
+    sd1: Any, ink_dir: Path, te: str, unet: str, edit: bool, steps: int
+) -> None:
+    import warnings
+
+    from promptweights.errors import PromptweightsWarning
+
+    prompt = f"a {'[cat:dog:2]' if edit else 'cat'} <lora:ink:te={te}:unet={unet}>"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PromptweightsWarning)
+        cond = _encode(sd1, prompt, ink_dir, steps=steps)
+    expected = [
+        lora.at(lora_step(k), steps)[1] for lora in lora_schedules(prompt) for k in range(steps)
+    ]
+    assert scales_seen(sd1, cond, steps) == pytest.approx(expected, abs=1e-6)
