@@ -209,7 +209,7 @@ def weight_schedule(text: str, *, default: float = 1.0, strict: bool = False) ->
     return read.schedule or WeightSchedule((float(default),))
 
 
-def multiplier_problem(text: str) -> tuple[float | None, str | None]:
+def read_multiplier(text: str) -> tuple[float | None, str | None]:
     """For :func:`promptweights.networks.make_network`: a multiplier that is not a plain float,
     read as a loractl schedule: its weight at step 0 (None if nothing is usable) and its first
     problem. ``(None, None)`` for a text that has no loractl syntax at all."""

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ._arguments import check_text
-from .lora_schedules import multiplier_problem
+from .lora_schedules import read_multiplier
 from .tree import ExtraNetwork
 
 __all__ = ["OffsetMap", "extra_networks", "strip_comments"]
@@ -135,7 +135,7 @@ def _multiplier(text: str | None, default: float, problem: str | None) -> tuple[
         return float(text), problem
     except ValueError:
         pass
-    initial, schedule_problem = multiplier_problem(text)
+    initial, schedule_problem = read_multiplier(text)  # a loractl schedule, if it is one
     if initial is not None or schedule_problem is not None:
         return (default if initial is None else initial), problem or schedule_problem
     return default, problem or f"multiplier {text!r} is not a number (A1111 fails here)"
