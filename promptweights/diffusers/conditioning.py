@@ -186,7 +186,8 @@ class Conditioning:
 
     @property
     def edits(self) -> bool:
-        """Whether the conditioning changes during sampling (prompt editing or alternation)."""
+        """Whether the conditioning changes during sampling (prompt editing, alternation, or a
+        LoRA text-encoder weight schedule)."""
         return self._timeline.edits
 
     @property
@@ -222,8 +223,10 @@ class Conditioning:
         """The keyword arguments for ``pipe(**kwargs, ...)``.
 
         Holds the embeddings (only those the family takes), ``num_inference_steps`` when
-        ``encode`` was given ``steps``, and, when the prompt edits, ``callback_on_step_end`` with
-        ``callback_on_step_end_tensor_inputs``. Do not pass those again to the pipeline (Python
+        ``encode`` was given ``steps``, and, when the prompt edits or a LoRA weight schedule
+        changes the UNet weight, ``callback_on_step_end`` with
+        ``callback_on_step_end_tensor_inputs`` (it also sets the UNet adapter weights with
+        ``pipe.set_adapters``). Do not pass those again to the pipeline (Python
         refuses a keyword given twice); to run your own step callback as well, give it here and
         it is chained after the one that swaps the conditioning::
 
