@@ -39,8 +39,13 @@ _A1111_TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
-# NovelAI: {x} and [x]; escapes for the four brackets and the backslash.
-_NOVELAI_TOKEN_RE = re.compile(r"\\[\\{}\[\]]|\\|[{\[]|[}\]]|[^\\{}\[\]]+")
+# NovelAI: {x} and [x]; escapes for the four brackets and the backslash; V4's `1.5::x::`, whose
+# opener carries its weight (group 1) and ends at the next `::` (grammar/novelai.lark).
+_NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_NOVELAI_TOKEN_RE = re.compile(
+    rf"\\[\\{{}}\[\]]|\\|[{{\[]|[}}\]]|({_NUMBER})::|::|:|(?:(?!{_NUMBER}::)[^\\{{}}\[\]:])+"
+)
+_WEIGHT_END = "::"
 _BREAK_RE = re.compile(r"\s*\bBREAK\b\s*")
 ESCAPE_RE = re.compile(r"\\([\\()\[\]])|\\")
 
@@ -139,6 +144,9 @@ def stack_spans(
     breaks = dialect.breaks
     spans = Spans()
     stacks: dict[str, list[int]] = {opener: [] for opener, _ in factors.values()}
+    # NovelAI's `1.5::x::`: each open section's start and factor (the number of its opener).
+    weighted: list[tuple[int, float]] = []
+    has_weights = _WEIGHT_END in stacks
     depth = 0
     for match in tokens.finditer(text):
         token = match.group(0)
@@ -161,6 +169,9 @@ def stack_spans(
         elif first == "\\":
             spans.add(token[1:], split_breaks=False)
             continue
+        elif has_weights and (match.lastindex or token == _WEIGHT_END):
+            depth = _weight_token(spans, weighted, match, depth, max_depth)
+            continue
         else:
             spans.add(token, split_breaks=breaks)
             continue
@@ -176,7 +187,34 @@ def stack_spans(
             factor = _explicit(spans, token, number, factors[")"][1])
         spans.multiply(start, factor)
     _apply_unclosed(spans, stacks, factors)
+    for start, factor in weighted:  # sections left open apply to the rest, outermost first
+        if start != _DEEP:
+            spans.multiply(start, factor)
     return spans.merged()
+
+
+def _weight_token(
+    spans: Spans, weighted: list[tuple[int, float]], match: re.Match[str], depth: int, cap: int
+) -> int:
+    """NovelAI's ``1.5::`` (it opens a section weighing the number) or ``::`` (it closes the
+    innermost open one; text where none is open); returns the new depth."""
+    token = match.group(0)
+    if match.lastindex:  # an opener
+        if depth >= cap:
+            weighted.append((_DEEP, 1.0))
+            spans.add(token, split_breaks=False)
+            return depth
+        weighted.append((spans.start(), float(match.group(1))))
+        return depth + 1
+    if not weighted:
+        spans.add(token, split_breaks=False)
+        return depth
+    start, factor = weighted.pop()
+    if start == _DEEP:
+        spans.add(token, split_breaks=False)
+        return depth
+    spans.multiply(start, factor)
+    return depth - 1
 
 
 def _apply_unclosed(
@@ -184,6 +222,8 @@ def _apply_unclosed(
 ) -> None:
     """Brackets still open at the end apply to the rest, kinds in the bracket table's order."""
     for opener, factor in factors.values():
+        if opener == _WEIGHT_END:
+            continue  # NovelAI's sections carry their own factors (stack_spans applies them)
         for start in stacks[opener]:
             if start != _DEEP:
                 spans.multiply(start, factor)
@@ -192,7 +232,13 @@ def _apply_unclosed(
 @functools.cache
 def _closers(dialect: Dialect) -> dict[str, tuple[str, float]]:
     """Each closer of the dialect → (its opener, its factor), in the bracket table's order."""
-    return {bracket.closer: (bracket.opener, bracket.factor) for bracket in dialect.brackets}
+    return {
+        bracket.closer if bracket.terminal is None else _WEIGHT_END: (
+            bracket.opener or _WEIGHT_END,
+            bracket.factor,
+        )
+        for bracket in dialect.brackets
+    }
 
 
 def _explicit(spans: Spans, token: str, number: str, round_factor: float) -> float:

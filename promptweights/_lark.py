@@ -374,7 +374,18 @@ class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
 
 
 class NovelAIBuilder(TreeBuilder):
-    """NovelAI: ``{x}`` and ``[x]`` only, each its dialect's factor; no editing."""
+    """NovelAI: ``{x}`` and ``[x]``, each its dialect's factor, and V4's ``1.5::x::``, whose
+    factor is the number written; no editing."""
+
+    def weight(self, children: list[Any]) -> _Sub:
+        opener, *items, closer = children
+        seq = self._collect(items)[0]
+        closed = _closed(closer)
+        if not closed:
+            self._unclosed(opener)
+        text = str(opener)
+        node = Emphasis(self._nodes(seq), float(text[:-2]), "weight", text, closed)
+        return _Sub(node, True)
 
     def brace(self, children: list[Any]) -> _Sub:
         return self._simple(children, "brace")
@@ -450,7 +461,7 @@ def _brackets(dialect: Dialect) -> _Brackets:
     openers: dict[str, tuple[str, str]] = {}
     rules: dict[str, str] = {}
     for bracket in dialect.brackets:
-        opener = _literal_terminal(dialect, bracket.opener)
+        opener = bracket.terminal or _literal_terminal(dialect, bracket.opener)
         closer = _literal_terminal(dialect, bracket.closer)
         unclosed = "UNCLOSED_" + closer  # the grammar %declares it; the postlexer emits it
         openers[opener] = (closer, unclosed)

@@ -34,9 +34,12 @@ class Bracket:
     """One kind of emphasis bracket: ``kind`` is the grammar rule and the ``Emphasis.kind``."""
 
     kind: str
-    opener: str
+    opener: str  # "" where the opener is a pattern (``terminal``)
     closer: str
     factor: float  # what the bracket multiplies the weight of its text by
+    #: The grammar terminal of an opener that is a pattern and carries its own factor (NovelAI's
+    #: ``1.5::``, whose factor is the number written); None for a literal opener.
+    terminal: str | None = None
 
 
 #: ``(dialect, text, max_depth) -> ((segment, weight), ...)``: a dialect's emphasis pass.
@@ -94,8 +97,12 @@ NOVELAI = Dialect(
     name="novelai",
     grammar="novelai.lark",
     builder=NovelAIBuilder,
-    # weighting-strategies.md §1.2
-    brackets=(Bracket("brace", "{", "}", 1.05), Bracket("square", "[", "]", 1 / 1.05)),
+    # weighting-strategies.md §1.2; V4's numeric weights `1.5::x::` (docs/novelai.md)
+    brackets=(
+        Bracket("brace", "{", "}", 1.05),
+        Bracket("square", "[", "]", 1 / 1.05),
+        Bracket("weight", "", "::", 1.0, terminal="WEIGHT"),
+    ),
     spans=novelai_spans,
     strategy="_novelai_prompts",
     breaks=False,

@@ -55,9 +55,10 @@ def _render_emphasis(
     node: Emphasis, out: list[str], step: int | None, step_of: StepOf | None
 ) -> None:
     opener, closer = _BRACKETS[node.kind]
-    out.append(opener)
+    leading = not opener  # NovelAI's `1.5::x::`: the weight text is the opener
+    out.append(node.weight_text or "" if leading else opener)
     _render(node.children, out, step, step_of)
-    if node.weight_text is not None:
+    if node.weight_text is not None and not leading:
         out.append(node.weight_text)
     if node.closed:
         out.append(closer)

@@ -423,15 +423,31 @@ def _comfy_prompts() -> st.SearchStrategy[str]:
     return _joined(st.recursive(base, extend, max_leaves=12), _TOP_SEPARATORS)
 
 
+def _novelai_weights() -> st.SearchStrategy[str]:
+    """The numbers of V4's ``1.5::x::``: signed, with or without a dot (``-1``, ``.5``, ``2.``)."""
+    return weights(min_value=-10, max_value=10).filter(lambda w: "e" not in w)
+
+
+def _no_number_before(text: str) -> str:
+    """``text`` with a space added where it ends in a number: before ``::`` that would read as
+    the weight of a new section (``score_9::`` opens one)."""
+    return text + " " if text[-1:].isdigit() or text.endswith(".") else text
+
+
 def _novelai_prompts() -> st.SearchStrategy[str]:
-    """NovelAI: ``{x}`` and ``[x]`` emphasis, nested, with backslash escapes."""
+    """NovelAI: ``{x}`` and ``[x]`` emphasis and V4's ``1.5::x::`` / ``-1::x::`` numeric
+    weights, nested, with backslash escapes."""
     escapes = st.sampled_from(("\\{", "\\}", "\\[", "\\]", "\\\\"))
 
     def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         inner = _joined(children, _SEPARATORS)
-        return st.one_of(inner.map("{{{}}}".format), inner.map("[{}]".format))
+        return st.one_of(
+            inner.map("{{{}}}".format),
+            inner.map("[{}]".format),
+            st.builds("{}::{}::".format, _novelai_weights(), inner.map(_no_number_before)),
+        )
 
-    inline = st.recursive(st.one_of(_texts("():|<>#"), escapes), extend, max_leaves=12)
+    inline = st.recursive(st.one_of(_texts("()|<>#"), escapes), extend, max_leaves=12)
     return _joined(inline, _TOP_SEPARATORS)
 
 
@@ -455,8 +471,8 @@ def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
       ``#`` comments at line ends.
     * ``"comfy"``: ``(x)``, ``(x:1.3)`` nested, ``\\(`` ``\\)`` escapes, ``embedding:name``, and
       as plain text ``[x]`` and the characters ``[]{}|<>#``.
-    * ``"novelai"``: ``{x}``, ``[x]`` nested, backslash escapes, and as plain text the characters
-      ``():|<>#``.
+    * ``"novelai"``: ``{x}``, ``[x]``, V4's numeric weights ``1.5::x::`` and ``-1::x::``, nested,
+      backslash escapes, and as plain text the characters ``()|<>#``.
 
     Plain words mix English tags, non-ASCII letters and random lower-case words; they never spell
     ``AND`` or ``BREAK`` by accident.

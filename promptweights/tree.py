@@ -63,17 +63,19 @@ class Emphasis:
     Attributes:
         children: the nodes inside the brackets.
         weight: the factor this bracket applies: 1.1 for ``(x)``, 1/1.1 for ``[x]``, the number for
-            ``(x:1.3)``, 1.05 / 1/1.05 for NovelAI's ``{x}`` / ``[x]``.
-        kind: ``"round"``, ``"square"`` or ``"brace"``: which brackets were used.
+            ``(x:1.3)``, 1.05 / 1/1.05 for NovelAI's ``{x}`` / ``[x]``, the number for NovelAI's
+            ``1.5::x::``.
+        kind: ``"round"``, ``"square"``, ``"brace"`` or ``"weight"`` (NovelAI's ``1.5::x::``):
+            which brackets were used.
         weight_text: the explicit weight as written, colon and spaces included (``":1.3"``), or
-            ``None``.
+            ``None``; for ``"weight"``, the opener with its ``::`` (``"1.5::"``).
         closed: ``False`` for a bracket left open; A1111 applies it to the end of the text.
         absolute: ``True`` where the weight replaces the enclosing weight (ComfyUI's ``(x:n)``).
     """
 
     children: tuple[Node, ...]
     weight: float
-    kind: Literal["round", "square", "brace"] = "round"
+    kind: Literal["round", "square", "brace", "weight"] = "round"
     weight_text: str | None = None
     closed: bool = True
     absolute: bool = False

@@ -18,6 +18,7 @@ EXPLICIT = {
     "UNCLOSED_RPAR": st.just(""),
     "UNCLOSED_RSQB": st.just(""),
     "UNCLOSED_RBRACE": st.just(""),
+    "UNCLOSED_WEIGHT_END": st.just(""),
 }
 ASCII = st.characters(codec="ascii")
 
