@@ -152,12 +152,7 @@ def stack_spans(
         token = match.group(0)
         first = token[0]
         if first in stacks:  # an opener
-            if depth >= max_depth:
-                stacks[first].append(_DEEP)
-                spans.add(token, split_breaks=False)
-            else:
-                stacks[first].append(spans.start())
-                depth += 1
+            depth = _open(spans, stacks[first], token, depth, max_depth)
             continue
         if first in factors:  # a closer
             opener, factor = factors[first]
@@ -166,11 +161,11 @@ def stack_spans(
         elif first == ":" and match.lastindex:  # `:1.2)`, an explicit weight closing `(`
             stack = stacks["("]
             number = match.group(1)
-        elif first == "\\":
-            spans.add(token[1:], split_breaks=False)
-            continue
         elif has_weights and (match.lastindex or token == _WEIGHT_END):
             depth = _weight_token(spans, weighted, match, depth, max_depth)
+            continue
+        elif first == "\\":
+            spans.add(token[1:], split_breaks=False)
             continue
         else:
             spans.add(token, split_breaks=breaks)
@@ -191,6 +186,16 @@ def stack_spans(
         if start != _DEEP:
             spans.multiply(start, factor)
     return spans.merged()
+
+
+def _open(spans: Spans, stack: list[int], token: str, depth: int, cap: int) -> int:
+    """Push an opener (text past the depth cap); return the new depth."""
+    if depth >= cap:
+        stack.append(_DEEP)
+        spans.add(token, split_breaks=False)
+        return depth
+    stack.append(spans.start())
+    return depth + 1
 
 
 def _weight_token(

@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,6 +52,8 @@ __all__ = [
     "NovelAIBuilder",
     "TreeBuilder",
     "fast_lexer",
+    "file_accepts",
+    "file_lexer",
     "grammar",
     "merged_strings",
     "parse_nodes",
@@ -524,12 +526,39 @@ def _lark_order(terminal: Any) -> tuple[int, int, int, str]:
 @functools.cache
 def fast_lexer(dialect: Dialect) -> FastLexer:
     """The dialect's terminals, read from its grammar, as one regex in lark's matching order."""
-    terminals = sorted(grammar(dialect).terminals, key=_lark_order)
-    pattern = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in terminals))
+    return _lexer(grammar(dialect).terminals)
+
+
+def _lexer(terminals: Collection[Any]) -> FastLexer:
+    ordered = sorted(terminals, key=_lark_order)
+    pattern = re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in ordered))
     kinds = [""] * (pattern.groups + 1)  # a terminal's own groups, if any, stay unnamed
     for name, index in pattern.groupindex.items():
         kinds[index] = name
     return FastLexer(pattern, tuple(kinds))
+
+
+# --- grammars of syntaxes that are not dialects (grammar/dynamic.lark) -----------------------
+
+
+@functools.cache
+def _grammar_file(name: str) -> Lark:
+    return Lark.open_from_package(GRAMMAR_PACKAGE, name, parser="lalr", lexer="contextual")
+
+
+@functools.cache
+def file_lexer(name: str) -> FastLexer:
+    """The terminals of the grammar file ``name`` as one regex, in lark's matching order."""
+    return _lexer(_grammar_file(name).terminals)
+
+
+def file_accepts(name: str, text: str) -> bool:
+    """Whether the LALR parser of the grammar file ``name`` accepts ``text`` (for tests)."""
+    try:
+        _grammar_file(name).parse(text)
+    except Exception:  # lark's parse errors: the text is not a sentence
+        return False
+    return True
 
 
 @functools.cache
