@@ -24,6 +24,7 @@ LAYERS = [
         "_emphasis",
         "dialects",
         "_editing",
+        "dynamic",
         "spans",
         "render",
         "schedules",
