@@ -633,7 +633,7 @@ def expand(
     total, longest = _Sizes().sequence(nodes)
     made = total if mode == "combinatorial" else count
     if made > limit:
-        raise LimitExceededError(f"{made} prompts exceed the limit of {limit} (limit=)")
+        raise LimitExceededError(f"{made} prompts exceed the limit of {limit}")
     if made * longest > max_chars:
         raise LimitExceededError(
             f"{made} prompts of up to {longest} characters exceed max_chars={max_chars}"

@@ -26,6 +26,7 @@ Installing promptweights also registers :func:`trees` for the ``Prompt`` type, s
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
@@ -64,7 +65,7 @@ from hypothesis.errors import InvalidArgument  # noqa: E402
 
 from promptweights import dialects  # noqa: E402
 
-__all__ = ["DIALECTS", "bracket_soup", "prompts", "trees", "weights"]
+__all__ = ["DIALECTS", "bracket_soup", "dynamic_prompts", "prompts", "trees", "weights"]
 
 T = TypeVar("T")
 
@@ -659,3 +660,81 @@ def bracket_soup(*, min_size: int = 0, max_size: int | None = None) -> st.Search
         return _soups(low, high)
 
     return _lazily(f"bracket_soup(min_size={min_size!r}, max_size={max_size!r})", build)
+
+
+# ---------------------------------------------------------------------------------------------
+# dynamic_prompts(): templates of promptweights.dynamic (grammar/dynamic.lark)
+
+_DYNAMIC_WORDS = "abcdefghijklmnopqrstuvwxyz éß猫,"
+
+
+def _dynamic_words() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(("cat", "red hair", "night sky", "1girl", "score_9", "café")),
+        st.text(alphabet=_DYNAMIC_WORDS, min_size=1, max_size=6),
+    )
+
+
+@st.composite
+def _dynamic_variants(draw: st.DrawFn, inner: st.SearchStrategy[str]) -> str:
+    """``{a|b}``, ``{2::a|b}``, ``{2$$a|b|c}``, ``{1-2$$ and $$a|b}``, ``{-2$$…}``, ``{2-$$…}``."""
+    options = draw(st.lists(inner, min_size=1, max_size=3))
+    if draw(st.booleans()):
+        weights = st.sampled_from(("", "2::", "0.5::", "1::", ".25::"))
+        options = [draw(weights) + option for option in options]
+    prefix = ""
+    if draw(st.booleans()):
+        low = draw(st.integers(0, 3))
+        high = draw(st.integers(low, 3))
+        count = draw(st.sampled_from((str(low), f"{low}-{high}", f"-{high}", f"{low}-")))
+        separator = draw(st.sampled_from(("", "$$ and $$", "$$ $$", "$$ / $$")))
+        prefix = count + (separator or "$$")
+    return "{" + prefix + "|".join(options) + "}"
+
+
+def dynamic_prompts(*, wildcards: tuple[str, ...] = ()) -> st.SearchStrategy[str]:
+    """Templates for :func:`promptweights.dynamic.expand`, using every construct it reads.
+
+    Variants ``{a|b}`` with weights ``{2::a|b}``, ranges ``{2$$a|b}``, ``{1-3$$ and $$a|b}``,
+    ``{-2$$…}``, ``{2-$$…}``, nested; the wildcards ``__name__`` of ``wildcards``; and A1111
+    syntax that expansion leaves alone: ``[a|b]`` alternation (with variants inside),
+    ``(x:1.2)``. Every example expands without a diagnostic in the ``"a1111"`` dialect when every
+    name in ``wildcards`` exists, and each prompt it gives parses with ``strict=True``. Examples
+    are small (at most a few hundred prompts each), but check
+    :func:`promptweights.dynamic.count` before expanding with a low ``limit``.
+
+    Args:
+        wildcards: wildcard names (without underscores around them) examples may use.
+
+    Returns:
+        A strategy for ``str`` templates; examples shrink towards ``"cat"``.
+
+    Raises:
+        InvalidArgument: (when drawn) ``wildcards`` that is not a tuple of names made of
+            letters, digits, single underscores, ``-``, ``/`` and ``.``.
+    """
+
+    def build() -> st.SearchStrategy[str]:
+        valid = isinstance(wildcards, tuple) and all(
+            isinstance(name, str) and re.fullmatch(r"(?:[A-Za-z0-9\-/.]|_(?!_))+", name)
+            for name in wildcards
+        )
+        if not valid:
+            raise InvalidArgument(
+                f"dynamic_prompts(wildcards={wildcards!r}): give a tuple of wildcard names"
+            )
+        leaves = [_dynamic_words()]
+        if wildcards:
+            leaves.append(st.sampled_from(wildcards).map("__{}__".format))
+
+        def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+            inner = _joined(children, ("", " ", ", "))
+            return st.one_of(
+                _dynamic_variants(inner),
+                st.lists(inner, min_size=2, max_size=3).map(lambda o: "[" + "|".join(o) + "]"),
+                st.builds("({}:{})".format, inner, st.sampled_from(("1.2", "0.8", "2"))),
+            )
+
+        return _joined(st.recursive(st.one_of(leaves), extend, max_leaves=6), (", ", " "))
+
+    return _lazily(f"dynamic_prompts(wildcards={wildcards!r})", build)
