@@ -436,6 +436,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare_cmd.add_argument("--negative", default="", help="negative prompt")
     compare_cmd.add_argument("--sweep", help="SPAN=VALUES, e.g. 'smile=0:1.5:0.25' or 'cat=0,1'")
+    compare_cmd.add_argument(
+        "--expand",
+        action="store_true",
+        help="read the prompt as dynamic prompts ('{red|blue} cat', '__name__'): "
+        "one column per variant",
+    )
+    compare_cmd.add_argument(
+        "--wildcards", type=Path, help="folder of wildcard .txt files for --expand"
+    )
     compare_cmd.add_argument("--strategies", default="a1111", help="e.g. a1111,comfy,compel")
     compare_cmd.add_argument("--seeds", default="0", help="e.g. 1,2,3 (default 0)")
     compare_cmd.add_argument(
@@ -604,7 +613,8 @@ def _compare(args: argparse.Namespace) -> None:
             Axis(name, (given[0],))  # the same checks as an axis's values
     width, height = _size(args.size)
     # Everything that can fail without a model fails before one is loaded.
-    plan_grid(args.prompt, axes, negative_prompt=args.negative, **fixed)
+    expansion = {"expand": args.expand, "wildcards": args.wildcards}
+    plan_grid(args.prompt, axes, negative_prompt=args.negative, **expansion, **fixed)
     from .compare import check_out_dir, process_state
 
     state = process_state()
@@ -645,6 +655,8 @@ def _run_compare(
         overwrite=args.overwrite,
         model_name=args.model or "promptweights-toy",
         progress=not args.quiet,
+        expand=args.expand,
+        wildcards=args.wildcards,
         **fixed,
     )
 

@@ -80,7 +80,17 @@ __all__ = [
 ]
 
 #: The axes a grid can have, in the order the command line stacks them (columns first).
-AXES = ("weight", "strategy", "seed", "sampler", "cfg", "steps", "clip_skip", "normalization")
+AXES = (
+    "weight",
+    "strategy",
+    "seed",
+    "sampler",
+    "cfg",
+    "steps",
+    "clip_skip",
+    "normalization",
+    "prompt",  # the prompts of a dynamic-prompts expansion (Axis.expansion, --expand)
+)
 
 #: Most cells one grid may have (a grid is a picture to look at, not a batch job).
 MAX_CELLS = 1024
@@ -107,6 +117,7 @@ _TITLES = {
     "steps": "steps",
     "clip_skip": "clip skip",
     "normalization": "norm",
+    "prompt": "prompt",
 }
 # A1111's "Emphasis" setting for the strategies that are A1111's own (a1111-behaviour.md §9.1).
 _EMPHASIS = {strategy: mode for mode, strategy in EMPHASIS_STRATEGIES.items()}
@@ -128,6 +139,9 @@ class Axis:
             seeds, A1111 sampler names, CFG scales, step counts, A1111 clip skips (1 = none) or
             normalisation names.
         span: for ``"weight"``: the text whose weight is swept.
+
+    A ``"prompt"`` axis holds whole prompts, one column each: :meth:`expansion` makes one from a
+    dynamic-prompts template (``{red|blue} cat``, ``__wildcard__``).
 
     >>> Axis("seed", (1, 2)).labels()
     ['seed 1', 'seed 2']
@@ -153,6 +167,20 @@ class Axis:
             object.__setattr__(self, "values", tuple(float(v) for v in self.values))
 
     @classmethod
+    def expansion(cls, template: str, **options: Any) -> Axis:
+        """The prompts of a dynamic-prompts template, one per column: ``options`` go to
+        :func:`promptweights.dynamic.expand` (``wildcards=``, ``mode=``, ``seed=``, ``count=``);
+        ``limit`` is :data:`MAX_CELLS` unless given.
+
+        >>> Axis.expansion("a {red|blue} cat").values
+        ('a red cat', 'a blue cat')
+        """
+        from .dynamic import expand
+
+        options.setdefault("limit", MAX_CELLS)
+        return cls("prompt", tuple(expand(template, **options)))
+
+    @classmethod
     def sweep(cls, span: str, values: Sequence[float] | str) -> Axis:
         """A weight sweep on ``span``: a list of weights or a range ``"start:stop:step"``.
 
@@ -175,6 +203,9 @@ class Axis:
         """One label per value, as drawn on the grid."""
         if self.name == "weight":
             return [f"{self.title}={v:g}" for v in self.values]
+        if self.name == "prompt":  # the prompt itself, shortened; a swept weight shows as "w"
+            texts = [v.replace(WEIGHT_SLOT, "w") for v in self.values]
+            return [t if len(t) <= 40 else t[:39] + "…" for t in texts]
         return [f"{self.title} {_value_text(v)}" for v in self.values]
 
 
@@ -205,8 +236,8 @@ def _check_value(name: str, value: Any) -> None:
     elif name == "sampler":
         if value is not None and not isinstance(value, str):
             raise fail("must be an A1111 sampler name")
-    elif not isinstance(value, str):  # normalization
-        raise fail("must be a name")
+    elif not isinstance(value, str):  # normalization, prompt
+        raise fail("must be a prompt (a str)" if name == "prompt" else "must be a name")
 
 
 def _check_integer(name: str, value: Any, fail: Callable[[str], CompareError]) -> None:
@@ -406,7 +437,11 @@ def _cells(
             values[axis.name] = axis.values[i]
         weight = values.pop("weight", None)
         values["cfg"] = float(values["cfg"])
-        text = prompt if template is None else template.replace(WEIGHT_SLOT, f"{weight:g}")
+        text = values.pop("prompt", None)  # an expansion's variant, which holds the slot
+        if text is None:
+            text = prompt if template is None else template
+        if weight is not None:
+            text = text.replace(WEIGHT_SLOT, f"{weight:g}")
         cells.append(Cell(index, position, text, weight=weight, **values))
     return cells
 
@@ -643,6 +678,8 @@ def plan_grid(
     cfg: float = 7.0,
     steps: int = 20,
     clip_skip: int = 1,
+    expand: bool = False,
+    wildcards: Any = None,
 ) -> tuple[list[Axis], list[Cell]]:
     """Check a grid and list its cells, without a model (:func:`compare` starts with this).
 
@@ -657,9 +694,11 @@ def plan_grid(
         cfg: as for :func:`compare`.
         steps: as for :func:`compare`.
         clip_skip: as for :func:`compare`.
+        expand: as for :func:`compare`.
+        wildcards: as for :func:`compare`.
 
     Returns:
-        The axes (a sweep written in the prompt first) and the cells, by index.
+        The axes (an expansion first, then a sweep written in the prompt) and the cells.
 
     Raises:
         CompareError: bad axes (more than three, repeated, a sweep in the prompt and another one,
@@ -683,6 +722,12 @@ def plan_grid(
     elif weight_axes:
         assert weight_axes[0].span is not None
         template = sweep_template(prompt, weight_axes[0].span)
+    if expand:  # after the sweep: its {0..1} braces are not a variant
+        if any(axis.name == "prompt" for axis in axes):
+            raise CompareError("expand=True and a prompt axis were both given")
+        axes.insert(
+            0, Axis.expansion(prompt if template is None else template, wildcards=wildcards)
+        )
     names = [axis.name for axis in axes]
     if len(axes) > 3:
         raise CompareError(f"a grid has at most three axes, not {len(axes)} ({', '.join(names)})")
@@ -726,6 +771,8 @@ def compare(
     encode: EncodeFunction | None = None,
     overwrite: bool = False,
     threads: int | None = None,
+    expand: bool = False,
+    wildcards: Any = None,
 ) -> CompareResult:
     """Run a comparison grid on ``pipe``; write it to ``out_dir`` if given.
 
@@ -757,6 +804,10 @@ def compare(
             model under :data:`SMALL_MODEL_PARAMETERS` on the CPU (the toy model: its layers are
             too small to split, and a second thread on a busy core stalls every layer), else
             torch's own setting; an ``OMP_NUM_THREADS`` in the environment is always respected.
+        expand: read ``prompt`` as a dynamic-prompts template and make its prompts the first
+            axis, one column per variant (:func:`promptweights.dynamic.expand`, combinatorial,
+            at most :data:`MAX_CELLS`); a sweep written in the prompt is found first.
+        wildcards: the wildcards of the expansion: a folder of ``.txt`` files or a ``dict``.
 
     Returns:
         The :class:`CompareResult` (on every process, when sharded).
@@ -780,6 +831,8 @@ def compare(
         cfg=cfg,
         steps=steps,
         clip_skip=clip_skip,
+        expand=expand,
+        wildcards=wildcards,
     )
     mine, state = _shard([cell.index for cell in cells])
     main = state is None or state.is_main_process

@@ -199,3 +199,76 @@ def test_lenient_expansion_never_raises(text: str) -> None:
     except pw.PromptSyntaxError as error:  # strict mode raises nothing else
         position = error.pos
     assert -1 <= position <= len(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare: an expansion as an axis, one column per variant
+
+
+def test_plan_grid_takes_an_expansion_as_the_first_axis() -> None:
+    from promptweights.compare import Axis, plan_grid
+
+    axes, cells = plan_grid(
+        "a (cat:{0,1}) __colour__", [Axis("seed", (1, 2))], expand=True,
+        wildcards={"colour": ["red", "blue"]},
+    )  # fmt: skip
+    assert [axis.name for axis in axes] == ["prompt", "weight", "seed"]
+    assert axes[0].labels() == ["a (cat:w) red", "a (cat:w) blue"]
+    assert [(cell.prompt, cell.seed) for cell in cells[:4]] == [
+        ("a (cat:0) red", 1),
+        ("a (cat:0) blue", 1),
+        ("a (cat:1) red", 1),
+        ("a (cat:1) blue", 1),
+    ]
+    assert Axis.expansion("{a|b} x").values == ("a x", "b x")
+    with pytest.raises(pw.LimitExceededError):
+        plan_grid("{a|b|c|d|e|f|g|h|i|j}" * 4, expand=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--expand", "--wildcards", "/no/such/folder"], ["is not a folder"]),
+        (["--expand", "--strategies", "a1111,comfy", "--seeds", "1,2", "--cfg", "1,2"], ["three"]),
+    ],
+)
+def test_compare_cli_expand_errors(
+    argv: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptweights.cli import main
+
+    code = main(["compare", "a {red|blue} cat", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    for word in words:
+        assert word in err
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_compare_cli_expand_on_the_toy_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("diffusers")
+    toy = pytest.importorskip("promptweights.toy")
+    with toy.model_path() as path:
+        if not (path / "model_index.json").is_file():
+            pytest.skip("the toy model is not built")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "shape.txt").write_text("circle\nsquare\n", "utf-8")
+    from promptweights.cli import main
+
+    out_dir = tmp_path / "out"
+    argv = ["compare", "a {red|blue} __shape__", "--out", str(out_dir), "--expand"]
+    argv += ["--wildcards", str(tmp_path / "w"), "--steps", "1", "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "4 cells on prompt" in out
+    metrics = json.loads((out_dir / "metrics.json").read_text("utf-8"))
+    assert [cell["prompt"] for cell in metrics["cells"]] == [
+        "a red circle",
+        "a red square",
+        "a blue circle",
+        "a blue square",
+    ]
