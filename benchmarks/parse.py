@@ -22,12 +22,18 @@ process (``--wall`` for wall-clock time), so that other jobs on a shared machine
 linearity table times one large prompt (100 kB and 1 MB by default) for each function, and a
 nesting table times ``weighted_spans`` of each dialect on brackets nested as deep as the text allows
 (half openers, half closers: ``(`` for a1111 and comfy, ``{`` for novelai), next to a1111.
+
+A dialect table times the corpus written in each other dialect (:func:`novelai_corpus`: the same
+prompts with ``(x:1.2)`` as ``1.2::x::`` and ``(x)`` as ``{x}``) next to a1111 on the original, per
+prompt; an expansion table gives :func:`promptweights.dynamic.expand`'s variants per second in
+combinatorial mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -46,10 +52,13 @@ __all__ = [
     "Row",
     "clear_caches",
     "corpus_rows",
+    "dialect_rows",
+    "expand_rows",
     "linearity_rows",
     "main",
     "markdown",
     "nesting_rows",
+    "novelai_corpus",
     "time_per_item",
 ]
 
@@ -238,6 +247,80 @@ def nesting_rows(sizes: tuple[int, ...], *, repeat: int = 1, clock: str = "cpu")
     return rows
 
 
+_WEIGHTED_RE = re.compile(r"\(([^():\[\]\\]*):\s*([0-9]*\.?[0-9]+)\s*\)")
+_NETWORK_RE = re.compile(r"<[^<>]*>|\bAND\b|\bBREAK\b")
+
+
+def novelai_corpus(texts: list[str]) -> list[str]:
+    """The corpus in NovelAI's syntax: ``(x:1.2)`` → ``1.2::x::``, ``(x)`` → ``{x}``; extra
+    networks, ``AND`` and ``BREAK`` (which NovelAI does not have) dropped."""
+    out = []
+    for text in texts:
+        text = _NETWORK_RE.sub("", text)
+        text = _WEIGHTED_RE.sub(lambda m: f"{m.group(2)}::{m.group(1)}::", text)
+        out.append(re.sub(r"(?<!\\)\(", "{", re.sub(r"(?<!\\)\)", "}", text)))
+    return out
+
+
+def dialect_rows(texts: list[str], *, repeat: int, clock: str = "cpu") -> list[Row]:
+    """µs per prompt of ``weighted_spans`` and ``parse()`` in each dialect's version of the
+    corpus, cold; the ratio is to a1111 on the original corpus."""
+    corpora = {"a1111": texts, "novelai": novelai_corpus(texts)}
+    rows: list[Row] = []
+    for label, call in (
+        ("`weighted_spans`", promptweights.weighted_spans),
+        ("`parse()`", promptweights.parse),
+    ):
+        baseline = 0.0
+        for dialect, items in corpora.items():
+
+            def run(text: str, call: Callable[..., object] = call, d: str = dialect) -> object:
+                return call(text, dialect=d)
+
+            micros = time_per_item(run, items, repeat=repeat, cached=False, clock=clock)
+            baseline = baseline or micros
+            rows.append(Row(f"{label} {dialect}", micros, micros / baseline))
+    return rows
+
+
+#: (label, template, wildcards) of the expansion table.
+EXPANSIONS: tuple[tuple[str, str, dict[str, list[str]] | None], ...] = (
+    (
+        "5 variants × 10 options",
+        "a photo, "
+        + ", ".join("{" + "|".join(f"w{i}{j}" for j in range(10)) + "}" for i in range(5)),
+        None,
+    ),
+    (
+        "wildcards, nested, `{2$$…}`",
+        "__subject__, {2$$ and $$__colour__}, [day|night], __style__",
+        {
+            "subject": [f"{{old|young}} {animal}" for animal in ("cat", "dog", "fox", "owl")],
+            "colour": ["red", "blue", "green", "gold", "silver", "black", "white", "pink"],
+            "style": [f"by artist{i}" for i in range(16)] + ["__colour__ ink"],
+        },
+    ),
+)
+
+
+def expand_rows(*, repeat: int, clock: str = "cpu") -> list[Row]:
+    """Combinatorial ``expand``: µs per prompt, and variants per second in the ratio column."""
+    from promptweights.dynamic import expand
+
+    rows = []
+    now = CLOCKS[clock]
+    for label, template, wildcards in EXPANSIONS:
+        best = float("inf")
+        made = 0
+        for _ in range(repeat):
+            gc.collect()
+            start = now()
+            made = len(expand(template, wildcards=wildcards, limit=10**7, max_chars=10**9))
+            best = min(best, now() - start)
+        rows.append(Row(f"`expand` — {label}: {made:,} prompts", best / made * 1e6, made / best))
+    return rows
+
+
 def _size_label(size: int) -> str:
     if size >= 1_000_000:
         return f"{size / 1_000_000:g} MB"
@@ -289,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     nested = nesting_rows(tuple(args.sizes), clock=clock)
     print(markdown(nested, unit="µs (one prompt)", ratio_header="× a1111"))
+    print()
+    by_dialect = dialect_rows(texts, repeat=args.repeat, clock=clock)
+    print(markdown(by_dialect, unit="µs/prompt", ratio_header="× a1111"))
+    print()
+    expansions = expand_rows(repeat=args.repeat, clock=clock)
+    print("| measurement | µs/prompt | variants/s |\n|---|---:|---:|")
+    for row in expansions:
+        print(f"| {row.label} | {row.micros:,.2f} | {row.ratio or 0:,.0f} |")
     return 0
 
 

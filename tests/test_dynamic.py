@@ -272,3 +272,12 @@ def test_compare_cli_expand_on_the_toy_model(
         "a blue circle",
         "a blue square",
     ]
+
+
+def test_the_benchmark_counts_variants_per_second() -> None:
+    from benchmarks import parse as bench
+
+    rows = bench.expand_rows(repeat=1)
+    assert len(rows) == len(bench.EXPANSIONS)
+    assert "100,000 prompts" in rows[0].label
+    assert all(row.ratio and row.ratio > 0 for row in rows)

@@ -194,3 +194,21 @@ def test_lenient_parsing_never_raises_and_strict_raises_only_syntax_errors(text:
         with pytest.raises(pw.PromptSyntaxError) as raised:
             pw.parse(text, dialect="novelai", strict=True)
         assert 0 <= raised.value.pos <= len(text)
+
+
+def test_the_benchmark_times_novelai_next_to_a1111() -> None:
+    from benchmarks import parse as bench
+    from benchmarks.corpus import generate
+
+    texts = generate(5)
+    converted = bench.novelai_corpus(texts)
+    assert any("::" in text for text in converted)
+    assert all("(" not in text.replace("\\(", "") for text in converted)
+    rows = bench.dialect_rows(texts, repeat=1)
+    assert [row.label for row in rows] == [
+        "`weighted_spans` a1111",
+        "`weighted_spans` novelai",
+        "`parse()` a1111",
+        "`parse()` novelai",
+    ]
+    assert rows[0].ratio == rows[2].ratio == 1.0
