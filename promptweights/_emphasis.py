@@ -43,7 +43,9 @@ _A1111_TOKEN_RE = re.compile(
 # opener carries its weight (group 1) and ends at the next `::` (grammar/novelai.lark).
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _NOVELAI_TOKEN_RE = re.compile(
-    rf"\\[\\{{}}\[\]]|\\|[{{\[]|[}}\]]|({_NUMBER})::|::|:|(?:(?!{_NUMBER}::)[^\\{{}}\[\]:])+"
+    rf"\\[\\{{}}\[\]]|\\|[{{\[]|[}}\]]|({_NUMBER})::|::|:"
+    # Text; the lookahead runs only at characters that can start a number.
+    rf"|(?:[^\\{{}}\[\]:0-9+\-.]+|(?!{_NUMBER}::)[0-9+\-.])+"
 )
 _WEIGHT_END = "::"
 _BREAK_RE = re.compile(r"\s*\bBREAK\b\s*")
