@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_MAX_DEPTH",
     "MAX_CHARS",
+    "MAX_NESTING",
     "MAX_WILDCARD_FILE_CHARS",
     "MODES",
     "Wildcards",
@@ -76,6 +77,11 @@ DEFAULT_MAX_DEPTH = 10
 MAX_CHARS = 16_000_000
 #: Largest wildcard file read (characters).
 MAX_WILDCARD_FILE_CHARS = 4_194_304
+#: How deep braces may nest in one template or wildcard value; deeper ones are text (with a
+#: ``too-deep`` diagnostic), so that expansion stays within Python's recursion limit.
+MAX_NESTING = 20
+#: Counts saturate here: a template that would give more prompts counts as this many.
+_COUNT_CAP = 2**63
 #: The modes of :func:`expand`.
 MODES = ("combinatorial", "random")
 
@@ -140,6 +146,7 @@ class _Parser:
         self.diagnostics: list[Diagnostic] = []
         self.stack: list[_Frame] = []
         self.top: list[_Node] = []
+        self.deep = 0  # braces open past MAX_NESTING (text)
 
     def _report(self, kind: str, message: str, pos: int) -> None:
         self.diagnostics.append(
@@ -161,7 +168,9 @@ class _Parser:
 
     def _token(self, kind: str, value: str, pos: int) -> None:
         frame = self.stack[-1] if self.stack else None
-        if kind == "LBRACE":
+        if kind in ("LBRACE", "RBRACE") and (self.deep or len(self.stack) >= MAX_NESTING):
+            self._too_deep(kind, value, pos)
+        elif kind == "LBRACE":
             self.stack.append(_Frame(pos))
         elif kind == "RBRACE":
             self._close(pos) if frame is not None else self._stray(value, pos)
@@ -191,6 +200,18 @@ class _Parser:
         fresh = not frame.options[-1] and not frame.weight_texts[-1]
         return fresh and (not first or (len(frame.options) == 1 and frame.range_text is None))
 
+    def _too_deep(self, kind: str, value: str, pos: int) -> None:
+        if kind == "LBRACE":
+            if not self.deep:
+                self._report("too-deep", f"braces nested past {MAX_NESTING} are text", pos)
+            self.deep += 1
+        elif self.deep:
+            self.deep -= 1
+        else:  # the closer of the innermost brace that is not too deep
+            self._close(pos)
+            return
+        self._parts().append(value)
+
     def _stray(self, value: str, pos: int) -> None:
         self._report("stray-closer", "'}' closes nothing; it is kept as text", pos)
         self.top.append(value)
@@ -198,9 +219,9 @@ class _Parser:
     def _close(self, pos: int) -> None:
         frame = self.stack.pop()
         parts = self._parts()
-        plain = frame.range_text is None and not any(frame.weight_texts)
-        if self.novelai and plain and len(frame.options) == 1:
-            parts.extend(["{", *frame.options[0], "}"])  # NovelAI emphasis, not a variant
+        if self.novelai and frame.range_text is None and len(frame.options) == 1:
+            # NovelAI emphasis, not a variant (`{1.5::x::}` keeps its weight section)
+            parts.extend(["{", frame.weight_texts[0], *frame.options[0], "}"])
             return
         if self.novelai:
             self._report(
@@ -427,7 +448,7 @@ class _Sizes:
         total, longest = 1, 0
         for node in nodes:
             count, width = self.node(node)
-            total *= count
+            total = min(total * count, _COUNT_CAP)
             longest += width
         return total, longest
 
@@ -443,15 +464,27 @@ class _Sizes:
     def _variant(self, node: _Variant) -> tuple[int, int]:
         sizes = [self.sequence(option) for option in node.options]
         low, high = _bounds(node)
+        widths = sorted((width for _, width in sizes), reverse=True)
+        longest = sum(widths[:high]) + len(node.separator) * max(high - 1, 0)
+        if _picks_reach_cap(len(sizes), high):  # every option gives at least one prompt
+            return _COUNT_CAP, longest
         # Ordered picks of k distinct options: k! × the k-th elementary symmetric polynomial.
         elementary = [1] + [0] * high
         for count, _ in sizes:
             for k in range(high, 0, -1):
-                elementary[k] += elementary[k - 1] * count
+                elementary[k] = min(elementary[k] + elementary[k - 1] * count, _COUNT_CAP)
         total = sum(math.factorial(k) * elementary[k] for k in range(low, high + 1))
-        widths = sorted((width for _, width in sizes), reverse=True)
-        longest = sum(widths[:high]) + len(node.separator) * max(high - 1, 0)
-        return total, longest
+        return min(total, _COUNT_CAP), longest
+
+
+def _picks_reach_cap(n: int, k: int) -> bool:
+    """Whether the ordered picks of ``k`` of ``n`` options reach the count cap (a few steps)."""
+    product = 1
+    for i in range(k):
+        product *= n - i
+        if product >= _COUNT_CAP:
+            return True
+    return False
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -599,7 +632,8 @@ def expand(
             ``dynamic-clash``). Square brackets are never touched, in every dialect.
         strict: raise the first problem as a :class:`~promptweights.errors.PromptSyntaxError`
             (with its position) instead of keeping it as text with a warning: an unclosed ``{``,
-            a ``}`` closing nothing, an unknown wildcard, a clash in NovelAI mode.
+            a ``}`` closing nothing, an unknown wildcard, a clash in NovelAI mode, braces
+            nested past :data:`MAX_NESTING`.
         max_depth: how deep wildcards may nest.
         max_chars: the most characters all prompts may add up to (checked on an upper bound,
             before any work).

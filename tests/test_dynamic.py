@@ -131,6 +131,28 @@ def test_caps_raise_before_any_work() -> None:
     assert time.process_time() - start < 5  # nothing was generated
 
 
+def test_counting_stays_cheap_on_huge_templates() -> None:
+    start = time.process_time()
+    assert count("{2-$$" + "|".join(["a"] * 100_000) + "}") == 2**63  # saturates
+    assert count("{a|b}" * 20_000) == 2**63
+    assert time.process_time() - start < 10
+    with pytest.raises(pw.LimitExceededError):  # 2**63 prompts still exceed max_chars
+        expand("{a|b}" * 20_000, limit=10**30)
+
+
+def test_braces_nested_past_the_cap_are_text() -> None:
+    from promptweights.dynamic import MAX_NESTING
+
+    deep = "{" * (MAX_NESTING + 5) + "x|y" + "}" * (MAX_NESTING + 5)
+    with pytest.warns(pw.PromptweightsWarning, match="nested past"):
+        got = expand(deep)
+    assert got == ["{" * 5 + "x|y" + "}" * 5]
+
+
+def test_novelai_braces_keep_their_numeric_weight_sections() -> None:
+    assert expand("{1.5::rain::}, {{night}}", dialect="novelai") == ["{1.5::rain::}, {{night}}"]
+
+
 def test_wildcard_recursion_is_capped() -> None:
     with pytest.raises(pw.LimitExceededError, match="include themselves: __a__ → __b__ → __a__"):
         expand("__a__", wildcards={"a": ["__b__"], "b": ["x", "__a__"]})
