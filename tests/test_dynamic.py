@@ -120,7 +120,8 @@ def test_problems_inside_a_wildcard_point_at_the_wildcard() -> None:
 
 def test_caps_raise_before_any_work() -> None:
     huge = " ".join("{" + "|".join("abcdefghij") + "}" for _ in range(30))  # 10**30 prompts
-    assert count(huge) == 10**30
+    assert count(huge) == 2**63  # counts saturate
+    assert count(" ".join("{" + "|".join("abcdefghij") + "}" for _ in range(10))) == 10**10
     start = time.process_time()
     with pytest.raises(pw.LimitExceededError, match="limit of 1000"):
         expand(huge)
@@ -146,7 +147,8 @@ def test_braces_nested_past_the_cap_are_text() -> None:
     deep = "{" * (MAX_NESTING + 5) + "x|y" + "}" * (MAX_NESTING + 5)
     with pytest.warns(pw.PromptweightsWarning, match="nested past"):
         got = expand(deep)
-    assert got == ["{" * 5 + "x|y" + "}" * 5]
+    # The pipe belongs to the innermost brace that is still a variant.
+    assert got == ["{" * 5 + "x", "y" + "}" * 5]
 
 
 def test_novelai_braces_keep_their_numeric_weight_sections() -> None:
