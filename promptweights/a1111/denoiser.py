@@ -1,0 +1,147 @@
+"""A1111's classifier-free guidance denoiser (``sd_samplers_cfg_denoiser.CFGDenoiser``).
+
+At each call the positive rows (every ``AND`` part of every image) and the negative rows run
+through the model; the results combine per image as
+
+    denoised_i = u_i + Σ_j  w_j · scale · (c_j − u_i)
+
+(unnormalised AND weights). As A1111 v1.10.1 does it:
+
+* cond and uncond of equal length run as one batch ``[c…, u…]``; of different lengths, the conds
+  run in batches of ``2 · images`` and the unconds separately, unpadded, unless ``pad_conds``
+  (A1111's "Pad conds") pads the shorter with encoded empty-prompt chunks;
+* ``skip_early_cfg`` ("Skip Early CFG") skips the uncond while ``call / total_calls`` is at most
+  that fraction, and ``s_min_uncond`` ("NGMS") on odd calls (every call with
+  ``s_min_uncond_all``, "NGMS all steps") while σ is below it; a skipped uncond is replaced by
+  the first cond of each image, and the parts combine with scale 1;
+* the call counter starts at 0 and counts every model call (second-order samplers call twice per
+  step), which is also the counter prompt editing reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["CFGDenoiser", "Conds"]
+
+#: ``model(x, sigma, cond)``: the wrapped UNet; one σ (or timestep) per row.
+Model = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class Conds:
+    """The conditioning at one call.
+
+    Attributes:
+        parts: for each image, its ``(row of tensor, weight)`` pairs (AND parts).
+        tensor: every positive row ``(N, L, D)``, image by image.
+        uncond: one negative row per image ``(B, L', D)``.
+    """
+
+    parts: list[list[tuple[int, float]]]
+    tensor: Tensor
+    uncond: Tensor
+
+
+def _pad(tensor: Tensor, repeats: int, empty: Tensor) -> Tensor:
+    return torch.cat([tensor, empty.repeat((tensor.shape[0], repeats, 1))], dim=1)
+
+
+class CFGDenoiser:
+    """Classifier-free guidance as A1111 combines it; call it as ``denoiser(x, sigma)``.
+
+    Args:
+        model: the wrapped UNet, ``model(x, sigma, cond)``.
+        conds_at: the :class:`Conds` at call ``k`` (0-based; prompt editing switches here).
+        cond_scale: the CFG scale.
+        total_calls: the calls A1111 expects (steps, doubled for second-order samplers); "Skip
+            Early CFG" compares ``call / total_calls`` with its fraction.
+        s_min_uncond: NGMS (0: off).
+        s_min_uncond_all: NGMS on every call, not only odd ones.
+        skip_early_cfg: Skip Early CFG fraction (0: off).
+        empty_chunk: the encoded empty prompt ``(1, window, D)``; with it, cond and uncond of
+            different lengths are padded (A1111's "Pad conds").
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        conds_at: Callable[[int], Conds],
+        cond_scale: float,
+        *,
+        total_calls: int,
+        s_min_uncond: float = 0.0,
+        s_min_uncond_all: bool = False,
+        skip_early_cfg: float = 0.0,
+        empty_chunk: Tensor | None = None,
+    ) -> None:
+        self.model = model
+        self.conds_at = conds_at
+        self.cond_scale = cond_scale
+        self.total_calls = total_calls
+        self.s_min_uncond = s_min_uncond
+        self.s_min_uncond_all = s_min_uncond_all
+        self.skip_early_cfg = skip_early_cfg
+        self.empty_chunk = empty_chunk
+        self.step = 0
+
+    def skips_uncond(self, sigma: Tensor) -> bool:
+        """Whether this call skips the uncond (Skip Early CFG, then NGMS)."""
+        if self.skip_early_cfg != 0 and self.step / self.total_calls <= self.skip_early_cfg:
+            return True
+        odd = self.step % 2 == 1 or self.s_min_uncond_all
+        return odd and self.s_min_uncond > 0 and float(sigma[0]) < self.s_min_uncond
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The guided prediction at ``x``, ``sigma`` (one σ per image); counts the call."""
+        conds = self.conds_at(self.step)
+        batch = len(conds.parts)
+        repeats = [len(p) for p in conds.parts]
+        rows = [i for i, n in enumerate(repeats) for _ in range(n)]
+        x_in = torch.cat([x[rows], x])
+        sigma_in = torch.cat([sigma[rows], sigma])
+        skip = self.skips_uncond(sigma)
+        if skip:
+            x_in, sigma_in = x_in[:-batch], sigma_in[:-batch]
+        tensor, uncond = conds.tensor, conds.uncond
+        if self.empty_chunk is not None and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = self._pad(tensor, uncond)
+        if skip:
+            out = self.model(x_in, sigma_in, tensor)
+            firsts = [p[0][0] for p in conds.parts]
+            out = torch.cat([out, out[firsts]])
+        elif tensor.shape[1] == uncond.shape[1]:
+            out = self.model(x_in, sigma_in, torch.cat([tensor, uncond]))
+        else:
+            out = torch.zeros_like(x_in)
+            n = tensor.shape[0]
+            for a in range(0, n, 2 * batch):
+                b = min(a + 2 * batch, n)
+                out[a:b] = self.model(x_in[a:b], sigma_in[a:b], tensor[a:b])
+            out[-batch:] = self.model(x_in[-batch:], sigma_in[-batch:], uncond)
+        self.step += 1
+        return self.combine(out, conds.parts, 1.0 if skip else self.cond_scale)
+
+    def _pad(self, tensor: Tensor, uncond: Tensor) -> tuple[Tensor, Tensor]:
+        assert self.empty_chunk is not None
+        empty = self.empty_chunk.to(tensor)
+        repeats = (tensor.shape[1] - uncond.shape[1]) // empty.shape[1]
+        if repeats < 0:
+            return _pad(tensor, -repeats, empty), uncond
+        if repeats > 0:
+            return tensor, _pad(uncond, repeats, empty)
+        return tensor, uncond
+
+    @staticmethod
+    def combine(out: Tensor, parts: list[list[tuple[int, float]]], scale: float) -> Tensor:
+        """``u_i + Σ_j w_j · scale · (c_j − u_i)``; the unconds are the last rows of ``out``."""
+        uncond = out[-len(parts) :]
+        denoised = uncond.clone()
+        for i, image in enumerate(parts):
+            for row, weight in image:
+                denoised[i] += (out[row] - uncond[i]) * (weight * scale)
+        return denoised

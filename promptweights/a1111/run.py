@@ -1,0 +1,271 @@
+"""Run a diffusers pipeline's UNet the way A1111 samples: noise, sampler, CFG denoiser.
+
+:func:`sample` takes a :class:`~promptweights.diffusers.Conditioning` (from
+:func:`promptweights.diffusers.encode`) and returns the final latents, as A1111's
+``processing.py`` orders it: the initial noise is the first draw of A1111's ``ImageRNG``
+(seeds, variation seeds, seed resize), scaled by the first σ for k-diffusion samplers; the
+ancestral samplers draw their per-step noise from the same ``ImageRNG`` (ENSD re-seeds it after
+the first draw), the SDE samplers from a Brownian tree seeded per image; the model is k-diffusion's
+``CompVisDenoiser`` (ε or v prediction, fractional timesteps) under :class:`CFGDenoiser`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from promptweights.errors import UnsupportedPipelineError
+from promptweights.samplers import SamplerChoice, resolve
+
+from . import schedules
+from .denoiser import CFGDenoiser, Conds
+from .samplers import SAMPLERS, NoiseFn, Options, SamplerSpec, Step, drive
+
+__all__ = ["KDiffusionModel", "Seeds", "TimestepModel", "decode", "sample", "timeline_conds"]
+
+
+def _rng_module() -> Any:
+    try:
+        from . import rng  # type: ignore[attr-defined]
+    except ImportError:  # promptweights.a1111.rng is not there yet
+        from . import _standin_rng as rng
+    return rng
+
+
+@dataclass(frozen=True, slots=True)
+class Seeds:
+    """A1111's seed settings for one batch (one seed per image).
+
+    Attributes:
+        seeds: ``Seed``, ``Seed + 1``… one per image.
+        subseeds: ``Variation seed`` per image (empty: none).
+        subseed_strength: ``Variation seed strength``.
+        resize_from: ``Seed resize from`` as (width, height); (0, 0) for none.
+        source: ``RNG``: ``"GPU"`` (A1111's default), ``"CPU"`` or ``"NV"``.
+        eta_noise_seed_delta: ``ENSD``.
+    """
+
+    seeds: tuple[int, ...]
+    subseeds: tuple[int, ...] = ()
+    subseed_strength: float = 0.0
+    resize_from: tuple[int, int] = (0, 0)
+    source: str = "GPU"
+    eta_noise_seed_delta: int = 0
+
+    def image_rng(self, shape: Sequence[int], device: Any, factor: int = 8) -> Any:
+        """The ``ImageRNG`` for latents of ``shape`` (C, H, W) per image."""
+        rng = _rng_module()
+        kwargs: dict[str, Any] = {
+            "subseeds": self.subseeds,
+            "subseed_strength": self.subseed_strength,
+            "seed_resize_from_h": self.resize_from[1],
+            "seed_resize_from_w": self.resize_from[0],
+            "source": self.source,
+            "device": device,
+        }
+        if self.eta_noise_seed_delta:
+            kwargs["eta_noise_seed_delta"] = self.eta_noise_seed_delta
+        return rng.ImageRNG(shape, self.seeds, **kwargs)
+
+    def brownian(self, x: Tensor, sigmas: Tensor) -> NoiseFn:
+        """A1111's Brownian-tree noise for the SDE samplers (σ range: the schedule's)."""
+        rng = _rng_module()
+        lo, hi = sigmas[sigmas > 0].min(), sigmas.max()
+        noise: NoiseFn = rng.brownian_noise_sampler(x, lo, hi, self.seeds, source=self.source)
+        return noise
+
+
+class KDiffusionModel:
+    """k-diffusion's ``CompVisDenoiser`` (or ``CompVisVDenoiser``) around a diffusers UNet."""
+
+    def __init__(self, unet: Any, alphas_cumprod: Tensor, prediction_type: str = "epsilon"):
+        if prediction_type not in ("epsilon", "v_prediction"):
+            raise UnsupportedPipelineError(f"prediction type {prediction_type!r} is not supported")
+        self.unet = unet
+        self.sigmas = schedules.model_sigmas(alphas_cumprod)
+        self.v = prediction_type == "v_prediction"
+
+    def __call__(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        """Denoised latents: ``x + ε · (−σ)`` (v prediction: k-diffusion's v scalings)."""
+        shape = (-1, *([1] * (x.ndim - 1)))
+        s = sigma.view(shape)
+        c_in = 1 / (s**2 + 1) ** 0.5
+        t = schedules.sigma_to_t(sigma, self.sigmas.to(sigma.device))
+        dtype = self.unet.dtype
+        out: Tensor = self.unet(
+            (x * c_in).to(dtype), t, encoder_hidden_states=cond.to(dtype)
+        ).sample
+        out = out.to(x.dtype)
+        result: Tensor
+        if self.v:
+            result = x * (1 / (s**2 + 1)) + out * (-s / (s**2 + 1) ** 0.5)
+        else:
+            result = x + out * (-s)
+        return result
+
+
+class TimestepModel:
+    """A1111's ``CompVisTimestepsDenoiser``: the UNet's noise prediction at integer timesteps."""
+
+    def __init__(self, unet: Any, alphas_cumprod: Tensor, prediction_type: str = "epsilon"):
+        self.unet = unet
+        self.alphas = alphas_cumprod
+        self.v = prediction_type == "v_prediction"
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The noise prediction at timesteps ``t`` (from v for v-prediction models)."""
+        dtype = self.unet.dtype
+        out: Tensor = self.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample
+        out = out.to(x.dtype)
+        if not self.v:
+            return out
+        a = self.alphas.to(x.device)[t.to(torch.long)].view(-1, *([1] * (x.ndim - 1)))
+        eps: Tensor = a.sqrt() * out + (1 - a).sqrt() * x
+        return eps
+
+
+def timeline_conds(cond: Any) -> Callable[[int], Conds]:
+    """The per-call :class:`Conds` of a :class:`~promptweights.diffusers.Conditioning`: every
+    AND part of every image with its weight, prompt editing resolved at the call."""
+    from promptweights.diffusers.conditioning import _index_at
+
+    timeline = cond._timeline
+    if timeline.part_pooled and any(p is not None for im in timeline.part_pooled for p in im):
+        raise UnsupportedPipelineError(
+            "A1111 sampling here supports SD 1.x/2.x conditioning (no pooled vectors)"
+        )
+
+    def at(k: int) -> Conds:
+        rows: list[Tensor] = []
+        parts: list[list[tuple[int, float]]] = []
+        for image, image_parts in enumerate(timeline.parts):
+            pairs = []
+            for j, part in enumerate(image_parts):
+                pairs.append((len(rows), float(part.weight)))
+                rows.append(timeline.part_embeds[image][j][_index_at(part.ends, k)])
+            parts.append(pairs)
+        unconds = [
+            timeline.negative_embeds[i][_index_at(n.ends, k)]
+            for i, n in enumerate(timeline.negative)
+        ]
+        return Conds(parts, torch.stack(rows), torch.stack(unconds))
+
+    return at
+
+
+def _latent_shape(pipe: Any, width: int, height: int) -> tuple[tuple[int, int, int], int]:
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    channels = int(pipe.unet.config.in_channels)
+    return (channels, height // factor, width // factor), factor
+
+
+def sample(
+    pipe: Any,
+    cond: Any,
+    seeds: Seeds,
+    *,
+    sampler: str | SamplerChoice = "DPM++ 2M",
+    steps: int = 20,
+    cfg_scale: float = 7.0,
+    width: int = 512,
+    height: int = 512,
+    options: Options | None = None,
+    discard_penultimate: bool = False,
+    s_min_uncond: float = 0.0,
+    s_min_uncond_all: bool = False,
+    skip_early_cfg: float = 0.0,
+    on_step: Callable[[Step], None] | None = None,
+) -> Tensor:
+    """Sample latents for ``cond`` as A1111 v1.10.1 does (txt2img, first pass).
+
+    Args:
+        pipe: an SD 1.x/2.x diffusers pipeline (its ``unet`` and scheduler config are used).
+        cond: from :func:`promptweights.diffusers.encode` (``steps`` as here; doubled schedule for
+            second-order samplers), one image per seed.
+        seeds: the seed settings.
+        sampler: A1111's sampler name (``"DPM++ 2M Karras"``…) or a resolved choice.
+        steps: sampling steps.
+        cfg_scale: CFG scale.
+        width: image width (latents are ``width // vae_scale_factor`` wide).
+        height: image height.
+        options: eta, s_noise, churn…
+        discard_penultimate: A1111's "Discard penultimate sigma" for any sampler.
+        s_min_uncond: NGMS.
+        s_min_uncond_all: "NGMS all steps".
+        skip_early_cfg: "Skip Early CFG".
+        on_step: called with the latents after each sampler step.
+
+    Returns:
+        The final latents ``(B, C, H, W)`` (float32), before the VAE.
+
+    Raises:
+        UnsupportedPipelineError: a sampler or schedule not run here.
+    """
+    choice = resolve(sampler) if isinstance(sampler, str) else sampler
+    spec = SAMPLERS.get(choice.sampler)
+    if spec is None:
+        raise UnsupportedPipelineError(f"A1111 sampling does not run {choice.sampler} here")
+    options = options or Options()
+    if spec.solver_type is not None:
+        options = Options(**{**_as_dict(options), "solver_type": spec.solver_type})
+    unet = pipe.unet
+    device = unet.device
+    config = pipe.scheduler.config
+    alphas = schedules.alphas_cumprod(config)
+    prediction = str(config.get("prediction_type", "epsilon"))
+    shape, _ = _latent_shape(pipe, width, height)
+    if len(seeds.seeds) != cond._timeline.batch:
+        raise UnsupportedPipelineError("give one seed per image of the conditioning")
+    rng = seeds.image_rng(shape, device)
+    x = rng.next().to(torch.float32)
+    discard = discard_penultimate or spec.discard_penultimate
+    calls = 2 * steps if choice.second_order else steps
+    common = {
+        "total_calls": calls,
+        "s_min_uncond": s_min_uncond,
+        "s_min_uncond_all": s_min_uncond_all,
+        "skip_early_cfg": skip_early_cfg,
+    }
+    conds = timeline_conds(cond)
+    with torch.no_grad():
+        if spec.k_sampler is not None:
+            model = KDiffusionModel(unet, alphas.to(device), prediction)
+            denoiser = CFGDenoiser(model, conds, cfg_scale, **common)  # type: ignore[arg-type]
+            sigmas = schedules.sampler_sigmas(
+                choice, steps, model.sigmas.cpu(), discard_penultimate=discard
+            ).to(device)
+            x = x * sigmas[0]
+            noise = _noise(spec, seeds, rng, x, sigmas, options)
+            return drive(spec.run(x, sigmas, options, noise), denoiser, on_step)
+        timesteps = schedules.ddim_timesteps(steps, discard_penultimate=discard).to(device)
+        t_model = TimestepModel(unet, alphas.to(device), prediction)
+        denoiser = CFGDenoiser(t_model, conds, cfg_scale, **common)  # type: ignore[arg-type]
+        noise = _noise(spec, seeds, rng, x, timesteps, options)
+        run = spec.run_timesteps(x, timesteps, alphas.to(device), options, noise)
+        return drive(run, denoiser, on_step)
+
+
+def _as_dict(options: Options) -> dict[str, Any]:
+    return {name: getattr(options, name) for name in Options.__slots__}
+
+
+def _noise(
+    spec: SamplerSpec, seeds: Seeds, rng: Any, x: Tensor, sigmas: Tensor, options: Options
+) -> NoiseFn | None:
+    if spec.noise == "brownian":
+        return seeds.brownian(x, sigmas)
+    if spec.noise:
+        return lambda sigma, sigma_next: rng.next().to(x)
+    return None
+
+
+def decode(pipe: Any, latents: Tensor, output_type: str = "pil") -> Any:
+    """The pipeline's VAE decode of ``latents`` into images (PIL by default)."""
+    vae = pipe.vae
+    with torch.no_grad():
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(image, output_type=output_type)

@@ -1,0 +1,309 @@
+"""promptweights.a1111 samples as A1111 v1.10.1 does (issue 18, parts 2–3).
+
+Each test runs promptweights.a1111.run.sample and a second reading of A1111's algorithm
+(tests/_a1111_sampling_reference.py: k-diffusion from PyPI, A1111's seed rules) on the same tiny
+SD1.5-shaped UNet or the toy model, and compares the latents after every step within 1e-5.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import pytest
+import torch
+
+if importlib.util.find_spec("k_diffusion") is None:  # the package's __init__ imports too much
+    pytest.skip("k-diffusion is not installed", allow_module_level=True)
+
+from _a1111_sampling_reference import (
+    CompVisModel,
+    ReferenceCFG,
+    ReferenceRNG,
+    TorchHijack,
+    a1111_torchsde,
+    ldm_alphas_cumprod,
+    load_k_diffusion,
+    reference_ddim,
+    reference_plms,
+)
+from _tiny_pipelines import tiny_sd1
+
+from promptweights.a1111.run import Seeds, sample
+from promptweights.a1111.samplers import Options, Step
+from promptweights.diffusers import encode
+
+SAMPLING, EXTERNAL = load_k_diffusion()
+TOLERANCE = 1e-5
+
+# A1111's table: sampler → (k-diffusion function, default schedule, discard, brownian, extra).
+K_SAMPLERS: dict[str, tuple[str, str, bool, bool, dict[str, Any]]] = {
+    "Euler": ("sample_euler", "uniform", False, False, {}),
+    "Euler a": ("sample_euler_ancestral", "uniform", False, False, {"eta": 1.0}),
+    "LMS": ("sample_lms", "uniform", False, False, {}),
+    "Heun": ("sample_heun", "uniform", False, False, {}),
+    "DPM2": ("sample_dpm_2", "karras", True, False, {}),
+    "DPM2 a": ("sample_dpm_2_ancestral", "karras", True, False, {"eta": 1.0}),
+    "DPM++ 2S a": ("sample_dpmpp_2s_ancestral", "karras", False, False, {"eta": 1.0}),
+    "DPM++ 2M": ("sample_dpmpp_2m", "karras", False, False, {}),
+    "DPM++ SDE": ("sample_dpmpp_sde", "karras", False, True, {"eta": 1.0}),
+    "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "exponential", False, True, {"eta": 1.0}),
+}
+SECOND_ORDER = {"Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE", "PLMS"}
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Any:
+    """The tiny SD 1.x pipeline with SD 1.5's noise schedule (σ from 0.029 to 14.6)."""
+    from diffusers import EulerDiscreteScheduler
+
+    sd1 = tiny_sd1()
+    sd1.scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    return sd1
+
+
+@pytest.fixture(scope="module")
+def toy() -> Any:
+    from promptweights.toy import load_pipeline
+
+    return load_pipeline()
+
+
+def _shape(pipe: Any, size: int) -> tuple[int, int, int]:
+    return (
+        pipe.unet.config.in_channels,
+        size // pipe.vae_scale_factor,
+        size // pipe.vae_scale_factor,
+    )
+
+
+def _conds_from(cond: Any) -> Any:
+    """The reference's conds at call k, read from the conditioning's public per-call view and, for
+    AND, from each image's parts."""
+    timeline = cond._timeline
+
+    def at(k: int) -> tuple[list[list[tuple[int, float]]], torch.Tensor, torch.Tensor]:
+        from promptweights.diffusers.conditioning import _index_at
+
+        rows, conds_list = [], []
+        for image, parts in enumerate(timeline.parts):
+            entry = []
+            for j, part in enumerate(parts):
+                entry.append((len(rows), part.weight))
+                rows.append(timeline.part_embeds[image][j][_index_at(part.ends, k)])
+            conds_list.append(entry)
+        return conds_list, torch.stack(rows), cond.at_call(k)["negative_prompt_embeds"]
+
+    return at
+
+
+def _reference_k(
+    pipe: Any,
+    cond: Any,
+    name: str,
+    schedule: str | None,
+    steps: int,
+    seeds: list[int],
+    size: int,
+    *,
+    subseeds: list[int] = (),  # type: ignore[assignment]
+    strength: float = 0.0,
+    ensd: int = 0,
+    cfg: float = 5.0,
+    **cfg_opts: float,
+) -> list[torch.Tensor]:
+    func, default, discard, brownian, extra = K_SAMPLERS[name]
+    model = CompVisModel(pipe.unet, ldm_alphas_cumprod(pipe.scheduler.config))
+    wrap = EXTERNAL.CompVisDenoiser(model)
+    n = steps + 1 if discard else steps
+    schedule = schedule or default
+    if schedule == "uniform":
+        sigmas = wrap.get_sigmas(n)
+    else:
+        getter = getattr(SAMPLING, f"get_sigmas_{schedule}")
+        sigmas = getter(n=n, sigma_min=wrap.sigmas[0].item(), sigma_max=wrap.sigmas[-1].item())
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd)
+    x = rng.next() * sigmas[0]
+    total = 2 * steps if name in SECOND_ORDER else steps
+    denoiser = ReferenceCFG(wrap, _conds_from(cond), cfg, total, **cfg_opts)
+    SAMPLING.torch = TorchHijack(rng)
+    latents: list[torch.Tensor] = []
+    try:
+        with torch.no_grad(), a1111_torchsde():
+            if brownian:
+                lo, hi = sigmas[sigmas > 0].min(), sigmas.max()
+                extra = {
+                    **extra,
+                    "noise_sampler": SAMPLING.BrownianTreeNoiseSampler(x, lo, hi, seed=seeds),
+                }
+            final = getattr(SAMPLING, func)(
+                denoiser,
+                x,
+                sigmas,
+                callback=lambda d: latents.append(d["x"]),
+                disable=True,
+                **extra,
+            )
+    finally:
+        SAMPLING.torch = torch
+    return [*latents[1:], final]
+
+
+def _ours(
+    pipe: Any, cond: Any, sampler: str, steps: int, seeds: list[int], size: int, **kw: Any
+) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+
+    def keep(step: Step) -> None:
+        out.append(step.x.clone())
+
+    final = sample(
+        pipe,
+        cond,
+        Seeds(tuple(seeds), **kw.pop("seeds_kw", {})),
+        sampler=sampler,
+        steps=steps,
+        width=size,
+        height=size,
+        on_step=keep,
+        **kw,
+    )
+    assert torch.equal(final, out[-1])
+    return out
+
+
+def _assert_close(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> None:
+    assert len(ours) == len(theirs)
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        diff = (a - b).abs().max().item()
+        assert diff <= TOLERANCE, f"step {step}: max difference {diff}"
+
+
+def _encode(
+    pipe: Any, sampler: str, steps: int, prompt: str = "a [red:blue:0.5] cat", batch: int = 2
+) -> Any:
+    return encode(
+        pipe,
+        [prompt] * batch,
+        ["blurry"] * batch,
+        steps=steps,
+        second_order=sampler in SECOND_ORDER,
+    )
+
+
+@pytest.mark.parametrize("sampler", sorted(K_SAMPLERS))
+@pytest.mark.parametrize("karras", [False, True])
+def test_k_samplers_match_k_diffusion_per_step(pipe: Any, sampler: str, karras: bool) -> None:
+    steps, seeds = 3, [11, 12]
+    cond = _encode(pipe, sampler, steps)
+    name = f"{sampler} Karras" if karras else sampler
+    ours = _ours(pipe, cond, name, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    theirs = _reference_k(pipe, cond, sampler, "karras" if karras else None, steps, seeds, 16)
+    _assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "PLMS"])
+def test_timestep_samplers_match_a1111_loops(pipe: Any, sampler: str) -> None:
+    steps, seeds = 3, [5, 6]
+    cond = _encode(pipe, sampler, steps)
+    ours = _ours(pipe, cond, sampler, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    alphas = ldm_alphas_cumprod(pipe.scheduler.config)
+    model = CompVisModel(pipe.unet, alphas)
+    total = 2 * steps if sampler in SECOND_ORDER else steps
+    cfg = ReferenceCFG(
+        lambda x, t, cond: model.apply_model(x, t, cond), _conds_from(cond), 5.0, total
+    )
+    rng = ReferenceRNG(_shape(pipe, 16), seeds, [], 0.0, 0)
+    x = rng.next()
+    timesteps = torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
+    with torch.no_grad():
+        if sampler == "DDIM":
+            theirs = reference_ddim(cfg, x, timesteps, alphas, 0.0)
+        else:
+            theirs = reference_plms(cfg, x, timesteps, alphas)
+    _assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    ("subseeds", "strength", "ensd"),
+    [((), 0.0, 0), ((77, 78), 0.3, 0), ((), 0.0, 31337), ((9, 10), 0.6, 31337)],
+)
+def test_cpu_noise_variation_seed_and_ensd(
+    pipe: Any, subseeds: tuple[int, ...], strength: float, ensd: int
+) -> None:
+    steps, seeds = 3, [100, 101]
+    cond = _encode(pipe, "Euler a", steps)
+    kw = {
+        "source": "CPU",
+        "subseeds": subseeds,
+        "subseed_strength": strength,
+        "eta_noise_seed_delta": ensd,
+    }
+    ours = _ours(pipe, cond, "Euler a", steps, seeds, 16, seeds_kw=kw, cfg_scale=5.0)
+    theirs = _reference_k(
+        pipe,
+        cond,
+        "Euler a",
+        None,
+        steps,
+        seeds,
+        16,
+        subseeds=list(subseeds),
+        strength=strength,
+        ensd=ensd,
+    )
+    _assert_close(ours, theirs)
+
+
+def test_and_weights_skip_early_cfg_and_ngms(pipe: Any) -> None:
+    steps, seeds = 4, [3, 4]
+    cond = encode(pipe, ["a cat AND a dog:0.5", "a cow"], ["blurry", "ugly"], steps=steps)
+    opts = {"skip_early_cfg": 0.25, "s_min_uncond": 100.0}
+    ours = _ours(
+        pipe, cond, "Euler", steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0, **opts
+    )
+    theirs = _reference_k(pipe, cond, "Euler", None, steps, seeds, 16, **opts)
+    _assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M SDE", "DDIM"])
+def test_toy_model_matches(toy: Any, sampler: str) -> None:
+    steps, seeds = 3, [1, 2]
+    cond = _encode(toy, sampler, steps, prompt="a red circle, blue background")
+    ours = _ours(toy, cond, sampler, steps, seeds, 32, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    if sampler == "DDIM":
+        alphas = ldm_alphas_cumprod(toy.scheduler.config)
+        model = CompVisModel(toy.unet, alphas)
+        cfg = ReferenceCFG(
+            lambda x, t, cond: model.apply_model(x, t, cond), _conds_from(cond), 5.0, steps
+        )
+        x = ReferenceRNG(_shape(toy, 32), seeds, [], 0.0, 0).next()
+        timesteps = torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
+        with torch.no_grad():
+            theirs = reference_ddim(cfg, x, timesteps, alphas, 0.0)
+    else:
+        theirs = _reference_k(toy, cond, sampler, None, steps, seeds, 32)
+    _assert_close(ours, theirs)
+
+
+def test_options_reach_the_sampler(pipe: Any) -> None:
+    """Sigma churn draws from the image RNG each step; eta scales the ancestral noise."""
+    steps, seeds = 3, [8, 9]
+    cond = _encode(pipe, "Euler", steps)
+    calm = _ours(pipe, cond, "Euler", steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    churned = _ours(
+        pipe,
+        cond,
+        "Euler",
+        steps,
+        seeds,
+        16,
+        seeds_kw={"source": "CPU"},
+        cfg_scale=5.0,
+        options=Options(s_churn=1.0),
+    )
+    assert (calm[-1] - churned[-1]).abs().max() > 1e-3
