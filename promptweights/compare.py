@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CompareError, LimitExceededError
-from .infotext import EMPHASIS_STRATEGIES, SCHEDULER_KEY, STRATEGY_KEY
+from .infotext import EMPHASIS_STRATEGIES, SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY
 
 __all__ = [
     "AXES",
@@ -1057,6 +1057,7 @@ def _infotext(
         choice = resolve(cell.sampler)
         settings["Sampler"] = choice.sampler
         settings["Schedule type"] = choice.schedule_type
+        settings[SAMPLING_KEY] = "diffusers"  # a diffusers scheduler, not A1111's sampling
     else:
         settings[SCHEDULER_KEY] = scheduler
     settings.update(

@@ -50,6 +50,7 @@ from .infotext_codec import (
     parse,
     unreproducible,
 )
+from .infotext_codec import SAMPLING_KEY as SAMPLING_KEY
 from .infotext_codec import SCHEDULER_KEY as SCHEDULER_KEY
 from .infotext_codec import STRATEGY_KEY as STRATEGY_KEY
 from .infotext_codec import UNSUPPORTED_SETTINGS as UNSUPPORTED_SETTINGS
@@ -60,6 +61,7 @@ __all__ = [
     "EMPHASIS_STRATEGIES",
     "MAX_IMAGE_BYTES",
     "MAX_INFOTEXT_CHARS",
+    "SAMPLING_KEY",
     "SCHEDULER_KEY",
     "STRATEGY_KEY",
     "UNSUPPORTED_SETTINGS",

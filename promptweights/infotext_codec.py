@@ -28,6 +28,7 @@ __all__ = [
     "A1111_KEY_ORDER",
     "EMPHASIS_STRATEGIES",
     "MAX_INFOTEXT_CHARS",
+    "SAMPLING_KEY",
     "SCHEDULER_KEY",
     "STRATEGY_KEY",
     "UNSUPPORTED_SETTINGS",
@@ -110,6 +111,10 @@ STRATEGY_KEY = "Prompt weighting"
 #: diffusers scheduler (its class name): ``promptweights.diffusers.from_infotext`` then keeps the
 #: pipeline's scheduler. A1111 ignores the key and reads the missing ``Sampler`` as DPM++ 2M.
 SCHEDULER_KEY = "Diffusers scheduler"
+#: The key promptweights writes (value ``diffusers``) for an image sampled with a diffusers
+#: scheduler and torch's generator rather than A1111's noise and samplers:
+#: ``promptweights.diffusers.from_infotext`` then re-runs it the diffusers way by default.
+SAMPLING_KEY = "Sampling"
 
 _NEGATIVE_PREFIX = "Negative prompt:"
 _WXH_RE = re.compile(r"^(\d+)x(\d+)$")  # `$` as in A1111: also before one trailing newline

@@ -61,6 +61,7 @@ def pipe() -> Any:
     sd1.scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
     )
+    sd1.set_progress_bar_config(disable=True)
     return sd1
 
 
@@ -129,7 +130,8 @@ def _reference_k(
     rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd)
     x = rng.next() * sigmas[0]
     total = 2 * steps if name in SECOND_ORDER else steps
-    denoiser = ReferenceCFG(wrap, _conds_from(cond), cfg, total, **cfg_opts)
+    conds = cond if callable(cond) else _conds_from(cond)
+    denoiser = ReferenceCFG(wrap, conds, cfg, total, **cfg_opts)
     SAMPLING.torch = TorchHijack(rng)
     latents: list[torch.Tensor] = []
     try:
@@ -307,3 +309,74 @@ def test_options_reach_the_sampler(pipe: Any) -> None:
         options=Options(s_churn=1.0),
     )
     assert (calm[-1] - churned[-1]).abs().max() > 1e-3
+
+
+# --- from_infotext: A1111's sampling inside the pipeline's own loop ------------------------------
+
+
+def _infotext(sampler: str, **extra: object) -> Any:
+    from promptweights.infotext import GenerationParameters
+
+    settings = {"Steps": 3, "Sampler": sampler, "CFG scale": 5, "Seed": 21, "Size-1": 16}
+    settings.update({"Size-2": 16, "RNG": "CPU", **extra})
+    return GenerationParameters.from_settings("a red cat", "blurry", settings)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "extra"),
+    [
+        ("Euler a", {"Variation seed": 5, "Variation seed strength": 0.4, "ENSD": 31337}),
+        ("DPM++ 2M", {"Schedule type": "Karras"}),
+        ("Heun", {}),
+        ("DPM++ SDE", {}),
+        ("DPM2 a", {"ENSD": 7}),
+    ],
+)
+def test_from_infotext_runs_a1111_sampling_in_the_pipeline(
+    pipe: Any, sampler: str, extra: dict[str, object]
+) -> None:
+    """The pipeline combines cond and uncond on the noise prediction, A1111 on the denoised
+    latents: equal up to float rounding, hence a relative bound (5e-5 of the largest value) on
+    the final latents; a wrong noise draw or step moves them by the order of the values."""
+    from promptweights.a1111.scheduler import A1111Scheduler
+    from promptweights.diffusers import from_infotext
+
+    saved = pipe.scheduler
+    try:
+        kwargs = from_infotext(pipe, _infotext(sampler, **extra))
+        assert isinstance(pipe.scheduler, A1111Scheduler)
+        ours = pipe(**kwargs, output_type="latent").images
+    finally:
+        pipe.scheduler = saved
+    embeds, negative = kwargs["prompt_embeds"], kwargs["negative_prompt_embeds"]
+    schedule = "karras" if extra.get("Schedule type") == "Karras" else None
+    theirs = _reference_k(
+        pipe,
+        lambda k: ([[(0, 1.0)]], embeds, negative),
+        sampler,
+        schedule,
+        3,
+        [21],
+        16,
+        subseeds=[int(extra.get("Variation seed", 0))] if "Variation seed" in extra else [],
+        strength=float(extra.get("Variation seed strength", 0.0)),  # type: ignore[arg-type]
+        ensd=int(extra.get("ENSD", 0)),  # type: ignore[call-overload]
+    )
+    scale = theirs[-1].abs().max().item()
+    assert (ours - theirs[-1]).abs().max().item() <= 5e-5 * scale
+
+
+def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
+    from promptweights.diffusers import plan_rerun
+
+    params = _infotext(
+        "Euler a",
+        **{"Hires upscale": 2, "NGMS": 2.0, "Skip Early CFG": 0.2, "Seed resize from": "64x64"},
+    )
+    plan = plan_rerun(params)
+    assert plan.match == "a1111"
+    assert plan.unsupported[:3] == ("Hires upscale", "NGMS", "Skip Early CFG")
+    assert any("guidance step cannot skip the uncond" in w for w in plan.warnings())
+    assert plan.a1111.seeds.seeds == (21,)
+    assert plan.a1111.skip_early_cfg == 0.2
+    assert plan_rerun(params, match="diffusers").match == "diffusers"

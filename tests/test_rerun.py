@@ -34,7 +34,8 @@ def _image(pipe: object, **kwargs: object) -> np.ndarray:
 
 
 def test_plan_reads_sampler_strategy_clip_skip_and_unsupported() -> None:
-    plan = plan_rerun(_params(**{"Clip skip": 2, "Emphasis": "No norm", "Hires upscale": 2}))
+    params = _params(**{"Clip skip": 2, "Emphasis": "No norm", "Hires upscale": 2})
+    plan = plan_rerun(params, match="diffusers")
     assert plan.sampler.scheduler_class == "EulerDiscreteScheduler"
     assert (plan.steps, plan.strategy, plan.clip_skip) == (4, "a1111-no-norm", 1)
     assert plan.unsupported == ("Hires upscale",)
@@ -67,7 +68,7 @@ def test_rerun_from_png_is_bit_for_bit(tmp_path: Path) -> None:
     save_image(Image.fromarray(first), path, params)
 
     fresh = tiny_sd1()  # the same model, with its own default scheduler
-    kwargs = from_infotext(fresh, str(path))
+    kwargs = from_infotext(fresh, str(path), match="diffusers")
     assert type(fresh.scheduler).__name__ == "EulerDiscreteScheduler"
     assert kwargs["num_inference_steps"] == 4
     assert kwargs["guidance_scale"] == 5.0
@@ -81,10 +82,10 @@ def test_settings_that_cannot_be_reproduced_warn_or_raise() -> None:
     before = pipe.scheduler
     params = _params(**{"Hires upscale": 2})
     with pytest.raises(UnreproducibleError, match="not 64x64"):
-        from_infotext(pipe, params, strict=True)
+        from_infotext(pipe, params, strict=True, match="diffusers")
     assert pipe.scheduler is before  # strict fails before anything is touched
     with pytest.warns(PromptweightsWarning, match="rendered at the first pass's 32x32, not 64x64"):
-        kwargs = from_infotext(pipe, params)
+        kwargs = from_infotext(pipe, params, match="diffusers")
     assert (kwargs["width"], kwargs["height"]) == (32, 32)
 
 
@@ -97,11 +98,13 @@ def test_failed_rerun_leaves_the_scheduler_alone() -> None:
             GenerationParameters.from_settings(
                 "a AND b", "", {"Steps": 4, "Sampler": "Euler", "CFG scale": 5, "Seed": 1}
             ),
+            match="diffusers",
         )
     assert pipe.scheduler is before
 
 
 def test_explicit_sigmas_for_schedules_diffusers_lacks() -> None:
     pipe = tiny_sd1()
-    kwargs = from_infotext(pipe, _params(Sampler="Euler", **{"Schedule type": "Polyexponential"}))
+    params = _params(Sampler="Euler", **{"Schedule type": "Polyexponential"})
+    kwargs = from_infotext(pipe, params, match="diffusers")
     assert len(kwargs["sigmas"]) == 5  # steps + the final 0

@@ -36,6 +36,15 @@ def _rng_module() -> Any:
     return rng
 
 
+def rng_sources() -> tuple[str, ...]:
+    """The noise sources available (``"CPU"``, ``"GPU"``, ``"NV"``; ``"resize"`` when seed
+    resizing is)."""
+    rng = _rng_module()
+    if rng.__name__.endswith("_standin_rng"):
+        return ("CPU",)
+    return ("CPU", "GPU", "NV", "resize")
+
+
 @dataclass(frozen=True, slots=True)
 class Seeds:
     """A1111's seed settings for one batch (one seed per image).

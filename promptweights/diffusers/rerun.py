@@ -8,8 +8,13 @@ from typing import Any
 
 import torch
 
-from promptweights.errors import UnsupportedPipelineError, warn_or_raise
-from promptweights.infotext import SCHEDULER_KEY, UNSUPPORTED_SETTINGS, unreproducible
+from promptweights.errors import InvalidArgumentError, UnsupportedPipelineError, warn_or_raise
+from promptweights.infotext import (
+    SAMPLING_KEY,
+    SCHEDULER_KEY,
+    UNSUPPORTED_SETTINGS,
+    unreproducible,
+)
 from promptweights.settings import run_settings
 from promptweights.strategies import get_normalization, get_strategy
 
@@ -32,6 +37,12 @@ class Rerun:
             its class under ``Diffusers scheduler`` and has no ``Sampler``): that class name;
             ``sampler`` is then None and the pipeline keeps its scheduler.
         normalization: the token normalisation (``Token normalization``, default ``"none"``).
+        match: ``"a1111"`` (A1111's noise, samplers and σ schedules,
+            :mod:`promptweights.a1111`) or ``"diffusers"`` (a diffusers scheduler, torch's
+            generator).
+        a1111: A1111's seed and sampler settings (:class:`promptweights.a1111.plan.A1111Settings`)
+            when ``match`` is ``"a1111"``.
+        reasons: with ``match="a1111"``, one sentence per unsupported setting (``warnings``).
     """
 
     params: Any
@@ -42,10 +53,16 @@ class Rerun:
     unsupported: tuple[str, ...]
     scheduler: str | None = None
     normalization: str = "none"
+    match: str = "diffusers"
+    a1111: Any = None
+    reasons: tuple[str, ...] = ()
 
     def warnings(self) -> list[str]:
         """What :func:`from_infotext` cannot do as the text says, one sentence each
-        (:func:`promptweights.infotext.unreproducible`)."""
+        (:func:`promptweights.infotext.unreproducible`; with ``match="a1111"``,
+        :func:`promptweights.a1111.plan.unreproducible`)."""
+        if self.match == "a1111":
+            return list(self.reasons)
         return unreproducible(self.params)
 
 
@@ -58,42 +75,69 @@ def _is_image_path(text: str) -> bool:
         return False
 
 
-def plan_rerun(source: Any, *, a1111_fallback: bool = False) -> Rerun:
+def _read(source: Any) -> Any:
+    from promptweights import infotext
+
+    if isinstance(source, infotext.GenerationParameters):
+        return source
+    if isinstance(source, str) and not _is_image_path(source):
+        return infotext.parse(source)
+    return infotext.read_image(source)
+
+
+def _match(params: Any, match: str | None, own: str | None) -> str:
+    if match not in (None, "a1111", "diffusers"):
+        raise InvalidArgumentError(f"match must be 'a1111' or 'diffusers', not {match!r}")
+    if match is not None:
+        return match
+    # Images promptweights sampled with a diffusers scheduler say so; A1111's do not.
+    if own or params.written.get(SAMPLING_KEY) == "diffusers":
+        return "diffusers"
+    return "a1111"
+
+
+def plan_rerun(source: Any, *, a1111_fallback: bool = False, match: str | None = None) -> Rerun:
     """Read an infotext and resolve what re-running it needs.
 
     Args:
         source: a :class:`~promptweights.infotext.GenerationParameters`, infotext as a ``str``,
             or an image (path, bytes or binary file) holding one.
         a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 silently does.
+        match: ``"a1111"``: A1111's noise, samplers and schedules (:mod:`promptweights.a1111`);
+            ``"diffusers"``: a diffusers scheduler and torch's generator. None (default):
+            ``"a1111"``, except for an image promptweights sampled with a diffusers scheduler
+            (``Sampling: diffusers`` or ``Diffusers scheduler`` in its text).
 
     Returns:
-        The plan.
+        The plan; ``unsupported`` and :meth:`Rerun.warnings` list precisely what still cannot
+        match (hires fix, img2img, NGMS and Skip Early CFG in a pipeline call, a noise source not
+        available here…).
 
     Raises:
         InfotextError: unreadable text or image.
         UnknownNameError: an unknown sampler (without the fallback) or strategy.
-        UnsupportedPipelineError: a sampler diffusers has no scheduler for (with the reason).
+        UnsupportedPipelineError: a sampler or schedule that cannot be run (with the reason).
+        InvalidArgumentError: an unknown ``match``.
     """
-    from promptweights import infotext
-
-    if isinstance(source, infotext.GenerationParameters):
-        params = source
-    elif isinstance(source, str) and not _is_image_path(source):
-        params = infotext.parse(source)
-    else:
-        params = infotext.read_image(source)
+    params = _read(source)
     written = params.written
     own = written.get(SCHEDULER_KEY) if "Sampler" not in written else None
+    match = _match(params, match, own)
     choice = None if own else params.sampler_choice(a1111_fallback=a1111_fallback)
-    if choice is not None and choice.scheduler_class is None:
-        raise UnsupportedPipelineError(
-            f"no diffusers scheduler for {choice.sampler}: {choice.reason}"
-        )
+    a1111 = None
+    reasons: tuple[str, ...] = ()
+    if match == "a1111":
+        a1111, unsupported, reasons = _a1111_plan(params, choice)
+    else:
+        if choice is not None and choice.scheduler_class is None:
+            raise UnsupportedPipelineError(
+                f"no diffusers scheduler for {choice.sampler}: {choice.reason}"
+            )
+        unsupported = tuple(key for key in UNSUPPORTED_SETTINGS if key in written)
+        if params.settings.get("RNG", "GPU") not in ("GPU", "CPU"):
+            unsupported += (f"RNG: {params.settings['RNG']}",)
     settings = run_settings(params)
     get_strategy(settings.strategy)  # unknown names fail here, before any model work
-    unsupported = tuple(key for key in UNSUPPORTED_SETTINGS if key in written)
-    if params.settings.get("RNG", "GPU") not in ("GPU", "CPU"):
-        unsupported += (f"RNG: {params.settings['RNG']}",)
     normalization = settings.normalization or "none"
     get_normalization(normalization)
     return Rerun(
@@ -105,31 +149,66 @@ def plan_rerun(source: Any, *, a1111_fallback: bool = False) -> Rerun:
         unsupported,
         own,
         normalization,
+        match,
+        a1111,
+        reasons,
     )
 
 
+def _a1111_plan(params: Any, choice: Any) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
+    """A1111's settings, the unsupported keys and their sentences."""
+    from promptweights.a1111 import plan
+
+    if choice is None:
+        raise UnsupportedPipelineError("A1111 sampling needs the infotext's Sampler")
+    reason = plan.unsupported_reason(choice)
+    if reason is not None:
+        raise UnsupportedPipelineError(f"A1111 sampling cannot run {choice.sampler}: {reason}")
+    pairs = plan.unreproducible(params, cuda=torch.cuda.is_available())
+    keys = tuple(key for key, _ in pairs)
+    return plan.read_settings(params, choice), keys, tuple(s for _, s in pairs)
+
+
 def from_infotext(
-    pipe: Any, source: Any, *, a1111_fallback: bool = False, strict: bool = False, **options: Any
+    pipe: Any,
+    source: Any,
+    *,
+    match: str | None = None,
+    a1111_fallback: bool = False,
+    strict: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Configure ``pipe``'s scheduler for an A1111 infotext and return the call's arguments.
 
     The prompt and negative are encoded with :func:`encode` (the ``Emphasis`` mode picks the
-    strategy, ``Clip skip`` the layer, ``Old prompt editing timelines`` the timeline), the sampler
-    and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
-    schedule is not a diffusers option), and steps, CFG scale, size and seed (a CPU
-    ``torch.Generator``) become the call's arguments. The same infotext on the same device and
-    model gives the same image (and the same torch thread count: float sums may round otherwise).
-    Settings diffusers cannot reproduce (hires fix, variation seeds, ENSD…) are listed by
-    :func:`plan_rerun` and are never dropped silently: each is a
+    strategy, ``Clip skip`` the layer, ``Old prompt editing timelines`` the timeline); steps, CFG
+    scale and size become the call's arguments. The sampling depends on ``match``:
+
+    * ``"a1111"`` (the default for A1111's images): A1111's own sampling, so that the image
+      re-runs to the same picture with the same model. The pipeline's scheduler becomes a
+      :class:`promptweights.a1111.scheduler.A1111Scheduler` running A1111's sampler (k-diffusion's
+      update rules, A1111's σ schedule, its DDIM/PLMS) and the call gets ``latents``: A1111's
+      initial noise for ``Seed``, ``Variation seed``, ``Seed resize from`` and ``RNG``; the
+      per-step noise follows ``ENSD``, ``Eta``, ``Sigma churn``… The pipeline combines cond and
+      uncond on the noise prediction, A1111 on the denoised latents: equal up to float rounding.
+    * ``"diffusers"`` (and images promptweights sampled with a diffusers scheduler): the sampler
+      and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
+      schedule is not a diffusers option) and the seed becomes a CPU ``torch.Generator``; an A1111
+      seed then gives a different picture than in A1111. An image ``promptweights compare`` made
+      with the model's own scheduler names it under ``Diffusers scheduler`` instead of
+      ``Sampler``: the pipeline's scheduler is then kept.
+
+    The same infotext on the same device and model gives the same image (and the same torch thread
+    count: float sums may round otherwise). What cannot be reproduced (hires fix, NGMS in a
+    pipeline call…) is listed by :func:`plan_rerun` and never dropped silently: each is a
     :class:`~promptweights.errors.PromptweightsWarning`, or with ``strict=True`` an
-    :class:`~promptweights.errors.UnreproducibleError` before any model work. A1111's own noise
-    generator differs from torch's, so an A1111 seed gives a different picture than in A1111.
-    An image ``promptweights compare`` made with the model's own scheduler names it under
-    ``Diffusers scheduler`` instead of ``Sampler``: the pipeline's scheduler is then kept.
+    :class:`~promptweights.errors.UnreproducibleError` before any model work.
 
     Args:
-        pipe: a pipeline :func:`encode` supports.
+        pipe: a pipeline :func:`encode` supports (``match="a1111"``: a UNet pipeline, SD 1.x/2.x
+            or SDXL).
         source: parameters, infotext, or an image holding one (PNG, JPEG, WebP).
+        match: ``"a1111"`` or ``"diffusers"``; None picks as :func:`plan_rerun` says.
         a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 does.
         strict: raise instead of warning about what cannot be reproduced (and pass
             ``strict`` on to :func:`encode`, for extra-network tags it cannot load).
@@ -146,10 +225,14 @@ def from_infotext(
     """
     from promptweights.samplers import model_sigmas, schedule_sigmas
 
-    plan = plan_rerun(source, a1111_fallback=a1111_fallback)
+    plan = plan_rerun(source, a1111_fallback=a1111_fallback, match=match)
     settings = run_settings(plan.params)
+    if plan.match == "a1111":
+        _check_a1111_pipeline(pipe)
     for message in plan.warnings():
         warn_or_raise(message, strict=strict)
+    if plan.match == "a1111":
+        return _a1111_kwargs(pipe, plan, strict, options)
     scheduler, second_order = _scheduler(pipe, plan, strict)
     cond = encode(
         pipe,
@@ -198,3 +281,66 @@ def _scheduler(pipe: Any, plan: Rerun, strict: bool) -> tuple[Any, bool]:
             )
         return scheduler, getattr(scheduler, "order", 1) == 2
     return build_scheduler(plan.sampler, pipe.scheduler.config), plan.sampler.second_order
+
+
+def _check_a1111_pipeline(pipe: Any) -> None:
+    config = getattr(getattr(pipe, "scheduler", None), "config", {})
+    if getattr(pipe, "unet", None) is None or "beta_start" not in config:
+        raise UnsupportedPipelineError(
+            "A1111 sampling needs a UNet pipeline with a discrete DDPM noise schedule (SD 1.x, "
+            "2.x, SDXL); use match='diffusers'"
+        )
+
+
+def _encode_for(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> Any:
+    settings = run_settings(plan.params)
+    cond = encode(
+        pipe,
+        settings.prompt,
+        settings.negative_prompt,
+        strategy=plan.strategy,
+        clip_skip=plan.clip_skip,
+        steps=plan.steps,
+        second_order=plan.sampler.second_order,
+        old_timelines=settings.old_timelines,
+        **{"normalization": plan.normalization, "strict": strict, **options},
+    )
+    if cond.composable:
+        raise UnsupportedPipelineError(
+            "the prompt uses AND: a pipeline call runs one positive per image; "
+            "promptweights.a1111.run.sample combines AND parts as A1111 does"
+        )
+    return cond
+
+
+def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline call for A1111's sampling; installs the A1111 scheduler last."""
+    from promptweights.a1111.scheduler import A1111Scheduler
+
+    settings = run_settings(plan.params)
+    a1111 = plan.a1111
+    cond = _encode_for(pipe, plan, strict, options)
+    width, height = settings.width or 512, settings.height or 512
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    shape = (int(pipe.unet.config.in_channels), height // factor, width // factor)
+    device = pipe.unet.device
+    rng = a1111.seeds.image_rng(shape, device)
+    latents = rng.next()
+    config = getattr(pipe.scheduler, "config", {})
+    scheduler = A1111Scheduler(
+        plan.sampler,
+        plan.steps,
+        config,
+        rng,
+        brownian=a1111.seeds.brownian,
+        options=a1111.options,
+        discard_penultimate=a1111.discard_penultimate,
+    )
+    kwargs: dict[str, Any] = cond.pipeline_kwargs()
+    kwargs["num_inference_steps"] = plan.steps
+    if settings.cfg_scale is not None:
+        kwargs["guidance_scale"] = settings.cfg_scale
+    kwargs["width"], kwargs["height"] = width, height
+    kwargs["latents"] = latents.to(device=device, dtype=pipe.unet.dtype)
+    pipe.scheduler = scheduler
+    return kwargs

@@ -1,0 +1,177 @@
+"""What an infotext asks of A1111's sampling, and what a re-run here still cannot match.
+
+:func:`read_settings` reads the seed and sampler settings A1111 writes (``Seed``, ``Variation
+seed``, ``Seed resize from``, ``RNG``, ``ENSD``, ``Eta``, ``Eta DDIM``, ``Sigma churn``…,
+``Discard penultimate sigma``, ``NGMS``, ``Skip Early CFG``); :func:`unreproducible` lists, one
+sentence per setting, what :func:`promptweights.diffusers.from_infotext` cannot reproduce even
+with A1111's noise and samplers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from promptweights.samplers import SamplerChoice
+
+from .run import Seeds
+from .samplers import SAMPLERS, Options
+
+__all__ = ["A1111Settings", "read_settings", "unreproducible", "unsupported_reason"]
+
+#: Settings no re-run here reproduces, and why (A1111's infotext keys).
+_NEVER: dict[str, str] = {
+    "Hires upscale": "the hires-fix pass is not reproduced; the image is rendered at the first "
+    "pass's size",
+    "Hires resize": "the hires-fix pass is not reproduced",
+    "Hires steps": "the hires-fix pass is not reproduced",
+    "Hires upscaler": "the hires-fix pass is not reproduced",
+    "Denoising strength": "img2img and hires passes are not reproduced (txt2img only)",
+    "Face restoration": "face restoration is not reproduced",
+    "Tiling": "tiling is not reproduced",
+    "Token merging ratio": "token merging is not reproduced",
+    "Hypernet": "hypernetworks are not loaded",
+    "Pad conds v0": "the v0 padding (repeat or truncate the negative) is not reproduced; cond "
+    "and uncond are padded with empty chunks",
+    "Downcast alphas_cumprod": "the model's ᾱ is not downcast to float16",
+    "Schedule max sigma": "a custom σ range is not reproduced",
+    "Schedule min sigma": "a custom σ range is not reproduced",
+    "Schedule rho": "a custom ρ is not reproduced",
+    "SGM noise multiplier": "the SGM noise multiplier is not reproduced",
+    "Refiner": "the refiner switch is not reproduced",
+}
+#: Settings the A1111 denoiser reproduces, but a pipeline's own guidance step cannot.
+_PIPELINE_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
+
+
+@dataclass(frozen=True, slots=True)
+class A1111Settings:
+    """A1111's seed and sampler settings of one infotext (A1111's defaults where absent)."""
+
+    seeds: Seeds
+    options: Options
+    discard_penultimate: bool = False
+    s_min_uncond: float = 0.0
+    s_min_uncond_all: bool = False
+    skip_early_cfg: float = 0.0
+
+
+def _float(settings: Mapping[str, str], key: str, default: float) -> float:
+    try:
+        value = float(settings.get(key, default))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) else default
+
+
+def _int(settings: Mapping[str, str], key: str, default: int) -> int:
+    try:
+        return int(float(settings.get(key, default)))
+    except (ValueError, OverflowError):
+        return default
+
+
+def read_settings(params: Any, choice: SamplerChoice | None = None) -> A1111Settings:
+    """A1111's settings from parsed parameters (``GenerationParameters``).
+
+    >>> from promptweights.infotext import parse
+    >>> s = read_settings(parse("a\\nSteps: 4, Sampler: Euler a, Seed: 5, ENSD: 31337, RNG: CPU"))
+    >>> s.seeds.seeds, s.seeds.source, s.seeds.eta_noise_seed_delta
+    ((5,), 'CPU', 31337)
+    """
+    settings: Mapping[str, str] = params.settings
+    written: Mapping[str, str] = params.written
+    seed = _int(settings, "Seed", 0)
+    strength = _float(settings, "Variation seed strength", 0.0)
+    subseeds = (
+        (_int(settings, "Variation seed", 0),) if strength and "Variation seed" in written else ()
+    )
+    seeds = Seeds(
+        (seed,),
+        subseeds=subseeds,
+        subseed_strength=strength if subseeds else 0.0,
+        resize_from=(
+            _int(settings, "Seed resize from-1", 0),
+            _int(settings, "Seed resize from-2", 0),
+        ),
+        source=settings.get("RNG", "GPU"),
+        eta_noise_seed_delta=_int(settings, "ENSD", 0),
+    )
+    eta_key = "Eta DDIM" if choice is not None and choice.sampler == "DDIM" else "Eta"
+    options = Options(
+        eta=_float(settings, eta_key, math.nan) if eta_key in written else None,
+        s_noise=_float(settings, "Sigma noise", 1.0),
+        s_churn=_float(settings, "Sigma churn", 0.0),
+        s_tmin=_float(settings, "Sigma tmin", 0.0),
+        s_tmax=_float(settings, "Sigma tmax", math.inf) or math.inf,
+    )
+    return A1111Settings(
+        seeds,
+        options,
+        discard_penultimate=settings.get("Discard penultimate sigma") == "True",
+        s_min_uncond=_float(settings, "NGMS", 0.0),
+        s_min_uncond_all=settings.get("NGMS all steps") == "True",
+        skip_early_cfg=_float(settings, "Skip Early CFG", 0.0),
+    )
+
+
+def unsupported_reason(choice: SamplerChoice) -> str | None:
+    """Why A1111 sampling cannot run ``choice`` here, or None."""
+    if choice.sampler not in SAMPLERS:
+        return f"{choice.sampler} is not one of the samplers run here ({', '.join(SAMPLERS)})"
+    computed = ("Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform")
+    if choice.schedule is not None and choice.schedule not in computed:
+        return f"the {choice.schedule} schedule is not computed here ({', '.join(computed)})"
+    return None
+
+
+def unreproducible(
+    params: Any, *, pipeline: bool = True, cuda: bool = False
+) -> list[tuple[str, str]]:
+    """``(key, sentence)`` for every setting of ``params`` a re-run with A1111's sampling cannot
+    reproduce.
+
+    Args:
+        params: parsed parameters.
+        pipeline: the re-run is a diffusers pipeline call (its guidance step cannot skip the
+            uncond: NGMS and Skip Early CFG are listed); False for
+            :func:`promptweights.a1111.run.sample`.
+        cuda: a CUDA device is there (A1111's ``GPU`` noise source needs one).
+    """
+    from promptweights.infotext import unreproducible as diffusers_unreproducible
+
+    from .run import rng_sources
+
+    written: Mapping[str, str] = params.written
+    out = []
+    hires = [s for s in diffusers_unreproducible(params) if s.startswith("Hires upscale ")]
+    for key, why in _NEVER.items():
+        if key in written or f"{key}-1" in written:
+            sentence = hires[0] if key == "Hires upscale" and hires else f"{key}: {why}"
+            out.append((key, sentence))
+    if pipeline:
+        out.extend(
+            (
+                key,
+                f"{key}: {written[key]!r}: a pipeline's guidance step cannot skip the uncond; "
+                "promptweights.a1111.run.sample reproduces it",
+            )
+            for key in _PIPELINE_CFG
+            if key in written
+        )
+    source = params.settings.get("RNG", "GPU")
+    if source not in rng_sources():
+        out.append(("RNG", f"RNG: {source}: this noise source is not available here"))
+    elif source == "GPU" and not cuda:
+        out.append(
+            (
+                "RNG",
+                "RNG: GPU (A1111's default): torch's CUDA generator needs a CUDA device; "
+                "the noise differs",
+            )
+        )
+    if "Seed resize from-1" in written and "resize" not in rng_sources():
+        out.append(("Seed resize from", "Seed resize from: not available in this noise source"))
+    return out
