@@ -107,10 +107,64 @@ class ReferenceRNG:
         return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
 
 
+def _nv_numbers_a1111(seed: int, draw: int, count: int) -> list[float]:
+    """NV numbers with A1111's ``box_muller`` constants: cuRAND's 2**-32 and 2**-32·2π as float32
+    literals (``2.3283064e-10``, ``2.3283064e-10 * 6.2831855``), the rest in float64."""
+    from _a1111_noise_reference import philox_block
+
+    inv = float(np.float32(2.3283064e-10))
+    inv_2pi = float(np.float32(2.3283064e-10 * 6.2831855))
+    key = (seed & 0xFFFFFFFF, seed >> 32)
+    out = []
+    for index in range(count):
+        x, y, _, _ = philox_block((draw, 0, index, 0), key)
+        u = x * inv + inv / 2
+        v = y * inv_2pi + inv_2pi / 2
+        out.append(float(np.float32(np.sqrt(-2.0 * np.log(u)) * np.sin(v))))
+    return out
+
+
+class PrecomputedRNG:
+    """The NV source's noise: tests/_a1111_noise_reference.py's seed rules (scalar Philox4x32-10
+    from the paper) with A1111's Box–Muller constants and float32 slerp (its float64 versions
+    differ in the last bit, which a tiny random UNet turns into 1e-5), handed out draw by draw
+    as A1111's ImageRNG.next does."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        seeds: list[int],
+        subseeds: list[int],
+        strength: float,
+        ensd: int,
+        steps: int = 12,
+    ):
+        import _a1111_noise_reference as noise_reference
+
+        saved, saved_mix = noise_reference.nv_numbers, noise_reference.mix
+        noise_reference.nv_numbers = _nv_numbers_a1111
+        noise_reference.mix = _slerp  # A1111's float32 slerp (the same formula, its rounding)
+        try:
+            self.draws = noise_reference.reference_noise(
+                shape,  # type: ignore[arg-type]
+                seeds,
+                subseeds=subseeds,
+                strength=strength,
+                source="NV",
+                ensd=ensd,
+                steps=steps,
+            )
+        finally:
+            noise_reference.nv_numbers, noise_reference.mix = saved, saved_mix
+
+    def next(self) -> torch.Tensor:
+        return self.draws.pop(0)
+
+
 class TorchHijack:
     """A1111 replaces ``k_diffusion.sampling.torch`` so that ``randn_like`` is ``rng.next()``."""
 
-    def __init__(self, rng: ReferenceRNG):
+    def __init__(self, rng: ReferenceRNG | PrecomputedRNG):
         self.rng = rng
 
     def __getattr__(self, item: str) -> Any:

@@ -73,8 +73,15 @@ def _int(settings: Mapping[str, str], key: str, default: int) -> int:
         return default
 
 
-def read_settings(params: Any, choice: SamplerChoice | None = None) -> A1111Settings:
+def read_settings(
+    params: Any, choice: SamplerChoice | None = None, *, cuda: bool = False
+) -> A1111Settings:
     """A1111's settings from parsed parameters (``GenerationParameters``).
+
+    A1111 samples on an NVIDIA GPU as a rule: the SDE samplers' Brownian noise draws CUDA's
+    numbers (``NV``, on any machine), and without CUDA here (``cuda`` False) the ``GPU`` noise
+    source (A1111's default) draws with ``NV`` too, the CUDA generator's numbers computed on the
+    CPU.
 
     >>> from promptweights.infotext import parse
     >>> s = read_settings(parse("a\\nSteps: 4, Sampler: Euler a, Seed: 5, ENSD: 31337, RNG: CPU"))
@@ -96,8 +103,9 @@ def read_settings(params: Any, choice: SamplerChoice | None = None) -> A1111Sett
             _int(settings, "Seed resize from-1", 0),
             _int(settings, "Seed resize from-2", 0),
         ),
-        source=settings.get("RNG", "GPU"),
+        source=_source(settings.get("RNG", "GPU"), cuda),
         eta_noise_seed_delta=_int(settings, "ENSD", 0),
+        brownian_device="NV",
     )
     eta_key = "Eta DDIM" if choice is not None and choice.sampler == "DDIM" else "Eta"
     options = Options(
@@ -117,6 +125,10 @@ def read_settings(params: Any, choice: SamplerChoice | None = None) -> A1111Sett
     )
 
 
+def _source(source: str, cuda: bool) -> str:
+    return "NV" if source == "GPU" and not cuda else source
+
+
 def unsupported_reason(choice: SamplerChoice) -> str | None:
     """Why A1111 sampling cannot run ``choice`` here, or None."""
     if choice.sampler not in SAMPLERS:
@@ -127,9 +139,7 @@ def unsupported_reason(choice: SamplerChoice) -> str | None:
     return None
 
 
-def unreproducible(
-    params: Any, *, pipeline: bool = True, cuda: bool = False
-) -> list[tuple[str, str]]:
+def unreproducible(params: Any, *, pipeline: bool = True) -> list[tuple[str, str]]:
     """``(key, sentence)`` for every setting of ``params`` a re-run with A1111's sampling cannot
     reproduce.
 
@@ -138,11 +148,8 @@ def unreproducible(
         pipeline: the re-run is a diffusers pipeline call (its guidance step cannot skip the
             uncond: NGMS and Skip Early CFG are listed); False for
             :func:`promptweights.a1111.run.sample`.
-        cuda: a CUDA device is there (A1111's ``GPU`` noise source needs one).
     """
     from promptweights.infotext import unreproducible as diffusers_unreproducible
-
-    from .run import rng_sources
 
     written: Mapping[str, str] = params.written
     out = []
@@ -162,16 +169,6 @@ def unreproducible(
             if key in written
         )
     source = params.settings.get("RNG", "GPU")
-    if source not in rng_sources():
-        out.append(("RNG", f"RNG: {source}: this noise source is not available here"))
-    elif source == "GPU" and not cuda:
-        out.append(
-            (
-                "RNG",
-                "RNG: GPU (A1111's default): torch's CUDA generator needs a CUDA device; "
-                "the noise differs",
-            )
-        )
-    if "Seed resize from-1" in written and "resize" not in rng_sources():
-        out.append(("Seed resize from", "Seed resize from: not available in this noise source"))
+    if source not in ("CPU", "GPU", "NV"):
+        out.append(("RNG", f"RNG: {source}: not one of A1111's noise sources (CPU, GPU, NV)"))
     return out

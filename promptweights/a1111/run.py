@@ -28,21 +28,10 @@ from .samplers import SAMPLERS, NoiseFn, Options, SamplerSpec, Step, drive
 __all__ = ["KDiffusionModel", "Seeds", "TimestepModel", "decode", "sample", "timeline_conds"]
 
 
-def _rng_module() -> Any:
-    try:
-        from . import rng  # type: ignore[attr-defined]
-    except ImportError:  # promptweights.a1111.rng is not there yet
-        from . import _standin_rng as rng
-    return rng
-
-
 def rng_sources() -> tuple[str, ...]:
-    """The noise sources available (``"CPU"``, ``"GPU"``, ``"NV"``; ``"resize"`` when seed
-    resizing is)."""
-    rng = _rng_module()
-    if rng.__name__.endswith("_standin_rng"):
-        return ("CPU",)
-    return ("CPU", "GPU", "NV", "resize")
+    """The ``RNG`` sources that draw A1111's numbers here: ``GPU`` (torch's CUDA generator) only
+    with CUDA."""
+    return ("CPU", "GPU", "NV") if torch.cuda.is_available() else ("CPU", "NV")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +42,12 @@ class Seeds:
         seeds: ``Seed``, ``Seed + 1``… one per image.
         subseeds: ``Variation seed`` per image (empty: none).
         subseed_strength: ``Variation seed strength``.
-        resize_from: ``Seed resize from`` as (width, height); (0, 0) for none.
-        source: ``RNG``: ``"GPU"`` (A1111's default), ``"CPU"`` or ``"NV"``.
+        resize_from: ``Seed resize from`` as (width, height) in pixels; (0, 0) for none.
+        source: ``RNG``: ``"GPU"`` (A1111's default; needs CUDA), ``"CPU"`` or ``"NV"``.
         eta_noise_seed_delta: ``ENSD``.
+        brownian_device: whose numbers the SDE samplers' Brownian trees draw (see
+            :func:`promptweights.a1111.brownian.brownian_noise_sampler`): None for the latents'
+            device, as A1111 does; ``"NV"`` for an NVIDIA GPU's numbers on any machine.
     """
 
     seeds: tuple[int, ...]
@@ -64,27 +56,31 @@ class Seeds:
     resize_from: tuple[int, int] = (0, 0)
     source: str = "GPU"
     eta_noise_seed_delta: int = 0
+    brownian_device: str | None = None
 
-    def image_rng(self, shape: Sequence[int], device: Any, factor: int = 8) -> Any:
-        """The ``ImageRNG`` for latents of ``shape`` (C, H, W) per image."""
-        rng = _rng_module()
-        kwargs: dict[str, Any] = {
-            "subseeds": self.subseeds,
-            "subseed_strength": self.subseed_strength,
-            "seed_resize_from_h": self.resize_from[1],
-            "seed_resize_from_w": self.resize_from[0],
-            "source": self.source,
-            "device": device,
-        }
-        if self.eta_noise_seed_delta:
-            kwargs["eta_noise_seed_delta"] = self.eta_noise_seed_delta
-        return rng.ImageRNG(shape, self.seeds, **kwargs)
+    def image_rng(self, shape: Sequence[int], device: Any) -> Any:
+        """A1111's ``ImageRNG`` (:class:`promptweights.a1111.rng.ImageRNG`) for latents of
+        ``shape`` (C, H, W) per image."""
+        from .rng import ImageRNG
+
+        return ImageRNG(
+            shape,
+            self.seeds,
+            subseeds=self.subseeds,
+            subseed_strength=self.subseed_strength,
+            seed_resize_from_h=self.resize_from[1],
+            seed_resize_from_w=self.resize_from[0],
+            source=self.source,
+            device=device,
+            ensd=self.eta_noise_seed_delta,
+        )
 
     def brownian(self, x: Tensor, sigmas: Tensor) -> NoiseFn:
         """A1111's Brownian-tree noise for the SDE samplers (σ range: the schedule's)."""
-        rng = _rng_module()
-        lo, hi = sigmas[sigmas > 0].min(), sigmas.max()
-        noise: NoiseFn = rng.brownian_noise_sampler(x, lo, hi, self.seeds, source=self.source)
+        from .brownian import brownian_noise_sampler, sigma_bounds
+
+        lo, hi = sigma_bounds(sigmas)
+        noise: NoiseFn = brownian_noise_sampler(x, lo, hi, self.seeds, device=self.brownian_device)
         return noise
 
 

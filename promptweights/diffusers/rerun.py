@@ -164,9 +164,10 @@ def _a1111_plan(params: Any, choice: Any) -> tuple[Any, tuple[str, ...], tuple[s
     reason = plan.unsupported_reason(choice)
     if reason is not None:
         raise UnsupportedPipelineError(f"A1111 sampling cannot run {choice.sampler}: {reason}")
-    pairs = plan.unreproducible(params, cuda=torch.cuda.is_available())
+    pairs = plan.unreproducible(params)
     keys = tuple(key for key, _ in pairs)
-    return plan.read_settings(params, choice), keys, tuple(s for _, s in pairs)
+    settings = plan.read_settings(params, choice, cuda=torch.cuda.is_available())
+    return settings, keys, tuple(s for _, s in pairs)
 
 
 def from_infotext(
