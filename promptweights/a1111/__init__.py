@@ -5,12 +5,21 @@ Importing it loads torch (``import promptweights`` does not). Its modules:
 * :mod:`promptweights.a1111.rng`: seeds, variation seeds, "Seed resize from", the CPU/GPU/NV
   noise sources and ENSD, as A1111 v1.10.1 draws them;
 * :mod:`promptweights.a1111.brownian`: the SDE samplers' seeded Brownian noise (extra ``a1111``);
-* :mod:`promptweights.a1111.philox`: the ``NV`` source, Philox4x32-10 with cuRAND's Box–Muller.
+* :mod:`promptweights.a1111.philox`: the ``NV`` source, Philox4x32-10 with cuRAND's Box–Muller;
+* :mod:`promptweights.a1111.samplers`: k-diffusion's samplers and A1111's DDIM/PLMS, step by step;
+* :mod:`promptweights.a1111.schedules`: the model's σ table, A1111's σ schedules, DDIM timesteps;
+* :mod:`promptweights.a1111.denoiser`: A1111's CFG denoiser (AND weights, NGMS, Skip Early CFG);
+* :mod:`promptweights.a1111.run`: :func:`~promptweights.a1111.run.sample`, A1111's sampling loop
+  on a diffusers UNet;
+* :mod:`promptweights.a1111.scheduler`: the same samplers as a scheduler inside a pipeline's loop
+  (what :func:`promptweights.diffusers.from_infotext` installs);
+* :mod:`promptweights.a1111.plan`: an infotext's A1111 settings and what still cannot match.
 """
 
 from __future__ import annotations
 
-from . import brownian, philox, rng
+from . import brownian, denoiser, philox, plan, rng, run, samplers, scheduler, schedules
+from .denoiser import CFGDenoiser
 from .rng import (
     SOURCES,
     ImageRNG,
@@ -22,18 +31,30 @@ from .rng import (
     sigma_bounds,
     slerp,
 )
+from .run import Seeds, sample
+from .scheduler import A1111Scheduler
 
 __all__ = [
     "SOURCES",
+    "A1111Scheduler",
+    "CFGDenoiser",
     "ImageRNG",
+    "Seeds",
     "batch_seeds",
     "brownian",
     "brownian_noise_sampler",
     "create_generator",
+    "denoiser",
     "philox",
+    "plan",
     "randn",
     "randn_without_seed",
     "rng",
+    "run",
+    "sample",
+    "samplers",
+    "scheduler",
+    "schedules",
     "sigma_bounds",
     "slerp",
 ]
