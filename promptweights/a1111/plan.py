@@ -139,7 +139,9 @@ def unsupported_reason(choice: SamplerChoice) -> str | None:
     return None
 
 
-def unreproducible(params: Any, *, pipeline: bool = True) -> list[tuple[str, str]]:
+def unreproducible(
+    params: Any, *, pipeline: bool = True, cuda: bool = False
+) -> list[tuple[str, str]]:
     """``(key, sentence)`` for every setting of ``params`` a re-run with A1111's sampling cannot
     reproduce.
 
@@ -148,6 +150,8 @@ def unreproducible(params: Any, *, pipeline: bool = True) -> list[tuple[str, str
         pipeline: the re-run is a diffusers pipeline call (its guidance step cannot skip the
             uncond: NGMS and Skip Early CFG are listed); False for
             :func:`promptweights.a1111.run.sample`.
+        cuda: CUDA is available (A1111's default ``GPU`` source is torch's CUDA generator;
+            without it ``NV`` stands in, see :func:`read_settings`).
     """
     from promptweights.infotext import unreproducible as diffusers_unreproducible
 
@@ -171,4 +175,13 @@ def unreproducible(params: Any, *, pipeline: bool = True) -> list[tuple[str, str
     source = params.settings.get("RNG", "GPU")
     if source not in ("CPU", "GPU", "NV"):
         out.append(("RNG", f"RNG: {source}: not one of A1111's noise sources (CPU, GPU, NV)"))
+    elif source == "GPU" and not cuda:
+        out.append(
+            (
+                "RNG",
+                "RNG: GPU (A1111's default) without CUDA here: the NV source stands in for torch's "
+                "CUDA generator; it gives the GPU's initial noise, the later (step) draws are not "
+                "checked against a GPU",
+            )
+        )
     return out

@@ -164,7 +164,7 @@ def _a1111_plan(params: Any, choice: Any) -> tuple[Any, tuple[str, ...], tuple[s
     reason = plan.unsupported_reason(choice)
     if reason is not None:
         raise UnsupportedPipelineError(f"A1111 sampling cannot run {choice.sampler}: {reason}")
-    pairs = plan.unreproducible(params)
+    pairs = plan.unreproducible(params, cuda=torch.cuda.is_available())
     keys = tuple(key for key, _ in pairs)
     settings = plan.read_settings(params, choice, cuda=torch.cuda.is_available())
     return settings, keys, tuple(s for _, s in pairs)
@@ -192,6 +192,9 @@ def from_infotext(
       initial noise for ``Seed``, ``Variation seed``, ``Seed resize from`` and ``RNG``; the
       per-step noise follows ``ENSD``, ``Eta``, ``Sigma churn``… The pipeline combines cond and
       uncond on the noise prediction, A1111 on the denoised latents: equal up to float rounding.
+      A prompt and negative of different chunk counts are padded to one length (A1111's ``Pad
+      conds``); A1111 by default runs them unpadded. ``AND``, ``NGMS`` and ``Skip Early CFG``
+      need :func:`promptweights.a1111.run.sample` (A1111's CFG denoiser).
     * ``"diffusers"`` (and images promptweights sampled with a diffusers scheduler): the sampler
       and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
       schedule is not a diffusers option) and the seed becomes a CPU ``torch.Generator``; an A1111
