@@ -119,7 +119,8 @@ def _reference_k(
 ) -> list[torch.Tensor]:
     func, default, discard, brownian, extra = K_SAMPLERS[name]
     model = CompVisModel(pipe.unet, ldm_alphas_cumprod(pipe.scheduler.config))
-    wrap = EXTERNAL.CompVisDenoiser(model)
+    v = pipe.scheduler.config.get("prediction_type") == "v_prediction"
+    wrap = (EXTERNAL.CompVisVDenoiser if v else EXTERNAL.CompVisDenoiser)(model)
     n = steps + 1 if discard else steps
     schedule = schedule or default
     if schedule == "uniform":
@@ -212,6 +213,24 @@ def test_k_samplers_match_k_diffusion_per_step(pipe: Any, sampler: str, karras: 
     name = f"{sampler} Karras" if karras else sampler
     ours = _ours(pipe, cond, name, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
     theirs = _reference_k(pipe, cond, sampler, "karras" if karras else None, steps, seeds, 16)
+    _assert_close(ours, theirs)
+
+
+def test_v_prediction_model(pipe: Any) -> None:
+    """SD 2.x-style v prediction: k-diffusion's CompVisVDenoiser scalings."""
+    from diffusers import EulerDiscreteScheduler
+
+    saved = pipe.scheduler
+    pipe.scheduler = EulerDiscreteScheduler.from_config(
+        saved.config, prediction_type="v_prediction"
+    )
+    try:
+        cond = _encode(pipe, "DPM++ 2M", 3)
+        kw = {"source": "CPU"}
+        ours = _ours(pipe, cond, "DPM++ 2M", 3, [4, 5], 16, seeds_kw=kw, cfg_scale=5.0)
+        theirs = _reference_k(pipe, cond, "DPM++ 2M", None, 3, [4, 5], 16)
+    finally:
+        pipe.scheduler = saved
     _assert_close(ours, theirs)
 
 

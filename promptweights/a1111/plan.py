@@ -107,9 +107,10 @@ def read_settings(
         eta_noise_seed_delta=_int(settings, "ENSD", 0),
         brownian_device="NV",
     )
-    eta_key = "Eta DDIM" if choice is not None and choice.sampler == "DDIM" else "Eta"
+    ddim = choice is not None and choice.sampler == "DDIM"
+    eta_key, eta_default = ("Eta DDIM", 0.0) if ddim else ("Eta", 1.0)
     options = Options(
-        eta=_float(settings, eta_key, math.nan) if eta_key in written else None,
+        eta=_float(settings, eta_key, eta_default) if eta_key in written else None,
         s_noise=_float(settings, "Sigma noise", 1.0),
         s_churn=_float(settings, "Sigma churn", 0.0),
         s_tmin=_float(settings, "Sigma tmin", 0.0),
