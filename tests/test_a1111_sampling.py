@@ -426,3 +426,25 @@ def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
     assert plan.a1111.seeds.seeds == (21,)
     assert plan.a1111.skip_early_cfg == 0.2
     assert plan_rerun(params, match="diffusers").match == "diffusers"
+
+
+def test_from_infotext_on_sdxl_starts_from_a1111_noise_and_reruns() -> None:
+    """SDXL: the pipeline brings its pooled and size conditioning; the sampling is A1111's."""
+    from _tiny_pipelines import tiny_sdxl
+
+    from promptweights.a1111.rng import ImageRNG
+    from promptweights.a1111.scheduler import A1111Scheduler
+    from promptweights.diffusers import from_infotext
+
+    xl = tiny_sdxl()
+    xl.set_progress_bar_config(disable=True)
+    params = _infotext("DPM++ 2M", **{"Size-1": 32, "Size-2": 32})
+    runs = []
+    for _ in range(2):  # the second run reads the model's betas from the A1111 scheduler
+        kwargs = from_infotext(xl, params)
+        assert isinstance(xl.scheduler, A1111Scheduler)
+        expected = ImageRNG((4, 16, 16), [21], source="CPU").first()
+        assert torch.equal(kwargs["latents"], expected)
+        runs.append(xl(**kwargs, output_type="latent").images)
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], kwargs["latents"] * xl.scheduler.init_noise_sigma)
