@@ -3,9 +3,11 @@
 Built independently of promptweights.a1111: k-diffusion's own sampling.py and external.py (the
 PyPI package, loaded file by file because its package __init__ imports training code), driven the
 way A1111's ``sd_samplers_kdiffusion`` / ``sd_samplers_common`` / ``sd_samplers_cfg_denoiser``
-drive them, A1111's DDIM/PLMS loops and its published seed rules (``modules/rng.py``: one CPU
-generator per image, variation seeds by slerp, ENSD re-seeding after the first draw, the Brownian
-tree's ``_randn`` replaced by per-seed CPU noise), written out here a second time.
+drive them, A1111's DDIM/PLMS loops and its published seed rules (``modules/rng.py``: one
+generator per image, CPU or NV (``rng_philox.py``; the Philox block function is
+tests/_a1111_noise_reference.py's, from the paper), variation seeds by slerp, ENSD re-seeding
+after the first draw, the Brownian tree's ``_randn`` replaced by per-seed CPU noise), written out
+here a second time.
 """
 
 from __future__ import annotations
@@ -72,44 +74,11 @@ def _slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return a * low + b * high
 
 
-class ReferenceRNG:
-    """One CPU generator per image; the first draw may be slerped with the variation seed's;
-    with ENSD every generator is re-seeded with ``seed + ENSD`` after the first draw."""
-
-    def __init__(
-        self,
-        shape: tuple[int, ...],
-        seeds: list[int],
-        subseeds: list[int],
-        strength: float,
-        ensd: int,
-    ):
-        self.shape, self.seeds, self.subseeds = shape, seeds, subseeds
-        self.strength, self.ensd = strength, ensd
-        self.generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        self.drawn = False
-
-    def next(self) -> torch.Tensor:
-        if not self.drawn:
-            self.drawn = True
-            out = []
-            for i, g in enumerate(self.generators):
-                noise = torch.randn(self.shape, generator=g)
-                if self.subseeds and self.strength:
-                    sub_g = torch.Generator("cpu").manual_seed(self.subseeds[i])
-                    noise = _slerp(self.strength, noise, torch.randn(self.shape, generator=sub_g))
-                out.append(noise)
-            if self.ensd:
-                self.generators = [
-                    torch.Generator("cpu").manual_seed(s + self.ensd) for s in self.seeds
-                ]
-            return torch.stack(out)
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
-
-
 def _nv_numbers_a1111(seed: int, draw: int, count: int) -> list[float]:
-    """NV numbers with A1111's ``box_muller`` constants: cuRAND's 2**-32 and 2**-32·2π as float32
-    literals (``2.3283064e-10``, ``2.3283064e-10 * 6.2831855``), the rest in float64."""
+    """The NV source's draw ``draw`` after seeding: Philox4x32-10 (counter ``(draw, 0, i, 0)``,
+    key = the seed's two words, tests/_a1111_noise_reference.py's block function from the paper)
+    and A1111's ``box_muller``: cuRAND's 2**-32 and 2**-32·2π as float32 literals
+    (``2.3283064e-10``, ``2.3283064e-10 * 6.2831855``), float64 arithmetic, float32 result."""
     from _a1111_noise_reference import philox_block
 
     inv = float(np.float32(2.3283064e-10))
@@ -124,11 +93,24 @@ def _nv_numbers_a1111(seed: int, draw: int, count: int) -> list[float]:
     return out
 
 
-class PrecomputedRNG:
-    """The NV source's noise: tests/_a1111_noise_reference.py's seed rules (scalar Philox4x32-10
-    from the paper) with A1111's Box–Muller constants and float32 slerp (its float64 versions
-    differ in the last bit, which a tiny random UNet turns into 1e-5), handed out draw by draw
-    as A1111's ImageRNG.next does."""
+class _Stream:
+    """One seeded generator of a source: torch's CPU generator, or NV's numbered draws."""
+
+    def __init__(self, seed: int, source: str):
+        self.seed, self.source, self.draws = seed, source, 0
+        self.cpu = torch.Generator("cpu").manual_seed(seed) if source == "CPU" else None
+
+    def randn(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.cpu is not None:
+            return torch.randn(shape, generator=self.cpu)
+        values = _nv_numbers_a1111(self.seed, self.draws, int(np.prod(shape)))
+        self.draws += 1
+        return torch.tensor(values, dtype=torch.float32).reshape(shape)
+
+
+class ReferenceRNG:
+    """One generator per image (CPU or NV); the first draw may be slerped with the variation
+    seed's; with ENSD every generator is re-seeded with ``seed + ENSD`` after the first draw."""
 
     def __init__(
         self,
@@ -137,34 +119,33 @@ class PrecomputedRNG:
         subseeds: list[int],
         strength: float,
         ensd: int,
-        steps: int = 12,
+        source: str = "CPU",
     ):
-        import _a1111_noise_reference as noise_reference
-
-        saved, saved_mix = noise_reference.nv_numbers, noise_reference.mix
-        noise_reference.nv_numbers = _nv_numbers_a1111
-        noise_reference.mix = _slerp  # A1111's float32 slerp (the same formula, its rounding)
-        try:
-            self.draws = noise_reference.reference_noise(
-                shape,  # type: ignore[arg-type]
-                seeds,
-                subseeds=subseeds,
-                strength=strength,
-                source="NV",
-                ensd=ensd,
-                steps=steps,
-            )
-        finally:
-            noise_reference.nv_numbers, noise_reference.mix = saved, saved_mix
+        self.shape, self.seeds, self.subseeds = shape, seeds, subseeds
+        self.strength, self.ensd, self.source = strength, ensd, source
+        self.streams = [_Stream(s, source) for s in seeds]
+        self.drawn = False
 
     def next(self) -> torch.Tensor:
-        return self.draws.pop(0)
+        if not self.drawn:
+            self.drawn = True
+            out = []
+            for i, stream in enumerate(self.streams):
+                noise = stream.randn(self.shape)
+                if self.subseeds and self.strength:
+                    variation = _Stream(self.subseeds[i], self.source).randn(self.shape)
+                    noise = _slerp(self.strength, noise, variation)
+                out.append(noise)
+            if self.ensd:
+                self.streams = [_Stream(s + self.ensd, self.source) for s in self.seeds]
+            return torch.stack(out)
+        return torch.stack([stream.randn(self.shape) for stream in self.streams])
 
 
 class TorchHijack:
     """A1111 replaces ``k_diffusion.sampling.torch`` so that ``randn_like`` is ``rng.next()``."""
 
-    def __init__(self, rng: ReferenceRNG | PrecomputedRNG):
+    def __init__(self, rng: ReferenceRNG):
         self.rng = rng
 
     def __getattr__(self, item: str) -> Any:

@@ -18,7 +18,6 @@ if importlib.util.find_spec("k_diffusion") is None:  # the package's __init__ im
 
 from _a1111_sampling_reference import (
     CompVisModel,
-    PrecomputedRNG,
     ReferenceCFG,
     ReferenceRNG,
     TorchHijack,
@@ -130,8 +129,7 @@ def _reference_k(
         sigmas = getter(n=n, sigma_min=wrap.sigmas[0].item(), sigma_max=wrap.sigmas[-1].item())
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
-    make = ReferenceRNG if source == "CPU" else PrecomputedRNG
-    rng = make(_shape(pipe, size), seeds, list(subseeds), strength, ensd)
+    rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd, source)
     x = rng.next() * sigmas[0]
     total = 2 * steps if name in SECOND_ORDER else steps
     conds = cond if callable(cond) else _conds_from(cond)
