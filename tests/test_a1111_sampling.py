@@ -415,11 +415,20 @@ def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
 
     params = _infotext(
         "Euler a",
-        **{"Hires upscale": 2, "NGMS": 2.0, "Skip Early CFG": 0.2, "Seed resize from": "64x64"},
+        **{
+            "Hires upscale": 2,
+            "NGMS": 2.0,
+            "Skip Early CFG": 0.2,
+            "Seed resize from": "64x64",
+            "ENSD": 31337,
+            "ControlNet 0": "Module: canny",
+        },
     )
     plan = plan_rerun(params)
     assert plan.match == "a1111"
-    assert plan.unsupported[:3] == ("Hires upscale", "NGMS", "Skip Early CFG")
+    assert plan.unsupported == ("Hires upscale", "NGMS", "Skip Early CFG", "ControlNet 0")
+    assert plan.a1111.seeds.resize_from == (64, 64)
+    assert plan.a1111.seeds.eta_noise_seed_delta == 31337
     assert any("guidance step cannot skip the uncond" in w for w in plan.warnings())
     assert plan.a1111.seeds.seeds == (21,)
     assert plan.a1111.skip_early_cfg == 0.2

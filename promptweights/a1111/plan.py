@@ -41,7 +41,44 @@ _NEVER: dict[str, str] = {
     "Schedule rho": "a custom ρ is not reproduced",
     "SGM noise multiplier": "the SGM noise multiplier is not reproduced",
     "Refiner": "the refiner switch is not reproduced",
+    "FP8 weight": "float8 UNet weights are not reproduced",
+    "Image CFG scale": "InstructPix2Pix image guidance is not reproduced",
 }
+#: A1111 v1.10.1's own keys a re-run here reads or may leave aside (they change nothing in a
+#: txt2img re-run with the same model), beside A1111_KEY_ORDER and the keys above.
+_KNOWN = frozenset(
+    {
+        "Version",
+        "User",
+        "Emphasis",
+        "Lora hashes",
+        "TI hashes",
+        "Eta",
+        "Eta DDIM",
+        "Sigma churn",
+        "Sigma tmin",
+        "Sigma tmax",
+        "Sigma noise",
+        "Discard penultimate sigma",
+        "Pad conds",
+        "Old prompt editing timelines",
+        "Hires prompt",
+        "Hires negative prompt",
+        "Hires sampler",
+        "Hires schedule type",
+        "Hires checkpoint",
+        "Hires CFG Scale",
+        "Hires upscale",
+        "Token merging ratio hr",
+        "Beta schedule alpha",
+        "Beta schedule beta",
+        "Refiner switch at",
+        "Refiner switch by sampling steps",
+        "Hypernet strength",
+        "Hypernet hash",
+        "Token normalization",
+    }
+)
 #: Settings the A1111 denoiser reproduces, but a pipeline's own guidance step cannot.
 _PIPELINE_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
 
@@ -126,6 +163,19 @@ def read_settings(
     )
 
 
+def _known(key: str) -> bool:
+    from promptweights.infotext import A1111_KEY_ORDER, SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY
+
+    base = key[:-2] if key.endswith(("-1", "-2")) else key
+    return (
+        base in A1111_KEY_ORDER
+        or base in _KNOWN
+        or base in _NEVER
+        or base in _PIPELINE_CFG
+        or base in (SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY)
+    )
+
+
 def _source(source: str, cuda: bool) -> str:
     return "NV" if source == "GPU" and not cuda else source
 
@@ -173,6 +223,11 @@ def unreproducible(
             for key in _PIPELINE_CFG
             if key in written
         )
+    out.extend(
+        (key, f"{key}: not a setting this re-run knows (an extension's?): not reproduced")
+        for key in written
+        if not _known(key)
+    )
     source = params.settings.get("RNG", "GPU")
     if source not in ("CPU", "GPU", "NV"):
         out.append(("RNG", f"RNG: {source}: not one of A1111's noise sources (CPU, GPU, NV)"))
