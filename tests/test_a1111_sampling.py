@@ -455,3 +455,20 @@ def test_from_infotext_on_sdxl_starts_from_a1111_noise_and_reruns() -> None:
         runs.append(xl(**kwargs, output_type="latent").images)
     assert torch.equal(runs[0], runs[1])
     assert not torch.equal(runs[0], kwargs["latents"] * xl.scheduler.init_noise_sigma)
+
+
+def test_a1111_sampling_refuses_what_it_cannot_run(pipe: Any) -> None:
+    from _tiny_pipelines import tiny_sd1
+
+    from promptweights.diffusers import from_infotext, plan_rerun
+    from promptweights.errors import UnsupportedPipelineError
+
+    with pytest.raises(UnsupportedPipelineError, match="Restart"):
+        plan_rerun(_infotext("Restart"))
+    with pytest.raises(UnsupportedPipelineError, match="Align Your Steps"):
+        plan_rerun(_infotext("Euler", **{"Schedule type": "Align Your Steps"}))
+    img2img = tiny_sd1(img2img=True)
+    before = img2img.scheduler
+    with pytest.raises(UnsupportedPipelineError, match="image-to-image"):
+        from_infotext(img2img, _infotext("Euler"))
+    assert img2img.scheduler is before

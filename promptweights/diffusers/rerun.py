@@ -288,11 +288,18 @@ def _scheduler(pipe: Any, plan: Rerun, strict: bool) -> tuple[Any, bool]:
 
 
 def _check_a1111_pipeline(pipe: Any) -> None:
+    import inspect
+
     config = getattr(getattr(pipe, "scheduler", None), "config", {})
     if getattr(pipe, "unet", None) is None or "beta_start" not in config:
         raise UnsupportedPipelineError(
             "A1111 sampling needs a UNet pipeline with a discrete DDPM noise schedule (SD 1.x, "
             "2.x, SDXL); use match='diffusers'"
+        )
+    if "image" in inspect.signature(pipe.__call__).parameters:
+        raise UnsupportedPipelineError(
+            "A1111 sampling re-runs text-to-image passes; for an image-to-image pipeline use "
+            "match='diffusers'"
         )
 
 
