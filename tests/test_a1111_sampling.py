@@ -433,6 +433,9 @@ def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
     assert plan.a1111.seeds.seeds == (21,)
     assert plan.a1111.skip_early_cfg == 0.2
     assert plan_rerun(params, match="diffusers").match == "diffusers"
+    ddim = plan_rerun(_infotext("DDIM", **{"Eta DDIM": 0.5}))
+    assert ddim.unsupported == ("Eta DDIM",)  # its noise follows an ENSD A1111 does not write
+    assert ddim.a1111.options.eta == 0.5
 
 
 def test_from_infotext_on_sdxl_starts_from_a1111_noise_and_reruns() -> None:

@@ -163,6 +163,28 @@ def read_settings(
     )
 
 
+def _unwritten_ensd(params: Any) -> list[tuple[str, str]]:
+    """A1111 re-seeds every image's step noise with its ENSD setting but writes ``ENSD`` only for
+    samplers flagged to use it: DDIM's eta noise and Karras' churn draw from the same generators,
+    so with those the setting A1111 does not write matters."""
+    settings: Mapping[str, str] = params.settings
+    if "ENSD" in params.written:
+        return []
+    noisy = [
+        key
+        for key in ("Eta DDIM", "Sigma churn")
+        if key in params.written and _float(settings, key, 0.0) != 0
+    ]
+    return [
+        (
+            key,
+            f"{key}: {settings[key]}: this noise follows A1111's ENSD setting, which A1111 does "
+            "not write for this sampler; the re-run assumes ENSD 0",
+        )
+        for key in noisy
+    ]
+
+
 def _known(key: str) -> bool:
     from promptweights.infotext import A1111_KEY_ORDER, SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY
 
@@ -223,6 +245,7 @@ def unreproducible(
             for key in _PIPELINE_CFG
             if key in written
         )
+    out.extend(_unwritten_ensd(params))
     out.extend(
         (key, f"{key}: not a setting this re-run knows (an extension's?): not reproduced")
         for key in written
