@@ -48,6 +48,7 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, dict[str, Any]]] = {
     "DPM++ 2M": ("sample_dpmpp_2m", "karras", False, False, {}),
     "DPM++ SDE": ("sample_dpmpp_sde", "karras", False, True, {"eta": 1.0}),
     "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "exponential", False, True, {"eta": 1.0}),
+    "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", "exponential", True, True, {"eta": 1.0}),
 }
 SECOND_ORDER = {"Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE"}  # A1111's flags
 
@@ -206,7 +207,7 @@ _VARIANTS = [(name, False) for name in sorted(K_SAMPLERS)] + [
 
 @pytest.mark.parametrize(("sampler", "karras"), _VARIANTS)
 def test_k_samplers_match_k_diffusion_per_step(pipe: Any, sampler: str, karras: bool) -> None:
-    steps, seeds = 3, [11, 12]
+    steps, seeds = (4 if sampler == "DPM++ 3M SDE" else 3), [11, 12]  # 3M: its third order too
     cond = _encode(pipe, sampler, steps)
     name = f"{sampler} Karras" if karras else sampler
     ours = _ours(pipe, cond, name, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)

@@ -10,7 +10,7 @@ samplers, a Brownian tree for the SDE ones), so the same code serves
 :func:`promptweights.a1111.run.sample` and the diffusers scheduler
 :class:`promptweights.a1111.scheduler.A1111Scheduler`.
 
-The update rules are k-diffusion's (``sample_euler``, ``sample_dpmpp_2m``…, as A1111 v1.10.1
+The update rules are k-diffusion's (``sample_euler``, ``sample_dpmpp_3m_sde``…, as A1111 v1.10.1
 calls them, with its options ``eta``, ``s_noise``, ``s_churn``/``s_tmin``/``s_tmax``) and
 A1111's own ``sd_samplers_timesteps_impl`` for DDIM and PLMS; the code is written here.
 
@@ -389,6 +389,55 @@ def dpmpp_2m_sde(x: Tensor, sigmas: Tensor, options: Options, noise: NoiseFn | N
     return x
 
 
+def _third_order(
+    x: Tensor,
+    denoised: Tensor,
+    history: list[Tensor],
+    steps: list[Tensor],
+    h: Tensor,
+    h_eta: Tensor,
+) -> Tensor:
+    """DPM-Solver++(3M)'s correction from the last two denoised estimates (or one)."""
+    phi_2 = h_eta.neg().expm1() / h_eta + 1
+    if len(history) == 1:
+        return x + phi_2 * ((denoised - history[0]) / (steps[0] / h))
+    r0, r1 = steps[0] / h, steps[1] / h
+    d1_0 = (denoised - history[0]) / r0
+    d1_1 = (history[0] - history[1]) / r1
+    d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    phi_3 = phi_2 / h_eta - 0.5
+    result: Tensor = x + phi_2 * d1 - phi_3 * d2
+    return result
+
+
+def dpmpp_3m_sde(x: Tensor, sigmas: Tensor, options: Options, noise: NoiseFn | None) -> SamplerGen:
+    """``sample_dpmpp_3m_sde``, noise from a Brownian tree."""
+    eta = _eta(options)
+    history: list[Tensor] = []  # the last two denoised estimates, newest first
+    steps: list[Tensor] = []  # the last two log-σ steps, newest first
+    h = torch.zeros(())
+    for i in range(len(sigmas) - 1):
+        denoised = yield Call(x, sigmas[i])
+        assert denoised is not None
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            h = _t(sigmas[i + 1]) - _t(sigmas[i])
+            h_eta = h * (eta + 1)
+            x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
+            if history:
+                x = _third_order(x, denoised, history, steps, h, h_eta)
+            if eta:
+                spread = (-2 * h * eta).expm1().neg().sqrt()
+                step_noise = _need(noise)(sigmas[i], sigmas[i + 1]) * sigmas[i + 1]
+                x = x + step_noise * spread * options.s_noise
+        history = [denoised, *history[:1]]
+        steps = [h, *steps[:1]]
+        yield Step(i, x)
+    return x
+
+
 # --- A1111's timestep samplers: the model answers with the noise prediction ----------------------
 
 
@@ -544,6 +593,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
             dpmpp_2m_sde,
             noise="brownian",
             solver_type="heun",
+            extra=("eta", "s_noise"),
+        ),
+        SamplerSpec(
+            "DPM++ 3M SDE",
+            dpmpp_3m_sde,
+            noise="brownian",
+            discard_penultimate=True,
             extra=("eta", "s_noise"),
         ),
         SamplerSpec("DDIM", timestep_sampler=ddim, noise="eta", extra=("eta",)),
