@@ -49,6 +49,13 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, dict[str, Any]]] = {
     "DPM++ SDE": ("sample_dpmpp_sde", "karras", False, True, {"eta": 1.0}),
     "DPM++ 2M SDE": ("sample_dpmpp_2m_sde", "exponential", False, True, {"eta": 1.0}),
     "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", "exponential", True, True, {"eta": 1.0}),
+    "DPM++ 2M SDE Heun": (
+        "sample_dpmpp_2m_sde",
+        "exponential",
+        False,
+        True,
+        {"eta": 1.0, "solver_type": "heun"},
+    ),
 }
 SECOND_ORDER = {"Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE"}  # A1111's flags
 
