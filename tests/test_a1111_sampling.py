@@ -94,14 +94,14 @@ def _conds_from(cond: Any) -> Any:
     timeline = cond._timeline
 
     def at(k: int) -> tuple[list[list[tuple[int, float]]], torch.Tensor, torch.Tensor]:
-        from promptweights.diffusers.conditioning import _index_at
-
         rows, conds_list = [], []
         for image, parts in enumerate(timeline.parts):
             entry = []
             for j, part in enumerate(parts):
                 entry.append((len(rows), part.weight))
-                rows.append(timeline.part_embeds[image][j][_index_at(part.ends, k)])
+                # A1111's run-time lookup: the first schedule entry whose end is >= call k.
+                index = next((n for n, end in enumerate(part.ends) if k <= end), -1)
+                rows.append(timeline.part_embeds[image][j][index])
             conds_list.append(entry)
         return conds_list, torch.stack(rows), cond.at_call(k)["negative_prompt_embeds"]
 
