@@ -19,6 +19,7 @@ from _tiny_models import (
 __all__ = [
     "tiny_flux",
     "tiny_sd1",
+    "tiny_sd1_sd15_schedule",
     "tiny_sd2",
     "tiny_sd3",
     "tiny_sdxl",
@@ -31,6 +32,19 @@ def tiny_sd1(img2img: bool = False) -> Any:
     tok = tiny_clip_tokenizer()
     pipe = tiny_sd_pipeline(tok, tiny_clip_model(tok))
     return _img2img(pipe) if img2img else pipe
+
+
+def tiny_sd1_sd15_schedule() -> Any:
+    """The tiny SD 1.x pipeline with SD 1.5's noise schedule (σ from 0.029 to 14.6, as A1111's
+    model has it), progress bar off: the A1111 sampling tests' model."""
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = tiny_sd1()
+    pipe.scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def tiny_sd2(img2img: bool = False) -> Any:
