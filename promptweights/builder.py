@@ -260,6 +260,11 @@ class Plan:
         """Per request, the chunks of each group (before any padding)."""
         return tuple(tuple(len(g.prompts[0].chunks) for g in r.groups) for r in self._requests)
 
+    @property
+    def prompts(self) -> tuple[tuple[tuple[TokenizedPrompt, ...], ...], ...]:
+        """Per request, per group, the texts as tokenised (truncation and dropped ``BREAK``s)."""
+        return tuple(tuple(g.prompts for g in r.groups) for r in self._requests)
+
     def check_rows(self, max_rows: int, *, empty: bool = False, cached: bool | None = None) -> int:
         """The rows :meth:`run` will encode; raise before any work if they pass ``max_rows``.
 

@@ -63,7 +63,7 @@ from torch import Tensor
 from promptweights.errors import InvalidArgumentError
 from promptweights.tokens import Layout, layout_for
 
-__all__ = ["TextEncoder", "execution_device", "forget"]
+__all__ = ["TextEncoder", "execution_device", "forget", "text_mask"]
 
 
 @dataclass(eq=False)
@@ -90,6 +90,10 @@ class TextEncoder:
             pass streams every weight once, whatever its length; on a GPU a pass is bound by kernel
             launches, so it never pays there). ``True``: whenever a prefix is shared; ``False``:
             never.
+        mask_padding: hide the padding after the text from the attention (the attention mask
+            the tokenizer gives: every position up to the last one that is not the pad id), as
+            Chroma, PixArt and Wan run their T5; combined with any mask a row brings.
+        zero_padding: set the outputs at those hidden positions to zero, as Wan does.
     """
 
     model: Any
@@ -100,6 +104,8 @@ class TextEncoder:
     layout: Layout | None = None
     rows_per_call: int | None = None
     share_prefixes: bool | None = None
+    mask_padding: bool = False
+    zero_padding: bool = False
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -203,19 +209,34 @@ class TextEncoder:
         *,
         max_length: int | None = None,
         rows_per_call: int | None = None,
+        chunked: bool = False,
+        mask_padding: bool = False,
+        zero_padding: bool = False,
+        clean: str = "",
     ) -> TextEncoder:
-        """A T5 encoder: one window of ``max_length`` tokens (SD3: 256, Flux: 512), EOS once.
+        """A T5 (or umT5) encoder: windows of ``max_length`` tokens (SD3: 256, Flux: 512), EOS once.
+
+        With a fast tokenizer the text is tokenised whole and spans are mapped to tokens through
+        its ``offset_mapping`` (``Layout.joined``); a slow one tokenises span by span.
 
         Args:
-            model: a ``T5EncoderModel``.
+            model: a ``T5EncoderModel`` or ``UMT5EncoderModel``.
             tokenizer: its tokenizer.
             max_length: window length; defaults to the tokenizer's ``model_max_length``.
             rows_per_call: at most this many rows per forward pass (``None``: all at once).
+            chunked: cut long text into several windows (``BREAK`` starts one) instead of
+                truncating it.
+            mask_padding: hide the padding from the attention (Chroma, PixArt, Wan).
+            zero_padding: zero the outputs at the padding (Wan).
+            clean: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``).
 
         Returns:
             The encoder.
         """
-        layout = layout_for(tokenizer, length=max_length, chunked=False)
+        joined = bool(getattr(tokenizer, "is_fast", False))
+        layout = layout_for(
+            tokenizer, length=max_length, chunked=chunked, joined=joined, clean=clean
+        )
         return cls(
             model,
             tokenizer,
@@ -223,6 +244,8 @@ class TextEncoder:
             final_layer_norm=False,
             layout=layout,
             rows_per_call=rows_per_call,
+            mask_padding=mask_padding,
+            zero_padding=zero_padding,
         )
 
     @property
@@ -261,6 +284,8 @@ class TextEncoder:
         return (self.window, self.layer, self.final_layer_norm, self.device, self.dtype), (
             self.pooled,
             exact,
+            self.mask_padding,
+            self.zero_padding,
         )
 
     def cached_empty(self) -> tuple[Tensor, Tensor | None] | None:
@@ -464,6 +489,20 @@ class TextEncoder:
         return -(-(rows - prefixed) // step) + -(-prefixed // step)
 
     def _forward(self, ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        text = None
+        if self.mask_padding or self.zero_padding:
+            text = text_mask(ids, self.window.pad)
+            if self.mask_padding:
+                attention_mask = text if attention_mask is None else attention_mask * text
+        z, pooled = self._run_tower(ids, attention_mask)
+        if self.zero_padding and text is not None:
+            shown = text.to(z.device).unsqueeze(-1) != 0
+            z = torch.where(shown, z, torch.zeros((), dtype=z.dtype, device=z.device))
+        return z, pooled
+
+    def _run_tower(
+        self, ids: Tensor, attention_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         hidden = self.layer != -1
         projection = getattr(self.model, "text_projection", None) if self.pooled else None
         # A projection model is run through its tower so that the projection can be applied one
@@ -539,6 +578,21 @@ def execution_device(model: Any) -> torch.device:
             if device is not None:
                 return torch.device(device)
     return torch.device(model.device)
+
+
+def text_mask(ids: Tensor, pad: int) -> Tensor:
+    """The attention mask a tokenizer gives a padded row: 1 up to the last id that is not ``pad``.
+
+    Args:
+        ids: int64 ``(N, T)`` token ids.
+        pad: the pad id.
+
+    Returns:
+        int64 ``(N, T)``: 1 on the text and its EOS, 0 on the padding after them.
+    """
+    shown = (ids != pad).long()
+    # Position j is text when some position at or after it is not padding.
+    return shown.flip(-1).cummax(dim=-1).values.flip(-1)
 
 
 def forget(model: Any) -> None:

@@ -33,11 +33,13 @@ from promptweights.errors import ArgumentTypeError, InvalidArgumentError, Unknow
 
 __all__ = [
     "NORMALIZATIONS",
+    "POLICIES",
     "STRATEGIES",
     "STRATEGY_SIGNATURE",
     "Extras",
     "Needs",
     "Normalization",
+    "Policy",
     "Strategy",
     "a1111",
     "a1111_no_norm",
@@ -387,4 +389,70 @@ STRATEGIES: dict[str, Strategy] = {
     "down-weight": down_weight,
     "ignore": ignore,
     "none": no_syntax,
+}
+
+
+# --- weighting policies per encoder kind (the family records name them) --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How prompt weights apply to one kind of text encoder: data a family record names per tower.
+
+    Attributes:
+        name: its key in :data:`POLICIES`.
+        default: the strategy (a :data:`STRATEGIES` name) that ``encode``'s default gives it.
+        alternatives: other strategies that are meaningful on it.
+        why: the reasoning, as the README's table gives it.
+        off: not empty: weighting is off on this encoder, for this reason; its weights are
+            dropped (a diagnostic in lenient mode, refused in strict mode) unless another
+            encoder of the family reads the same text with its weights.
+    """
+
+    name: str
+    default: str
+    alternatives: tuple[str, ...]
+    why: str
+    off: str = ""
+
+    @property
+    def weighted(self) -> bool:
+        """Whether weights apply on this encoder."""
+        return not self.off
+
+    def strategy(self, requested: str | Strategy) -> str | Strategy:
+        """The strategy to run on this encoder: ``"ignore"`` when weighting is off (brackets are
+        still removed, as the pipeline would never see them), else ``requested``."""
+        return requested if self.weighted else "ignore"
+
+
+_CLIP_ALTERNATIVES = tuple(name for name in STRATEGIES if name != "a1111")
+
+#: The policies, by name: ``"clip"`` (every CLIP tower whose sequence the denoiser reads), ``"t5"``
+#: (T5 and umT5 windows) and ``"pooled-only"`` (a CLIP tower of which only the unweighted pooled
+#: vector is used: Flux's CLIP-L).
+POLICIES: dict[str, Policy] = {
+    "clip": Policy(
+        "clip",
+        "a1111",
+        _CLIP_ALTERNATIVES,
+        "A1111's emphasis is what the prompts users share were written for; every other tool's "
+        "math is a strategy of its own (weighting-strategies.md §3)",
+    ),
+    "t5": Policy(
+        "t5",
+        "a1111",
+        ("comfy", "a1111-no-norm", "compel", "ignore", "none"),
+        "Forge's T5 engine multiplies and restores the window's mean (a1111, over the "
+        "pipeline's window); ComfyUI lerps every token from the encoded empty prompt (comfy, "
+        "one extra window per encoder, cached); T5 is bidirectional, so weights act after the "
+        "encoder and neighbours are untouched (§5)",
+    ),
+    "pooled-only": Policy(
+        "pooled-only",
+        "ignore",
+        (),
+        "only the pooled vector is read, and the pooled vector is never weighted",
+        off="only its pooled vector reaches the denoiser, and pooled vectors are never weighted",
+    ),
 }

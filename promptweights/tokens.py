@@ -15,6 +15,12 @@ The layer between the language (``weighted_spans``) and the tensors: it turns A1
 Tokenizers without a BOS token (T5) are not chunked: one window of the tokenizer's length, EOS once
 after the text, then padding; longer text is truncated, as diffusers does.
 
+**Joined layouts** (``Layout.joined``, what the diffusers adapter uses for T5 and umT5): the spans are
+joined into the text the pipeline would tokenise, the text is tokenised once with a fast
+tokenizer's ``offset_mapping``, and each token takes the weight of the span its characters come
+from. A plain prompt therefore gives exactly the pipeline's ids, whatever the tokenizer (BPE or
+SentencePiece), with no per-model rule. See :func:`span_owners` for a token that straddles spans.
+
 Nothing here imports torch.
 """
 
@@ -42,6 +48,7 @@ __all__ = [
     "empty_chunk",
     "equalize",
     "layout_for",
+    "span_owners",
     "span_position",
     "tokenize",
     "tokenize_many",
@@ -82,6 +89,14 @@ class Layout:
         pad: id of every position after the first EOS.
         chunked: ``True`` to split long text into windows (CLIP), ``False`` to truncate (T5).
         comma: id of the single-comma token that comma back-tracking looks for, or ``None``.
+        joined: tokenise each text whole and give tokens their span's weight through the fast
+            tokenizer's ``offset_mapping`` (T5/umT5), instead of tokenising span by span (A1111's
+            CLIP rule). ``chunked`` then cuts windows of ``capacity`` tokens (no comma
+            back-tracking) and ``BREAK`` starts one; without ``chunked``, ``BREAK`` is dropped and
+            counted in :attr:`TokenizedPrompt.breaks_ignored`.
+        clean: the pipeline's own text clean-up, applied span by span before tokenising
+            (a name of :data:`CLEANERS`: ``""`` none, ``"lower-strip"`` PixArt, ``"wan"`` Wan's
+            ``prompt_clean``).
     """
 
     length: int
@@ -90,6 +105,8 @@ class Layout:
     pad: int
     chunked: bool = True
     comma: int | None = None
+    joined: bool = False
+    clean: str = ""
 
     @property
     def capacity(self) -> int:
@@ -148,16 +165,23 @@ class TokenizedPrompt:
         token_count: what A1111's token counter shows (75 per closed chunk + the last chunk's size).
         truncated: content tokens dropped because the layout is not chunked (T5).
         layout: the layout the chunks follow.
+        breaks_ignored: ``BREAK`` markers dropped because the layout is joined and not chunked.
     """
 
     chunks: tuple[Chunk, ...]
     token_count: int
     layout: Layout
     truncated: int = 0
+    breaks_ignored: int = 0
 
 
 def layout_for(
-    tokenizer: Tokenizer, *, length: int | None = None, chunked: bool | None = None
+    tokenizer: Tokenizer,
+    *,
+    length: int | None = None,
+    chunked: bool | None = None,
+    joined: bool = False,
+    clean: str = "",
 ) -> Layout:
     """Return the window layout of ``tokenizer``.
 
@@ -168,6 +192,8 @@ def layout_for(
         tokenizer: a Hugging Face tokenizer.
         length: positions per window; defaults to the tokenizer's ``model_max_length``.
         chunked: force chunking on or off instead of deciding from the BOS token.
+        joined: tokenise texts whole and map spans through offsets (see :class:`Layout`).
+        clean: the pipeline's text clean-up, a name of :data:`CLEANERS`.
 
     Returns:
         The layout, with pad id and comma id read from the tokenizer.
@@ -184,7 +210,18 @@ def layout_for(
         pad = eos if eos is not None else 0
     comma_ids = tokenizer([","], add_special_tokens=False)["input_ids"][0]
     comma = int(comma_ids[0]) if len(comma_ids) == 1 else None
-    return Layout(length=length, bos=bos, eos=eos, pad=pad, chunked=is_chunked, comma=comma)
+    if clean not in CLEANERS:
+        raise InvalidArgumentError(f"unknown text clean-up {clean!r}; known: {sorted(CLEANERS)}")
+    return Layout(
+        length=length,
+        bos=bos,
+        eos=eos,
+        pad=pad,
+        chunked=is_chunked,
+        comma=comma,
+        joined=joined,
+        clean=clean,
+    )
 
 
 def diffusers_textual_inversions(tokenizer: Tokenizer) -> tuple[TextualInversion, ...]:
@@ -362,6 +399,8 @@ def tokenize_many(
         raise InvalidArgumentError(f"comma_backtrack must be in 0..74, got {comma_backtrack}")
     if layout is None:
         layout = layout_for(tokenizer)
+    if layout.joined:
+        return [_joined(tokenizer, spans, layout, max_chunks) for spans in texts]
     lookup = _ti_lookup(textual_inversions)
     flat = [_encodable(text) for spans in texts for text, _ in spans]
     ids: list[list[int]] = (
@@ -577,7 +616,191 @@ def equalize(*prompts: TokenizedPrompt) -> tuple[TokenizedPrompt, ...]:
     empty = empty_chunk(prompts[0].layout)
     return tuple(
         TokenizedPrompt(
-            p.chunks + (empty,) * (count - len(p.chunks)), p.token_count, p.layout, p.truncated
+            p.chunks + (empty,) * (count - len(p.chunks)),
+            p.token_count,
+            p.layout,
+            p.truncated,
+            p.breaks_ignored,
         )
         for p in prompts
+    )
+
+
+# --- joined layouts (T5, umT5): one text, spans mapped through offset_mapping ------------------
+
+
+def _lower(text: str) -> str:
+    return text.lower()
+
+
+def _wan_basic(text: str) -> str:
+    """Wan's ``basic_clean`` without its final strip (done on the joined text): ftfy when
+    installed, as diffusers does, then HTML entities unescaped twice."""
+    import html
+
+    try:
+        import ftfy  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        text = str(ftfy.fix_text(text))
+    return html.unescape(html.unescape(text))
+
+
+#: Text clean-ups of pipelines, by name: ``(per span, collapse whitespace runs, strip)``.
+CLEANERS: dict[str, tuple[Any, bool, bool]] = {
+    "": (None, False, False),
+    # PixArt's _text_preprocessing with clean_caption off: lower().strip().
+    "lower-strip": (_lower, False, True),
+    # Wan's prompt_clean: basic_clean, then whitespace runs to one space, stripped.
+    "wan": (_wan_basic, True, True),
+}
+
+
+def _clean_spans(text_spans: Sequence[tuple[str, int]], clean: str) -> tuple[str, list[int]]:
+    """The joined text of ``(text, span index)`` pieces after the clean-up, with the span index of
+    every character (per-span steps run on each piece; whitespace steps on the joined text)."""
+    per_span, collapse, strip = CLEANERS[clean]
+    chars: list[str] = []
+    owners: list[int] = []
+    for text, index in text_spans:
+        text = _encodable(per_span(text) if per_span is not None else text)
+        chars += text
+        owners += [index] * len(text)
+    if collapse:
+        kept_chars: list[str] = []
+        kept_owners: list[int] = []
+        for char, owner in zip(chars, owners, strict=True):
+            if char.isspace():
+                if kept_chars and kept_chars[-1] == " ":
+                    continue
+                char = " "
+            kept_chars.append(char)
+            kept_owners.append(owner)
+        chars, owners = kept_chars, kept_owners
+    if strip:
+        start, end = 0, len(chars)
+        while start < end and chars[start].isspace():
+            start += 1
+        while end > start and chars[end - 1].isspace():
+            end -= 1
+        chars, owners = chars[start:end], owners[start:end]
+    return "".join(chars), owners
+
+
+def span_owners(
+    offsets: Sequence[tuple[int, int]], owners: Sequence[int], text: str
+) -> list[int]:
+    """The span each token comes from, given its character offsets in the joined ``text``.
+
+    A token takes the span that holds most of its non-space characters (the earliest on a tie):
+    a SentencePiece ``▁word`` whose space belongs to the span before is still the word's. A token
+    of spaces only takes the span of its characters; a token without characters (an empty offset)
+    takes its neighbour's, the next one's first.
+
+    Args:
+        offsets: ``(start, end)`` per token, as a fast tokenizer's ``offset_mapping`` gives them.
+        owners: the span index of every character of ``text``.
+        text: the text that was tokenised.
+
+    Returns:
+        One span index per token (``-1`` only when ``text`` is empty).
+
+    >>> span_owners([(0, 1), (1, 5), (6, 9)], [0, 0, 1, 1, 1, 2, 2, 2, 2], "a cat dog")
+    [0, 1, 2]
+    """
+    found: list[int | None] = []
+    for start, end in offsets:
+        start, end = max(0, start), min(end, len(owners))
+        if start >= end:
+            found.append(None)
+            continue
+        counts: dict[int, int] = {}
+        for at in range(start, end):
+            if not text[at].isspace():
+                counts[owners[at]] = counts.get(owners[at], 0) + 1
+        if not counts:
+            for at in range(start, end):
+                counts[owners[at]] = counts.get(owners[at], 0) + 1
+        best = max(counts.values())
+        found.append(min(owner for owner, count in counts.items() if count == best))
+    result: list[int] = []
+    fallback = owners[-1] if owners else -1
+    for i, owner in enumerate(found):
+        if owner is None:
+            later = next((o for o in found[i + 1 :] if o is not None), None)
+            owner = later if later is not None else (result[-1] if result else fallback)
+        result.append(owner)
+    return result
+
+
+def _joined(
+    tokenizer: Tokenizer, spans: Sequence[Span], layout: Layout, max_chunks: int | None
+) -> TokenizedPrompt:
+    """One text on a joined layout: segments (split at ``BREAK`` when chunked) tokenised whole."""
+    segments: list[list[tuple[str, int]]] = [[]]
+    breaks = 0
+    pending = False  # a dropped BREAK still separates the words around it
+    for index, (text, weight) in enumerate(spans):
+        if _is_break(text, weight):
+            breaks += 1
+            if layout.chunked:
+                segments.append([])
+            else:
+                pending = True
+            continue
+        segment = segments[-1]
+        if pending and text and segment and not (text[0].isspace() or _ends_in_space(segment)):
+            text = " " + text
+        pending = pending and not text
+        segment.append((text, index))
+    cleaned = [_clean_spans(segment, layout.clean) for segment in segments]
+    texts = [text for text, _ in cleaned]
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidArgumentError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: mapping weighted spans to its "
+            "tokens needs offset_mapping (load the tokenizer with use_fast=True)"
+        )
+    encoded = tokenizer(
+        texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
+    weights = [w for _, w in spans]
+    pieces: list[list[tuple[int, int]]] = []  # per segment: (id, span index)
+    for (text, owners), ids, offsets in zip(
+        cleaned, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    ):
+        found = span_owners([tuple(o) for o in offsets], owners, text)
+        pieces.append([(int(t), o) for t, o in zip(ids, found, strict=True)])
+    if not layout.chunked:
+        tokens = pieces[0]
+        kept = tokens[: layout.capacity]
+        chunk = _close(_from_pieces(kept, weights), layout)
+        return TokenizedPrompt(
+            (chunk,), len(kept), layout, truncated=len(tokens) - len(kept), breaks_ignored=breaks
+        )
+    chunks: list[Chunk] = []
+    for tokens in pieces:
+        for at in range(0, max(len(tokens), 1), layout.capacity):
+            if max_chunks is not None and len(chunks) >= max_chunks:
+                raise LimitExceededError(
+                    f"a text needs more than {max_chunks} windows of {layout.length} tokens "
+                    f"(BREAK and every {layout.capacity} tokens start one); the limit is "
+                    f"{max_chunks} (max_chunks)"
+                )
+            part = tokens[at : at + layout.capacity]
+            chunks.append(_close(_from_pieces(part, weights), layout))
+    count = sum(len(tokens) for tokens in pieces)
+    return TokenizedPrompt(tuple(chunks), count, layout)
+
+
+def _ends_in_space(segment: list[tuple[str, int]]) -> bool:
+    last = next((text for text, _ in reversed(segment) if text), "")
+    return not last or last[-1].isspace()
+
+
+def _from_pieces(tokens: Sequence[tuple[int, int]], weights: Sequence[float]) -> _Open:
+    return _Open(
+        [t for t, _ in tokens],
+        [weights[o] if o >= 0 else 1.0 for _, o in tokens],
+        [o for _, o in tokens],
     )

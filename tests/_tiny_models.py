@@ -121,6 +121,26 @@ def tiny_t5_model(tokenizer: Any) -> Any:
     return T5EncoderModel(config).eval()
 
 
+def tiny_umt5_model(tokenizer: Any) -> Any:
+    """A umT5 encoder (Wan's; one relative-position bias per layer) with random weights."""
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    config = UMT5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=0,
+    )
+    return UMT5EncoderModel(config).eval()
+
+
 def tiny_sd_pipeline(tokenizer: Any, text_encoder: Any) -> Any:
     """A StableDiffusionPipeline from tiny random components (diffusers' dummy-component sizes)."""
     import torch

@@ -14,10 +14,14 @@ from _tiny_models import (
     tiny_sd_pipeline,
     tiny_t5_model,
     tiny_t5_tokenizer,
+    tiny_umt5_model,
 )
 
 __all__ = [
+    "tiny_chroma",
     "tiny_flux",
+    "tiny_pixart",
+    "tiny_wan",
     "tiny_sd1",
     "tiny_sd1_sd15_schedule",
     "tiny_sd2",
@@ -156,7 +160,7 @@ def tiny_sdxl_refiner() -> Any:
     )
 
 
-def tiny_sd3(t5: bool = True, img2img: bool = False) -> Any:
+def tiny_sd3(t5: bool = True, img2img: bool = False, variant: str = "") -> Any:
     """SD3: CLIP-L and CLIP-G (16 wide each, with projection) and optionally T5 (32 wide)."""
     import torch
     from diffusers import (
@@ -171,24 +175,29 @@ def tiny_sd3(t5: bool = True, img2img: bool = False) -> Any:
     te_2 = tiny_clip_model(tok_2, projection=True, width=16)
     tok_3 = tiny_t5_tokenizer() if t5 else None
     te_3 = tiny_t5_model(tok_3) if t5 else None
+    latents = 16 if variant == "Inpaint" else 4  # SD3's inpainting wants SD3's 16 channels
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
         sample_size=8,
         patch_size=1,
-        in_channels=4,
+        in_channels=latents,
         num_layers=1,
         attention_head_dim=8,
         num_attention_heads=4,
         caption_projection_dim=32,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        out_channels=4,
+        out_channels=latents,
     )
     cls = StableDiffusion3Img2ImgPipeline if img2img else StableDiffusion3Pipeline
+    if variant:  # "Inpaint": another class over the same components
+        import diffusers
+
+        cls = getattr(diffusers, f"StableDiffusion3{variant}Pipeline")
     return cls(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=_vae(flat=True),
+        vae=_vae(latent_channels=latents, flat=True),
         text_encoder=te,
         tokenizer=tok,
         text_encoder_2=te_2,
@@ -198,8 +207,10 @@ def tiny_sd3(t5: bool = True, img2img: bool = False) -> Any:
     )
 
 
-def tiny_flux(img2img: bool = False) -> Any:
-    """Flux.1: CLIP-L (pooled only) and T5."""
+def tiny_flux(img2img: bool = False, variant: str = "", in_channels: int = 4) -> Any:
+    """Flux.1: CLIP-L (pooled only) and T5; ``variant`` names another Flux class over the same
+    components (``"Kontext"``, ``"Inpaint"``, ``"Fill"``: give Fill ``in_channels=4 + 4·4``, its
+    image and mask latents)."""
     import torch
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
@@ -215,7 +226,6 @@ def tiny_flux(img2img: bool = False) -> Any:
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1,
-        in_channels=4,
         num_layers=1,
         num_single_layers=1,
         attention_head_dim=16,
@@ -223,8 +233,14 @@ def tiny_flux(img2img: bool = False) -> Any:
         joint_attention_dim=32,
         pooled_projection_dim=32,
         axes_dims_rope=[4, 4, 8],
+        in_channels=in_channels,
+        out_channels=4,
     )
     cls = FluxImg2ImgPipeline if img2img else FluxPipeline
+    if variant:
+        import diffusers
+
+        cls = getattr(diffusers, f"Flux{variant}Pipeline")
     return cls(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -234,3 +250,122 @@ def tiny_flux(img2img: bool = False) -> Any:
         text_encoder_2=te_2,
         tokenizer_2=tok_2,
     )
+
+
+def tiny_chroma(variant: str = "") -> Any:
+    """Chroma: one T5, run with its attention mask (diffusers' dummy-component sizes)."""
+    import diffusers
+    import torch
+
+    tok = tiny_t5_tokenizer()
+    te = tiny_t5_model(tok)
+    torch.manual_seed(0)
+    transformer = diffusers.ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=[4, 4, 8],
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+        approximator_num_channels=16,
+    )
+    cls = getattr(diffusers, f"Chroma{variant}Pipeline")
+    return cls(
+        transformer=transformer,
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+        vae=_vae(latent_channels=1, flat=True),
+        text_encoder=te,
+        tokenizer=tok,
+    )
+
+
+def tiny_pixart() -> Any:
+    """PixArt-Σ: one T5 with its attention mask; captions lower-cased."""
+    import diffusers
+    import torch
+
+    tok = tiny_t5_tokenizer()
+    te = tiny_t5_model(tok)
+    torch.manual_seed(0)
+    transformer = diffusers.PixArtTransformer2DModel(
+        sample_size=8,
+        num_layers=1,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=16,
+        out_channels=8,
+        norm_num_groups=2,
+    )
+    return diffusers.PixArtSigmaPipeline(
+        tokenizer=tok,
+        text_encoder=te,
+        vae=_vae(),
+        transformer=transformer,
+        scheduler=diffusers.DDIMScheduler(),
+    )
+
+
+def tiny_wan(i2v: bool = False) -> Any:
+    """Wan 2.1: umT5 (zeros past the text); ``i2v`` adds the CLIP image encoder of image to
+    video."""
+    import diffusers
+    import torch
+
+    tok = tiny_t5_tokenizer()
+    te = tiny_umt5_model(tok)
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    torch.manual_seed(0)
+    transformer = diffusers.WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=36 if i2v else 16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=1,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        image_dim=4 if i2v else None,
+    )
+    parts: dict[str, Any] = {
+        "transformer": transformer,
+        "vae": vae,
+        "scheduler": diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+        "text_encoder": te,
+        "tokenizer": tok,
+    }
+    if not i2v:
+        return diffusers.WanPipeline(**parts)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(
+        hidden_size=4,
+        projection_dim=4,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        intermediate_size=16,
+        patch_size=4,
+    )
+    parts["image_encoder"] = CLIPVisionModelWithProjection(config).eval()
+    parts["image_processor"] = CLIPImageProcessor(crop_size=16, size=16)
+    return diffusers.WanImageToVideoPipeline(**parts)

@@ -56,6 +56,7 @@ class _Timeline:
     # LoRA weight schedules: with one, each part's stack holds its variants once per distinct
     # text-encoder weight set (set-major), and the step callback sets the UNet weights.
     lora: _LoraRun | None = None
+    masks: tuple[Tensor, Tensor] | None = None  # T5 attention masks (B, L): positive, negative
 
     @property
     def edits(self) -> bool:
@@ -171,6 +172,10 @@ class Conditioning:
         networks: every extra-network tag found in the prompts, in order.
         num_inference_steps: the ``steps`` given to ``encode`` (``hires_steps`` for a hires
             pass): what the pipeline must run with, so :meth:`pipeline_kwargs` passes it on.
+        prompt_attention_mask: ``(B, L)`` the T5 attention mask Chroma and PixArt take with the
+            embeds (for an image whose texts change during sampling, the union of theirs: the
+            pipeline reads one mask for the whole run); else ``None``.
+        negative_prompt_attention_mask: likewise for the negative.
     """
 
     prompt_embeds: Tensor
@@ -183,6 +188,8 @@ class Conditioning:
     _timeline: _Timeline = field(repr=False)
     _attached: int = field(default=0, repr=False)
     num_inference_steps: int | None = None
+    prompt_attention_mask: Tensor | None = None
+    negative_prompt_attention_mask: Tensor | None = None
 
     @property
     def edits(self) -> bool:
@@ -255,6 +262,7 @@ class Conditioning:
                 "the parts are combined in the denoiser as A1111 does"
             )
         kwargs: dict[str, Any] = {"prompt_embeds": self.prompt_embeds}
+        kwargs |= dict.fromkeys(self._timeline.family.cleared)
         if self.num_inference_steps is not None:
             kwargs["num_inference_steps"] = self.num_inference_steps
         if self.negative_prompt_embeds is not None:
@@ -263,10 +271,20 @@ class Conditioning:
             kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
         if self.negative_pooled_prompt_embeds is not None:
             kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
+        if self.prompt_attention_mask is not None:
+            kwargs["prompt_attention_mask"] = self.prompt_attention_mask
+            if self.negative_prompt_embeds is not None:
+                kwargs["negative_prompt_attention_mask"] = self.negative_prompt_attention_mask
         inputs: list[str] = []
         if callback_on_step_end is not None:
             inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
         if (self.edits or self._timeline.unet_changes) and not self.composable:
+            family = self._timeline.family
+            if not family.step_callback:
+                raise UnsupportedPipelineError(
+                    f"{family.title} pipelines take no callback_on_step_end, so prompt editing "
+                    "and alternation cannot switch the conditioning during sampling"
+                )
             callback = _StepCallback(
                 self._timeline, callback_on_step_end, steps=self.num_inference_steps
             )
@@ -391,6 +409,9 @@ class _StepCallback:
         pairs: list[tuple[str, Tensor, Tensor | None]] = [("prompt_embeds", positive, negative)]
         if pooled is not None and family.step_pooled is not None:
             pairs.append((family.step_pooled, pooled, negative_pooled))
+        if not guided and timeline.has_negative and "negative_prompt_embeds" in family.step_tensors:
+            # The negative is a tensor of its own (Wan): swapped on its own.
+            pairs.append(("negative_prompt_embeds", negative, None))
         for name, pos, neg in pairs:
             current = kwargs.get(name)
             if current is None:  # the pipeline does not let this tensor be swapped

@@ -24,10 +24,17 @@ from promptweights.errors import (
 from promptweights.limits import DEFAULT_LIMITS, MAX_WEIGHT, Limits
 from promptweights.schedules import split_and_with_tails
 from promptweights.settings import a1111_clip_skip
-from promptweights.strategies import Normalization, Strategy, get_normalization, get_strategy
+from promptweights.strategies import (
+    Normalization,
+    Policy,
+    Strategy,
+    get_normalization,
+    get_strategy,
+)
 from promptweights.tokens import check_weights, span_position
 from promptweights.tree import ExtraNetwork
 
+from . import _towers
 from .conditioning import Conditioning, _Part, _stack_timelines, _Timeline
 from .families import Encoded, Family, record_of
 from .lora import _apply_loras, _lora_run, _plan_loras
@@ -38,10 +45,12 @@ _PROBE_STEPS = 1000
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
-    """One text encoder of a family and which prompt (1, 2 or 3) it reads."""
+    """One text encoder of a family, which prompt (1, 2 or 3) it reads, and its policy."""
 
     encoder: TextEncoder
     prompt: int
+    policy: Policy
+    component: str
 
 
 def _slots(
@@ -50,17 +59,18 @@ def _slots(
     clip_skip: int,
     max_sequence_length: int | None,
     exact: bool,
+    chunked: bool = False,
 ) -> list[_Slot]:
     slots = []
     for tower in family.towers:
         encoder = tower.text_encoder(
-            pipe, TextEncoder, clip_skip, max_sequence_length, family.sequence_length
+            pipe, TextEncoder, clip_skip, max_sequence_length, family.window(pipe), chunked
         )
         if encoder is not None:
             if exact:
                 # One row per forward pass, as the pipelines' own encode_prompt runs them.
                 encoder.rows_per_call = 1
-            slots.append(_Slot(encoder, tower.prompt))
+            slots.append(_Slot(encoder, tower.prompt, tower.weighting, tower.component))
     return slots
 
 
@@ -349,6 +359,7 @@ def encode(
     hires_steps: int | None = None,
     old_timelines: bool = False,
     max_sequence_length: int | None = None,
+    long_prompts: str = "truncate",
     lora_dir: str | Path | None = None,
     loras: Mapping[str, str | Path] | None = None,
     batch_rows: bool | None = None,
@@ -377,7 +388,10 @@ def encode(
         second_order: a second-order sampler (default: ``scheduler.order == 2``).
         hires_steps: A1111's hires-pass steps (its schedule option).
         old_timelines: A1111's "Old prompt editing timelines".
-        max_sequence_length: the T5 window (SD3 256, Flux 512).
+        max_sequence_length: the T5 window (default: the pipeline's own, SD3 256, Flux 512).
+        long_prompts: T5 text past the window: ``"truncate"`` (diffusers' behaviour, with a
+            diagnostic giving the tokens dropped) or ``"chunk"`` (more windows, ``BREAK`` starts
+            one) where the family's denoiser takes them (SD3, Flux, Chroma, PixArt).
         lora_dir: a folder of ``.safetensors`` LoRAs, named by file stem.
         loras: LoRA name → path.
         exact: ``False`` (the default): every row of every image, schedule entry and extra
@@ -415,6 +429,9 @@ def encode(
     if unknown:
         _reject(unknown)
     family = record_of(pipe)
+    extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
+    extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
+    _towers.check_arguments(family, extra, long_prompts)
     # Unknown names fail here, before anything is loaded.
     get_strategy(strategy)
     get_normalization(normalization)
@@ -458,7 +475,14 @@ def encode(
     lora_plan = _plan_loras(pipe, first_networks, lora_dir, loras, source=texts.first_text)
     if exact is None:
         exact = batch_rows is not None and not batch_rows
-    slots = _slots(pipe, family, a1111_clip_skip(clip_skip), max_sequence_length, bool(exact))
+    slots = _slots(
+        pipe,
+        family,
+        a1111_clip_skip(clip_skip),
+        max_sequence_length,
+        bool(exact),
+        chunked=long_prompts == "chunk",
+    )
     # 2. Plan every row (tokens, the output-token and row limits) before anything is touched.
     all_parts = [p for image in texts.parts for p in image] + texts.negatives
     plans = _plan_all(
@@ -469,6 +493,9 @@ def encode(
         comma_backtrack=int(comma_backtrack),
         max_output_tokens=limits.output_tokens,
     )
+    described = [(s.encoder, s.prompt, s.policy, s.component) for s in slots]
+    _towers.diagnose(family, described, plans, all_parts, strict=strict)
+    _towers.check_negative(pipe, texts.negatives, strict=strict)
     positives = len(all_parts) - len(texts.negatives)
     needed = family.padding_empties(
         [s.encoder for s in slots], [p.chunks[0] for p in plans], positives
@@ -488,7 +515,7 @@ def encode(
                 texts.negatives,
                 plans,
                 needed,
-                t5_length=int(max_sequence_length or family.sequence_length or 0),
+                t5_length=int(max_sequence_length or family.window(pipe) or 0),
                 max_rows=limits.rows,
             )
             # Once per distinct text-encoder weight set of a LoRA schedule (once without one).
@@ -511,6 +538,7 @@ def _conditioning(
 ) -> Conditioning:
     positive, pooled, _ = timeline.positive_at(0)
     negative, negative_pooled = timeline.negative_at(0)
+    masks = timeline.masks
     return Conditioning(
         prompt_embeds=positive,
         negative_prompt_embeds=negative if timeline.has_negative else None,
@@ -521,6 +549,8 @@ def _conditioning(
         networks=networks,
         _timeline=timeline,
         num_inference_steps=pass_steps,
+        prompt_attention_mask=None if masks is None else masks[0],
+        negative_prompt_attention_mask=None if masks is None else masks[1],
     )
 
 
@@ -537,7 +567,7 @@ def _plan_all(
     plans = []
     for slot in slots:
         groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
-        request = Request(groups, strategy, normalization, equal_length=False)
+        request = Request(groups, slot.policy.strategy(strategy), normalization, equal_length=False)
         plans.append(
             plan(
                 slot.encoder,
@@ -628,6 +658,15 @@ def _encode_all(
             (e.to(device).clone(), None if p is None else p.to(device).clone())
             for e, p in assembled
         ]
+    masks = _towers.attention_masks(
+        family,
+        slots[-1].encoder,  # the families with masks have one tower, T5
+        plans[-1],
+        [len(image) for image in parts],
+        assembled[0][0].shape[1],
+        _towers.mask_dtype(family, assembled[0][0]),
+        device,
+    )
     n_pos = len(all_parts) - len(negatives)
     has_negative = True
     negative_embeds = [e for e, _ in assembled[n_pos:]]
@@ -637,6 +676,8 @@ def _encode_all(
         negative_embeds = [torch.zeros_like(e) for e in negative_embeds]
         negative_pooled = [None if p is None else torch.zeros_like(p) for p in negative_pooled]
     if empty_negative and family.empty_negative == "omitted":
+        has_negative = False
+    if has_negative and not _towers.takes_negative(pipe):
         has_negative = False
     part_embeds: list[list[Tensor]] = []
     part_pooled: list[list[Tensor | None]] = []
@@ -656,6 +697,7 @@ def _encode_all(
         negative_pooled,
         has_negative,
         tuple(getattr(pipe, "_callback_tensor_inputs", ())),
+        masks=masks,
     )
 
 

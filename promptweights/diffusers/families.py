@@ -10,6 +10,8 @@ package branches on a family's name.
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from torch import Tensor
 
 from promptweights.encoders import TextEncoder
 from promptweights.errors import UnsupportedPipelineError
+from promptweights.strategies import POLICIES, Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,12 @@ class Tower:
         optional: whether the pipeline may hold ``None`` here (SD3 without T5).
         ti_part: which tensor of an embedding file it takes (``""``: the only one, ``"clip_l"``,
             ``"clip_g"``); ``None``: it takes no textual-inversion vectors.
+        policy: its weighting policy, a name of :data:`promptweights.strategies.POLICIES`
+            (``""``: the kind's, ``"clip"`` or ``"t5"``).
+        mask_padding: T5 only: run with the padding hidden from the attention (Chroma, PixArt,
+            Wan), as the pipeline does.
+        zero_padding: T5 only: zero the outputs at the padding (Wan).
+        clean: T5 only: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``).
     """
 
     component: str
@@ -54,6 +63,15 @@ class Tower:
     clip_skip: bool = True
     optional: bool = False
     ti_part: str | None = None
+    policy: str = ""
+    mask_padding: bool = False
+    zero_padding: bool = False
+    clean: str = ""
+
+    @property
+    def weighting(self) -> Policy:
+        """Its :class:`~promptweights.strategies.Policy`."""
+        return POLICIES[self.policy or ("t5" if self.kind == "t5" else "clip")]
 
     def text_encoder(
         self,
@@ -62,22 +80,49 @@ class Tower:
         clip_skip: int,
         max_sequence_length: int | None,
         default_length: int | None,
+        chunked: bool = False,
     ) -> TextEncoder | None:
         """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks).
 
         ``clip_skip`` is A1111's "Clip skip N" (1: the last layer), as :class:`TextEncoder` takes
-        it; a tower without ``clip_skip`` always reads the last layer its kind reads.
+        it; a tower without ``clip_skip`` always reads the last layer its kind reads. ``chunked``:
+        a T5 tower cuts long text into windows instead of truncating it.
         """
         model = getattr(pipe, self.component)
         if model is None and self.optional:
             return None
         tokenizer = getattr(pipe, self.tokenizer)
         if self.kind == "t5":
-            return cls.t5(model, tokenizer, max_length=max_sequence_length or default_length)
+            return cls.t5(
+                model,
+                tokenizer,
+                max_length=max_sequence_length or default_length,
+                chunked=chunked,
+                mask_padding=self.mask_padding,
+                zero_padding=self.zero_padding,
+                clean=self.clean,
+            )
         build = cls.clip if self.kind == "clip" else cls.sdxl
         return build(
             model, tokenizer, clip_skip=clip_skip if self.clip_skip else 1, pooled=self.pooled
         )
+
+
+def _padded_together(encoders: Sequence[TextEncoder]) -> list[list[int]]:
+    """The chunked encoders whose outputs get one length: same window, same kind (a CLIP window
+    has a BOS, a T5 window none). SD3's chunked T5 is padded apart from its two CLIP towers."""
+    together: dict[tuple[int, bool], list[int]] = {}
+    for i, encoder in enumerate(encoders):
+        if encoder.window.chunked:
+            key = (encoder.window.length, encoder.window.bos is None)
+            together.setdefault(key, []).append(i)
+    return list(together.values())
+
+
+def _stacks_by_repeating(encoder: TextEncoder) -> bool:
+    """A1111 stacks positive CLIP conds by repeating the last vector; T5 windows (no BOS) are
+    padded with empty windows only, so that their attention masks stay windows of text."""
+    return encoder.window.bos is not None
 
 
 def empties_for_a1111(
@@ -94,15 +139,15 @@ def empties_for_a1111(
         Per encoder, whether some group is padded with empty chunks: the builder then encodes
         the empty window in the same pass (or takes it from its cache), and only then.
     """
-    chunked = [i for i, encoder in enumerate(encoders) if encoder.window.chunked]
     needed = [False] * len(encoders)
-    if not chunked:
-        return needed
-    target = max(c for i in chunked for c in chunks[i])
-    for i in chunked:
-        longest = max(chunks[i][:positives])
-        stacked = [longest if g < positives else c for g, c in enumerate(chunks[i])]
-        needed[i] = any(c < target for c in stacked)
+    for together in _padded_together(encoders):
+        target = max(c for i in together for c in chunks[i])
+        for i in together:
+            stacked = list(chunks[i])
+            if _stacks_by_repeating(encoders[i]):
+                longest = max(chunks[i][:positives])
+                stacked = [longest if g < positives else c for g, c in enumerate(chunks[i])]
+            needed[i] = any(c < target for c in stacked)
     return needed
 
 
@@ -144,8 +189,19 @@ class Family:
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
             ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
         batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (AND needs it).
-        step_tensors: the tensors the step callback asks the pipeline for.
+        step_tensors: the tensors the step callback asks the pipeline for (with
+            ``"negative_prompt_embeds"``: the negative is a tensor of its own, swapped apart).
         step_pooled: the pipeline's name for the pooled tensor the step callback swaps, if any.
+        step_callback: whether the pipeline takes ``callback_on_step_end`` (prompt editing
+            needs it).
+        attention_mask: the T5 attention mask the pipeline takes with the embeds
+            (``prompt_attention_mask``): ``""`` none, ``"text"`` the tokenizer's (PixArt),
+            ``"text+1"`` the tokenizer's and one padding position more (Chroma).
+        long_prompts: how text past the T5 window may be handled: ``"truncate"`` (diffusers'
+            behaviour, with a diagnostic) and, where the denoiser takes a longer text sequence,
+            ``"chunk"`` (more windows, ``BREAK`` starts one).
+        cleared: pipeline arguments with a default that clashes with the embeds (PixArt's
+            ``negative_prompt=""``): the keyword arguments pass them as ``None``.
     """
 
     name: str
@@ -166,6 +222,29 @@ class Family:
     batched_guidance: bool = True
     step_pooled: str | None = None
     padding_empties: PaddingEmpties = empties_for_a1111
+    step_callback: bool = True
+    attention_mask: Literal["", "text", "text+1"] = ""
+    long_prompts: tuple[str, ...] = ("truncate",)
+    cleared: tuple[str, ...] = ()
+
+    def window(self, pipe: Any) -> int | None:
+        """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
+        own ``max_sequence_length`` argument (PixArt-α 120, PixArt-Σ 300…), else the record's."""
+        try:
+            parameters = inspect.signature(type(pipe).__call__).parameters
+        except (TypeError, ValueError):
+            return self.sequence_length
+        given = parameters.get("max_sequence_length")
+        default = None if given is None else given.default
+        if isinstance(default, int) and not isinstance(default, bool) and default > 0:
+            return default
+        return self.sequence_length
+
+    @property
+    def prompt_arguments(self) -> tuple[str, ...]:
+        """The prompt arguments its towers read (``prompt``, ``prompt_2``, ``prompt_3``)."""
+        numbers = sorted({tower.prompt for tower in self.towers})
+        return tuple("prompt" if n == 1 else f"prompt_{n}" for n in numbers)
 
     def covers(self, pipe: Any) -> bool:
         """Whether ``pipe`` belongs to this family (its components and class name)."""
@@ -200,26 +279,34 @@ def pad_like_a1111(
     of the shorter ones; cond and uncond of different lengths are then padded with encoded empty
     chunks (A1111's "Pad conds", which a pipeline's single batch needs). CLIP towers whose
     outputs are concatenated (SDXL, SD3; ``prompt_2``) get the same length too. Towers with a
-    fixed window (T5) are left as they are.
+    fixed window (T5) are left as they are; a chunked T5 (``long_prompts="chunk"``) is padded
+    apart from the CLIP towers, with empty windows only.
     """
-    chunked = [i for i, encoder in enumerate(encoders) if encoder.window.chunked]
-    if not chunked:
-        return
-    target = max(e.shape[1] for i in chunked for e, _ in encoded[i])
-    for i in chunked:
-        window = encoders[i].window.length
-        longest = max(e.shape[1] for e, _ in encoded[i][:positives])
-        for g, (embeds, pooled) in enumerate(encoded[i]):
-            if g < positives and embeds.shape[1] < longest:
-                last = embeds[:, -1:].expand(-1, longest - embeds.shape[1], -1)
-                embeds = torch.cat([embeds, last], dim=1)
-            missing = (target - embeds.shape[1]) // window
-            if missing:
-                empty = empties[i]
-                assert empty is not None, "empties_for_a1111 said no empty window is needed"
-                pad = empty.to(embeds.dtype).repeat(missing, 1)
-                embeds = torch.cat([embeds, pad.expand(embeds.shape[0], -1, -1)], dim=1)
-            encoded[i][g] = (embeds, pooled)
+    for together in _padded_together(encoders):
+        target = max(e.shape[1] for i in together for e, _ in encoded[i])
+        for i in together:
+            _pad_tower(encoders[i], encoded[i], empties[i], positives, target)
+
+
+def _pad_tower(
+    encoder: TextEncoder,
+    outputs: list[tuple[Tensor, Tensor | None]],
+    empty: Tensor | None,
+    positives: int,
+    target: int,
+) -> None:
+    window = encoder.window.length
+    longest = max(e.shape[1] for e, _ in outputs[:positives])
+    for g, (embeds, pooled) in enumerate(outputs):
+        if g < positives and embeds.shape[1] < longest and _stacks_by_repeating(encoder):
+            last = embeds[:, -1:].expand(-1, longest - embeds.shape[1], -1)
+            embeds = torch.cat([embeds, last], dim=1)
+        missing = (target - embeds.shape[1]) // window
+        if missing:
+            assert empty is not None, "empties_for_a1111 said no empty window is needed"
+            pad = empty.to(embeds.dtype).repeat(missing, 1)
+            embeds = torch.cat([embeds, pad.expand(embeds.shape[0], -1, -1)], dim=1)
+        outputs[g] = (embeds, pooled)
 
 
 # --- layouts: one group's embeds and pooled vector, as the family's denoiser takes them ----------
@@ -248,6 +335,13 @@ def _flux_layout(
 ) -> tuple[Tensor, Tensor | None]:
     """T5 gives the sequence, CLIP-L only the pooled vector."""
     return towers[1].embeds, towers[0].pooled
+
+
+def _t5_layout(
+    pipe: Any, towers: Sequence[Encoded], t5_length: int
+) -> tuple[Tensor, Tensor | None]:
+    """One T5 tower gives the sequence, and there is no pooled vector (Chroma, PixArt, Wan)."""
+    return towers[0].embeds, None
 
 
 def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[Tensor, Tensor]:
@@ -318,7 +412,15 @@ RECORDS: tuple[Family, ...] = (
     Family(
         name="sd3",
         title="SD3/3.5",
-        pipelines=("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"),
+        pipelines=(
+            "StableDiffusion3Pipeline",
+            "StableDiffusion3Img2ImgPipeline",
+            "StableDiffusion3InpaintPipeline",
+            "StableDiffusion3ControlNetPipeline",
+            "StableDiffusion3ControlNetInpaintingPipeline",
+            "StableDiffusion3PAGPipeline",
+            "StableDiffusion3PAGImg2ImgPipeline",
+        ),
         denoiser="transformer",
         needs=("text_encoder_3",),
         towers=(
@@ -331,16 +433,40 @@ RECORDS: tuple[Family, ...] = (
         sequence_length=256,
         step_tensors=("prompt_embeds", "pooled_prompt_embeds"),
         step_pooled="pooled_prompt_embeds",
+        # The joint attention takes CLIP's 77·k tokens and any number of T5 windows.
+        long_prompts=("truncate", "chunk"),
     ),
     Family(
         name="flux",
         title="Flux.1",
-        pipelines=("FluxPipeline", "FluxImg2ImgPipeline"),
+        pipelines=(
+            "FluxPipeline",
+            "FluxImg2ImgPipeline",
+            "FluxInpaintPipeline",
+            "FluxFillPipeline",
+            "FluxKontextPipeline",
+            "FluxKontextInpaintPipeline",
+            "FluxControlPipeline",
+            "FluxControlImg2ImgPipeline",
+            "FluxControlInpaintPipeline",
+            "FluxControlNetPipeline",
+            "FluxControlNetImg2ImgPipeline",
+            "FluxControlNetInpaintPipeline",
+        ),
         denoiser="transformer",
+        needs=("text_encoder_2",),  # Flux.2 has one (LLM) text encoder
         lacks=("text_encoder_3",),
         class_prefix="Flux",
         towers=(
-            Tower("text_encoder", "tokenizer", "clip", 1, pooled=True, clip_skip=False),
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "clip",
+                1,
+                pooled=True,
+                clip_skip=False,
+                policy="pooled-only",
+            ),
             Tower("text_encoder_2", "tokenizer_2", "t5", 2),
         ),
         layout=_flux_layout,
@@ -349,6 +475,78 @@ RECORDS: tuple[Family, ...] = (
         empty_negative="omitted",  # as diffusers: no negative, no true CFG
         batched_guidance=False,
         step_tensors=("prompt_embeds",),
+        # Text tokens all get position 0 (txt_ids are zeros): any number of windows fits.
+        long_prompts=("truncate", "chunk"),
+    ),
+    Family(
+        name="chroma",
+        title="Chroma",
+        pipelines=("ChromaPipeline", "ChromaImg2ImgPipeline", "ChromaInpaintPipeline"),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Chroma",
+        towers=(Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True),),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        attention_mask="text+1",
+        # The transformer reads the text through its mask: more windows fit as Flux's do.
+        long_prompts=("truncate", "chunk"),
+    ),
+    Family(
+        name="pixart",
+        title="PixArt-α/Σ",
+        pipelines=("PixArtSigmaPipeline", "PixArtSigmaPAGPipeline", "PixArtAlphaPipeline"),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="PixArt",
+        towers=(
+            Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True, clean="lower-strip"),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=300,
+        step_tensors=(),
+        step_callback=False,  # its __call__ has only the old callback/callback_steps
+        attention_mask="text",
+        cleared=("negative_prompt",),
+        # Cross-attention over the masked text: any number of windows fits.
+        long_prompts=("truncate", "chunk"),
+    ),
+    Family(
+        name="wan",
+        title="Wan 2.x",
+        pipelines=(
+            "WanPipeline",
+            "WanImageToVideoPipeline",
+            "WanVideoToVideoPipeline",
+            "WanVACEPipeline",
+        ),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Wan",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "t5",
+                1,
+                mask_padding=True,
+                zero_padding=True,
+                clean="wan",
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        batched_guidance=False,
+        step_tensors=("prompt_embeds", "negative_prompt_embeds"),
+        # Wan always hands its transformer 512 positions, zero past the text: kept as trained.
     ),
 )
 
@@ -369,9 +567,49 @@ def record_of(pipe: Any) -> Family:
         if record.covers(pipe):
             return record
     titles = [record.title for record in RECORDS if record.title]
+    closest, reason = _closest(pipe)
     raise UnsupportedPipelineError(
         f"promptweights.diffusers does not know {type(pipe).__name__}; it supports "
-        f"{', '.join(titles[:-1])} and {titles[-1]} pipelines"
+        f"{', '.join(titles[:-1])} and {titles[-1]} pipelines. The closest is {closest.title} "
+        f"({closest.name!r}): {reason}"
+    )
+
+
+#: The text-model classes the towers run (CLIP with or without projection, T5 and umT5).
+SUPPORTED_TEXT_MODELS = frozenset(
+    {"CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UMT5EncoderModel"}
+)
+
+
+def _closest(pipe: Any) -> tuple[Family, str]:
+    """The titled family whose pipeline class names share the longest start with ``pipe``'s, and
+    why ``pipe`` is not one of them (a text encoder that is not supported, or its components)."""
+    name = type(pipe).__name__
+
+    def shared(record: Family) -> int:
+        return max(len(os.path.commonprefix([name, cls])) for cls in record.pipelines)
+
+    titled = [record for record in RECORDS if record.title]
+    closest = max(titled, key=shared)  # max keeps the first of equals
+    components: Mapping[str, Any] = getattr(pipe, "components", None) or {}
+    encoders = {
+        key: type(value).__name__
+        for key, value in components.items()
+        if key.startswith("text_encoder") and value is not None
+    }
+    unknown = {k: v for k, v in encoders.items() if v not in SUPPORTED_TEXT_MODELS}
+    if unknown:
+        listed = ", ".join(f"{key} is a {cls}" for key, cls in sorted(unknown.items()))
+        return closest, (
+            f"its text encoder is not supported ({listed}; supported: "
+            f"{', '.join(sorted(SUPPORTED_TEXT_MODELS))}; LLM text encoders are not yet)"
+        )
+    if not components:
+        return closest, "it is not a diffusers pipeline (it has no components)"
+    towers = ", ".join(f"{t.component} ({t.kind})" for t in closest.towers)
+    return closest, (
+        f"its components ({', '.join(sorted(components))}) do not fit that family's "
+        f"{closest.denoiser} and text encoders {towers}"
     )
 
 
@@ -382,10 +620,11 @@ def family_of(pipe: Any) -> str:
         pipe: a diffusers pipeline.
 
     Returns:
-        ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"`` or
-        ``"flux"``.
+        ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
+        ``"flux"``, ``"chroma"``, ``"pixart"`` or ``"wan"``.
 
     Raises:
-        UnsupportedPipelineError: for any other pipeline.
+        UnsupportedPipelineError: for any other pipeline; the message names the closest family
+            and why the pipeline is not one of it.
     """
     return record_of(pipe).name

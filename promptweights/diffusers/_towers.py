@@ -1,0 +1,241 @@
+"""What :func:`~promptweights.diffusers.encode` checks and adds per text tower, from the records.
+
+* which prompt arguments a family reads (``prompt_2`` on Flux, ``prompt_3`` on SD3; none on
+  Chroma, PixArt or Wan), and whether it tolerates ``long_prompts="chunk"``;
+* the diagnostics of the T5 towers: text past the window (truncated, with the count of tokens
+  dropped), ``BREAK`` where it cannot start a window, and weights written for a tower whose
+  weighting is off (:class:`~promptweights.strategies.Policy`);
+* the attention masks that Chroma and PixArt take with their T5 embeds.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from promptweights.builder import Plan
+from promptweights.encoders import TextEncoder
+from promptweights.errors import InvalidArgumentError, warn_or_raise
+from promptweights.strategies import Policy
+
+from .conditioning import _Part
+from .families import Family
+
+#: ``encode``'s ``long_prompts`` values.
+LONG_PROMPTS = ("truncate", "chunk")
+
+
+def check_arguments(family: Family, given: Mapping[str, object], long_prompts: str) -> None:
+    """Refuse prompt arguments the family does not read, and a ``long_prompts`` it does not take.
+
+    Args:
+        family: the pipeline's record.
+        given: ``prompt_2``, ``negative_prompt_2``, ``prompt_3``, ``negative_prompt_3`` as passed.
+        long_prompts: ``"truncate"`` or ``"chunk"``.
+
+    Raises:
+        InvalidArgumentError: naming the arguments the family reads, or its long-prompt modes.
+    """
+    reads = family.prompt_arguments
+    for name, value in given.items():
+        if value is None:
+            continue
+        prompt = name.removeprefix("negative_")
+        if prompt not in reads:
+            raise InvalidArgumentError(
+                f"{family.title} pipelines take no {name}: their text encoders read "
+                f"{', '.join(reads)}"
+            )
+    if long_prompts not in LONG_PROMPTS:
+        raise InvalidArgumentError(
+            f"long_prompts must be one of {list(LONG_PROMPTS)}, got {long_prompts!r}"
+        )
+    if long_prompts not in family.long_prompts:
+        raise InvalidArgumentError(
+            f"{family.title} takes long_prompts={list(family.long_prompts)}: its denoiser reads "
+            "one T5 window of max_sequence_length tokens, so text past it is truncated"
+        )
+
+
+def diagnose(
+    family: Family,
+    slots: Sequence[tuple[TextEncoder, int, Policy, str]],
+    plans: Sequence[Plan],
+    parts: Sequence[_Part],
+    *,
+    strict: bool,
+) -> None:
+    """Warn (raise when ``strict``) about what a tower drops of the prompts.
+
+    Args:
+        family: the pipeline's record.
+        slots: per present tower, ``(encoder, prompt number, policy, component name)``.
+        plans: per tower, its plan (one request whose groups are ``parts``).
+        parts: every AND part and negative, in the plans' group order.
+        strict: raise :class:`~promptweights.errors.UnreproducibleError` instead of warning.
+    """
+    messages: list[str] = []
+    weighted = [s for s in slots if s[2].weighted]
+    for (encoder, prompt, policy, component), prepared in zip(slots, plans, strict=True):
+        (groups,) = prepared.prompts
+        truncated: list[tuple[int, str]] = []
+        breaks = 0
+        dropped_weights: list[str] = []
+        for part, texts in zip(parts, groups, strict=True):
+            for variant, tokenized in zip(part.texts, texts, strict=True):
+                text = variant[prompt - 1]
+                if tokenized.truncated:
+                    truncated.append((tokenized.truncated, text))
+                breaks += tokenized.breaks_ignored
+                if not policy.weighted and any(c.weighted for c in tokenized.chunks):
+                    if not any(variant[other[1] - 1] == text for other in weighted):
+                        dropped_weights.append(text)
+        messages += _tower_messages(
+            family, encoder, component, truncated, breaks, policy, dropped_weights
+        )
+    for message in messages:
+        # stacklevel 4: this function, encode, then the user's call.
+        warn_or_raise(message, strict=strict, stacklevel=4)
+
+
+def _excerpt(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _tower_messages(
+    family: Family,
+    encoder: TextEncoder,
+    component: str,
+    truncated: list[tuple[int, str]],
+    breaks: int,
+    policy: Policy,
+    dropped_weights: list[str],
+) -> list[str]:
+    window = encoder.window.length
+    chunk = "chunk" in family.long_prompts
+    messages = []
+    if truncated:
+        most, text = max(truncated, key=lambda item: item[0])
+        advice = (
+            "pass long_prompts='chunk' to encode it in more windows, or shorten it"
+            if chunk
+            else f"{family.title} reads one window, so shorten it"
+        )
+        messages.append(
+            f"{most} tokens of {_excerpt(text)} are past the {window}-token window of "
+            f"{component} (max_sequence_length) and were dropped, as the pipeline drops them "
+            f"({len(truncated)} text(s) truncated); {advice}"
+        )
+    if breaks:
+        advice = (
+            "with long_prompts='chunk' BREAK starts a new window"
+            if chunk
+            else f"{family.title} reads one window"
+        )
+        messages.append(
+            f"BREAK ignored {breaks} time(s) on {component}: a T5 window is not cut at BREAK "
+            f"unless the prompt is chunked; {advice}"
+        )
+    if dropped_weights:
+        messages.append(
+            f"prompt weights in {_excerpt(dropped_weights[0])} are dropped on {component}: "
+            f"{policy.off}"
+        )
+    return messages
+
+
+def attention_masks(
+    family: Family,
+    encoder: TextEncoder,
+    prepared: Plan,
+    images: Sequence[int],
+    length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Tensor, Tensor] | None:
+    """The T5 attention masks the pipeline takes with the embeds, per image: positive, negative.
+
+    Every window of a text is masked as the tokenizer masks it (its text and EOS, plus one
+    padding position for ``"text+1"``); the empty windows that pad a conditioning to ``length``
+    as an empty text. The pipeline reads one mask for the whole run, so an image whose schedule
+    or AND parts hold texts of different lengths gets the union of their masks.
+
+    Args:
+        family: the pipeline's record (``attention_mask``).
+        encoder: its T5 tower.
+        prepared: that tower's plan: groups are the images' AND parts, then one negative each.
+        images: the AND parts of each image.
+        length: the conditioning's length after padding.
+        dtype: the mask's dtype as the pipeline returns it.
+        device: where the masks go.
+
+    Returns:
+        ``(B, length)`` positive and negative masks, or ``None`` for a family without masks.
+    """
+    if not family.attention_mask:
+        return None
+    extra = 1 if family.attention_mask == "text+1" else 0
+    window = encoder.window.length
+    (groups,) = prepared.prompts
+    masks = []
+    for texts in groups:
+        mask = torch.zeros(length, dtype=torch.bool)
+        for tokenized in texts:
+            sizes = [c.size for c in tokenized.chunks]
+            sizes += [0] * (length // window - len(sizes))
+            for k, size in enumerate(sizes):
+                mask[k * window : k * window + min(size + 1 + extra, window)] = True
+        masks.append(mask)
+    positive, start = [], 0
+    for count in images:
+        positive.append(torch.stack(masks[start : start + count]).any(dim=0))
+        start += count
+    negative = masks[start:]
+    return (
+        torch.stack(positive).to(device=device, dtype=dtype),
+        torch.stack(negative).to(device=device, dtype=dtype),
+    )
+
+
+def mask_dtype(family: Family, embeds: Tensor) -> torch.dtype:
+    """The dtype the pipeline's ``encode_prompt`` gives its mask: the tokenizer's int64 (PixArt),
+    or the embeds' dtype (Chroma builds its mask in it)."""
+    return embeds.dtype if family.attention_mask == "text+1" else torch.long
+
+
+def present(pipe: Any, family: Family) -> list[tuple[str, Policy]]:
+    """The component name and policy of each tower ``pipe`` holds, in tower order."""
+    return [
+        (tower.component, tower.weighting)
+        for tower in family.towers
+        if not (tower.optional and getattr(pipe, tower.component, None) is None)
+    ]
+
+
+def takes_negative(pipe: Any) -> bool:
+    """Whether ``pipe``'s ``__call__`` takes ``negative_prompt_embeds`` (Flux Fill does not: it
+    has no true classifier-free guidance)."""
+    try:
+        parameters = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return True
+    return "negative_prompt_embeds" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
+def check_negative(pipe: Any, negatives: Sequence[_Part], *, strict: bool) -> None:
+    """A negative prompt for a pipeline that takes none is dropped: say so (raise when strict)."""
+    empty = all(not text for part in negatives for variant in part.texts for text in variant)
+    if empty or takes_negative(pipe):
+        return
+    warn_or_raise(
+        f"{type(pipe).__name__} takes no negative prompt (no true classifier-free guidance): "
+        "the negative prompt is dropped",
+        strict=strict,
+        stacklevel=4,
+    )
