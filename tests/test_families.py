@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 from _tiny_pipelines import (
+    tiny_chroma,
     tiny_flux,
+    tiny_pixart,
     tiny_sd1,
     tiny_sd2,
     tiny_sd3,
     tiny_sdxl,
     tiny_sdxl_refiner,
+    tiny_wan,
 )
 
 from promptweights.diffusers import FAMILIES, family_of
@@ -37,11 +40,19 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("sd3", tiny_sd3),
     ("sd3", lambda: tiny_sd3(t5=False)),
     ("flux", tiny_flux),
+    ("flux", lambda: tiny_flux(variant="Kontext")),
+    ("flux", lambda: tiny_flux(variant="Fill", in_channels=12)),
+    ("sd3", lambda: tiny_sd3(variant="Inpaint")),
+    ("chroma", tiny_chroma),
+    ("chroma", lambda: tiny_chroma("Img2Img")),
+    ("pixart", tiny_pixart),
+    ("wan", tiny_wan),
+    ("wan", lambda: tiny_wan(i2v=True)),
 ]
 
 
 def test_families_are_the_records_in_order() -> None:
-    assert FAMILIES == ("sd", "sdxl", "sdxl-refiner", "sd3", "flux")
+    assert FAMILIES == ("sd", "sdxl", "sdxl-refiner", "sd3", "flux", "chroma", "pixart", "wan")
     assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
 
 
