@@ -15,8 +15,8 @@ The layer between the language (``weighted_spans``) and the tensors: it turns A1
 Tokenizers without a BOS token (T5) are not chunked: one window of the tokenizer's length, EOS once
 after the text, then padding; longer text is truncated, as diffusers does.
 
-**Joined layouts** (``Layout.joined``, what the diffusers adapter uses for T5 and umT5): the spans are
-joined into the text the pipeline would tokenise, the text is tokenised once with a fast
+**Joined layouts** (``Layout.joined``, what the diffusers adapter uses for T5 and umT5): the spans
+are joined into the text the pipeline would tokenise, the text is tokenised once with a fast
 tokenizer's ``offset_mapping``, and each token takes the weight of the span its characters come
 from. A plain prompt therefore gives exactly the pipeline's ids, whatever the tokenizer (BPE or
 SentencePiece), with no per-model rule. See :func:`span_owners` for a token that straddles spans.
@@ -688,9 +688,7 @@ def _clean_spans(text_spans: Sequence[tuple[str, int]], clean: str) -> tuple[str
     return "".join(chars), owners
 
 
-def span_owners(
-    offsets: Sequence[tuple[int, int]], owners: Sequence[int], text: str
-) -> list[int]:
+def span_owners(offsets: Sequence[tuple[int, int]], owners: Sequence[int], text: str) -> list[int]:
     """The span each token comes from, given its character offsets in the joined ``text``.
 
     A token takes the span that holds most of its non-space characters (the earliest on a tie):
@@ -761,9 +759,7 @@ def _joined(
             f"{type(tokenizer).__name__} is not a fast tokenizer: mapping weighted spans to its "
             "tokens needs offset_mapping (load the tokenizer with use_fast=True)"
         )
-    encoded = tokenizer(
-        texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-    )
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     weights = [w for _, w in spans]
     pieces: list[list[tuple[int, int]]] = []  # per segment: (id, span index)
     for (text, owners), ids, offsets in zip(

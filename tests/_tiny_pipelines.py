@@ -21,13 +21,13 @@ __all__ = [
     "tiny_chroma",
     "tiny_flux",
     "tiny_pixart",
-    "tiny_wan",
     "tiny_sd1",
     "tiny_sd1_sd15_schedule",
     "tiny_sd2",
     "tiny_sd3",
     "tiny_sdxl",
     "tiny_sdxl_refiner",
+    "tiny_wan",
 ]
 
 
@@ -322,7 +322,10 @@ def tiny_wan(i2v: bool = False) -> Any:
     te = tiny_umt5_model(tok)
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
         temperal_downsample=[False, True, True],
     )
     torch.manual_seed(0)

@@ -928,6 +928,7 @@ def test_every_option_is_a_typed_keyword_only_parameter() -> None:
     expected |= {"comma_backtrack", "second_order", "hires_steps", "old_timelines", "loras"}
     expected |= {
         "max_sequence_length",
+        "long_prompts",
         "lora_dir",
         "batch_rows",
         "exact",

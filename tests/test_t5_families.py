@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from _tiny_models import tiny_t5_tokenizer
@@ -64,7 +64,8 @@ def test_weights_reach_the_tokens_of_their_span() -> None:
     # The joined text is tokenised as the pipeline would tokenise "a cat on mat".
     expected = tok(["a cat on mat"], padding="max_length", max_length=16)["input_ids"][0]
     assert list(chunk.ids) == expected
-    by_token = dict(zip(tok.convert_ids_to_tokens(list(chunk.ids[: chunk.size])), chunk.weights))
+    tokens = tok.convert_ids_to_tokens(list(chunk.ids[: chunk.size]))
+    by_token = dict(zip(tokens, chunk.weights[: chunk.size], strict=True))
     assert by_token == {"▁a": 1.0, "▁cat": 1.5, "▁on": 1.0, "▁mat": pytest.approx(1 / 1.1)}
     assert chunk.weights[chunk.size :] == (1.0,) * (16 - chunk.size)  # EOS and padding
     assert chunk.fragments[chunk.size :] == (-1,) * (16 - chunk.size)
@@ -122,7 +123,8 @@ def test_the_wan_and_pixart_clean_ups_keep_each_span_its_weight() -> None:
     spans = promptweights.weighted_spans(" A (RED:0.5) Cat ")
     layout = layout_for(tok, joined=True, clean="lower-strip")
     (chunk,) = tokenize(tok, spans, layout=layout).chunks
-    assert list(chunk.ids) == tok(["a red cat"], padding="max_length", max_length=16)["input_ids"][0]
+    expected = tok(["a red cat"], padding="max_length", max_length=16)["input_ids"][0]
+    assert list(chunk.ids) == expected
     assert chunk.weights[:3] == (1.0, 0.5, 1.0)
 
 
@@ -164,7 +166,11 @@ def reference(pipe: Any, prompt: str, negative: str) -> dict[str, Any]:
     with torch.no_grad():
         if family == "sd3":
             pe, ne, pp, npp = pipe.encode_prompt(
-                prompt, prompt, prompt, device="cpu", negative_prompt=negative,
+                prompt,
+                prompt,
+                prompt,
+                device="cpu",
+                negative_prompt=negative,
                 max_sequence_length=L,
             )
             return {
@@ -213,7 +219,10 @@ def reference(pipe: Any, prompt: str, negative: str) -> dict[str, Any]:
                 transformer=pipe.transformer,
             )
         pe, ne = pipe.encode_prompt(
-            prompt, negative, do_classifier_free_guidance=True, device="cpu",
+            prompt,
+            negative,
+            do_classifier_free_guidance=True,
+            device="cpu",
             max_sequence_length=L,
         )
         return {"prompt_embeds": pe, "negative_prompt_embeds": ne}
@@ -339,7 +348,7 @@ def test_sd3_prompt_3_is_t5s_and_weights_differ_per_encoder(pipes: dict[str, Any
 
 @pytest.mark.parametrize("name", ["chroma", "pixart", "wan"])
 def test_one_tower_families_take_no_prompt_2(pipes: dict[str, Any], name: str) -> None:
-    with pytest.raises(InvalidArgumentError, match="take no prompt_2.*read prompt"):
+    with pytest.raises(InvalidArgumentError, match=r"take no prompt_2.*read prompt"):
         encode(get(pipes, name), PROMPT, prompt_2="a dog")
 
 
@@ -402,7 +411,7 @@ def test_break_starts_a_t5_window_only_when_chunked(pipes: dict[str, Any]) -> No
 
 
 def test_wan_reads_one_window(pipes: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgumentError, match="Wan 2.x takes long_prompts=\\['truncate'\\]"):
+    with pytest.raises(InvalidArgumentError, match=r"Wan 2\.x takes long_prompts=\['truncate'\]"):
         encode(get(pipes, "wan"), PROMPT, long_prompts="chunk")
 
 
@@ -432,7 +441,11 @@ def test_wan_editing_swaps_the_negative_as_a_tensor_of_its_own(pipes: dict[str, 
     try:
         with cond.attach(pipe):
             pipe(
-                **kwargs, height=16, width=16, num_frames=5, output_type="latent",
+                **kwargs,
+                height=16,
+                width=16,
+                num_frames=5,
+                output_type="latent",
                 max_sequence_length=L,
             )
     finally:
@@ -452,7 +465,7 @@ def test_an_unsupported_text_encoder_names_the_closest_family_and_why() -> None:
         pass
 
     class Flux2Pipeline:
-        components = {
+        components: ClassVar[dict[str, object]] = {
             "text_encoder": Mistral3ForConditionalGeneration(),
             "tokenizer": object(),
             "transformer": object(),

@@ -91,9 +91,12 @@ def diagnose(
                 if tokenized.truncated:
                     truncated.append((tokenized.truncated, text))
                 breaks += tokenized.breaks_ignored
-                if not policy.weighted and any(c.weighted for c in tokenized.chunks):
-                    if not any(variant[other[1] - 1] == text for other in weighted):
-                        dropped_weights.append(text)
+                if (
+                    not policy.weighted
+                    and any(c.weighted for c in tokenized.chunks)
+                    and not any(variant[other[1] - 1] == text for other in weighted)
+                ):
+                    dropped_weights.append(text)
         messages += _tower_messages(
             family, encoder, component, truncated, breaks, policy, dropped_weights
         )

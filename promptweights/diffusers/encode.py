@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import Tensor
@@ -359,7 +359,7 @@ def encode(
     hires_steps: int | None = None,
     old_timelines: bool = False,
     max_sequence_length: int | None = None,
-    long_prompts: str = "truncate",
+    long_prompts: Literal["truncate", "chunk"] = "truncate",
     lora_dir: str | Path | None = None,
     loras: Mapping[str, str | Path] | None = None,
     batch_rows: bool | None = None,

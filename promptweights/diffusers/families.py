@@ -11,7 +11,6 @@ package branches on a family's name.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -581,13 +580,23 @@ SUPPORTED_TEXT_MODELS = frozenset(
 )
 
 
+def _common_start(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share."""
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
 def _closest(pipe: Any) -> tuple[Family, str]:
     """The titled family whose pipeline class names share the longest start with ``pipe``'s, and
     why ``pipe`` is not one of them (a text encoder that is not supported, or its components)."""
     name = type(pipe).__name__
 
     def shared(record: Family) -> int:
-        return max(len(os.path.commonprefix([name, cls])) for cls in record.pipelines)
+        return max(_common_start(name, cls) for cls in record.pipelines)
 
     titled = [record for record in RECORDS if record.title]
     closest = max(titled, key=shared)  # max keeps the first of equals
