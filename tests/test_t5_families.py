@@ -478,3 +478,23 @@ def test_an_unsupported_text_encoder_names_the_closest_family_and_why() -> None:
     message = str(caught.value)
     assert "closest is Flux.1 ('flux')" in message
     assert "text_encoder is a Mistral3ForConditionalGeneration" in message
+
+
+def test_the_readme_table_has_every_family_and_policy() -> None:
+    from pathlib import Path
+
+    from promptweights.diffusers.families import RECORDS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Model families and their weighting", 1)[1].split("\n### ", 1)[0]
+    rows = [row for row in section.splitlines() if row.startswith("| ")]
+    for record in RECORDS:
+        if record.title:
+            assert any(row.startswith(f"| {record.title}") for row in rows), record.title
+        for tower in record.towers:
+            policy = tower.weighting
+            default = "off" if not policy.weighted else f"`{policy.default}`"
+            assert any(
+                row.startswith(f"| {record.title or 'SDXL'}") and f"| {default} |" in row
+                for row in rows
+            ), (record.name, tower.component)
