@@ -104,19 +104,25 @@ nothing else in the package branches on family names. The record states:
 * its text encoders (``towers``): the pipeline attributes of each model and tokenizer, its kind
   (``"clip"``, ``"sdxl"`` or ``"t5"``), which prompt it reads (1 ``prompt``, 2 ``prompt_2``,
   3 ``prompt_3``), whether its pooled output is kept, whether ``clip_skip`` applies, whether the
-  pipeline may lack it, and which part of a textual-inversion file it takes;
+  pipeline may lack it, which part of a textual-inversion file it takes, its weighting ``policy``
+  (``promptweights.strategies.POLICIES``: a default, alternatives, or weighting off with a
+  reason) and, for T5, how the pipeline runs it (``mask_padding``, ``zero_padding``, ``clean``);
 * ``layout``: a small function that lays one prompt's tower outputs out as the denoiser takes
   them, the pooled source included; ``padding`` (A1111's stacking and "Pad conds" for chunked
   CLIP towers: :func:`~promptweights.diffusers.families.pad_like_a1111`); ``sequence_length``
-  (the T5 window when ``max_sequence_length`` is not given);
+  (the T5 window when ``max_sequence_length`` is not given and the pipeline's ``__call__`` has no
+  default for it); ``attention_mask`` (the T5 mask the pipeline takes with the embeds),
+  ``long_prompts`` (whether ``"chunk"`` is tolerated) and ``cleared`` (arguments passed as
+  ``None``);
 * what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
   one batch (``batched_guidance``: AND needs it), and the tensors the step callback swaps
   (``step_tensors``, ``step_pooled``).
 
 Then add a ``tiny_<family>()`` builder to ``tests/_tiny_pipelines.py``, add it to the pipelines
 ``tests/test_families.py`` checks (each is covered by exactly one record, each listed class fits
-its record's rule), and a test in ``tests/test_diffusers.py`` that a plain prompt gives exactly
-what the pipeline's own ``encode_prompt`` gives.
+its record's rule), and a test in ``tests/test_diffusers.py`` (CLIP families) or
+``tests/test_t5_families.py`` (T5 families) that a plain prompt gives exactly what the pipeline's
+own ``encode_prompt`` gives; and its row in the README's table of families.
 """
 
 from __future__ import annotations

@@ -210,15 +210,6 @@ def mask_dtype(family: Family, embeds: Tensor) -> torch.dtype:
     return embeds.dtype if family.attention_mask == "text+1" else torch.long
 
 
-def present(pipe: Any, family: Family) -> list[tuple[str, Policy]]:
-    """The component name and policy of each tower ``pipe`` holds, in tower order."""
-    return [
-        (tower.component, tower.weighting)
-        for tower in family.towers
-        if not (tower.optional and getattr(pipe, tower.component, None) is None)
-    ]
-
-
 def takes_negative(pipe: Any) -> bool:
     """Whether ``pipe``'s ``__call__`` takes ``negative_prompt_embeds`` (Flux Fill does not: it
     has no true classifier-free guidance)."""
