@@ -130,7 +130,7 @@ def test_the_wan_and_pixart_clean_ups_keep_each_span_its_weight() -> None:
 
 # --- tiny pipelines, one each per module ----------------------------------------------------------
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
@@ -498,3 +498,24 @@ def test_the_readme_table_has_every_family_and_policy() -> None:
                 row.startswith(f"| {record.title or 'SDXL'}") and f"| {default} |" in row
                 for row in rows
             ), (record.name, tower.component)
+
+
+def test_and_on_pixart_runs_every_part_with_its_mask(pipes: dict[str, Any]) -> None:
+    pipe = get(pipes, "pixart")
+    cond = encode(pipe, "a red cat AND a blue dog:0.5", NEGATIVE, max_sequence_length=L)
+    seen: list[tuple[int, int]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        seen.append(
+            (kwargs["encoder_hidden_states"].shape[0], kwargs["encoder_attention_mask"].shape[0])
+        )
+
+    with cond.attach(pipe):
+        # Registered after the AND hook, so it sees [uncond, cond 1, cond 2] and their masks.
+        handle = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            sample(pipe, cond.pipeline_kwargs())
+        finally:
+            handle.remove()
+    assert seen == [(3, 3), (3, 3)]
+    assert not pipe.transformer._forward_pre_hooks
