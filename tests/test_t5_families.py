@@ -39,6 +39,8 @@ from _tiny_pipelines import (  # noqa: E402
 
 from promptweights.diffusers import encode, family_of  # noqa: E402
 
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
 L = 16  # max_sequence_length of every tiny pipeline here (the tiny T5 tokenizer's length)
 PROMPT = "a red cat on a mat"
 NEGATIVE = "blue dog"
@@ -129,8 +131,6 @@ def test_the_wan_and_pixart_clean_ups_keep_each_span_its_weight() -> None:
 
 
 # --- tiny pipelines, one each per module ----------------------------------------------------------
-
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
