@@ -45,6 +45,7 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("sd3", lambda: tiny_sd3(variant="Inpaint")),
     ("chroma", tiny_chroma),
     ("chroma", lambda: tiny_chroma("Img2Img")),
+    ("chroma", lambda: tiny_chroma("Inpaint")),
     ("pixart", tiny_pixart),
     ("wan", tiny_wan),
     ("wan", lambda: tiny_wan(i2v=True)),
