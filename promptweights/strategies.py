@@ -172,10 +172,8 @@ def _mixture(base: Tensor, levels: tuple[tuple[float, Tensor], ...]) -> Tensor:
 
 @_declare(Needs())
 def a1111(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
-    """A1111 "Original" emphasis (sd_emphasis.py 1.8+): multiply, restore chunk means (§3.1).
-
-    On a T5/umT5 window it is Forge's T5 engine (§5): the mean over the pipeline's window.
-    """
+    """A1111 "Original" emphasis (sd_emphasis.py 1.8+): multiply, restore chunk means (§3.1)."""
+    # On a T5/umT5 window this is Forge's T5 engine (§5): the mean over the pipeline's window.
     # The mean is over every text encoded together for one chunk index (a1111-behaviour.md §9.1):
     # the schedule variants of one prompt share the factor s, BOS/EOS/PAD included.
     # A chunk index without weights is returned as it is: A1111's factor is exactly 1 there, except
@@ -216,10 +214,8 @@ def lerp_eos(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
 
 @_declare(Needs(empty=True))
 def comfy(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
-    """ComfyUI default (sd1_clip.py, 2023+): lerp from the empty prompt, ``e + w(z − e)`` (§3.3).
-
-    ComfyUI weights T5 the same way (§5): ``e`` is then the encoded empty T5 window.
-    """
+    """ComfyUI default (sd1_clip.py, 2023+): lerp from the empty prompt, ``e + w(z − e)`` (§3.3)."""
+    # ComfyUI weights T5 the same way (§5): e is then the encoded empty T5 window.
     return _lerp_from(_require(extras.empty, "the empty prompt"), z, w)
 
 
