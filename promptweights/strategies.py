@@ -423,9 +423,12 @@ class Policy:
         return not self.off
 
     def strategy(self, requested: str | Strategy) -> str | Strategy:
-        """The strategy to run on this encoder: ``"ignore"`` when weighting is off (brackets are
-        still removed, as the pipeline would never see them), else ``requested``."""
-        return requested if self.weighted else "ignore"
+        """The strategy to run on this encoder: ``requested``; when weighting is off, ``"ignore"``
+        (brackets removed, weights not applied), unless ``requested`` reads prompt syntax as
+        literal text (``"none"``), which every encoder then reads alike."""
+        if self.weighted or not needs_of(get_strategy(requested)).syntax:
+            return requested
+        return "ignore"
 
 
 _CLIP_ALTERNATIVES = tuple(name for name in STRATEGIES if name != "a1111")

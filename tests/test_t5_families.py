@@ -519,3 +519,12 @@ def test_and_on_pixart_runs_every_part_with_its_mask(pipes: dict[str, Any]) -> N
             handle.remove()
     assert seen == [(3, 3), (3, 3)]
     assert not pipe.transformer._forward_pre_hooks
+
+
+def test_literal_syntax_reaches_every_flux_encoder_alike(pipes: dict[str, Any]) -> None:
+    # strategy="none": brackets are text on T5 and on the CLIP-L whose weighting is off.
+    pipe = get(pipes, "flux")
+    literal = encode(pipe, "a (red) cat", max_sequence_length=L, strategy="none", exact=True)
+    expected = reference(pipe, "a (red) cat", "")
+    assert torch.equal(literal.pooled_prompt_embeds, expected["pooled_prompt_embeds"])
+    assert torch.equal(literal.prompt_embeds, expected["prompt_embeds"])
