@@ -20,6 +20,7 @@ from _tiny_models import tiny_t5_tokenizer
 import promptweights
 from promptweights.errors import (
     InvalidArgumentError,
+    PromptweightsError,
     PromptweightsWarning,
     UnreproducibleError,
     UnsupportedPipelineError,
@@ -454,10 +455,38 @@ def test_wan_editing_swaps_the_negative_as_a_tensor_of_its_own(pipes: dict[str, 
     assert torch.equal(seen[-1], red)
 
 
-def test_pixart_editing_is_refused_with_the_reason(pipes: dict[str, Any]) -> None:
-    cond = encode(get(pipes, "pixart"), "a [cat:dog:1]", steps=3, max_sequence_length=L)
-    with pytest.raises(UnsupportedPipelineError, match="no callback_on_step_end"):
+def test_pixart_editing_switches_in_the_denoiser_hook(pipes: dict[str, Any]) -> None:
+    # PixArt's __call__ takes no callback_on_step_end: the conditioning switches in attach's hook.
+    pipe = get(pipes, "pixart")
+    cond = encode(pipe, "a [cat:dog:1] on a mat", NEGATIVE, steps=3, max_sequence_length=L)
+    with pytest.raises(PromptweightsError, match=r"no callback_on_step_end.*attach"):
         cond.pipeline_kwargs()
+    options = {
+        name: encode(pipe, f"a {name} on a mat", NEGATIVE, max_sequence_length=L).prompt_embeds
+        for name in ("cat", "dog")
+    }
+    seen: list[Any] = []
+    with cond.attach(pipe):
+        handle = pipe.transformer.register_forward_pre_hook(
+            lambda m, a, kw: seen.append(kw["encoder_hidden_states"][1:].clone()),
+            with_kwargs=True,
+        )
+        try:
+            kwargs = cond.pipeline_kwargs()
+            assert "callback_on_step_end" not in kwargs
+            pipe(
+                **kwargs,
+                height=8,
+                width=8,
+                output_type="latent",
+                max_sequence_length=L,
+                use_resolution_binning=False,
+            )
+        finally:
+            handle.remove()
+    labels = [next(n for n, e in options.items() if torch.equal(s, e)) for s in seen]
+    assert labels == ["cat", "cat", "dog"]
+    assert not pipe.transformer._forward_pre_hooks
 
 
 def test_an_unsupported_text_encoder_names_the_closest_family_and_why() -> None:

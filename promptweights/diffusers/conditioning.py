@@ -202,6 +202,14 @@ class Conditioning:
         """Whether the prompt uses ``AND`` (or an AND weight) and so needs :meth:`attach`."""
         return self._timeline.composable
 
+    @property
+    def needs_attach(self) -> bool:
+        """Whether the pipeline must run inside :meth:`attach`: the prompt uses ``AND``, or it
+        edits on a family whose pipelines take no ``callback_on_step_end`` (PixArt), where the
+        denoiser hook switches the conditioning instead."""
+        family = self._timeline.family
+        return self.composable or (self._timeline.edits and not family.step_callback)
+
     def at_call(self, k: int) -> dict[str, Tensor | None]:
         """The conditioning the denoiser gets at call ``k`` (0-based), without AND parts ≥ 2.
 
@@ -254,13 +262,48 @@ class Conditioning:
             The keyword arguments.
 
         Raises:
-            PromptweightsError: for an AND prompt outside ``with cond.attach(pipe):``.
+            PromptweightsError: for an AND prompt outside ``with cond.attach(pipe):`` (or one
+                that edits, on a family whose pipelines take no ``callback_on_step_end``).
         """
-        if self.composable and not self._attached:
-            raise PromptweightsError(
-                "this prompt uses AND: run the pipeline inside `with cond.attach(pipe):` so that "
-                "the parts are combined in the denoiser as A1111 does"
+        self._check_attached()
+        kwargs = self._tensor_kwargs()
+        inputs: list[str] = []
+        if callback_on_step_end is not None:
+            inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
+        if (self.edits or self._timeline.unet_changes) and not self.needs_attach:
+            family = self._timeline.family
+            if not family.step_callback:
+                raise UnsupportedPipelineError(
+                    f"{family.title} pipelines take no callback_on_step_end, so a LoRA weight "
+                    "schedule cannot change the UNet weights during sampling"
+                )
+            callback = _StepCallback(
+                self._timeline, callback_on_step_end, steps=self.num_inference_steps
             )
+            kwargs["callback_on_step_end"] = callback
+            extra = [name for name in inputs if name not in callback.tensor_inputs]
+            kwargs["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs + extra
+        elif callback_on_step_end is not None:
+            kwargs["callback_on_step_end"] = callback_on_step_end
+            kwargs["callback_on_step_end_tensor_inputs"] = inputs
+        return kwargs
+
+    def _check_attached(self) -> None:
+        if not self.needs_attach or self._attached:
+            return
+        if not self.composable:
+            raise PromptweightsError(
+                f"{self._timeline.family.title} pipelines take no callback_on_step_end: run "
+                "the pipeline inside `with cond.attach(pipe):` so that prompt editing switches "
+                "the conditioning in the denoiser"
+            )
+        raise PromptweightsError(
+            "this prompt uses AND: run the pipeline inside `with cond.attach(pipe):` so that "
+            "the parts are combined in the denoiser as A1111 does"
+        )
+
+    def _tensor_kwargs(self) -> dict[str, Any]:
+        """The embeddings (and masks, steps) the family takes, as pipeline keywords."""
         kwargs: dict[str, Any] = {"prompt_embeds": self.prompt_embeds}
         kwargs |= dict.fromkeys(self._timeline.family.cleared)
         if self.num_inference_steps is not None:
@@ -275,25 +318,6 @@ class Conditioning:
             kwargs["prompt_attention_mask"] = self.prompt_attention_mask
             if self.negative_prompt_embeds is not None:
                 kwargs["negative_prompt_attention_mask"] = self.negative_prompt_attention_mask
-        inputs: list[str] = []
-        if callback_on_step_end is not None:
-            inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
-        if (self.edits or self._timeline.unet_changes) and not self.composable:
-            family = self._timeline.family
-            if not family.step_callback:
-                raise UnsupportedPipelineError(
-                    f"{family.title} pipelines take no callback_on_step_end, so prompt editing "
-                    "and alternation cannot switch the conditioning during sampling"
-                )
-            callback = _StepCallback(
-                self._timeline, callback_on_step_end, steps=self.num_inference_steps
-            )
-            kwargs["callback_on_step_end"] = callback
-            extra = [name for name in inputs if name not in callback.tensor_inputs]
-            kwargs["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs + extra
-        elif callback_on_step_end is not None:
-            kwargs["callback_on_step_end"] = callback_on_step_end
-            kwargs["callback_on_step_end_tensor_inputs"] = inputs
         return kwargs
 
     @contextmanager
@@ -301,7 +325,9 @@ class Conditioning:
         """Combine AND parts in ``pipe``'s denoiser for the duration of a ``with`` block.
 
         Registers a forward pre-hook and a forward hook on ``pipe.unet`` (or ``pipe.transformer``)
-        and removes both on exit, whatever happens; for prompts without AND it does nothing.
+        and removes both on exit, whatever happens; for prompts without AND it does nothing (except
+        on a family without ``callback_on_step_end``, PixArt, where the hook switches an editing
+        prompt's conditioning at each call).
         Needs classifier-free guidance (``guidance_scale > 1``).
 
         Args:
@@ -313,7 +339,7 @@ class Conditioning:
         Raises:
             UnsupportedPipelineError: AND on Flux (no batched guidance to hook into).
         """
-        if not self.composable:
+        if not self.needs_attach:
             self._attached += 1
             try:
                 yield self
@@ -325,6 +351,7 @@ class Conditioning:
             raise UnsupportedPipelineError(
                 f"AND needs batched classifier-free guidance; {family.title} has none"
             )
+        # Editing without AND on a pipeline without step callbacks: the hook only switches.
         denoiser = getattr(pipe, family.denoiser)
         hook = _AndHook(self._timeline, pipe)
         handles = [
@@ -503,6 +530,8 @@ class _AndHook:
         half, weights = self.pending
         self.pending = None
         out = output[0] if isinstance(output, tuple) else output.sample
+        if self.timeline.parts_per_image == 1 and bool((weights == 1.0).all()):
+            return output  # one part at weight 1 (editing only): the pipeline's own output
         uncond = out[:half]
         conds = out[half:].reshape(-1, *uncond.shape)
         w = weights.to(device=out.device, dtype=out.dtype).reshape(

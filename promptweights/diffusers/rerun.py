@@ -249,10 +249,11 @@ def from_infotext(
         old_timelines=settings.old_timelines,
         **{"normalization": plan.normalization, "strict": strict, **options},
     )
-    if cond.composable:
+    if cond.needs_attach:
         raise UnsupportedPipelineError(
-            "the prompt uses AND: encode it with promptweights.diffusers.encode and run the "
-            "pipeline inside `with cond.attach(pipe):`"
+            "the prompt uses AND (or edits, on a pipeline without callback_on_step_end): encode "
+            "it with promptweights.diffusers.encode and run the pipeline inside "
+            "`with cond.attach(pipe):`"
         )
     kwargs = cond.pipeline_kwargs()
     kwargs["num_inference_steps"] = plan.steps
