@@ -41,14 +41,14 @@ def check_arguments(family: Family, given: Mapping[str, object], long_prompts: s
         InvalidArgumentError: naming the arguments the family reads, or its long-prompt modes.
     """
     reads = family.prompt_arguments
+    said = ", ".join(reads) + ("" if reads == ("prompt",) else " (each defaults to prompt)")
     for name, value in given.items():
         if value is None:
             continue
-        prompt = name.removeprefix("negative_")
-        if prompt not in reads:
+        if name.removeprefix("negative_") not in reads:
             raise InvalidArgumentError(
-                f"{family.title} pipelines take no {name}: their text encoders read "
-                f"{', '.join(reads)}"
+                f"{family.title or family.name} pipelines take no {name}: their text encoders "
+                f"read {said}"
             )
     if long_prompts not in LONG_PROMPTS:
         raise InvalidArgumentError(
