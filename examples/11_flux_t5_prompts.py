@@ -6,7 +6,7 @@ differ per encoder. T5 text past ``max_sequence_length`` is truncated with a war
 the tokens dropped, or encoded in more windows with ``long_prompts="chunk"`` (``BREAK`` starts
 one). A tiny random Flux-shaped pipeline stands in for a real one so that this runs offline in
 seconds; SD3 (``prompt_3`` is its T5), Chroma, PixArt and Wan work the same way.
-Run: ``python examples/10_flux_t5_prompts.py``.
+Run: ``python examples/11_flux_t5_prompts.py``.
 """
 
 from __future__ import annotations
