@@ -22,11 +22,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._compel import CompelBuilder, compel_spans
 from ._emphasis import a1111_spans, comfy_spans, novelai_spans
 from ._lark import ComfyBuilder, NovelAIBuilder, TreeBuilder
 from .errors import ArgumentTypeError, UnknownNameError
 
-__all__ = ["A1111", "COMFY", "DIALECTS", "NAMES", "NOVELAI", "Bracket", "Dialect", "get"]
+__all__ = [
+    "A1111",
+    "COMFY",
+    "COMPEL",
+    "DIALECTS",
+    "NAMES",
+    "NOVELAI",
+    "Bracket",
+    "Dialect",
+    "get",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +120,21 @@ NOVELAI = Dialect(
     outer_passes=False,
 )
 
+COMPEL = Dialect(
+    name="compel",
+    grammar="compel.lark",
+    builder=CompelBuilder,
+    # compel 2.5.1: a bracket alone weighs nothing; (x)1.3, (x)+, word- and the operators are read
+    # by the builder from what follows the bracket (promptweights/_compel.py).
+    brackets=(Bracket("round", "(", ")", 1.0),),
+    spans=compel_spans,
+    strategy="_compel_prompts",
+    breaks=False,
+    outer_passes=False,
+)
+
 #: Every dialect by name.
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (A1111, COMFY, NOVELAI)}
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (A1111, COMFY, NOVELAI, COMPEL)}
 #: The names :func:`get` accepts, as ``promptweights.DIALECTS`` lists them.
 NAMES = tuple(DIALECTS)
 

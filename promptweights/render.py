@@ -6,7 +6,20 @@ from collections.abc import Callable, Iterable
 
 from .dialects import DIALECTS
 from .errors import ArgumentTypeError
-from .tree import Alternation, Break, Edit, Emphasis, Node, Prompt, Text
+from .tree import (
+    Alternation,
+    Attention,
+    Blend,
+    Break,
+    Conjunction,
+    Edit,
+    Emphasis,
+    Lora,
+    Node,
+    Prompt,
+    Swap,
+    Text,
+)
 
 __all__ = ["render", "render_nodes"]
 
@@ -49,6 +62,43 @@ def _render(
             _render_edit(node, out, step, step_of)
         elif isinstance(node, Alternation):
             _render_alternation(node, out, step, step_of)
+        else:
+            _render_compel(node, out, step, step_of)
+
+
+# compel's Attention.kind → the characters around the term.
+_COMPEL_QUOTES = {"round": ("(", ")"), "quote": ('"', '"'), "word": ("", "")}
+
+
+def _render_compel(node: Node, out: list[str], step: int | None, step_of: StepOf | None) -> None:
+    """compel's constructs (grammar/compel.lark), as written."""
+    if isinstance(node, Attention):
+        opener, closer = _COMPEL_QUOTES[node.kind]
+        out.append(opener)
+        _render(node.children, out, step, step_of)
+        out.append(closer + node.weight_text)
+    elif isinstance(node, Swap):
+        _render((node.target,), out, step, step_of)
+        out.append(node.between)
+        _render(node.replacement, out, step, step_of)
+        out.append(node.tail)
+    elif isinstance(node, Lora):
+        out.append(node.source or f"withLora({node.name}, {node.weight!r})")
+    elif isinstance(node, Blend | Conjunction):
+        frame = node.frame or _default_frame(node)
+        for i, member in enumerate(node.members):
+            out.append(frame[i])
+            _render((member,), out, step, step_of)
+        out.append(frame[-1])
+
+
+def _default_frame(node: Blend | Conjunction) -> tuple[str, ...]:
+    """The text around the members of a node built without one: ``(a, b).blend(0.3, 0.7)``."""
+    name = "blend" if isinstance(node, Blend) else "and"
+    args = ", ".join(repr(w) for w in node.weights)
+    if isinstance(node, Blend) and not node.normalize:
+        args += ", no_normalize"
+    return ("(", *[", "] * (len(node.members) - 1), f").{name}({args})")
 
 
 def _render_emphasis(

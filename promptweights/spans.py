@@ -22,7 +22,7 @@ from ._emphasis import ESCAPE_RE, Spans
 from .dialects import DIALECTS as RECORDS
 from .dialects import NAMES, get
 from .errors import InvalidArgumentError
-from .tree import DEFAULT_MAX_DEPTH, Alternation, Break, Edit, Emphasis, Node, Text
+from .tree import DEFAULT_MAX_DEPTH, Alternation, Attention, Break, Edit, Emphasis, Node, Text
 
 __all__ = ["DIALECTS", "tree_spans", "weighted_spans"]
 
@@ -118,12 +118,15 @@ def tree_spans(nodes: Iterable[Node]) -> list[tuple[str, float]]:
             spans.add_break()
             spans.add("", split_breaks=False)
             _apply(spans, start, path)
-        elif isinstance(node, Emphasis):
+        elif isinstance(node, Emphasis | Attention):
             stack.append((iterator, len(path)))
-            path.append(node)
+            # compel's weighted term multiplies like a closed bracket.
+            path.append(node if isinstance(node, Emphasis) else Emphasis((), node.weight))
             iterator = iter(node.children)
-        elif isinstance(node, Edit | Alternation):
-            raise InvalidArgumentError("resolve edits and alternations before computing spans")
+        else:
+            raise InvalidArgumentError(
+                "resolve edits, alternations and compel's operators before computing spans"
+            )
     return list(spans.merged())
 
 

@@ -31,13 +31,18 @@ DEFAULT_MAX_DEPTH = 150
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "Alternation",
+    "Attention",
+    "Blend",
     "Break",
+    "Conjunction",
     "Edit",
     "Emphasis",
     "ExtraNetwork",
+    "Lora",
     "Node",
     "Prompt",
     "SubPrompt",
+    "Swap",
     "Text",
 ]
 
@@ -104,7 +109,97 @@ class Alternation:
     options: tuple[tuple[Node, ...], ...]
 
 
-Node: TypeAlias = Text | Break | Emphasis | Edit | Alternation
+# --- compel's constructs (dialect="compel"; grammar/compel.lark) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attention:
+    """compel's weighted term: ``(x)1.3``, ``(x)++``, ``"x"-``, ``word+``, ``x.attend(0.5)``.
+
+    Also the unweighted group ``(x)`` and quoted ``"x"`` (``weight`` 1, ``weight_text`` empty).
+
+    Attributes:
+        children: the nodes of the term (a ``"word"`` holds one :class:`Text`).
+        weight: the factor: 1.1 per ``+``, 0.9 per ``-``, or the number.
+        kind: ``"round"`` (``(x)``), ``"quote"`` (``"x"``) or ``"word"`` (a bare word).
+        weight_text: what follows the term, as written (``"1.3"``, ``"++"``,
+            ``".attend(0.5)"``), or ``""``.
+    """
+
+    children: tuple[Node, ...]
+    weight: float = 1.0
+    kind: Literal["round", "quote", "word"] = "round"
+    weight_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """compel's cross-attention swap ``target.swap(replacement, t_start=0.2)``.
+
+    Attributes:
+        target: the term swapped out (an :class:`Attention`).
+        replacement: the nodes swapped in.
+        options: the ``key=value`` options as written after the replacement (compel's
+            defaults: ``s_start=0``, ``s_end=0``, ``t_start=0.2``, ``t_end=1``).
+        between: the text between the target and the replacement: ``".swap("``, spaces
+            included.
+        tail: the text after the replacement: the options, spaces and ``")"``.
+    """
+
+    target: Node
+    replacement: tuple[Node, ...]
+    options: tuple[tuple[str, str], ...] = ()
+    between: str = ".swap("
+    tail: str = ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Lora:
+    """compel's ``withLora(name, 0.8)`` (or ``useLora``): a LoRA at that weight.
+
+    ``source`` is the call as written.
+    """
+
+    name: str
+    weight: float = 1.0
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Blend:
+    """compel's ``("a", "b").blend(0.3, 0.7)``: a weighted blend of the members' conditionings.
+
+    Attributes:
+        members: one :class:`Attention` per member (``"round"``, ``"quote"`` or ``"word"``).
+        weights: one per member (1 each when none are given).
+        normalize: ``False`` with ``no_normalize``: the weights are used as given, not divided by
+            their sum.
+        frame: the text around the members, as written: ``frame[0]`` before the first,
+            ``frame[i]`` between member ``i - 1`` and ``i``, ``frame[-1]`` after the last
+            (``").blend(0.3, 0.7)"``).
+    """
+
+    members: tuple[Node, ...]
+    weights: tuple[float, ...]
+    normalize: bool = True
+    frame: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Conjunction:
+    """compel's ``("a", "b").and(1, 0.5)``: the members as AND parts with those weights.
+
+    ``members``, ``weights`` and ``frame`` as in :class:`Blend`.
+    """
+
+    members: tuple[Node, ...]
+    weights: tuple[float, ...]
+    frame: tuple[str, ...] = ()
+
+
+Node: TypeAlias = (
+    Text | Break | Emphasis | Edit | Alternation | Attention | Swap | Lora | Blend | Conjunction
+)
 
 
 @dataclass(frozen=True, slots=True)

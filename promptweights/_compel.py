@@ -1,0 +1,897 @@
+"""compel's prompt language (``dialect="compel"``): the tree builder, flattening and spans.
+
+``grammar/compel.lark`` lexes the text and groups its round brackets; :class:`CompelBuilder` then
+reads each level of items in the order of alternatives of compel 2.5.1's pyparsing grammar
+(``compel/prompt_parser.py``, ``build_parser_syntax``), so that every prompt gets compel's
+reading, malformed ones included:
+
+* the top level is compel's ``prompt``: swap, lora, attention, quoted, bracketed, else a *free
+  word* (everything up to the next space, brackets included, as text);
+* inside a bracket or a quoted string it is ``fragment_including_commas_or_periods``: no free
+  words, a ``,`` or ``.`` is a fragment of its own, and anything else makes the whole bracket (or
+  string) text at the top level, as in compel;
+* ``(...).blend(...)`` and ``(...).and(...)`` are read only as the whole prompt (with
+  ``withLora`` calls around a blend), as in compel.
+
+Each level is matched as a string in which a bracket group is one character (``_GROUP``) and a
+quoted string another (``_QUOTED``), with the space compel inserts after a comma (it rewrites
+``,x`` to ``, x`` first) as a zero-width character.
+
+:func:`flatten` turns a tree into compel's flattened conjunction (``PromptParser.flatten``): the
+fragments of each part, fused where neighbours weigh the same, with the LoRAs; ``compel_spans``
+is what :func:`promptweights.weighted_spans` gives for ``dialect="compel"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._lark import TreeBuilder, balance, fast_lexer, _brackets, _diagnose, _FastToken, _pos
+from ._lark import _STATE
+from .errors import Diagnostic
+from .tree import Attention, Blend, Conjunction, Lora, Node, Swap, Text
+
+if TYPE_CHECKING:
+    from .dialects import Dialect
+
+__all__ = [
+    "SWAP_DEFAULTS",
+    "CompelBuilder",
+    "Flat",
+    "FlatPart",
+    "FlatSwap",
+    "compel_spans",
+    "flatten",
+]
+
+_GROUP = "\ufdd0"  # a closed bracket group, in a level's matching string
+_QUOTED = "\ufdd1"  # a quoted string
+_PLACEHOLDERS = _GROUP + _QUOTED
+
+#: compel's defaults for a swap's options (CrossAttentionControlSubstitute).
+SWAP_DEFAULTS = {"s_start": 0.0, "s_end": 0.0, "t_start": 0.2, "t_end": 1.0}
+
+_SPACE_RE = re.compile(r"\s*")
+_SPACES_RE = re.compile(r"\s+")
+_FREE_RE = re.compile(r"\S+")
+# compel's non_syntax_word: escaped syntax characters, + or - before a plain character, digits,
+# and any character that is neither space nor one of ( ) " , . + - =.
+_WORD_RE = re.compile(
+    r'(?:\\[()",.+\-=]|[+\-](?=[^\s()",.+\-=\ufdd0\ufdd1])|[^\s()",.+\-=\ufdd0\ufdd1])+'
+)
+_PUNCT_RE = re.compile(r"[,.]")
+# A suffix weight: Word('+') | Word('-') | number (real, then integer; a sign is taken by the
+# Word alternatives first).
+_SUFFIX_RE = re.compile(r"\++|-+|\d+\.\d*|\.\d+|[0-9]+")
+_SIGNS_RE = re.compile(r"\++|-+")
+_ATTEND_RE = re.compile(r"\s*\.attend\s*\ufdd0")
+_SWAP_RE = re.compile(r"\s*\.swap\s*\ufdd0")
+_LORA_RE = re.compile(r"(?:useLora|withLora)\s*\ufdd0")
+_OPERATOR_RE = re.compile(r"\s*\.(blend|and|add)\s*\ufdd0")
+_NUMBER = r"[+-]?(?:\d+\.\d*|\.\d+)|-?[0-9]+"
+_ATTEND_ARG_RE = re.compile(rf"\s*(\++|-+|{_NUMBER})\s*")
+_LORA_ARG_RE = re.compile(rf"\s*([A-Za-z0-9_\-]+)\s*(?:,\s*({_NUMBER})\s*)?")
+_KEYWORD = r"[A-Za-z0-9_\-]+"
+_OPTION_RE = re.compile(rf"\s*(?:({_KEYWORD})\s*=\s*({_NUMBER}|{_KEYWORD})|({_NUMBER})|({_KEYWORD}))\s*")
+_MISPLACED_RE = re.compile(r"\.(?:blend|and|add|swap|attend)\b")
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def _suffix_weight(text: str) -> float:
+    """compel's weight of a suffix: 1.1 per ``+``, 0.9 per ``-``, else the number."""
+    if text[0] == "+":
+        return float(pow(1.1, len(text)))
+    if text[0] == "-" and text.strip("-") == "":
+        return float(pow(0.9, len(text)))
+    return _number(text)
+
+
+# --- the groups the grammar's `round` rule builds ---------------------------------------------
+
+
+class _Group:
+    """A bracket and its items; what it means is decided by the level that holds it."""
+
+    __slots__ = ("closer", "inner", "items", "opener")
+
+    def __init__(self, opener: Any, items: list[Any], closer: Any) -> None:
+        self.opener = opener
+        self.items = items
+        self.closer = closer
+        self.inner: _Result | None | bool = False  # memo of the bracketed reading; False: none
+
+    @property
+    def closed(self) -> bool:
+        return not self.closer.type.startswith("UNCLOSED_")
+
+    @property
+    def start(self) -> int:
+        return _pos(self.opener)
+
+
+@dataclass(slots=True)
+class _Result:
+    nodes: list[Node]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    end: int = 0  # where the reading stopped, in the level's string
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """The text a level's positions point into, and where it sits in the prompt."""
+
+    src: str
+    base: int  # the prompt position of src[0]
+
+
+def _end_of(item: Any) -> int:
+    """The position after ``item`` in the text it was lexed from."""
+    while isinstance(item, _Group):
+        if item.closed:
+            return _pos(item.closer) + 1
+        if not item.items:
+            return item.start + 1
+        item = item.items[-1]
+    return _pos(item) + len(str(item))
+
+
+# --- a level: its items as one string to match on ---------------------------------------------
+
+
+class _Level:
+    """One level's items: ``s`` to match on, ``at[i]`` the position in ``ctx.src`` of ``s[i]``
+    (for an inserted space, that of the next character), ``objs[i]`` the group or quoted token
+    a placeholder stands for."""
+
+    __slots__ = ("at", "ctx", "diagnostics", "end", "objs", "s")
+
+    def __init__(self, ctx: _Ctx, items: Sequence[Any], end: int) -> None:
+        self.ctx = ctx
+        self.end = end
+        self.diagnostics: list[Diagnostic] = []
+        parts: list[str] = []
+        self.at: list[int] = []
+        self.objs: list[Any] = []
+        self._add(items, parts, deep_seen=False)
+        self.s = "".join(parts)
+        if "," in self.s:
+            self._comma_spaces()
+
+    def _add(self, items: Iterable[Any], parts: list[str], *, deep_seen: bool) -> None:
+        for item in items:
+            if isinstance(item, _Group):
+                if item.closed:
+                    parts.append(_GROUP)
+                    self.at.append(item.start)
+                    self.objs.append(item)
+                    continue
+                self._diagnose("unclosed", "'(' is never closed: compel reads it as text", item)
+                self._text("(", item.start, parts)
+                self._add(item.items, parts, deep_seen=deep_seen)
+                continue
+            kind = item.type
+            if kind == "QUOTED":
+                parts.append(_QUOTED)
+                self.at.append(_pos(item))
+                self.objs.append(item)
+                continue
+            if kind == "STRAY":
+                self._diagnose("stray-closer", "')' closes nothing: compel reads it as text", item)
+            elif kind == "QUOTE":
+                self._diagnose("unclosed-quote", "'\"' is never closed: compel reads it as text", item)
+            elif kind == "DEEP" and not deep_seen:
+                deep_seen = True
+                self._diagnose(
+                    "too-deep", "brackets nested past the depth cap are kept as text", item
+                )
+            self._text(str(item), _pos(item), parts)
+
+    def _text(self, text: str, start: int, parts: list[str]) -> None:
+        if _GROUP in text or _QUOTED in text:
+            text = text.replace(_GROUP, "\ufffd").replace(_QUOTED, "\ufffd")
+        parts.append(text)
+        self.at.extend(range(start, start + len(text)))
+        self.objs.extend([None] * len(text))
+
+    def _diagnose(self, kind: str, message: str, token: Any) -> None:
+        pos = token.start if isinstance(token, _Group) else _pos(token)
+        self.diagnostics.append(Diagnostic(kind, message, self.ctx.base + pos))
+
+    def _comma_spaces(self) -> None:
+        """compel's ``re.sub(r',(\\S)', r', \\1', prompt)``: a zero-width space after such a comma."""
+        cuts = [m.start() + 1 for m in re.finditer(r",\S", self.s)]
+        if not cuts:
+            return
+        s, at, objs = self.s, self.at, self.objs
+        new_s: list[str] = []
+        new_at: list[int] = []
+        new_objs: list[Any] = []
+        last = 0
+        for cut in cuts:
+            new_s += [s[last:cut], " "]
+            new_at += at[last:cut]
+            new_at.append(at[cut])
+            new_objs += objs[last:cut]
+            new_objs.append(None)
+            last = cut
+        new_s.append(s[last:])
+        new_at += at[last:]
+        new_objs += objs[last:]
+        self.s, self.at, self.objs = "".join(new_s), new_at, new_objs
+
+    def pos(self, i: int) -> int:
+        """The source position of ``s[i]`` (the level's end for ``i == len(s)``)."""
+        return self.at[i] if i < len(self.at) else self.end
+
+    def raw(self, i: int, j: int) -> str:
+        """The text as written of ``s[i:j]``."""
+        return self.ctx.src[self.pos(i) : self.pos(j)]
+
+    def prompt_pos(self, i: int) -> int:
+        return self.ctx.base + self.pos(i)
+
+    def expand(self, k: int) -> None:
+        """Replace the group or quoted string at ``k`` by its characters (a free word runs into
+        it, so compel reads it as text from here)."""
+        obj = self.objs[k]
+        if isinstance(obj, _Group):
+            inner = _Level(self.ctx, obj.items, _pos(obj.closer))
+            s = "(" + inner.s + ")"
+            at = [obj.start, *inner.at, _pos(obj.closer)]
+            objs = [None, *inner.objs, None]
+            self.diagnostics += inner.diagnostics
+        else:
+            text = str(obj)
+            s, at, objs = text, list(range(_pos(obj), _pos(obj) + len(text))), [None] * len(text)
+        if _GROUP in s or _QUOTED in s:
+            s = s.replace(_GROUP, "\ufffd").replace(_QUOTED, "\ufffd")
+        self.s = self.s[:k] + s + self.s[k + 1 :]
+        self.at[k : k + 1] = at
+        self.objs[k : k + 1] = objs
+
+
+# --- reading a level ----------------------------------------------------------------------------
+
+
+def _text_nodes(level: _Level, i: int, j: int) -> list[Node]:
+    return [Text(level.raw(i, j))] if j > i else []
+
+
+def _skip(level: _Level, i: int, nodes: list[Node]) -> int:
+    """Skip spaces from ``i``, keeping them as text."""
+    j = _SPACE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+    if j > i:
+        raw = level.raw(i, j)
+        if raw:
+            nodes.append(Text(raw))
+    return j
+
+
+def _group_inner(group: _Group, ctx: _Ctx) -> _Result | None:
+    """compel's ``parenthesized_fragment``: the group's items as fragments, or None."""
+    if group.inner is False:
+        level = _Level(ctx, group.items, _pos(group.closer))
+        group.inner = _fragments(level, 0, commas=True)
+    return group.inner  # type: ignore[return-value]
+
+
+def _quoted_level(token: Any, ctx: _Ctx) -> _Level:
+    text = str(token)[1:-1]
+    items = _lex(text)
+    return _Level(_Ctx(text, ctx.base + _pos(token) + 1), items, len(text))
+
+
+def _quoted_inner(token: Any, ctx: _Ctx) -> _Result | None:
+    """compel's ``quoted_fragment``: the string's text read as fragments, or None."""
+    level = _quoted_level(token, ctx)
+    result = _fragments(level, 0, commas=True)
+    if result is not None:
+        result.diagnostics[:0] = level.diagnostics
+    return result
+
+
+def _target(level: _Level, i: int) -> tuple[Attention, int, list[Diagnostic]] | None:
+    """compel's ``potential_operator_target``: quoted, bracketed or a bare word."""
+    s = level.s
+    if i >= len(s):
+        return None
+    obj = level.objs[i]
+    if obj is not None:
+        if isinstance(obj, _Group):
+            inner = _group_inner(obj, level.ctx)
+            kind = "round"
+        else:
+            inner = _quoted_inner(obj, level.ctx)
+            kind = "quote"
+        if inner is None:
+            return None
+        return Attention(tuple(inner.nodes), 1.0, kind), i + 1, list(inner.diagnostics)  # type: ignore[arg-type]
+    match = _WORD_RE.match(s, i)
+    if match is None:
+        return None
+    j = match.end()
+    return Attention((Text(level.raw(i, j)),), 1.0, "word"), j, []
+
+
+def _attention(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
+    """``target.attend(w)`` or ``(x)w`` / ``"x"w`` / ``word+`` (no space before the suffix)."""
+    found = _target(level, i)
+    if found is None:
+        return None
+    target, j, diagnostics = found
+    s = level.s
+    explicit = _ATTEND_RE.match(s, j)
+    if explicit is not None:
+        group = level.objs[explicit.end() - 1]
+        arg = _ATTEND_ARG_RE.fullmatch(_raw_inner(group, level.ctx))
+        if arg is not None and not _has_groups(group):
+            weight = _suffix_weight(arg.group(1))
+            end = explicit.end()
+            node = Attention(target.children, weight, target.kind, level.raw(j, end))
+            return node, end, diagnostics
+    pattern = _SIGNS_RE if target.kind == "word" else _SUFFIX_RE
+    suffix = pattern.match(s, j)
+    if suffix is None or (j < len(s) and level.objs[j] is not None):
+        return None
+    end = suffix.end()
+    node = Attention(target.children, _suffix_weight(s[j:end]), target.kind, level.raw(j, end))
+    return node, end, diagnostics
+
+
+def _has_groups(group: _Group) -> bool:
+    return any(isinstance(item, _Group) or item.type == "QUOTED" for item in group.items)
+
+
+def _raw_inner(group: _Group, ctx: _Ctx) -> str:
+    return ctx.src[group.start + 1 : _pos(group.closer)]
+
+
+def _lora(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
+    """``withLora(name, 0.8)`` / ``useLora(name)``."""
+    match = _LORA_RE.match(level.s, i)
+    if match is None:
+        return None
+    group = level.objs[match.end() - 1]
+    if _has_groups(group):
+        return None
+    arg = _LORA_ARG_RE.fullmatch(_raw_inner(group, level.ctx))
+    if arg is None:
+        return None
+    weight = 1.0 if arg.group(2) is None else _number(arg.group(2))
+    end = match.end()
+    return Lora(arg.group(1), weight, level.raw(i, end)), end, []
+
+
+def _swap(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
+    """``target.swap(replacement[, key=value, ...])``."""
+    found = _target(level, i)
+    if found is None:
+        return None
+    target, j, diagnostics = found
+    match = _SWAP_RE.match(level.s, j)
+    if match is None:
+        return None
+    group = level.objs[match.end() - 1]
+    inner = _Level(level.ctx, group.items, _pos(group.closer))
+    replaced = _fragments(inner, 0, commas=False)
+    if replaced is None:
+        return None
+    tail_text = inner.raw(replaced.end, len(inner.s))
+    options = _options(tail_text, leading_comma=True)
+    if options is None:
+        return None
+    end = match.end()
+    node = Swap(
+        target,
+        tuple(replaced.nodes),
+        tuple(_swap_options(options)),
+        level.raw(j, end - 1) + "(",
+        tail_text + ")",
+    )
+    return node, end, diagnostics + replaced.diagnostics
+
+
+def _swap_options(options: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(key, value) for key, value in options if value != ""]
+
+
+def _options(text: str, *, leading_comma: bool) -> list[tuple[str, str]] | None:
+    """compel's operator options ``1, 0.5, no_normalize`` / ``, t_start=0.1``: (key, value)
+    pairs; a bare number or keyword is ``(it, "")``. None where compel's grammar fails."""
+    if not text.strip():
+        return []
+    if leading_comma:
+        stripped = text.lstrip()
+        if not stripped.startswith(","):
+            return None
+        text = stripped[1:]
+        if not text.strip():
+            return []
+    out: list[tuple[str, str]] = []
+    for piece in text.split(","):
+        match = _OPTION_RE.fullmatch(piece)
+        if match is None:
+            return None
+        key, value, number, keyword = match.groups()
+        if key is not None:
+            out.append((key, value))
+        else:
+            out.append((number if number is not None else keyword, ""))
+    return out
+
+
+def _unit(level: _Level, i: int, order: str) -> tuple[Node | list[Node], int, list[Diagnostic]] | None:
+    """The first construct at ``i`` of those named in ``order`` (one letter each: s swap,
+    l lora, a attention, q quoted, p bracketed, w word, c comma or period)."""
+    s, objs = level.s, level.objs
+    for letter in order:
+        if letter == "s":
+            found = _swap(level, i)
+        elif letter == "l":
+            found = _lora(level, i)
+        elif letter == "a":
+            found = _attention(level, i)
+        elif letter in "qp":
+            obj = objs[i]
+            wanted = _QUOTED if letter == "q" else _GROUP
+            if obj is None or s[i] != wanted:
+                continue
+            inner = _quoted_inner(obj, level.ctx) if letter == "q" else _group_inner(obj, level.ctx)
+            if inner is None:
+                continue
+            kind = "quote" if letter == "q" else "round"
+            found = Attention(tuple(inner.nodes), 1.0, kind), i + 1, list(inner.diagnostics)  # type: ignore[arg-type]
+        elif letter == "w":
+            match = _WORD_RE.match(s, i)
+            found = None if match is None else (Text(level.raw(i, match.end())), match.end(), [])
+        else:
+            match = _PUNCT_RE.match(s, i)
+            found = None if match is None else (Text(level.raw(i, match.end())), match.end(), [])
+        if found is not None:
+            return found
+    return None
+
+
+def _fragments(level: _Level, i: int, *, commas: bool) -> _Result | None:
+    """compel's ``fragment_including_commas_or_periods`` (``commas``) or
+    ``fragment_excluding_commas``: every item must be read, or None."""
+    nodes: list[Node] = []
+    diagnostics: list[Diagnostic] = []
+    s = level.s
+    order = "laspqwc" if commas else "laspqw"
+    while True:
+        i = _skip(level, i, nodes)
+        if i >= len(s):
+            break
+        found = _unit(level, i, order)
+        if found is None:
+            if commas:
+                return None
+            break  # the options of a swap follow
+        node, i, found_diagnostics = found
+        nodes.append(node)  # type: ignore[arg-type]
+        diagnostics += found_diagnostics
+    if level.diagnostics:
+        return None  # an unclosed bracket, a stray closer or a lone quote: not a group
+    return _Result(nodes, diagnostics, i)
+
+
+def _prompt(level: _Level, i: int) -> _Result:
+    """compel's ``prompt``: never fails, a free word takes whatever nothing else reads."""
+    nodes: list[Node] = []
+    diagnostics: list[Diagnostic] = []
+    while True:
+        i = _skip(level, i, nodes)
+        if i >= len(level.s):
+            break
+        found = _unit(level, i, "slaqp")
+        if found is not None:
+            node, i, found_diagnostics = found
+            nodes.append(node)  # type: ignore[arg-type]
+            diagnostics += found_diagnostics
+            continue
+        i = _free_word(level, i, nodes, diagnostics)
+    return _Result(nodes, level.diagnostics + diagnostics)
+
+
+def _free_word(level: _Level, i: int, nodes: list[Node], diagnostics: list[Diagnostic]) -> int:
+    """compel's ``free_word``: everything up to the next space, as text."""
+    while True:
+        end = _FREE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+        inside = next((k for k in range(i, end) if level.objs[k] is not None), None)
+        if inside is None:
+            break
+        obj = level.objs[inside]
+        if isinstance(obj, _Group) and inside == i:
+            diagnostics.append(
+                Diagnostic(
+                    "bad-group",
+                    "compel cannot read this bracket as a group and reads it as text",
+                    level.prompt_pos(i),
+                )
+            )
+        elif not isinstance(obj, _Group) and inside == i:
+            diagnostics.append(
+                Diagnostic(
+                    "bad-quote",
+                    "compel cannot read this quoted text and reads it as text",
+                    level.prompt_pos(i),
+                )
+            )
+        level.expand(inside)
+    word = level.raw(i, end)
+    misplaced = _MISPLACED_RE.search(word)
+    if misplaced is not None:
+        diagnostics.append(
+            Diagnostic(
+                "misplaced-operator",
+                f"compel reads {misplaced.group(0)!r} here as text: .blend() and .and() must "
+                "be the whole prompt, .swap() and .attend() follow a word, (group) or \"quote\"",
+                level.prompt_pos(i) + misplaced.start(),
+            )
+        )
+    nodes.append(Text(word))
+    return end
+
+
+# --- the whole prompt: conjunction, blend, or a prompt ------------------------------------------
+
+
+def _members(level: _Level, group: _Group) -> tuple[list[Node], list[str], list[Diagnostic]] | None:
+    """The members of ``(a, "b", (c))``: targets or quoted prompts, comma-separated."""
+    inner = _Level(level.ctx, group.items, _pos(group.closer))
+    s = inner.s
+    members: list[Node] = []
+    frame: list[str] = []
+    diagnostics: list[Diagnostic] = []
+    i = _SPACE_RE.match(s, 0).end()  # type: ignore[union-attr]
+    mark = 0
+    while True:
+        found = _target(inner, i)
+        if found is None and i < len(s) and s[i] == _QUOTED:
+            quoted = _quoted_level(inner.objs[i], inner.ctx)
+            result = _prompt(quoted, 0)
+            found = (Attention(tuple(result.nodes), 1.0, "quote"), i + 1, result.diagnostics)
+        if found is None:
+            return None
+        node, j, found_diagnostics = found
+        frame.append(inner.raw(mark, i))
+        members.append(node)
+        diagnostics += found_diagnostics
+        k = _SPACE_RE.match(s, j).end()  # type: ignore[union-attr]
+        if k >= len(s):
+            frame.append(inner.raw(j, k))
+            return members, frame, diagnostics
+        if s[k] != "," or inner.objs[k] is not None:
+            return None
+        mark = j
+        i = _SPACE_RE.match(s, k + 1).end()  # type: ignore[union-attr]
+
+
+def _operator(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
+    """``(members).blend(args)`` or ``(members).and(args)`` at ``i``."""
+    s = level.s
+    if i >= len(s) or s[i] != _GROUP:
+        return None
+    match = _OPERATOR_RE.match(s, i + 1)
+    if match is None:
+        return None
+    found = _members(level, level.objs[i])
+    if found is None:
+        return None
+    members, frame, diagnostics = found
+    args_group = level.objs[match.end() - 1]
+    if _has_groups(args_group):
+        return None
+    options = _options(_raw_inner(args_group, level.ctx), leading_comma=False)
+    if options is None:
+        return None
+    end = match.end()
+    frame[0] = "(" + frame[0]
+    frame[-1] = frame[-1] + ")" + level.raw(i + 1, end)
+    name = match.group(1)
+    pos = level.prompt_pos(i)
+    if name == "blend":
+        normalize = True
+        if options and options[-1][0] == "no_normalize":
+            normalize = False
+            options = options[:-1]
+        weights = _weights(options, len(members), pos, diagnostics, "blend")
+        for member in members:
+            if any(isinstance(n, Swap) for n in _walk([member])):
+                diagnostics.append(Diagnostic("swap-in-blend", "compel refuses .swap() inside a blend", pos))
+        return Blend(tuple(members), weights, normalize, tuple(frame)), end, diagnostics
+    weights = _weights(options, len(members), pos, diagnostics, "and")
+    return Conjunction(tuple(members), weights, tuple(frame)), end, diagnostics
+
+
+def _weights(
+    options: list[tuple[str, str]], count: int, pos: int, diagnostics: list[Diagnostic], name: str
+) -> tuple[float, ...]:
+    """The weights of a blend or conjunction; lenient: 1 for each missing one, extras dropped."""
+    if not options:
+        return (1.0,) * count
+    weights: list[float] = []
+    for key, value in options:
+        try:
+            weights.append(float(key) if not value else float("nan"))
+        except ValueError:
+            weights.append(float("nan"))
+        if weights[-1] != weights[-1]:
+            diagnostics.append(
+                Diagnostic("bad-weight", f"{key!r} is not a weight (compel fails here)", pos)
+            )
+            weights[-1] = 1.0
+    if len(weights) != count:
+        diagnostics.append(
+            Diagnostic(
+                "bad-weights",
+                f".{name}() has {len(weights)} weights for {count} prompts (compel raises here)",
+                pos,
+            )
+        )
+        weights = (weights + [1.0] * count)[:count]
+    return tuple(weights)
+
+
+def _whole(level: _Level) -> _Result:
+    """compel's ``conjunction``: an explicit ``.and()``, else loras, a blend or a prompt."""
+    nodes: list[Node] = []
+    i = _skip(level, 0, nodes)
+    found = _operator(level, i)
+    if found is not None and isinstance(found[0], Conjunction):
+        node, j, diagnostics = found
+        nodes.append(node)
+        if j < len(level.s):
+            rest = level.raw(j, len(level.s))
+            nodes.append(Text(rest))
+            if rest.strip():
+                diagnostics.append(
+                    Diagnostic(
+                        "ignored-text",
+                        "compel ignores the text after .and(...)",
+                        level.prompt_pos(j),
+                    )
+                )
+        return _Result(nodes, level.diagnostics + diagnostics)
+    blend = _blend_prompt(level, i, nodes)
+    if blend is not None:
+        return blend
+    result = _prompt(level, i)
+    if found is not None:  # a blend with more than loras after it
+        result.diagnostics.append(
+            Diagnostic(
+                "bad-blend",
+                ".blend(...) must be the whole prompt, withLora(...) calls aside (compel raises "
+                "here); read as text",
+                level.prompt_pos(i),
+            )
+        )
+    return _Result(nodes + result.nodes, result.diagnostics)
+
+
+def _blend_prompt(level: _Level, i: int, nodes: list[Node]) -> _Result | None:
+    """``withLora(..) (a, b).blend(..) withLora(..)``: loras around a blend, nothing else."""
+    out = list(nodes)
+    diagnostics: list[Diagnostic] = []
+    blend_seen = False
+    while i < len(level.s):
+        found = _lora(level, i)
+        if found is None and not blend_seen:
+            found = _operator(level, i)
+            if found is None or not isinstance(found[0], Blend):
+                return None
+            blend_seen = True
+        if found is None:
+            return None
+        node, i, found_diagnostics = found
+        out.append(node)
+        diagnostics += found_diagnostics
+        i = _skip(level, i, out)
+    if not blend_seen:
+        return None
+    return _Result(out, level.diagnostics + diagnostics)
+
+
+# --- lexing a quoted string's text ----------------------------------------------------------------
+
+
+def _lex(text: str) -> list[Any]:
+    """A quoted string's text as items (tokens and groups), with the grammar's own terminals."""
+    from .dialects import COMPEL
+
+    lexer = fast_lexer(COMPEL)
+    brackets = _brackets(COMPEL)
+    tokens = (
+        _FastToken(m.lastgroup or "", m.group(), m.start()) for m in lexer.pattern.finditer(text)
+    )
+    stack: list[list[Any]] = [[]]
+    for token in balance(tokens, brackets, _STATE.get().max_depth, _FastToken.borrow):
+        kind = token.type
+        if kind in brackets.openers:
+            stack.append([token])
+        elif kind in brackets.rules:
+            children = stack.pop()
+            stack[-1].append(_Group(children[0], children[1:], token))
+        else:
+            stack[-1].append(token)
+    return stack[0]
+
+
+class CompelBuilder(TreeBuilder):
+    """compel: the grammar's groups, read level by level in compel's order (module docstring)."""
+
+    def round(self, children: list[Any]) -> _Group:  # type: ignore[override]
+        opener, *items, closer = children
+        return _Group(opener, items, closer)
+
+    def start(self, children: list[Any]) -> tuple[Node, ...]:
+        src = "".join(_raw_item(item) for item in children)
+        level = _Level(_Ctx(src, 0), children, len(src))
+        result = _whole(level)
+        for d in result.diagnostics:
+            _diagnose(d.kind, d.message, d.pos)
+        return tuple(result.nodes)
+
+
+def _raw_item(item: Any) -> str:
+    if not isinstance(item, _Group):
+        return str(item)
+    return str(item.opener) + "".join(_raw_item(i) for i in item.items) + str(item.closer)
+
+
+# --- flattening ---------------------------------------------------------------------------------
+
+
+def _walk(nodes: Iterable[Node]) -> Iterable[Node]:
+    for node in nodes:
+        yield node
+        if isinstance(node, Attention):
+            yield from _walk(node.children)
+        elif isinstance(node, Swap):
+            yield from _walk((node.target, *node.replacement))
+        elif isinstance(node, Blend | Conjunction):
+            yield from _walk(node.members)
+
+
+Fragment = tuple[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class FlatSwap:
+    """A swap in a flattened prompt: the original's and the replacement's fragments."""
+
+    original: tuple[Fragment, ...]
+    replacement: tuple[Fragment, ...]
+    options: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FlatPart:
+    """One part of compel's flattened conjunction: a prompt, or a blend of prompts.
+
+    ``prompts`` holds one prompt (a sequence of fragments and swaps) for a plain part, one per
+    member for a blend; ``blend`` is None for a plain part, else (weights, normalize).
+    """
+
+    prompts: tuple[tuple[Fragment | FlatSwap, ...], ...]
+    weight: float = 1.0
+    blend: tuple[tuple[float, ...], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Flat:
+    """compel's flattened conjunction: its parts and the LoRAs ``(name, weight)``."""
+
+    parts: tuple[FlatPart, ...]
+    loras: tuple[tuple[str, float], ...]
+
+
+def _unescape(text: str) -> str:
+    if "\\" in text:
+        return text.replace("\\(", "(").replace("\\)", ")").replace('\\"', '"')
+    return text
+
+
+def _flat(nodes: Iterable[Node], scale: float, out: list[Any], loras: list[tuple[str, float]]) -> None:
+    for node in nodes:
+        if isinstance(node, Text):
+            out.extend((_unescape(word), 1.0 * scale) for word in node.text.split())
+        elif isinstance(node, Attention):
+            if node.kind == "quote" and not any(
+                not isinstance(c, Text) or c.text.strip() for c in node.children
+            ):
+                out.append(("", 1.0 * scale))  # compel: Fragment('') for a blank string
+                continue
+            _flat(node.children, scale * node.weight, out, loras)
+        elif isinstance(node, Lora):
+            loras.append((node.name, node.weight))
+        elif isinstance(node, Swap):
+            original: list[Any] = []
+            replacement: list[Any] = []
+            _flat((node.target,), scale, original, loras)
+            _flat(node.replacement, scale, replacement, loras)
+            options = tuple((k, float(v)) for k, v in node.options if _is_number(v))
+            out.append(FlatSwap(tuple(_fuse(original)), tuple(_fuse(replacement)), options))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fuse(items: Sequence[Any]) -> list[Any]:
+    """compel's fuse_fragments: neighbours of equal weight joined with one space."""
+    out: list[Any] = []
+    for item in items:
+        if out and not isinstance(item, FlatSwap) and not isinstance(out[-1], FlatSwap):
+            if out[-1][1] == item[1]:
+                out[-1] = (out[-1][0] + " " + item[0], item[1])
+                continue
+        out.append(item)
+    return out
+
+
+def flatten(nodes: Sequence[Node]) -> Flat:
+    """compel's ``PromptParser.flatten`` of a parsed compel prompt (one sub-prompt's nodes)."""
+    loras: list[tuple[str, float]] = []
+    parts: list[FlatPart] = []
+    loose: list[Node] = []
+    for node in nodes:
+        if isinstance(node, Conjunction):
+            for member, weight in zip(node.members, node.weights, strict=True):
+                fragments: list[Any] = []
+                _flat((member,), 1.0, fragments, loras)
+                if fragments:
+                    parts.append(FlatPart((tuple(_fuse(fragments)),), weight))
+            return Flat(tuple(parts), tuple(loras))
+        if isinstance(node, Blend):
+            prompts = []
+            for member in node.members:
+                fragments = []
+                _flat((member,), 1.0, fragments, loras)
+                prompts.append(tuple(_fuse(fragments)))
+            parts.append(FlatPart(tuple(prompts), 1.0, (node.weights, node.normalize)))
+        else:
+            loose.append(node)
+    if not parts:
+        fragments = []
+        _flat(loose, 1.0, fragments, loras)
+        if fragments:
+            parts.append(FlatPart((tuple(_fuse(fragments)),)))
+        elif all(isinstance(n, Text) for n in loose):  # compel: '' for a blank prompt
+            parts.append(FlatPart(((("", 1.0),),)))
+    else:
+        _flat([n for n in loose if isinstance(n, Lora)], 1.0, [], loras)
+    return Flat(tuple(parts), tuple(loras))
+
+
+def spans_of(flat: Flat) -> tuple[tuple[str, float], ...]:
+    """The weighted spans of a flattened prompt: every part's fragments in order (a swap gives
+    its original's), members of a blend one after another; ``(("", 1.0),)`` when empty."""
+    out: list[tuple[str, float]] = []
+    for part in flat.parts:
+        for prompt in part.prompts:
+            for item in prompt:
+                if isinstance(item, FlatSwap):
+                    out.extend(item.original)
+                else:
+                    out.append(item)
+    return tuple(out) or (("", 1.0),)
+
+
+def compel_spans(dialect: Dialect, text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
+    """compel's flattened fragments of ``text`` (see :func:`spans_of`)."""
+    from ._lark import parse_nodes
+
+    nodes, _ = parse_nodes(text, dialect=dialect, max_depth=max_depth)
+    return spans_of(flatten(nodes))
