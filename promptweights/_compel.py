@@ -807,7 +807,7 @@ def _flat(nodes: Iterable[Node], scale: float, out: list[Any], loras: list[tuple
             if node.kind == "quote" and not any(
                 not isinstance(c, Text) or c.text.strip() for c in node.children
             ):
-                out.append(("", 1.0 * scale))  # compel: Fragment('') for a blank string
+                out.append(("", 1.0 * (scale * node.weight)))  # compel: Fragment('')
                 continue
             _flat(node.children, scale * node.weight, out, loras)
         elif isinstance(node, Lora):

@@ -452,6 +452,120 @@ def _novelai_prompts() -> st.SearchStrategy[str]:
     return _joined(inline, _TOP_SEPARATORS)
 
 
+# compel: words hold none of ( ) " , . + - = \ (its syntax) and no capitals that could spell an
+# operator such as withLora.
+_COMPEL_WORDS = tuple(word for word in _VOCABULARY if not set(word) & set('()",.+=\\'))
+_COMPEL_ALPHABET = "".join(c for c in _WORD_ALPHABET if c not in '()",.+-=\\')
+
+
+def _compel_words() -> st.SearchStrategy[str]:
+    """One word compel reads as one ``non_syntax_word``."""
+    single = tuple(word for word in _COMPEL_WORDS if " " not in word)
+    return st.one_of(
+        st.sampled_from(single), st.text(alphabet=_COMPEL_ALPHABET, min_size=1, max_size=8)
+    )
+
+
+def _compel_numbers() -> st.SearchStrategy[str]:
+    """compel's weight numbers: ``1.3``, ``.5``, ``2``, ``1.`` (no sign, no exponent)."""
+    tenths = st.integers(min_value=0, max_value=30)
+    return st.one_of(
+        tenths.map(lambda n: f"{n // 10}.{n % 10}"),
+        tenths.map(lambda n: f".{n}"),
+        st.integers(min_value=0, max_value=3).map(str),
+        st.integers(min_value=0, max_value=3).map("{}.".format),
+    )
+
+
+def _compel_suffixes() -> st.SearchStrategy[str]:
+    signs = st.integers(min_value=1, max_value=3)
+    return st.one_of(signs.map("+".__mul__), signs.map("-".__mul__), _compel_numbers())
+
+
+def _compel_inline(quotes: bool) -> st.SearchStrategy[str]:
+    """What compel reads inside a bracket or a quoted string (``quotes``: quoted strings may
+    appear, i.e. not already inside one)."""
+    word = _compel_words()
+    attend = st.one_of(st.sampled_from(("+", "++", "-", "--")), _compel_numbers())
+    base = st.one_of(
+        word,
+        st.builds("{}{}".format, word, st.sampled_from(("+", "++", "-", "--", "+++"))),
+        st.builds("{}.attend({})".format, word, attend),
+        st.sampled_from(_COMPEL_WORDS),
+    )
+
+    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        inner = _joined(children, (" ", ", ", "  ", " , "))
+        return st.one_of(
+            inner.map("({})".format),
+            st.builds("({}){}".format, inner, _compel_suffixes()),
+            st.builds("({}).attend({})".format, inner, attend),
+        )
+
+    unquoted = st.recursive(base, extend, max_leaves=8)
+    if not quotes:
+        return unquoted
+    inner = _joined(unquoted, (" ", ", ", "  "))
+    suffix = st.one_of(st.just(""), _compel_suffixes())
+    return st.one_of(unquoted, st.builds('"{}"{}'.format, inner, suffix))
+
+
+@st.composite
+def _compel_swaps(draw: st.DrawFn) -> str:
+    """``target.swap(replacement[, t_start=0.3])``."""
+    inline = _compel_inline(quotes=False)
+    target = draw(st.one_of(_compel_words(), _joined(inline, (" ",)).map("({})".format)))
+    replacement = draw(_joined(inline, (" ",)))
+    options = draw(
+        st.lists(
+            st.builds(
+                "{}={}".format,
+                st.sampled_from(("s_start", "s_end", "t_start", "t_end")),
+                st.integers(min_value=0, max_value=10).map(lambda n: f"{n / 10}"),
+            ),
+            max_size=2,
+            unique_by=lambda option: option.split("=")[0],
+        )
+    )
+    tail = "".join(f", {option}" for option in options)
+    return f"{target}.swap({replacement}{tail})"
+
+
+def _compel_loras() -> st.SearchStrategy[str]:
+    names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=10)
+    weight = st.one_of(st.just(""), _compel_numbers().map(", {}".format))
+    return st.builds("withLora({}{})".format, names, weight)
+
+
+def _compel_plain() -> st.SearchStrategy[str]:
+    """A plain compel prompt: words, weighted terms, swaps and LoRAs."""
+    item = st.one_of(_compel_inline(quotes=True), _compel_swaps(), _compel_loras())
+    return _joined(item, (" ", ", ", "  ", "\n"))
+
+
+@st.composite
+def _compel_operators(draw: st.DrawFn) -> str:
+    """``("a", "b").blend(0.7, 0.3)`` or ``("a", "b").and(1, 0.5)``: the whole prompt."""
+    members = draw(st.lists(_joined(_compel_inline(quotes=False), (" ",)), min_size=1, max_size=3))
+    name = draw(st.sampled_from(("blend", "and")))
+    weights_ = draw(
+        st.one_of(
+            st.just([]),
+            st.lists(_compel_numbers(), min_size=len(members), max_size=len(members)),
+        )
+    )
+    if name == "blend" and weights_ and draw(st.booleans()):
+        weights_.append("no_normalize")
+    quoted = ", ".join(f'"{member}"' for member in members)
+    return f"({quoted}).{name}({', '.join(weights_)})"
+
+
+def _compel_prompts() -> st.SearchStrategy[str]:
+    """compel 2.5.1: ``(x)1.3``, ``(x)++``, ``word-``, ``"x"+``, ``.attend()``, ``.swap()``,
+    ``withLora()``, and ``.blend()`` / ``.and()`` as the whole prompt."""
+    return st.one_of(_compel_plain(), _compel_operators())
+
+
 def _prompt_builder(dialect: str) -> Callable[[], st.SearchStrategy[str]]:
     """The builder the dialect's record names (``Dialect.strategy``, a function of this module)."""
     builder: Callable[[], st.SearchStrategy[str]] = globals()[dialects.get(dialect).strategy]
@@ -474,6 +588,9 @@ def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
       as plain text ``[x]`` and the characters ``[]{}|<>#``.
     * ``"novelai"``: ``{x}``, ``[x]``, V4's numeric weights ``1.5::x::`` and ``-1::x::``, nested,
       backslash escapes, and as plain text the characters ``()|<>#``.
+    * ``"compel"``: ``(x)``, ``(x)1.3``, ``(x)++``, ``"x"-``, ``word+``, ``x.attend(0.5)`` nested,
+      ``x.swap(y, t_start=0.3)``, ``withLora(name, 0.5)``, and ``("a", "b").blend(0.7, 0.3)`` or
+      ``("a", "b").and()`` as the whole prompt.
 
     Plain words mix English tags, non-ASCII letters and random lower-case words; they never spell
     ``AND`` or ``BREAK`` by accident.
