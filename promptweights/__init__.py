@@ -32,6 +32,7 @@ from .errors import (
     UnreproducibleError,
     UnsupportedPipelineError,
 )
+from .convert import Conversion, convert
 from .limits import DEFAULT_LIMITS, MAX_MULTIPLIER, MAX_PROMPT_CHARS, MAX_WEIGHT, Limits
 from .networks import extra_networks, strip_comments
 from .parsing import parse
@@ -70,6 +71,7 @@ __all__ = [
     "Blend",
     "Break",
     "CompareError",
+    "Conversion",
     "Conjunction",
     "Diagnostic",
     "Edit",
@@ -95,6 +97,7 @@ __all__ = [
     "UnreproducibleError",
     "UnsupportedPipelineError",
     "__version__",
+    "convert",
     "extra_networks",
     "parse",
     "render",
