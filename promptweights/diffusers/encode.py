@@ -366,6 +366,8 @@ def encode(
     exact: bool | None = None,
     limits: Limits = DEFAULT_LIMITS,
     strict: bool = False,
+    dialect: str = "a1111",
+    swap: str = "refuse",
     **unknown: NoReturn,
 ) -> Conditioning:
     """Encode an A1111 prompt for a diffusers pipeline.
@@ -403,6 +405,14 @@ def encode(
             encoder rows, output tokens).
         strict: raise :class:`~promptweights.errors.UnreproducibleError` where lenient mode
             (the default) warns with a :class:`~promptweights.errors.PromptweightsWarning`.
+        dialect: the prompts' dialect: ``"a1111"`` (the default), ``"comfy"``, ``"novelai"``
+            or ``"compel"``; the others are converted to A1111 text with
+            :func:`promptweights.convert` (see :mod:`promptweights.diffusers.dialects`:
+            compel's ``.blend()`` mixes the members' embeddings, ``.and()`` is AND,
+            ``withLora()`` a LoRA tag).
+        swap: what compel's ``.swap()`` does: ``"refuse"`` (an error: diffusers pipelines have
+            no cross-attention control) or ``"edit"``: the nearest A1111 prompt edit
+            ``[original:replacement:t_start]``, an approximation.
         **unknown: none; an unknown keyword raises :class:`InvalidArgumentError`.
 
     Nothing in the prompt is dropped silently: ``<lora:…>`` tags without ``lora_dir``/``loras``,
@@ -428,6 +438,15 @@ def encode(
     """
     if unknown:
         _reject(unknown)
+    if dialect != "a1111" or swap != "refuse":
+        options = dict(locals())
+        for name in ("pipe", "prompt", "negative_prompt", "dialect", "swap", "unknown"):
+            options.pop(name)
+        from .dialects import encode_dialect
+
+        return encode_dialect(  # type: ignore[no-any-return]
+            encode, pipe, prompt, negative_prompt, dialect=dialect, swap=swap, options=options
+        )
     family = record_of(pipe)
     extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}

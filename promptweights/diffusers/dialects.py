@@ -1,0 +1,201 @@
+"""``encode(..., dialect=...)``: prompts of other dialects, read through A1111's.
+
+ComfyUI's and NovelAI's prompts, and compel's, are converted to A1111 text with
+:func:`promptweights.convert` (the same weight per word), then encoded as A1111 prompts. compel's
+operators map as follows:
+
+* ``("a", "b").and(1, 0.5)`` is ``a AND b :0.5`` (composable diffusion, as the issue asks; compel
+  2.x itself concatenates the parts' embeddings instead);
+* ``withLora(name, w)`` is ``<lora:name:w>``;
+* ``("a", "b").blend(0.3, 0.7)`` encodes each member and mixes the embeddings (and pooled
+  vectors) with the weights, divided by their sum unless ``no_normalize`` — compel's
+  ``apply_embedding_weights``;
+* ``x.swap(y)`` is cross-attention control, which diffusers pipelines do not expose: refused
+  unless ``swap="edit"``, which writes the nearest A1111 prompt edit ``[x:y:t_start]`` (an
+  approximation: compel keeps the original's attention maps instead of switching the text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+import promptweights
+from promptweights.dialects import get
+from promptweights.errors import InvalidArgumentError, PromptSyntaxError, warn_or_raise
+from promptweights.render import render_nodes
+from promptweights.tree import Attention, Blend, Lora, Node, Swap
+
+__all__ = ["SWAP_MODES", "encode_dialect"]
+
+#: What ``encode(swap=...)`` accepts.
+SWAP_MODES = ("refuse", "edit")
+
+_PROMPT_ARGS = ("prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3")
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _to_a1111(text: str, dialect: str, swap: str, strict: bool) -> str:
+    """One prompt in A1111's dialect; what cannot be expressed is an error or a warning."""
+    if dialect == "compel":
+        nodes = promptweights.parse(text, dialect="compel").parts[0].children
+        swaps = [n for n in _walk(nodes) if isinstance(n, Swap)]
+        if swaps and swap != "edit":
+            raise InvalidArgumentError(
+                f"the compel prompt {_excerpt(text)!r} uses .swap(): cross-attention control, "
+                "which diffusers pipelines do not expose; pass swap='edit' to write it as the "
+                "nearest A1111 prompt edit [original:replacement:t_start] (an approximation)"
+            )
+    result = promptweights.convert(text, dialect, "a1111")
+    for diagnostic in result.diagnostics:
+        if diagnostic.kind == "swap":
+            continue  # asked for with swap="edit"
+        if diagnostic.kind == "blend":
+            raise InvalidArgumentError(
+                f"{_excerpt(text)!r}: .blend() is only supported as the whole positive prompt"
+            )
+        error: PromptSyntaxError = diagnostic.to_error(text)
+        warn_or_raise(
+            f"{dialect} prompt read as A1111 text with a difference: {error}",
+            strict=strict,
+            stacklevel=5,
+        )
+    return result.text
+
+
+def _walk(nodes: Sequence[Node]) -> list[Node]:
+    out: list[Node] = []
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if isinstance(node, Attention):
+            stack.extend(node.children)
+        elif isinstance(node, Blend):
+            stack.extend(node.members)
+        elif isinstance(node, Swap):
+            stack.extend((node.target, *node.replacement))
+    return out
+
+
+def _blend_members(text: str) -> tuple[list[str], list[float]] | None:
+    """A compel blend prompt's members (as compel text, LoRA calls added) and their weights,
+    normalised as compel does; None for a prompt without a blend."""
+    nodes = promptweights.parse(text, dialect="compel").parts[0].children
+    blend = next((n for n in nodes if isinstance(n, Blend)), None)
+    if blend is None:
+        return None
+    loras = " ".join(n.source or f"withLora({n.name}, {n.weight!r})" for n in nodes if isinstance(n, Lora))
+    members = []
+    for member in blend.members:
+        assert isinstance(member, Attention)
+        body = render_nodes(_member_nodes(member))
+        members.append(f"{body} {loras}".strip())
+    weights = list(blend.weights)
+    if blend.normalize:
+        total = sum(weights)
+        weights = [w / total for w in weights]
+    return members, weights
+
+
+def _member_nodes(member: Attention) -> tuple[Node, ...]:
+    if member.kind == "word":
+        return member.children
+    return member.children if member.weight == 1.0 else (member,)
+
+
+def encode_dialect(
+    encode: Callable[..., Any],
+    pipe: Any,
+    prompt: str | Sequence[str],
+    negative_prompt: str | Sequence[str] | None,
+    *,
+    dialect: str,
+    swap: str,
+    options: dict[str, Any],
+) -> Any:
+    """:func:`~promptweights.diffusers.encode` of prompts in ``dialect`` (module docstring)."""
+    if swap not in SWAP_MODES:
+        raise InvalidArgumentError(f"swap must be one of {SWAP_MODES}, not {swap!r}")
+    get(dialect)
+    strict = bool(options.get("strict", False))
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return _to_a1111(value, dialect, swap, strict)
+        return [_to_a1111(v, dialect, swap, strict) for v in value]
+
+    texts = [prompt] if isinstance(prompt, str) else list(prompt)
+    blends = [_blend_members(t) if dialect == "compel" else None for t in texts]
+    converted = {name: convert(options.get(name)) for name in _PROMPT_ARGS}
+    options = {**options, **converted}
+    negative = convert(negative_prompt)
+    if not any(blends):
+        positive = convert(prompt)
+        return encode(pipe, positive, negative, dialect="a1111", **options)
+    return _encode_blends(encode, pipe, texts, blends, negative, options, lambda t: convert(t))
+
+
+def _encode_blends(
+    encode: Callable[..., Any],
+    pipe: Any,
+    texts: list[str],
+    blends: list[tuple[list[str], list[float]] | None],
+    negative: Any,
+    options: dict[str, Any],
+    convert: Callable[[str], str],
+) -> Any:
+    """Encode each blend member as a batch of its own and mix the embeddings per image."""
+    count = max(len(b[0]) for b in blends if b is not None)
+    rows: list[list[str]] = [[] for _ in range(count)]
+    weights = torch.zeros(count, len(texts), dtype=torch.float64)
+    for image, (text, blend) in enumerate(zip(texts, blends, strict=True)):
+        members, member_weights = blend if blend is not None else ([text], [1.0])
+        for k in range(count):
+            rows[k].append(convert(members[k] if k < len(members) else members[0]))
+            if k < len(members):
+                weights[k, image] = member_weights[k]
+    conds = [encode(pipe, row, negative, dialect="a1111", **options) for row in rows]
+    first = conds[0]
+    if any(c.edits or c.composable for c in conds):
+        raise InvalidArgumentError(
+            "the members of a .blend() cannot use prompt editing, alternation or AND"
+        )
+    shapes = {tuple(c.prompt_embeds.shape) for c in conds}
+    if len(shapes) > 1:
+        raise InvalidArgumentError(
+            f"the members of a .blend() encode to different lengths {sorted(shapes)}: "
+            "make them fit the same number of 75-token chunks"
+        )
+    return _mixed(first, conds, weights)
+
+
+def _mixed(first: Any, conds: list[Any], weights: torch.Tensor) -> Any:
+    """``first`` with its positive embeddings (and pooled vectors) replaced by the mix."""
+
+    def mix(tensors: list[torch.Tensor]) -> torch.Tensor:
+        w = weights.to(device=tensors[0].device, dtype=tensors[0].dtype)
+        shape = (w.shape[0], w.shape[1]) + (1,) * (tensors[0].ndim - 1)
+        return (torch.stack(tensors) * w.reshape(shape)).sum(dim=0)
+
+    embeds = mix([c.prompt_embeds for c in conds])
+    pooled = None
+    if first.pooled_prompt_embeds is not None:
+        pooled = mix([c.pooled_prompt_embeds for c in conds])
+    timeline = first._timeline
+    part_embeds = [[embeds[image : image + 1]] for image in range(embeds.shape[0])]
+    part_pooled = [
+        [None if pooled is None else pooled[image : image + 1]] for image in range(embeds.shape[0])
+    ]
+    timeline = dataclasses.replace(timeline, part_embeds=part_embeds, part_pooled=part_pooled)
+    return dataclasses.replace(
+        first, prompt_embeds=embeds, pooled_prompt_embeds=pooled, _timeline=timeline
+    )

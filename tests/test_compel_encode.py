@@ -1,0 +1,92 @@
+"""encode(dialect=...): compel's operators (and the other dialects) as conditioning, on a tiny
+SD 1.x pipeline: expected values are encode()'s own A1111 path for the equivalent A1111 prompt and
+compel's blend formula (weights over their sum) written out here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from _tiny_pipelines import tiny_sd1, tiny_sdxl
+
+from promptweights.diffusers import encode
+from promptweights.errors import InvalidArgumentError
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+
+@pytest.fixture(scope="module")
+def sd1() -> Any:
+    return tiny_sd1()
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compel_weights_encode_as_the_equivalent_a1111_prompt(sd1: Any) -> None:
+    got = encode(sd1, "a (red cat)1.2 on a mat--", "blue dog-", dialect="compel")
+    want = encode(sd1, "a (red cat:1.2) on a (mat:0.81)", "blue (dog:0.9)")
+    _same(got.prompt_embeds, want.prompt_embeds)
+    assert got.negative_prompt_embeds is not None and want.negative_prompt_embeds is not None
+    _same(got.negative_prompt_embeds, want.negative_prompt_embeds)
+
+
+def test_compel_and_is_and(sd1: Any) -> None:
+    got = encode(sd1, '("a cat", "a dog").and(1, 0.5)', dialect="compel")
+    assert got.composable
+    want = encode(sd1, "a cat AND a dog :0.5")
+    for k in (0,):
+        _same(got._timeline.positive_at(k, 1)[0], want._timeline.positive_at(k, 1)[0])
+        assert got._timeline.positive_at(k, 1)[2].tolist() == [0.5]
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_compel_blend_mixes_the_members_conditionings(sd1: Any, normalize: bool) -> None:
+    suffix = "" if normalize else ", no_normalize"
+    got = encode(sd1, f'("a cat", "a (dog)1.3").blend(0.3, 0.9{suffix})', dialect="compel")
+    cat = encode(sd1, "a cat").prompt_embeds
+    dog = encode(sd1, "a (dog:1.3)").prompt_embeds
+    total = 1.2 if normalize else 1.0
+    _same(got.prompt_embeds, (0.3 * cat + 0.9 * dog) / total)
+    _same(got.at_call(0)["prompt_embeds"], got.prompt_embeds)  # type: ignore[arg-type]
+
+
+def test_compel_blend_in_a_batch_with_a_plain_prompt(sd1: Any) -> None:
+    got = encode(sd1, ['("a cat", "a dog").blend(1, 1)', "a bird"], dialect="compel")
+    cat, dog, bird = (encode(sd1, t).prompt_embeds[0] for t in ("a cat", "a dog", "a bird"))
+    _same(got.prompt_embeds[0], (cat + dog) / 2)
+    _same(got.prompt_embeds[1], bird)
+
+
+def test_compel_swap_is_refused_unless_asked_for_as_an_edit(sd1: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"swap='edit'"):
+        encode(sd1, "a cat.swap(dog)", dialect="compel", steps=10)
+    got = encode(sd1, "a cat.swap(dog, t_start=0.5)", dialect="compel", swap="edit", steps=10)
+    want = encode(sd1, "a [cat:dog:0.5]", steps=10)
+    assert got.edits
+    for k in (0, 9):
+        _same(got.at_call(k)["prompt_embeds"], want.at_call(k)["prompt_embeds"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="swap must be one of"):
+        encode(sd1, "a", dialect="compel", swap="maybe")
+
+
+def test_other_dialects_encode_through_a1111(sd1: Any) -> None:
+    _same(
+        encode(sd1, "{a} [cat]", dialect="novelai").prompt_embeds,
+        encode(sd1, "(a:1.05) (cat:0.9523809523809523)").prompt_embeds,
+    )
+    _same(
+        encode(sd1, "(a (cat:1.5))", dialect="comfy").prompt_embeds,
+        encode(sd1, "(a:1.1) (cat:1.5)").prompt_embeds,
+    )
+
+
+def test_compel_blend_mixes_pooled_vectors_on_sdxl() -> None:
+    pipe = tiny_sdxl()
+    got = encode(pipe, '("a cat", "a dog").blend(1, 3)', dialect="compel")
+    cat = encode(pipe, "a cat")
+    dog = encode(pipe, "a dog")
+    assert got.pooled_prompt_embeds is not None
+    _same(got.pooled_prompt_embeds, (cat.pooled_prompt_embeds + 3 * dog.pooled_prompt_embeds) / 4)  # type: ignore[operator]
