@@ -24,8 +24,8 @@ nesting table times ``weighted_spans`` of each dialect on brackets nested as dee
 (half openers, half closers: ``(`` for a1111 and comfy, ``{`` for novelai), next to a1111.
 
 A dialect table times the corpus written in each other dialect (:func:`novelai_corpus`: the same
-prompts with ``(x:1.2)`` as ``1.2::x::`` and ``(x)`` as ``{x}``) next to a1111 on the original, per
-prompt; an expansion table gives :func:`promptweights.dynamic.expand`'s variants per second in
+prompts with ``(x:1.2)`` as ``1.2::x::`` and ``(x)`` as ``{x}``; compel: the prompts written by
+``promptweights.convert``) next to a1111 on the original, per prompt; an expansion table gives :func:`promptweights.dynamic.expand`'s variants per second in
 combinatorial mode.
 """
 
@@ -265,7 +265,12 @@ def novelai_corpus(texts: list[str]) -> list[str]:
 def dialect_rows(texts: list[str], *, repeat: int, clock: str = "cpu") -> list[Row]:
     """µs per prompt of ``weighted_spans`` and ``parse()`` in each dialect's version of the
     corpus, cold; the ratio is to a1111 on the original corpus."""
-    corpora = {"a1111": texts, "novelai": novelai_corpus(texts)}
+    corpora = {
+        "a1111": texts,
+        "novelai": novelai_corpus(texts),
+        # compel: the corpus written by promptweights.convert (same weight per word).
+        "compel": [promptweights.convert(t, "a1111", "compel").text for t in texts],
+    }
     rows: list[Row] = []
     for label, call in (
         ("`weighted_spans`", promptweights.weighted_spans),

@@ -77,6 +77,31 @@ _LORA_ARG_RE = re.compile(rf"\s*([A-Za-z0-9_\-]+)\s*(?:,\s*({_NUMBER})\s*)?")
 _KEYWORD = r"[A-Za-z0-9_\-]+"
 _OPTION_RE = re.compile(rf"\s*(?:({_KEYWORD})\s*=\s*({_NUMBER}|{_KEYWORD})|({_NUMBER})|({_KEYWORD}))\s*")
 _MISPLACED_RE = re.compile(r"\.(?:blend|and|add|swap|attend)\b")
+_DOT_NEXT_RE = re.compile(r"\s*\.")
+_LORA_PREFIXES = ("withLora", "useLora")
+
+
+def _plain_word(level: _Level, i: int, end: int | None) -> int:
+    """Where a word at ``i`` ends if it can start no construct (no suffix, no ``.swap`` or
+    ``.attend`` after it, not a ``withLora``), else -1: the common case, read without trying
+    every alternative. ``end``: the free word's end at the top level (None inside a group)."""
+    s = level.s
+    match = _WORD_RE.match(s, i)
+    if match is None:
+        return -1
+    j = match.end()
+    if j < len(s) and s[j] in "+-.":
+        return -1
+    if s.startswith(_LORA_PREFIXES, i) or _DOT_NEXT_RE.match(s, j) is not None:
+        return -1
+    if end is None:
+        return j
+    if end == j:
+        return end
+    rest = s[j:end]
+    if "." in rest or _GROUP in rest or _QUOTED in rest:
+        return -1
+    return end
 
 
 def _number(text: str) -> float:
@@ -469,6 +494,12 @@ def _fragments(level: _Level, i: int, *, commas: bool) -> _Result | None:
         i = _skip(level, i, nodes)
         if i >= len(s):
             break
+        if level.objs[i] is None:
+            j = _plain_word(level, i, None)
+            if j > i:
+                nodes.append(Text(level.raw(i, j)))
+                i = j
+                continue
         found = _unit(level, i, order)
         if found is None:
             if commas:
@@ -490,6 +521,13 @@ def _prompt(level: _Level, i: int) -> _Result:
         i = _skip(level, i, nodes)
         if i >= len(level.s):
             break
+        if level.objs[i] is None:
+            end = _FREE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+            j = _plain_word(level, i, end)
+            if j > i:
+                nodes.append(Text(level.raw(i, j)))
+                i = j
+                continue
         found = _unit(level, i, "slaqp")
         if found is not None:
             node, i, found_diagnostics = found
