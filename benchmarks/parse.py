@@ -25,8 +25,8 @@ nesting table times ``weighted_spans`` of each dialect on brackets nested as dee
 
 A dialect table times the corpus written in each other dialect (:func:`novelai_corpus`: the same
 prompts with ``(x:1.2)`` as ``1.2::x::`` and ``(x)`` as ``{x}``; compel: the prompts written by
-``promptweights.convert``) next to a1111 on the original, per prompt; an expansion table gives :func:`promptweights.dynamic.expand`'s variants per second in
-combinatorial mode.
+``promptweights.convert``) next to a1111 on the original, per prompt; an expansion table gives
+:func:`promptweights.dynamic.expand`'s variants per second in combinatorial mode.
 """
 
 from __future__ import annotations

@@ -260,8 +260,8 @@ def _read_compel(text: str) -> _Read:
                 when = dict(item.options).get("t_start", 0.2)
                 swaps.append((list(item.original), list(item.replacement), when))
                 spans += [(f"\x00swap{len(swaps) - 1}", 0.0)]
-            else:
-                spans.append(item)
+            else:  # compel's fragments are words apart: keep a space between them
+                spans.append((" " + item[0], item[1]) if spans else item)
         parts.append(_Part(spans, part.weight, swaps))
     loras = [(name, weight, weight) for name, weight in flat.loras]
     if any(isinstance(n, Conjunction) for n in nodes) and not parts:
