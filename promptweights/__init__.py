@@ -15,6 +15,7 @@ Hypothesis strategies are in ``promptweights.testing``.
 
 from __future__ import annotations
 
+from .convert import Conversion, convert
 from .errors import (
     ArgumentTypeError,
     CompareError,
@@ -32,7 +33,6 @@ from .errors import (
     UnreproducibleError,
     UnsupportedPipelineError,
 )
-from .convert import Conversion, convert
 from .limits import DEFAULT_LIMITS, MAX_MULTIPLIER, MAX_PROMPT_CHARS, MAX_WEIGHT, Limits
 from .networks import extra_networks, strip_comments
 from .parsing import parse
@@ -71,8 +71,8 @@ __all__ = [
     "Blend",
     "Break",
     "CompareError",
-    "Conversion",
     "Conjunction",
+    "Conversion",
     "Diagnostic",
     "Edit",
     "Emphasis",

@@ -29,8 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._lark import TreeBuilder, balance, fast_lexer, _brackets, _diagnose, _FastToken, _pos
-from ._lark import _STATE
+from ._lark import _STATE, TreeBuilder, _brackets, _diagnose, _FastToken, _pos, balance, fast_lexer
 from .errors import Diagnostic
 from .tree import Attention, Blend, Conjunction, Lora, Node, Swap, Text
 
@@ -75,7 +74,9 @@ _NUMBER = r"[+-]?(?:\d+\.\d*|\.\d+)|-?[0-9]+"
 _ATTEND_ARG_RE = re.compile(rf"\s*(\++|-+|{_NUMBER})\s*")
 _LORA_ARG_RE = re.compile(rf"\s*([A-Za-z0-9_\-]+)\s*(?:,\s*({_NUMBER})\s*)?")
 _KEYWORD = r"[A-Za-z0-9_\-]+"
-_OPTION_RE = re.compile(rf"\s*(?:({_KEYWORD})\s*=\s*({_NUMBER}|{_KEYWORD})|({_NUMBER})|({_KEYWORD}))\s*")
+_OPTION_RE = re.compile(
+    rf"\s*(?:({_KEYWORD})\s*=\s*({_NUMBER}|{_KEYWORD})|({_NUMBER})|({_KEYWORD}))\s*"
+)
 _MISPLACED_RE = re.compile(r"\.(?:blend|and|add|swap|attend)\b")
 _DOT_NEXT_RE = re.compile(r"\s*\.")
 _LORA_PREFIXES = ("withLora", "useLora")
@@ -129,7 +130,7 @@ class _Group:
         self.opener = opener
         self.items = items
         self.closer = closer
-        self.inner: _Result | None | bool = False  # memo of the bracketed reading; False: none
+        self.inner: _Result | bool | None = False  # memo of the bracketed reading; False: none
 
     @property
     def closed(self) -> bool:
@@ -209,7 +210,9 @@ class _Level:
             if kind == "STRAY":
                 self._diagnose("stray-closer", "')' closes nothing: compel reads it as text", item)
             elif kind == "QUOTE":
-                self._diagnose("unclosed-quote", "'\"' is never closed: compel reads it as text", item)
+                self._diagnose(
+                    "unclosed-quote", "'\"' is never closed: compel reads it as text", item
+                )
             elif kind == "DEEP" and not deep_seen:
                 deep_seen = True
                 self._diagnose(
@@ -229,7 +232,8 @@ class _Level:
         self.diagnostics.append(Diagnostic(kind, message, self.ctx.base + pos))
 
     def _comma_spaces(self) -> None:
-        """compel's ``re.sub(r',(\\S)', r', \\1', prompt)``: a zero-width space after such a comma."""
+        """compel's ``re.sub(r',(\\S)', r', \\1', prompt)``: a zero-width space after such a
+        comma."""
         cuts = [m.start() + 1 for m in re.finditer(r",\S", self.s)]
         if not cuts:
             return
@@ -451,7 +455,9 @@ def _options(text: str, *, leading_comma: bool) -> list[tuple[str, str]] | None:
     return out
 
 
-def _unit(level: _Level, i: int, order: str) -> tuple[Node | list[Node], int, list[Diagnostic]] | None:
+def _unit(
+    level: _Level, i: int, order: str
+) -> tuple[Node | list[Node], int, list[Diagnostic]] | None:
     """The first construct at ``i`` of those named in ``order`` (one letter each: s swap,
     l lora, a attention, q quoted, p bracketed, w word, c comma or period)."""
     s, objs = level.s, level.objs
@@ -570,7 +576,7 @@ def _free_word(level: _Level, i: int, nodes: list[Node], diagnostics: list[Diagn
             Diagnostic(
                 "misplaced-operator",
                 f"compel reads {misplaced.group(0)!r} here as text: .blend() and .and() must "
-                "be the whole prompt, .swap() and .attend() follow a word, (group) or \"quote\"",
+                'be the whole prompt, .swap() and .attend() follow a word, (group) or "quote"',
                 level.prompt_pos(i) + misplaced.start(),
             )
         )
@@ -643,7 +649,9 @@ def _operator(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | Non
         weights = _weights(options, len(members), pos, diagnostics, "blend")
         for member in members:
             if any(isinstance(n, Swap) for n in _walk([member])):
-                diagnostics.append(Diagnostic("swap-in-blend", "compel refuses .swap() inside a blend", pos))
+                diagnostics.append(
+                    Diagnostic("swap-in-blend", "compel refuses .swap() inside a blend", pos)
+                )
         return Blend(tuple(members), weights, normalize, tuple(frame)), end, diagnostics
     weights = _weights(options, len(members), pos, diagnostics, "and")
     return Conjunction(tuple(members), weights, tuple(frame)), end, diagnostics
@@ -837,7 +845,9 @@ def _unescape(text: str) -> str:
     return text
 
 
-def _flat(nodes: Iterable[Node], scale: float, out: list[Any], loras: list[tuple[str, float]]) -> None:
+def _flat(
+    nodes: Iterable[Node], scale: float, out: list[Any], loras: list[tuple[str, float]]
+) -> None:
     for node in nodes:
         if isinstance(node, Text):
             out.extend((_unescape(word), 1.0 * scale) for word in node.text.split())
@@ -871,10 +881,14 @@ def _fuse(items: Sequence[Any]) -> list[Any]:
     """compel's fuse_fragments: neighbours of equal weight joined with one space."""
     out: list[Any] = []
     for item in items:
-        if out and not isinstance(item, FlatSwap) and not isinstance(out[-1], FlatSwap):
-            if out[-1][1] == item[1]:
-                out[-1] = (out[-1][0] + " " + item[0], item[1])
-                continue
+        if (
+            out
+            and not isinstance(item, FlatSwap)
+            and not isinstance(out[-1], FlatSwap)
+            and out[-1][1] == item[1]
+        ):
+            out[-1] = (out[-1][0] + " " + item[0], item[1])
+            continue
         out.append(item)
     return out
 

@@ -35,7 +35,7 @@ from .parsing import parse
 from .render import render_nodes
 from .schedules import schedules, split_and
 from .spans import weighted_spans
-from .tree import Alternation, Blend, Conjunction, Edit, Node, Swap, Text
+from .tree import Alternation, Blend, Conjunction, Edit, Node
 
 __all__ = ["WRITERS", "Conversion", "Writer", "convert"]
 
@@ -189,7 +189,7 @@ WRITERS: dict[str, Writer] = {
 }
 
 
-# --- reading the source ----------------------------------------------------------------------------
+# --- reading the source --------------------------------------------------------------------------
 
 
 def _diagnostic(kind: str, message: str, pos: int) -> Diagnostic:
@@ -352,7 +352,9 @@ def _write_part(part: _Part, target: str, diagnostics: list[Diagnostic]) -> str:
         before = _write_spans(original, writer, diagnostics, target)
         if writer.edit is None:
             diagnostics.append(
-                _diagnostic("swap", ".swap() has no equivalent in the target: written as its original", 0)
+                _diagnostic(
+                    "swap", ".swap() has no equivalent in the target: written as its original", 0
+                )
             )
             pieces.append(_space_before(pieces, before))
         else:
@@ -384,7 +386,9 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
     if len(parts) > 1 or weights[0] != 1.0:
         if writer.conjunction is None:
             diagnostics.append(
-                _diagnostic("and", "the target has no AND: the parts are written one after another", 0)
+                _diagnostic(
+                    "and", "the target has no AND: the parts are written one after another", 0
+                )
             )
             text = ", ".join(parts)
         else:
@@ -405,7 +409,7 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
     return text, diagnostics
 
 
-# --- checking ----------------------------------------------------------------------------------------
+# --- checking ------------------------------------------------------------------------------------
 
 
 def weighted_words(text: str, dialect: str) -> list[tuple[float, list[tuple[str, float]]]]:
@@ -427,7 +431,9 @@ def weighted_words(text: str, dialect: str) -> list[tuple[float, list[tuple[str,
     return out
 
 
-def _same(a: list[tuple[float, list[tuple[str, float]]]], b: list[tuple[float, list[tuple[str, float]]]]) -> bool:
+def _same(
+    a: list[tuple[float, list[tuple[str, float]]]], b: list[tuple[float, list[tuple[str, float]]]]
+) -> bool:
     if len(a) != len(b):
         return False
     for (wa, words_a), (wb, words_b) in zip(a, b, strict=True):

@@ -22,7 +22,7 @@ from ._emphasis import ESCAPE_RE, Spans
 from .dialects import DIALECTS as RECORDS
 from .dialects import NAMES, get
 from .errors import InvalidArgumentError
-from .tree import DEFAULT_MAX_DEPTH, Alternation, Attention, Break, Edit, Emphasis, Node, Text
+from .tree import DEFAULT_MAX_DEPTH, Attention, Break, Emphasis, Node, Text
 
 __all__ = ["DIALECTS", "tree_spans", "weighted_spans"]
 

@@ -23,7 +23,9 @@ def _fragments(items: Any) -> list[Any]:
     out: list[Any] = []
     for item in items:
         if isinstance(item, _compel.FlatSwap):
-            swap: dict[str, Any] = {"swap": [_fragments(item.original), _fragments(item.replacement)]}
+            swap: dict[str, Any] = {
+                "swap": [_fragments(item.original), _fragments(item.replacement)]
+            }
             if item.options:
                 swap["options"] = dict(item.options)
             out.append(swap)
@@ -136,7 +138,9 @@ def test_the_tree_keeps_every_construct() -> None:
 
 
 def test_loras_are_collected() -> None:
-    flat = _compel.flatten(pw.parse("withLora(x-y, 0.5) a useLora(z)", dialect="compel").parts[0].children)
+    flat = _compel.flatten(
+        pw.parse("withLora(x-y, 0.5) a useLora(z)", dialect="compel").parts[0].children
+    )
     assert flat.loras == (("x-y", 0.5), ("z", 1.0))
 
 
@@ -153,7 +157,10 @@ def _oracle(text: str) -> Any:
             if isinstance(f, compel_parser.CrossAttentionControlSubstitute):
                 options = {k: v for k, v in f.options.items() if _compel.SWAP_DEFAULTS.get(k) != v}
                 swap: dict[str, Any] = {
-                    "swap": [[[x.text, x.weight] for x in f.original], [[x.text, x.weight] for x in f.edited]]
+                    "swap": [
+                        [[x.text, x.weight] for x in f.original],
+                        [[x.text, x.weight] for x in f.edited],
+                    ]
                 }
                 if options:
                     swap["options"] = options
@@ -187,7 +194,9 @@ def _without_default_options(tree: dict[str, Any]) -> dict[str, Any]:
             for item in prompt:
                 if isinstance(item, dict) and "options" in item:
                     item["options"] = {
-                        k: v for k, v in item["options"].items() if _compel.SWAP_DEFAULTS.get(k) != v
+                        k: v
+                        for k, v in item["options"].items()
+                        if _compel.SWAP_DEFAULTS.get(k) != v
                     }
                     if not item["options"]:
                         del item["options"]

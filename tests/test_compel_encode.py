@@ -29,7 +29,8 @@ def test_compel_weights_encode_as_the_equivalent_a1111_prompt(sd1: Any) -> None:
     got = encode(sd1, "a (red cat)1.2 on a mat--", "blue dog-", dialect="compel")
     want = encode(sd1, "a (red cat:1.2) on a (mat:0.81)", "blue (dog:0.9)")
     _same(got.prompt_embeds, want.prompt_embeds)
-    assert got.negative_prompt_embeds is not None and want.negative_prompt_embeds is not None
+    assert got.negative_prompt_embeds is not None
+    assert want.negative_prompt_embeds is not None
     _same(got.negative_prompt_embeds, want.negative_prompt_embeds)
 
 

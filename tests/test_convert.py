@@ -14,12 +14,17 @@ from promptweights import _compel
 from promptweights.testing import bracket_soup, prompts
 
 DIALECTS = ("a1111", "comfy", "novelai", "compel")
-PAIRS = [pair for pair in itertools.permutations(DIALECTS, 2)]
+PAIRS = list(itertools.permutations(DIALECTS, 2))
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def _words(spans: list[tuple[str, float]]) -> list[tuple[str, float]]:
-    return [(w, weight) for text, weight in spans if (text, weight) != ("BREAK", -1.0) for w in _WORD.findall(text)]
+    return [
+        (w, weight)
+        for text, weight in spans
+        if (text, weight) != ("BREAK", -1.0)
+        for w in _WORD.findall(text)
+    ]
 
 
 def _parts(text: str, dialect: str) -> list[tuple[float, list[tuple[str, float]]]]:
@@ -80,7 +85,12 @@ def test_convert_never_raises_in_lenient_mode(source: str, target: str, text: st
         ("(a:1.3) (b (c:0.5))", "comfy", "a1111", "(a:1.3) (b:1.1) (c:0.5)"),
         ("{a} [[b]] c", "novelai", "a1111", "(a:1.05) (b:0.9070294784580498) c"),
         ("(a:1.05) b", "a1111", "novelai", "{a} b"),
-        ("a AND b:0.5 <lora:x:0.8>", "a1111", "compel", '("a", " b").and(1.0, 0.5) withLora(x, 0.8)'),
+        (
+            "a AND b:0.5 <lora:x:0.8>",
+            "a1111",
+            "compel",
+            '("a", " b").and(1.0, 0.5) withLora(x, 0.8)',
+        ),
         ('("a cat", "dog").and(1, 0.5)', "compel", "a1111", "a cat AND dog :0.5"),
         ("withLora(x, 0.7) a", "compel", "a1111", "a <lora:x:0.7>"),
         ("a \\(b\\) (c:1.1)", "a1111", "compel", "a \\(b\\) (c)1.1"),

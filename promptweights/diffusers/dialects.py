@@ -91,7 +91,9 @@ def _blend_members(text: str) -> tuple[list[str], list[float]] | None:
     blend = next((n for n in nodes if isinstance(n, Blend)), None)
     if blend is None:
         return None
-    loras = " ".join(n.source or f"withLora({n.name}, {n.weight!r})" for n in nodes if isinstance(n, Lora))
+    loras = " ".join(
+        n.source or f"withLora({n.name}, {n.weight!r})" for n in nodes if isinstance(n, Lora)
+    )
     members = []
     for member in blend.members:
         assert isinstance(member, Attention)
