@@ -23,6 +23,8 @@ LAYERS = [
         "_lark",
         "_emphasis",
         "dialects",
+        "_compel",
+        "convert",
         "_editing",
         "dynamic",
         "spans",
