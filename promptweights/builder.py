@@ -265,6 +265,18 @@ class Plan:
         """Per request, per group, the texts as tokenised (truncation and dropped ``BREAK``s)."""
         return tuple(tuple(g.prompts for g in r.groups) for r in self._requests)
 
+    def row_set(self, *, empty: bool = False) -> frozenset[_Row]:
+        """Every distinct row :meth:`run` needs, as ``(ids, mask)`` pairs: the planned rows, and
+        the empty window where the plan uses it (``empty`` as for :meth:`run`), cached or not.
+
+        A caller that packs several plans' requests into passes of at most ``max_rows`` rows
+        counts the union of their row sets (less the empty window where it is cached).
+        """
+        rows = set(self._planner.index)
+        if empty or any(r.needs.empty or r.padded for r in self._requests):
+            rows.add((empty_chunk(self.encoder.window).ids, None))
+        return frozenset(rows)
+
     def check_rows(self, max_rows: int, *, empty: bool = False, cached: bool | None = None) -> int:
         """The rows :meth:`run` will encode; raise before any work if they pass ``max_rows``.
 

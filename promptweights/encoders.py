@@ -88,8 +88,9 @@ class TextEncoder:
             CLIP towers only). ``None`` (the default) does so where it pays for its second pass: on
             CPU, when the rows of a request share at least half a window of positions in all (a
             pass streams every weight once, whatever its length; on a GPU a pass is bound by kernel
-            launches, so it never pays there). ``True``: whenever a prefix is shared; ``False``:
-            never.
+            launches, so it never pays there); with ``rows_per_call=1``, each row that shares at
+            least half a window, whatever the other rows. ``True``: whenever a prefix is shared;
+            ``False``: never.
         mask_padding: hide the padding after the text from the attention (the attention mask
             the tokenizer gives: every position up to the last one that is not the pad id), as
             Chroma, PixArt and Wan run their T5; combined with any mask a row brings.
@@ -377,10 +378,16 @@ class TextEncoder:
         shared = same.long().cumprod(dim=1).sum(dim=1).clamp(max=t - 1)
         if self.pooled:
             shared = torch.minimum(shared, _pool_positions(tower, ids[child]))
-        if self.share_prefixes is None and (
-            self.device.type != "cpu" or int(shared.sum()) < t // 2
-        ):
-            return out
+        if self.share_prefixes is None:
+            if self.device.type != "cpu":
+                return out
+            if self.rows_per_call == 1:
+                # One row per pass: each suffix pays for itself when it skips half a window, and
+                # whether a row starts from its prefix never depends on the other rows of the call
+                # (so the exact mode gives a row the same bits in any batch).
+                shared = torch.where(shared >= t // 2, shared, 0)
+            elif int(shared.sum()) < t // 2:
+                return out
         for (i, j), p in zip(pairs, shared.tolist(), strict=True):
             if p >= 1:
                 out[i] = (j, int(p))
