@@ -74,6 +74,9 @@ the weights; every LoRA or embedding this package loads or unloads drops it too)
 the last bit differently from one text at a time (equal to ~1e-6 relative in float32);
 ``exact=True`` runs one row per pass and gives bit for bit what the pipeline's own
 ``encode_prompt`` gives for a plain prompt. All rows are encoded before sampling.
+:func:`encode_many` (:mod:`~promptweights.diffusers.many`) encodes several conditionings (one
+mapping of :func:`encode`'s arguments each: other prompts, strategies, normalisations, step
+counts) with one pass per text encoder for all their rows, as ``compare`` does for a grid.
 
 **Precision and placement.** In float16/bfloat16 pipelines the weighting runs in float32 and the
 result comes back in the pipeline's dtype, saturated at its largest finite value (never inf). Text
@@ -132,6 +135,7 @@ from promptweights.infotext import UNSUPPORTED_SETTINGS
 from .conditioning import Conditioning
 from .encode import encode
 from .families import FAMILIES, family_of
+from .many import encode_many
 from .rerun import Rerun, from_infotext, plan_rerun
 from .textual_inversion import load_textual_inversion
 
@@ -141,6 +145,7 @@ __all__ = [
     "Conditioning",
     "Rerun",
     "encode",
+    "encode_many",
     "family_of",
     "from_infotext",
     "load_textual_inversion",

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 import promptweights
-from promptweights.builder import Plan, Request, plan
+from promptweights.builder import BuildResult, Plan, Request, plan
 from promptweights.encoders import TextEncoder
 from promptweights.errors import (
     ArgumentTypeError,
@@ -652,13 +652,30 @@ def _encode_all(
     t5_length: int,
     max_rows: int,
 ) -> _Timeline:
+    results = []
+    for prepared, empty in zip(plans, needed, strict=True):
+        (result,) = prepared.run(empty=empty, max_rows=max_rows)
+        results.append(result)
+    return _assemble(pipe, family, slots, parts, negatives, results, t5_length=t5_length)
+
+
+def _assemble(
+    pipe: Any,
+    family: Family,
+    slots: list[_Slot],
+    parts: list[list[_Part]],
+    negatives: list[_Part],
+    results: Sequence[BuildResult],
+    *,
+    t5_length: int,
+) -> _Timeline:
+    """The timeline of one call from its build result on each text encoder (one per slot)."""
     all_parts = [p for image in parts for p in image] + negatives
     positives = len(all_parts) - len(negatives)
     device = _execution_device(pipe)
     encoded: list[list[tuple[Tensor, Tensor | None]]] = []  # [slot][group] (embeds, pooled)
     empties: list[Tensor | None] = []
-    for prepared, empty in zip(plans, needed, strict=True):
-        (result,) = prepared.run(empty=empty, max_rows=max_rows)
+    for result in results:
         # Text encoders may sit on different devices (offload, multi-GPU): gather first.
         encoded.append(
             [
