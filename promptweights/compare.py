@@ -8,8 +8,9 @@ seed, sampler, CFG scale, steps, clip skip, token normalisation), holding everyt
   ``torch.Generator`` seeded with it, whatever the sampler or device), and samplers that add
   noise draw it from a generator with the same seed;
 * each distinct conditioning (prompt text, strategy, normalisation, clip skip, and the schedule
-  length when the prompt edits) is encoded once with :func:`promptweights.diffusers.encode`, and
-  cells that share it share the tensors;
+  length when the prompt edits) is encoded once, and cells that share it share the tensors; all of
+  them (with the unweighted references of the metrics) are encoded up front, together, by
+  :func:`promptweights.diffusers.encode_many`: one pass per text encoder (per clip skip);
 * the output folder gets ``grid.png`` (row and column labels drawn on it; a third axis stacks
   labelled panels), ``cells/NNN.png`` with each cell's infotext embedded, ``metrics.json`` and
   ``metrics.csv`` (per cell: cosine distance of the conditioning to the unweighted prompt's; mean
@@ -518,7 +519,10 @@ class _Runner:
 
         return resolve(sampler)
 
-    def conditioning(self, cell: Cell, strategy: Any, normalization: str) -> Any:
+    def _request(
+        self, cell: Cell, strategy: Any, normalization: str
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The cache key of a cell's conditioning and the encoder function's keyword arguments."""
         # Explicit, never read from pipe.scheduler, which may still be another cell's.
         if cell.sampler:
             second_order = bool(self._choice(cell.sampler).second_order)
@@ -527,18 +531,43 @@ class _Runner:
         edits = _edits(cell.prompt) or _edits(cell.negative_prompt)
         schedule = (cell.steps, second_order) if edits else None
         key = (cell.prompt, cell.negative_prompt, strategy, normalization, cell.clip_skip, schedule)
+        options = {
+            "strategy": strategy,
+            "normalization": normalization,
+            "clip_skip": cell.clip_skip,
+            "steps": cell.steps,
+            "second_order": second_order,
+        }
+        return key, options
+
+    def conditioning(self, cell: Cell, strategy: Any, normalization: str) -> Any:
+        key, options = self._request(cell, strategy, normalization)
         if key not in self.conditionings:
             self.conditionings[key] = self.encode_function(
-                self.pipe,
-                cell.prompt,
-                cell.negative_prompt,
-                strategy=strategy,
-                normalization=normalization,
-                clip_skip=cell.clip_skip,
-                steps=cell.steps,
-                second_order=second_order,
+                self.pipe, cell.prompt, cell.negative_prompt, **options
             )
         return self.conditionings[key]
+
+    def encode_all(self, cells: Sequence[Cell]) -> None:
+        """Encode every distinct conditioning of ``cells`` (and their unweighted references) at
+        once, with one pass per text encoder (:func:`promptweights.diffusers.encode_many`)."""
+        from .diffusers import encode_many
+        from .settings import pipeline_clip_skip
+
+        wanted: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for cell in cells:
+            for strategy, normalization in (
+                (cell.strategy, cell.normalization),
+                ("ignore", "none"),
+            ):
+                key, options = self._request(cell, strategy, normalization)
+                if key not in self.conditionings and key not in wanted:
+                    options["clip_skip"] = pipeline_clip_skip(cell.clip_skip)
+                    prompts = {"prompt": cell.prompt, "negative_prompt": cell.negative_prompt}
+                    wanted[key] = {**prompts, **options}
+        if wanted:
+            done = encode_many(self.pipe, list(wanted.values()))
+            self.conditionings.update(zip(wanted, done, strict=True))
 
     def scheduler(self, sampler: str | None) -> tuple[Any, Any]:
         if sampler is None:
@@ -797,7 +826,9 @@ def compare(
             ``overwrite``); None writes nothing.
         model_name: written as ``Model`` in each cell's infotext.
         progress: show a tqdm progress bar on the main process.
-        encode: replaces :func:`promptweights.diffusers.encode` (see :data:`EncodeFunction`).
+        encode: replaces :func:`promptweights.diffusers.encode` (see :data:`EncodeFunction`),
+            called once per distinct conditioning; without it every conditioning of the grid is
+            encoded up front by :func:`promptweights.diffusers.encode_many`.
         overwrite: write into a folder that already holds files (ours are replaced, others
             left alone).
         threads: torch's CPU thread count while the grid runs (restored after). None: 1 for a
@@ -845,6 +876,9 @@ def compare(
     bar = tqdm(total=len(mine), desc="compare", unit="cell", disable=not (progress and main))
     restore_threads = _set_threads(pipe, threads)
     try:
+        if encode is None:
+            # Every distinct conditioning of this process's cells, one pass per text encoder.
+            runner.encode_all([cells[index] for index in mine])
         for index in mine:
             cell = cells[index]
             image = runner.run(cell)
