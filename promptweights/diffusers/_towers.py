@@ -21,6 +21,7 @@ from promptweights.builder import Plan
 from promptweights.encoders import TextEncoder
 from promptweights.errors import InvalidArgumentError, warn_or_raise
 from promptweights.strategies import Policy
+from promptweights.tokens import TokenizedPrompt
 
 from .conditioning import _Part
 from .families import Family
@@ -154,7 +155,7 @@ def _tower_messages(
 def attention_masks(
     family: Family,
     encoder: TextEncoder,
-    prepared: Plan,
+    groups: Sequence[Sequence[TokenizedPrompt]],
     images: Sequence[int],
     length: int,
     dtype: torch.dtype,
@@ -170,7 +171,8 @@ def attention_masks(
     Args:
         family: the pipeline's record (``attention_mask``).
         encoder: its T5 tower.
-        prepared: that tower's plan: groups are the images' AND parts, then one negative each.
+        groups: that tower's texts as tokenised, per group: the images' AND parts, then one
+            negative each (a build result's groups).
         images: the AND parts of each image.
         length: the conditioning's length after padding.
         dtype: the mask's dtype as the pipeline returns it.
@@ -183,7 +185,6 @@ def attention_masks(
         return None
     extra = 1 if family.attention_mask == "text+1" else 0
     window = encoder.window.length
-    (groups,) = prepared.prompts
     masks = []
     for texts in groups:
         mask = torch.zeros(length, dtype=torch.bool)

@@ -697,7 +697,7 @@ def _assemble(
     masks = _towers.attention_masks(
         family,
         slots[-1].encoder,  # the families with masks have one tower, T5
-        plans[-1],
+        [g.prompts for g in results[-1].groups],
         [len(image) for image in parts],
         assembled[0][0].shape[1],
         _towers.mask_dtype(family, assembled[0][0]),

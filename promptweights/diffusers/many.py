@@ -34,11 +34,13 @@ from promptweights.strategies import get_normalization, get_strategy
 from promptweights.tokens import empty_chunk
 from promptweights.tree import ExtraNetwork
 
+from . import _towers
 from .conditioning import Conditioning
 from .encode import (
     _assemble,
     _check_networks,
     _conditioning,
+    _plan_all,
     _prepare,
     _Slot,
     _slots,
@@ -46,7 +48,7 @@ from .encode import (
     _Timing,
 )
 from .families import Family, record_of
-from .lora import _apply_loras, _plan_loras
+from .lora import _apply_loras, _lora_run, _plan_loras
 
 __all__ = ["REQUEST_KEYS", "encode_many"]
 
@@ -80,6 +82,7 @@ class _Prepared:
     texts: _Texts
     pass_steps: int | None
     networks: tuple[ExtraNetwork, ...]  # the first prompt's tags
+    steps: int | None
 
     @property
     def all_parts(self) -> list[Any]:
@@ -125,6 +128,7 @@ def _prepare_request(pipe: Any, request: Mapping[str, Any], limits: Limits) -> _
         texts,
         steps if hires_steps is None else int(hires_steps),
         tuple(promptweights.extra_networks(texts.first_text)[1]),
+        steps,
     )
 
 
@@ -191,6 +195,7 @@ def encode_many(
         _same_loras(prepared)
         first = prepared[0]
         source = first.texts.first_text
+        _no_lora_schedule(first, strict, limits)
         lora_plan = _plan_loras(pipe, first.networks, lora_dir, loras, source=source)
     # Plan every request on every text encoder (one set of slots per clip skip), check the limits.
     by_clip: dict[int, list[int]] = {}
@@ -200,12 +205,13 @@ def encode_many(
     for clip, members in by_clip.items():
         slots = _slots(pipe, family, clip, max_sequence_length, bool(exact))
         group = [prepared[i] for i in members]
+        _diagnose(pipe, family, slots, group, int(comma_backtrack), limits, strict)
         lora = lora_plan is not None
         passes = _plan_passes(family, slots, group, int(comma_backtrack), limits, lora)
         work.append(_Work(members, slots, passes))
     # LoRA (undone on failure), then the passes.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
-    t5_length = int(max_sequence_length or family.sequence_length or 0)
+    t5_length = int(max_sequence_length or family.window(pipe) or 0)
     try:
         out: dict[int, Conditioning] = {}
         for item in work:
@@ -251,6 +257,49 @@ def _run(
         )
         out[i] = _conditioning(family, one.timing, one.texts.networks, timeline, one.pass_steps)
     return out
+
+
+def _no_lora_schedule(first: _Prepared, strict: bool, limits: Limits) -> None:
+    """LoRA weight schedules (``<lora:x:0@0,1@0.5>``) re-encode per weight set: ``encode`` only."""
+    steps, timing = first.steps, first.timing
+    run = _lora_run(
+        first.networks,
+        steps=first.pass_steps,
+        order=1 if steps is None or timing.steps is None else timing.steps // steps,
+        hires=timing.hires_steps is not None,
+        calls=timing.length,
+        strict=strict,
+        source=first.texts.first_text,
+        max_sets=limits.variants,
+    )
+    if run is not None:
+        raise InvalidArgumentError(
+            "encode_many does not run LoRA weight schedules (<lora:name:0@0,1@0.5>): use encode"
+        )
+
+
+def _diagnose(
+    pipe: Any,
+    family: Family,
+    slots: list[_Slot],
+    group: Sequence[_Prepared],
+    comma_backtrack: int,
+    limits: Limits,
+    strict: bool,
+) -> None:
+    """What each request's towers drop of its prompts, warned (or raised) as :func:`encode` does."""
+    described = [(s.encoder, s.prompt, s.policy, s.component) for s in slots]
+    for one in group:
+        plans = _plan_all(
+            slots,
+            one.all_parts,
+            strategy=one.strategy,
+            normalization=one.normalization,
+            comma_backtrack=comma_backtrack,
+            max_output_tokens=limits.output_tokens,
+        )
+        _towers.diagnose(family, described, plans, one.all_parts, strict=strict)
+        _towers.check_negative(pipe, one.texts.negatives, strict=strict)
 
 
 def _same_loras(prepared: Sequence[_Prepared]) -> None:
