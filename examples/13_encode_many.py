@@ -5,7 +5,7 @@ An application that needs several conditionings of one pipeline (prompts, strate
 a comparison, a batch of jobs) can encode them together: ``encode_many`` plans every row of every
 request and runs each text encoder once for all of them. Each result equals ``encode`` of its
 request alone up to the last bit of a batched matmul (``exact=True``: bit for bit). Embedded toy
-model, offline. Run: ``python examples/12_encode_many.py``.
+model, offline. Run: ``python examples/13_encode_many.py``.
 """
 
 from __future__ import annotations
