@@ -390,7 +390,7 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
                     "and", "the target has no AND: the parts are written one after another", 0
                 )
             )
-            text = ", ".join(parts)
+            text = ", ".join(part.strip() for part in parts)
         else:
             text = writer.conjunction(parts, weights)
     else:

@@ -22,6 +22,7 @@ CALLS: dict[str, Callable[[object, str], object]] = {
     "extra_networks": lambda text, _: pw.extra_networks(text),  # type: ignore[arg-type]
     "strip_comments": lambda text, _: pw.strip_comments(text),  # type: ignore[arg-type]
     "render": lambda text, _: pw.render(text),  # type: ignore[arg-type]
+    "convert": lambda text, dialect: pw.convert(text, dialect, "a1111"),  # type: ignore[arg-type]
 }
 
 

@@ -929,6 +929,8 @@ def test_every_option_is_a_typed_keyword_only_parameter() -> None:
     expected |= {
         "max_sequence_length",
         "long_prompts",
+        "dialect",
+        "swap",
         "lora_dir",
         "batch_rows",
         "exact",

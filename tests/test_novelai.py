@@ -208,7 +208,9 @@ def test_the_benchmark_times_novelai_next_to_a1111() -> None:
     assert [row.label for row in rows] == [
         "`weighted_spans` a1111",
         "`weighted_spans` novelai",
+        "`weighted_spans` compel",
         "`parse()` a1111",
         "`parse()` novelai",
+        "`parse()` compel",
     ]
-    assert rows[0].ratio == rows[2].ratio == 1.0
+    assert rows[0].ratio == rows[3].ratio == 1.0
