@@ -18,6 +18,7 @@ from promptweights.infotext import (
 from promptweights.settings import run_settings
 from promptweights.strategies import get_normalization, get_strategy
 
+from .conditioning import Conditioning
 from .encode import encode
 
 
@@ -238,17 +239,7 @@ def from_infotext(
     if plan.match == "a1111":
         return _a1111_kwargs(pipe, plan, strict, options)
     scheduler, second_order = _scheduler(pipe, plan, strict)
-    cond = encode(
-        pipe,
-        settings.prompt,
-        settings.negative_prompt,
-        strategy=plan.strategy,
-        clip_skip=plan.clip_skip,
-        steps=plan.steps,
-        second_order=second_order,
-        old_timelines=settings.old_timelines,
-        **{"normalization": plan.normalization, "strict": strict, **options},
-    )
+    cond = _encode(pipe, plan, second_order, strict, options)
     if cond.needs_attach:
         raise UnsupportedPipelineError(
             "the prompt uses AND (or edits, on a pipeline without callback_on_step_end): encode "
@@ -304,19 +295,26 @@ def _check_a1111_pipeline(pipe: Any) -> None:
         )
 
 
-def _encode_for(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> Any:
+def _encode(
+    pipe: Any, plan: Rerun, second_order: bool, strict: bool, options: dict[str, Any]
+) -> Conditioning:
+    """The infotext's prompts encoded with its settings (both re-run paths)."""
     settings = run_settings(plan.params)
-    cond = encode(
+    return encode(
         pipe,
         settings.prompt,
         settings.negative_prompt,
         strategy=plan.strategy,
         clip_skip=plan.clip_skip,
         steps=plan.steps,
-        second_order=plan.sampler.second_order,
+        second_order=second_order,
         old_timelines=settings.old_timelines,
         **{"normalization": plan.normalization, "strict": strict, **options},
     )
+
+
+def _encode_for(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> Conditioning:
+    cond = _encode(pipe, plan, plan.sampler.second_order, strict, options)
     if cond.composable:
         raise UnsupportedPipelineError(
             "the prompt uses AND: a pipeline call runs one positive per image; "
