@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from _passes import Passes
 from _tiny_pipelines import (
     tiny_flux,
     tiny_sd1,
@@ -752,37 +753,6 @@ def test_a_users_callback_runs_after_the_swap(sd1: Any) -> None:
 
 
 # --- one batched pass per text encoder, at A1111's row minimum -----------------------------------
-
-
-class Passes:
-    """Forward passes and rows through each text encoder of a pipeline, counted by hooks."""
-
-    def __init__(self, pipe: Any) -> None:
-        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
-        self.models = [getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None]
-        self.counts = [[0, 0] for _ in self.models]
-        self.handles = [
-            getattr(m, "text_model", m).register_forward_pre_hook(self._hook(i), with_kwargs=True)
-            for i, m in enumerate(self.models)
-        ]
-
-    def _hook(self, i: int) -> Any:
-        def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            self.counts[i][0] += 1
-            self.counts[i][1] += int(ids.shape[0])
-
-        return count
-
-    def take(self) -> list[tuple[int, int]]:
-        """(passes, rows) per text encoder since the last call."""
-        out = [(calls, rows) for calls, rows in self.counts]
-        self.counts = [[0, 0] for _ in self.models]
-        return out
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def test_rows_are_the_a1111_minimum_in_one_pass_per_encoder() -> None:

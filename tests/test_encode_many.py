@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from _passes import Passes  # noqa: E402
 from _tiny_pipelines import tiny_sd1, tiny_sdxl  # noqa: E402
 
 from promptweights import Limits  # noqa: E402
@@ -39,36 +40,6 @@ REQUESTS: list[dict[str, Any]] = [
     {"prompt": "a [cat:dog:0.5] on a (mat:0.8)", "steps": 4, "strategy": "down-weight"},
     {"prompt": "a (cat:1.3) on a mat, " * 12, "negative_prompt": "blurry"},
 ]
-
-
-class Passes:
-    """Forward passes and rows per text tower, counted with forward pre-hooks."""
-
-    def __init__(self, pipe: Any) -> None:
-        names = ("text_encoder", "text_encoder_2")
-        self.models = [getattr(pipe, n) for n in names if getattr(pipe, n, None) is not None]
-        self.counts = [[0, 0] for _ in self.models]
-        self.handles = [
-            getattr(m, "text_model", m).register_forward_pre_hook(self._hook(i), with_kwargs=True)
-            for i, m in enumerate(self.models)
-        ]
-
-    def _hook(self, i: int) -> Any:
-        def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-            ids = kwargs.get("input_ids", args[0] if args else None)
-            self.counts[i][0] += 1
-            self.counts[i][1] += int(ids.shape[0])
-
-        return count
-
-    def take(self) -> list[tuple[int, int]]:
-        out = [(calls, rows) for calls, rows in self.counts]
-        self.counts = [[0, 0] for _ in self.models]
-        return out
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def tensors(cond: Any) -> list[Any]:
