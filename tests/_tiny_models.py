@@ -103,31 +103,24 @@ def tiny_clip_model(
 
 def tiny_t5_model(tokenizer: Any) -> Any:
     """A T5 encoder with random weights (``torch.manual_seed(0)``)."""
-    import torch
     from transformers import T5Config, T5EncoderModel
 
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=32,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(config).eval()
+    return _tiny_t5(tokenizer, T5Config, T5EncoderModel)
 
 
 def tiny_umt5_model(tokenizer: Any) -> Any:
     """A umT5 encoder (Wan's; one relative-position bias per layer) with random weights."""
-    import torch
     from transformers import UMT5Config, UMT5EncoderModel
 
+    return _tiny_t5(tokenizer, UMT5Config, UMT5EncoderModel)
+
+
+def _tiny_t5(tokenizer: Any, config_class: Any, model_class: Any) -> Any:
+    """A two-layer encoder of a T5 kind, seeded with ``torch.manual_seed(0)``."""
+    import torch
+
     torch.manual_seed(0)
-    config = UMT5Config(
+    config = config_class(
         vocab_size=len(tokenizer),
         d_model=32,
         d_kv=8,
@@ -138,7 +131,7 @@ def tiny_umt5_model(tokenizer: Any) -> Any:
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=0,
     )
-    return UMT5EncoderModel(config).eval()
+    return model_class(config).eval()
 
 
 def tiny_sd_pipeline(tokenizer: Any, text_encoder: Any) -> Any:
