@@ -575,7 +575,10 @@ def test_parse_inverts_format(params: GenerationParameters) -> None:
             st.characters(exclude_categories=["Cs", "Zs", "Cc", "Zl", "Zp"]),
             min_size=1,
             max_size=12,
-        ).filter(lambda v: infotext_codec._decode(v) == v),
+        )
+        # A1111 writes a value without , : or newline unquoted, but reads one that starts with "
+        # as a quoted string running to the next value's ": A1111 itself cannot read it back.
+        .filter(lambda v: infotext_codec._decode(v) == v and not v.startswith('"')),
         min_size=3,
         max_size=6,
     ),
