@@ -17,7 +17,8 @@ after the text, then padding; longer text is truncated, as diffusers does.
 
 **Joined layouts** (``Layout.joined``, what the diffusers adapter uses for T5 and umT5): the spans
 are joined into the text the pipeline would tokenise, the text is tokenised once with a fast
-tokenizer's ``offset_mapping``, and each token takes the weight of the span its characters come
+tokenizer's ``offset_mapping`` (a slow SentencePiece tokenizer's pieces aligned with the text,
+:mod:`promptweights._offsets`), and each token takes the weight of the span its characters come
 from. A plain prompt therefore gives exactly the pipeline's ids, whatever the tokenizer (BPE or
 SentencePiece), with no per-model rule. See :func:`span_owners` for a token that straddles spans.
 
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from promptweights._offsets import token_offsets
 from promptweights.errors import InvalidArgumentError, InvalidWeightError, LimitExceededError
 from promptweights.limits import MAX_WEIGHT
 
@@ -754,19 +756,13 @@ def _joined(
         segment.append((text, index))
     cleaned = [_clean_spans(segment, layout.clean) for segment in segments]
     texts = [text for text, _ in cleaned]
-    if not getattr(tokenizer, "is_fast", False):
-        raise InvalidArgumentError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer: mapping weighted spans to its "
-            "tokens needs offset_mapping (load the tokenizer with use_fast=True)"
-        )
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    # A fast tokenizer's offset_mapping, or a slow SentencePiece one's pieces aligned.
+    encoded = token_offsets(tokenizer, texts)
     weights = [w for _, w in spans]
     pieces: list[list[tuple[int, int]]] = []  # per segment: (id, span index)
-    for (text, owners), ids, offsets in zip(
-        cleaned, encoded["input_ids"], encoded["offset_mapping"], strict=True
-    ):
-        found = span_owners([tuple(o) for o in offsets], owners, text)
-        pieces.append([(int(t), o) for t, o in zip(ids, found, strict=True)])
+    for (text, owners), (ids, offsets) in zip(cleaned, encoded, strict=True):
+        found = span_owners(offsets, owners, text)
+        pieces.append([(t, o) for t, o in zip(ids, found, strict=True)])
     if not layout.chunked:
         tokens = pieces[0]
         kept = tokens[: layout.capacity]

@@ -39,7 +39,7 @@ LAYERS = [
         "settings",
         "__init__",
     },
-    {"tokens"},
+    {"tokens", "_offsets"},
     {"strategies"},
     {"builder", "encoders"},
     {"diffusers", "a1111"},
