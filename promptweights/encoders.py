@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -247,6 +247,51 @@ class TextEncoder:
             rows_per_call=rows_per_call,
             mask_padding=mask_padding,
             zero_padding=zero_padding,
+        )
+
+    @classmethod
+    def chatglm(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_length: int = 256,
+        layer: int = -2,
+        pooled: bool = True,
+        rows_per_call: int | None = None,
+    ) -> TextEncoder:
+        """ChatGLM3 as Kolors runs it: ``[gMASK] sop`` and the text in one window of
+        ``max_length`` tokens, padded on the left (masked), ``hidden_states[layer]``, and the
+        pooled vector from the last layer's last position.
+
+        The tokenizer is diffusers' slow SentencePiece ``ChatGLMTokenizer``: the text is
+        tokenised whole and spans reach its tokens through its pieces aligned with the text
+        (:mod:`promptweights._offsets`); the two prefix tokens are never weighted.
+
+        Args:
+            model: diffusers' ``ChatGLMModel``.
+            tokenizer: its ``ChatGLMTokenizer``.
+            max_length: the window (Kolors' ``max_sequence_length``, 256).
+            layer: the hidden state read (Kolors: the penultimate).
+            pooled: also return the pooled vector.
+            rows_per_call: at most this many rows per forward pass (``None``: all at once).
+
+        Returns:
+            The encoder.
+        """
+        prefix = [int(i) for i in tokenizer.build_inputs_with_special_tokens([])]
+        layout = layout_for(tokenizer, length=max_length, chunked=False, joined=True)
+        layout = replace(layout, bos=None, eos=None, prefix=tuple(prefix), pad_left=True)
+        return cls(
+            model,
+            tokenizer,
+            layer=layer,
+            final_layer_norm=False,
+            pooled=pooled,
+            layout=layout,
+            rows_per_call=rows_per_call,
+            share_prefixes=False,
+            mask_padding=True,
         )
 
     @property
@@ -498,7 +543,7 @@ class TextEncoder:
     def _forward(self, ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         text = None
         if self.mask_padding or self.zero_padding:
-            text = text_mask(ids, self.window.pad)
+            text = text_mask(ids, self.window.pad, left=self.window.pad_left)
             if self.mask_padding:
                 attention_mask = text if attention_mask is None else attention_mask * text
         z, pooled = self._run_tower(ids, attention_mask)
@@ -510,6 +555,8 @@ class TextEncoder:
     def _run_tower(
         self, ids: Tensor, attention_mask: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
+        if _is_chatglm(self.model):
+            return self._run_chatglm(ids, attention_mask)
         hidden = self.layer != -1
         projection = getattr(self.model, "text_projection", None) if self.pooled else None
         # A projection model is run through its tower so that the projection can be applied one
@@ -533,6 +580,32 @@ class TextEncoder:
                 pooled = self._project(out.pooler_output)
             elif self.pooled:
                 pooled = out.pooler_output
+        return z, pooled
+
+    def _run_chatglm(
+        self, ids: Tensor, attention_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """ChatGLM3 (diffusers' ``ChatGLMModel``, Kolors) as Kolors' ``encode_prompt`` runs it.
+
+        Positions count from the first token after the left padding (the tokenizer's
+        ``position_ids``: 0 on the padding), so a row hiding a span from ``attention_mask`` keeps
+        every token's position. Its hidden states are ``(T, N, D)``: the conditioning is
+        ``hidden_states[layer]`` turned to ``(N, T, D)``; the pooled vector is the last layer's
+        state (before the final norm) at the last position.
+        """
+        device = self.device
+        text = text_mask(ids, self.window.pad, left=self.window.pad_left)
+        positions = (text.cumsum(dim=-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = self.model(
+                input_ids=ids.to(device),
+                attention_mask=None if attention_mask is None else attention_mask.to(device),
+                position_ids=positions.to(device),
+                output_hidden_states=True,
+                return_dict=True,
+            )
+            z = out.hidden_states[self.layer].permute(1, 0, 2).clone()
+            pooled = out.hidden_states[-1][-1, :, :].clone() if self.pooled else None
         return z, pooled
 
     def _project(self, rows: Tensor) -> Tensor:
@@ -570,6 +643,11 @@ class TextEncoder:
         return self.final_layer_norm or self.layer == -1
 
 
+def _is_chatglm(model: Any) -> bool:
+    """Whether ``model`` is diffusers' ChatGLM3 (Kolors' text encoder), run its own way."""
+    return any(c.__name__ == "ChatGLMModel" for c in type(model).__mro__)
+
+
 def execution_device(model: Any) -> torch.device:
     """The device a text model computes on, as diffusers' ``_execution_device`` finds it.
 
@@ -587,17 +665,22 @@ def execution_device(model: Any) -> torch.device:
     return torch.device(model.device)
 
 
-def text_mask(ids: Tensor, pad: int) -> Tensor:
-    """The attention mask a tokenizer gives a padded row: 1 up to the last id that is not ``pad``.
+def text_mask(ids: Tensor, pad: int, *, left: bool = False) -> Tensor:
+    """The attention mask a tokenizer gives a padded row: 1 up to the last id that is not ``pad``
+    (``left``: from the first one, for a row padded on the left).
 
     Args:
         ids: int64 ``(N, T)`` token ids.
         pad: the pad id.
+        left: the padding is before the text (``padding_side="left"``).
 
     Returns:
-        int64 ``(N, T)``: 1 on the text and its EOS, 0 on the padding after them.
+        int64 ``(N, T)``: 1 on the text and its BOS/EOS, 0 on the padding.
     """
     shown = (ids != pad).long()
+    if left:
+        # Position j is text when some position at or before it is not padding.
+        return shown.cummax(dim=-1).values
     # Position j is text when some position at or after it is not padding.
     return shown.flip(-1).cummax(dim=-1).values.flip(-1)
 

@@ -99,6 +99,10 @@ class Layout:
         clean: the pipeline's own text clean-up, applied span by span before tokenising
             (a name of :data:`CLEANERS`: ``""`` none, ``"lower-strip"`` PixArt, ``"wan"`` Wan's
             ``prompt_clean``).
+        pad_left: put the padding before the content, as a tokenizer with
+            ``padding_side="left"`` does (ChatGLM3's, Gemma's): ``[PAD…] [BOS] content [EOS]``.
+        prefix: ids the tokenizer puts before the content besides a BOS (ChatGLM3's
+            ``[gMASK] sop``); never weighted.
     """
 
     length: int
@@ -109,6 +113,8 @@ class Layout:
     comma: int | None = None
     joined: bool = False
     clean: str = ""
+    pad_left: bool = False
+    prefix: tuple[int, ...] = ()
 
     @property
     def capacity(self) -> int:
@@ -117,7 +123,8 @@ class Layout:
         >>> Layout(length=77, bos=49406, eos=49407, pad=49407).capacity
         75
         """
-        return self.length - (self.bos is not None) - (self.eos is not None)
+        specials = (self.bos is not None) + (self.eos is not None) + len(self.prefix)
+        return self.length - specials
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,6 +487,9 @@ def _close(current: _Open, layout: Layout) -> Chunk:
         ids.append(layout.bos)
         weights.append(1.0)
         fragments.append(-1)
+    ids += layout.prefix
+    weights += [1.0] * len(layout.prefix)
+    fragments += [-1] * len(layout.prefix)
     ids += current.ids
     weights += current.weights
     fragments += current.fragments
@@ -487,9 +497,14 @@ def _close(current: _Open, layout: Layout) -> Chunk:
         ids.append(layout.eos)
         weights.append(1.0)
         fragments.append(-1)
-    ids += [layout.pad] * pad
-    weights += [1.0] * pad
-    fragments += [-1] * pad
+    if layout.pad_left:
+        ids = [layout.pad] * pad + ids
+        weights = [1.0] * pad + weights
+        fragments = [-1] * pad + fragments
+    else:
+        ids += [layout.pad] * pad
+        weights += [1.0] * pad
+        fragments += [-1] * pad
     return Chunk(tuple(ids), tuple(weights), tuple(fragments), size)
 
 

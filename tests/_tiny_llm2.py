@@ -277,7 +277,15 @@ def _chatglm(tokenizer: Any) -> Any:
         add_qkv_bias=True,
         original_rope=True,  # ChatGLM3-6B's config.json sets it; the class has no default
     )
-    return ChatGLMModel(config).eval()
+    model = ChatGLMModel(config).eval()
+    # ChatGLM leaves its weights to from_pretrained (torch.empty, no _init_weights): set them.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.3 if param.ndim == 1 else 1.0 / param.shape[-1] ** 0.5)
+    return model
 
 
 def tiny_kolors(variant: str = "") -> Any:

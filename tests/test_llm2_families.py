@@ -150,3 +150,26 @@ def sample(pipe: Any, kwargs: dict[str, Any], length: int = L) -> Any:
         output_type="latent",
         generator=torch.Generator().manual_seed(0),
     )
+
+
+# --- towers (no family record) -------------------------------------------------------------------
+
+
+def test_the_chatglm_tower_is_kolors_own_encoding_left_padded(pipes: dict[str, Any]) -> None:
+    import promptweights
+    from promptweights.encoders import TextEncoder, text_mask
+    from promptweights.tokens import tokenize
+
+    pipe = get(pipes, "kolors")
+    encoder = TextEncoder.chatglm(pipe.text_encoder, pipe.tokenizer, max_length=L, rows_per_call=1)
+    for text in (PROMPT, "", "a red cat on a mat, the house on the hill, a blue dog"):
+        spans = promptweights.weighted_spans(text)
+        (chunk,) = tokenize(pipe.tokenizer, spans, layout=encoder.window).chunks
+        given = pipe.tokenizer([text], padding="max_length", max_length=L, truncation=True)
+        assert list(chunk.ids) == given["input_ids"][0]
+        ids = torch.tensor([chunk.ids])
+        assert text_mask(ids, 0, left=True).tolist() == given["attention_mask"]
+        z, pooled = encoder.encode(ids)
+        expected = reference(pipe, text, "")
+        assert torch.equal(z, expected["prompt_embeds"])
+        assert torch.equal(pooled, expected["pooled_prompt_embeds"])
