@@ -614,16 +614,21 @@ def _plan_group(
         flat_f = fragments[v].reshape(-1).tolist()
         flat_w = w[v].reshape(-1).tolist()
         per_fragment = _fragment_weights(flat_f, flat_w)
-        if needs.masked_fragments:
-            budget.take(len(chunks) * sum(wf < 1.0 for wf in per_fragment.values()), "masked")
+        if needs.masked_fragments or needs.masked_weighted:
+            # compel masks the spans below 1; the decoder-LLM lerp every weighted span.
+            masked = {
+                f: wf
+                for f, wf in per_fragment.items()
+                if wf < 1.0 or (needs.masked_weighted and wf != 1.0)
+            }
+            budget.take(len(chunks) * len(masked), "masked")
             entries = []
-            for f, wf in sorted(per_fragment.items()):
-                if wf < 1.0:
-                    rows = [
-                        planner.add(c.ids, tuple(0 if g == f else 1 for g in c.fragments), b)
-                        for c, b in zip(chunks, bases, strict=True)
-                    ]
-                    entries.append((f, wf, rows))
+            for f, wf in sorted(masked.items()):
+                rows = [
+                    planner.add(c.ids, tuple(0 if g == f else 1 for g in c.fragments), b)
+                    for c, b in zip(chunks, bases, strict=True)
+                ]
+                entries.append((f, wf, rows))
             plan.masked.append(entries)
         if needs.substituted_levels is not None:
             words = [x for f, x in zip(flat_f, flat_w, strict=True) if f >= 0]

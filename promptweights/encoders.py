@@ -95,6 +95,12 @@ class TextEncoder:
             the tokenizer gives: every position up to the last one that is not the pad id), as
             Chroma, PixArt and Wan run their T5; combined with any mask a row brings.
         zero_padding: set the outputs at those hidden positions to zero, as Wan does.
+        layers: a decoder LLM's hidden states, concatenated on the channels in this order (Flux.2
+            stacks three); indices into ``hidden_states`` (``-1`` the last, ``-2`` the one before,
+            ``10`` the output of the 10th layer). Empty: ``layer``. Only on a templated layout.
+        trim: a decoder LLM run on each row's tokens only (the pipeline pads a batch to its
+            longest text, one text: not at all), outputs past the text zero; ``False``: on the
+            whole window with the padding masked (the pipeline pads to ``max_length``).
     """
 
     model: Any
@@ -107,11 +113,15 @@ class TextEncoder:
     share_prefixes: bool | None = None
     mask_padding: bool = False
     zero_padding: bool = False
+    layers: tuple[int, ...] = ()
+    trim: bool = False
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.layout is None:
             self.layout = layout_for(self.tokenizer)
+        if self.layers and (self.layout is None or self.layout.template is None):
+            raise InvalidArgumentError("layers= is for a decoder LLM (a templated layout)")
         if self.layer >= 0:
             raise InvalidArgumentError(
                 f"layer counts from the end and must be negative, got {self.layer}"
@@ -250,6 +260,66 @@ class TextEncoder:
         )
 
     @classmethod
+    def llm(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        template: tuple[str, str],
+        max_length: int,
+        layers: Sequence[int] = (-1,),
+        trim: bool = True,
+        drop: int = 0,
+        keep: int | None = None,
+        specials: bool = False,
+        rows_per_call: int | None = None,
+    ) -> TextEncoder:
+        """A decoder LLM text encoder (Qwen2.5-VL, Qwen3, Mistral, Llama, Gemma…) with its template.
+
+        The user's text goes between ``template[0]`` and ``template[1]``; the whole is tokenised
+        as the pipeline tokenises it (a fast tokenizer: spans reach tokens through
+        ``offset_mapping``), cut at ``max_length`` and padded with the tokenizer's pad id, which
+        the attention never sees. Rows derived from a row (a span hidden from the attention
+        mask) run from the row's keys and values up to the span (the model's KV cache).
+
+        Args:
+            model: the text model (a ``…ForCausalLM``/``…ForConditionalGeneration`` or its base
+                model); its decoder runs, never its language-model head.
+            tokenizer: its fast tokenizer.
+            template: the text before and after the user's text.
+            max_length: the pipeline's truncation length (template included).
+            layers: the hidden states read, concatenated on the channels (``hidden_states``
+                indices).
+            trim: run each row on its tokens only (``False``: the whole padded window).
+            drop: template tokens the pipeline drops from the front (see ``Layout``).
+            keep: positions the pipeline keeps after them (see ``Layout``).
+            specials: tokenise with the tokenizer's own special tokens.
+            rows_per_call: at most this many rows per forward pass (``None``: all at once).
+
+        Returns:
+            The encoder.
+        """
+        layout = layout_for(
+            tokenizer,
+            length=max_length,
+            template=template,
+            drop=drop,
+            keep=keep,
+            specials=specials,
+        )
+        return cls(
+            model,
+            tokenizer,
+            layer=-1,
+            final_layer_norm=False,
+            layout=layout,
+            rows_per_call=rows_per_call,
+            mask_padding=True,
+            layers=tuple(layers),
+            trim=trim,
+        )
+
+    @classmethod
     def chatglm(
         cls,
         model: Any,
@@ -295,6 +365,11 @@ class TextEncoder:
         )
 
     @property
+    def is_llm(self) -> bool:
+        """Whether this is a decoder LLM with a template (:meth:`llm`)."""
+        return self.window.template is not None
+
+    @property
     def window(self) -> Layout:
         """The window layout (always set after construction)."""
         assert self.layout is not None
@@ -332,6 +407,8 @@ class TextEncoder:
             exact,
             self.mask_padding,
             self.zero_padding,
+            self.layers,
+            self.trim,
         )
 
     def cached_empty(self) -> tuple[Tensor, Tensor | None] | None:
@@ -409,7 +486,10 @@ class TextEncoder:
             for i, j in enumerate(parents)
             if j is not None and j != i and 0 <= j < n and parents[j] is None
         ]
-        tower = self._causal_tower() if pairs and self.share_prefixes is not False else None
+        if self.is_llm:
+            tower = _decoder(self.model) if pairs and self.share_prefixes is not False else None
+        else:
+            tower = self._causal_tower() if pairs and self.share_prefixes is not False else None
         if tower is None:
             return out
         child = torch.tensor([i for i, _ in pairs])
@@ -423,7 +503,9 @@ class TextEncoder:
         shared = same.long().cumprod(dim=1).sum(dim=1).clamp(max=t - 1)
         if self.pooled:
             shared = torch.minimum(shared, _pool_positions(tower, ids[child]))
-        if self.share_prefixes is None:
+        # A decoder LLM always starts from the cache: its passes are bound by its weights'
+        # arithmetic, and its templates share long prefixes.
+        if self.share_prefixes is None and not self.is_llm:
             if self.device.type != "cpu":
                 return out
             if self.rows_per_call == 1:
@@ -465,6 +547,9 @@ class TextEncoder:
         """
         if all(p is None for p in prefixes):
             return self.encode(ids, attention_mask)
+        if self.is_llm:
+            _check_prefixes(ids, attention_mask, prefixes)
+            return self._llm_from_prefixes(ids, attention_mask, prefixes), None
         tower = self._causal_tower()
         if tower is None:
             raise InvalidArgumentError(
@@ -546,6 +631,8 @@ class TextEncoder:
             text = text_mask(ids, self.window.pad, left=self.window.pad_left)
             if self.mask_padding:
                 attention_mask = text if attention_mask is None else attention_mask * text
+        if self.is_llm:
+            return self._run_llm(ids, attention_mask), None
         z, pooled = self._run_tower(ids, attention_mask)
         if self.zero_padding and text is not None:
             shown = text.to(z.device).unsqueeze(-1) != 0
@@ -581,6 +668,90 @@ class TextEncoder:
             elif self.pooled:
                 pooled = out.pooler_output
         return z, pooled
+
+    def _states(self, out: Any) -> Tensor:
+        """The hidden states a decoder LLM's pipeline reads, concatenated on the channels."""
+        layers = self.layers or (self.layer,)
+        states = [out.hidden_states[k] for k in layers]
+        return states[0] if len(states) == 1 else torch.cat(states, dim=-1)
+
+    def _run_llm(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """A decoder LLM on rows of a templated window (``attention_mask`` already holds the
+        padding): on the text only (``trim``, outputs zero after it) or on the whole window."""
+        t = ids.shape[1]
+        end = t
+        if self.trim:
+            end = max(1, int(text_mask(ids, self.window.pad).sum(dim=1).max()))
+        mask = None if attention_mask is None else attention_mask[:, :end].to(self.device)
+        with torch.no_grad():
+            out = _decoder(self.model)(
+                input_ids=ids[:, :end].to(self.device),
+                attention_mask=mask,
+                output_hidden_states=True,
+                use_cache=False,
+                return_dict=True,
+            )
+            z = self._states(out)
+            if end < t:
+                z = torch.cat([z, z.new_zeros(z.shape[0], t - end, z.shape[2])], dim=1)
+        return z
+
+    def _llm_from_prefixes(
+        self,
+        ids: Tensor,
+        attention_mask: Tensor | None,
+        prefixes: Sequence[tuple[int, int] | None],
+    ) -> Tensor:
+        """:meth:`encode_from_prefixes` on a decoder LLM: the roots run as usual; for each parent,
+        its first positions run once more into the model's KV cache, from which every row derived
+        from it runs only its suffix."""
+        import copy
+
+        n, t = ids.shape
+        roots = [i for i, p in enumerate(prefixes) if p is None]
+        z_root, _ = self.encode(
+            ids[roots], None if attention_mask is None else attention_mask[roots]
+        )
+        z, _ = _scatter(roots, z_root, None, n)
+        text = text_mask(ids, self.window.pad)
+        shown = text if attention_mask is None else attention_mask * text
+        ends = text.sum(dim=1).tolist() if self.trim else [t] * n
+        decoder = _decoder(self.model)
+        children: dict[int, list[int]] = {}
+        for i, prefix in enumerate(prefixes):
+            if prefix is not None:
+                children.setdefault(prefix[0], []).append(i)
+        with torch.no_grad():
+            for j, rows in children.items():
+                span = max(_known(prefixes[i])[1] for i in rows)
+                out = decoder(
+                    input_ids=ids[j : j + 1, :span].to(self.device),
+                    attention_mask=shown[j : j + 1, :span].to(self.device),
+                    use_cache=True,
+                    return_dict=True,
+                )
+                cache = _cache_of(out)
+                for i in rows:
+                    p = _known(prefixes[i])[1]
+                    end = max(int(ends[i]), p + 1)
+                    own = copy.deepcopy(cache)
+                    if p < span:
+                        # A negative count: the tokens removed (transformers 4 and 5 alike).
+                        own.crop(p - span)
+                    out = decoder(
+                        input_ids=ids[i : i + 1, p:end].to(self.device),
+                        attention_mask=shown[i : i + 1, :end].to(self.device),
+                        use_cache=True,
+                        output_hidden_states=True,
+                        return_dict=True,
+                        **{_cache_argument(decoder): own},
+                    )
+                    row = z[j].clone()
+                    row[p:end] = self._states(out)[0].to(row.dtype)
+                    if self.trim:
+                        row[end:] = 0
+                    z[i] = row
+        return z
 
     def _run_chatglm(
         self, ids: Tensor, attention_mask: Tensor | None
@@ -641,6 +812,33 @@ class TextEncoder:
     @property
     def _norm(self) -> bool:
         return self.final_layer_norm or self.layer == -1
+
+
+def _decoder(model: Any) -> Any:
+    """The decoder of a causal or conditional-generation LLM (its hidden states, without the
+    language-model head), or the model itself when it is one."""
+    inner = getattr(model, "model", None)
+    if inner is not None and getattr(model, "lm_head", None) is not None:
+        return inner
+    return model
+
+
+def _cache_argument(decoder: Any) -> str:
+    """The keyword a decoder takes its KV cache by: ``cache`` (transformers 5.2x), else
+    ``past_key_values``."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(decoder.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _cache_of(out: Any) -> Any:
+    """The KV cache a decoder's output holds."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _is_chatglm(model: Any) -> bool:

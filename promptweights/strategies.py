@@ -54,6 +54,7 @@ __all__ = [
     "lpw",
     "needs_of",
     "no_syntax",
+    "span_lerp",
 ]
 
 
@@ -71,6 +72,8 @@ class Needs:
         substituted_groups: ADV comfy++'s substitutions: for every span with weight > 1, the text
             encoded again with that span's tokens replaced by the mask token.
         syntax: ``False`` when prompt syntax is literal text (brackets, weights and BREAK included).
+        masked_weighted: like ``masked_fragments`` for every span whose weight is not 1 (above
+            1 too): the decoder-LLM lerp's anchors.
     """
 
     empty: bool = False
@@ -78,6 +81,7 @@ class Needs:
     substituted_levels: Literal["one", "max"] | None = None
     substituted_groups: bool = False
     syntax: bool = True
+    masked_weighted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +93,8 @@ class Extras:
             BOS/EOS/PAD.
         empty: ``e``, float32 ``(T, D)``, when ``Needs.empty``.
         masked: per text, ``(span index, span weight, encoding (K, T, D))`` for every span with
-            weight < 1 in span order, when ``Needs.masked_fragments``.
+            weight < 1 in span order, when ``Needs.masked_fragments`` (weight ≠ 1 with
+            ``Needs.masked_weighted``).
         levels: per text, ``(level, encoding (K, T, D))`` in increasing level order, when
             ``Needs.substituted_levels``.
         groups: per text, ``(span index, encoding (K, T, D))`` for every span with weight > 1, when
@@ -264,6 +269,29 @@ def down_weight(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
     return out
 
 
+@_declare(Needs(masked_weighted=True))
+def span_lerp(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
+    """Decoder LLMs (promptweights): lerp from the span-masked re-encoding (compel §3.5, §3.3)."""
+    # Per weighted span f: z + (w_f − 1)·(z − m_f) from the span's first token on, m_f the text
+    # encoded with the span hidden from the attention mask (compel's masked re-encoding as the
+    # anchor, ComfyUI's lerp as the rule). A causal LLM's states after a span all carry it, so a
+    # weight cannot act on the span's own tokens alone: w < 1 moves every state from the span on
+    # towards the encoding that never saw the span (w = 0: after the span, the text without it),
+    # w > 1 away from it. Positions before the span (template included) are z exactly; several
+    # spans add their moves.
+    out = z.clone()
+    positions = torch.arange(z.shape[2], device=z.device)
+    for v in range(z.shape[0]):
+        for f, wf, m in extras.masked[v] if extras.masked else ():
+            here = extras.fragments[v] == f  # (K, T)
+            if wf == 1.0 or not bool(here.any()):
+                continue
+            first = torch.where(here, positions, z.shape[2]).min(dim=-1, keepdim=True).values
+            after = (positions >= first).unsqueeze(-1)  # (K, T, 1)
+            out[v] = torch.where(after, out[v] + (wf - 1.0) * (z[v] - m), out[v])
+    return out
+
+
 @_declare(Needs())
 def ignore(z: Tensor, w: Tensor, extras: Extras) -> Tensor:
     """A1111 "Ignore" emphasis: brackets parsed and removed, weights ignored (§3.1, a1111 §9.1)."""
@@ -391,6 +419,7 @@ STRATEGIES: dict[str, Strategy] = {
     "down-weight": down_weight,
     "ignore": ignore,
     "none": no_syntax,
+    "span-lerp": span_lerp,
 }
 
 
@@ -422,20 +451,23 @@ class Policy:
         """Whether weights apply on this encoder."""
         return not self.off
 
-    def strategy(self, requested: str | Strategy) -> str | Strategy:
-        """The strategy to run on this encoder: ``requested``; when weighting is off, ``"ignore"``
-        (brackets removed, weights not applied), unless ``requested`` reads prompt syntax as
-        literal text (``"none"``), which every encoder then reads alike."""
+    def strategy(self, requested: str | Strategy | None) -> str | Strategy:
+        """The strategy to run on this encoder: ``requested`` (``None``: :attr:`default`); when
+        weighting is off, ``"ignore"`` (brackets removed, weights not applied), unless
+        ``requested`` reads prompt syntax as literal text (``"none"``), which every encoder then
+        reads alike."""
+        if requested is None:
+            requested = self.default
         if self.weighted or not needs_of(get_strategy(requested)).syntax:
             return requested
         return "ignore"
 
 
-_CLIP_ALTERNATIVES = tuple(name for name in STRATEGIES if name != "a1111")
+_CLIP_ALTERNATIVES = tuple(name for name in STRATEGIES if name not in ("a1111", "span-lerp"))
 
 #: The policies, by name: ``"clip"`` (every CLIP tower whose sequence the denoiser reads), ``"t5"``
-#: (T5 and umT5 windows) and ``"pooled-only"`` (a CLIP tower of which only the unweighted pooled
-#: vector is used: Flux's CLIP-L).
+#: (T5 and umT5 windows), ``"llm"`` (decoder LLMs with a chat template) and ``"pooled-only"``
+#: (a CLIP tower of which only the unweighted pooled vector is used: Flux's CLIP-L).
 POLICIES: dict[str, Policy] = {
     "clip": Policy(
         "clip",
@@ -452,6 +484,16 @@ POLICIES: dict[str, Policy] = {
         "pipeline's window); ComfyUI lerps every token from the encoded empty prompt (comfy, "
         "one extra window per encoder, cached); T5 is bidirectional, so weights act after the "
         "encoder and neighbours are untouched (§5)",
+    ),
+    "llm": Policy(
+        "llm",
+        "span-lerp",
+        ("ignore", "none"),
+        "a decoder LLM is causal, so a span's weight reaches every state after it: lerp from "
+        "the encoding with the span hidden from the attention mask (one extra row per weighted "
+        "span, from the KV cache of the text before it), masked rather than removed so that "
+        "every position keeps its counterpart; scaling states (a1111) would scale the LLM's "
+        "outlier channels, and the empty prompt's states (comfy) sit at other positions",
     ),
     "pooled-only": Policy(
         "pooled-only",

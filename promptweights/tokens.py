@@ -99,6 +99,17 @@ class Layout:
         clean: the pipeline's own text clean-up, applied span by span before tokenising
             (a name of :data:`CLEANERS`: ``""`` none, ``"lower-strip"`` PixArt, ``"wan"`` Wan's
             ``prompt_clean``).
+        template: a decoder LLM's chat template around the user's text, as ``(before, after)``
+            (``None``: no template). A templated layout is joined and not chunked: the window is
+            ``before + text + after`` tokenised whole, cut at ``length`` tokens (the pipeline's
+            truncation), then padded with ``pad``; its tokens from ``before`` and ``after`` (and
+            special tokens the tokenizer adds) have span ``-1`` and are never weighted.
+        drop: templated only: template tokens the pipeline drops from the front of the encoding
+            (Qwen-Image's ``prompt_template_encode_start_idx``).
+        keep: templated only: positions the pipeline keeps after ``drop`` (its
+            ``max_sequence_length`` where it cuts the encoding; ``None``: all).
+        specials: templated only: tokenise with the tokenizer's own special tokens (a BOS the
+            tokenizer adds), as a pipeline that calls ``tokenizer(text)`` gets them.
         pad_left: put the padding before the content, as a tokenizer with
             ``padding_side="left"`` does (ChatGLM3's, Gemma's): ``[PAD…] [BOS] content [EOS]``.
         prefix: ids the tokenizer puts before the content besides a BOS (ChatGLM3's
@@ -113,6 +124,10 @@ class Layout:
     comma: int | None = None
     joined: bool = False
     clean: str = ""
+    template: tuple[str, str] | None = None
+    drop: int = 0
+    keep: int | None = None
+    specials: bool = False
     pad_left: bool = False
     prefix: tuple[int, ...] = ()
 
@@ -191,6 +206,10 @@ def layout_for(
     chunked: bool | None = None,
     joined: bool = False,
     clean: str = "",
+    template: tuple[str, str] | None = None,
+    drop: int = 0,
+    keep: int | None = None,
+    specials: bool = False,
 ) -> Layout:
     """Return the window layout of ``tokenizer``.
 
@@ -203,12 +222,19 @@ def layout_for(
         chunked: force chunking on or off instead of deciding from the BOS token.
         joined: tokenise texts whole and map spans through offsets (see :class:`Layout`).
         clean: the pipeline's text clean-up, a name of :data:`CLEANERS`.
+        template: a decoder LLM's ``(before, after)`` around the text: a joined, unchunked window
+            without BOS/EOS of its own (the template holds them); see :class:`Layout`.
+        drop: template tokens the pipeline drops from the front (see :class:`Layout`).
+        keep: positions the pipeline keeps after ``drop`` (see :class:`Layout`).
+        specials: tokenise a templated text with the tokenizer's special tokens.
 
     Returns:
         The layout, with pad id and comma id read from the tokenizer.
     """
     bos = tokenizer.bos_token_id
     eos = tokenizer.eos_token_id
+    if template is not None:
+        bos, eos, chunked, joined = None, None, False, True
     is_chunked = bos is not None if chunked is None else chunked
     if length is None:
         max_length = int(tokenizer.model_max_length)
@@ -230,6 +256,10 @@ def layout_for(
         comma=comma,
         joined=joined,
         clean=clean,
+        template=template,
+        drop=drop,
+        keep=keep,
+        specials=specials,
     )
 
 
@@ -749,10 +779,9 @@ def span_owners(offsets: Sequence[tuple[int, int]], owners: Sequence[int], text:
     return result
 
 
-def _joined(
-    tokenizer: Tokenizer, spans: Sequence[Span], layout: Layout, max_chunks: int | None
-) -> TokenizedPrompt:
-    """One text on a joined layout: segments (split at ``BREAK`` when chunked) tokenised whole."""
+def _segments(spans: Sequence[Span], layout: Layout) -> tuple[list[tuple[str, list[int]]], int]:
+    """The cleaned texts of a joined layout (one per ``BREAK`` when chunked, else one), with the
+    span index of each character, and the count of ``BREAK`` markers."""
     segments: list[list[tuple[str, int]]] = [[]]
     breaks = 0
     pending = False  # a dropped BREAK still separates the words around it
@@ -769,7 +798,25 @@ def _joined(
             text = " " + text
         pending = pending and not text
         segment.append((text, index))
-    cleaned = [_clean_spans(segment, layout.clean) for segment in segments]
+    return [_clean_spans(segment, layout.clean) for segment in segments], breaks
+
+
+def _need_fast(tokenizer: Tokenizer) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidArgumentError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer: mapping weighted spans to its "
+            "tokens needs offset_mapping (load the tokenizer with use_fast=True)"
+        )
+
+
+def _joined(
+    tokenizer: Tokenizer, spans: Sequence[Span], layout: Layout, max_chunks: int | None
+) -> TokenizedPrompt:
+    """One text on a joined layout: segments (split at ``BREAK`` when chunked) tokenised whole."""
+    cleaned, breaks = _segments(spans, layout)
+    if layout.template is not None:
+        _need_fast(tokenizer)
+        return _templated(tokenizer, cleaned[0], [w for _, w in spans], layout, breaks)
     texts = [text for text, _ in cleaned]
     # A fast tokenizer's offset_mapping, or a slow SentencePiece one's pieces aligned.
     encoded = token_offsets(tokenizer, texts)
@@ -798,6 +845,41 @@ def _joined(
             chunks.append(_close(_from_pieces(part, weights), layout))
     count = sum(len(tokens) for tokens in pieces)
     return TokenizedPrompt(tuple(chunks), count, layout)
+
+
+def _templated(
+    tokenizer: Tokenizer,
+    cleaned: tuple[str, list[int]],
+    weights: Sequence[float],
+    layout: Layout,
+    breaks: int,
+) -> TokenizedPrompt:
+    """A decoder LLM's window: ``before + text + after`` tokenised whole, as the pipeline does.
+
+    Template characters have span ``-1``; a token takes the span of most of its characters
+    (:func:`span_owners`), so a token holding as many template characters as text characters, or
+    a special token without characters, is the template's and never weighted. The window is cut
+    at ``layout.length`` tokens; text tokens past it, or past ``drop + keep``, are counted in
+    ``truncated`` (the pipeline drops them).
+    """
+    assert layout.template is not None
+    before, after = layout.template
+    text, owners = cleaned
+    full = before + text + after
+    every = [-1] * len(before) + owners + [-1] * len(after)
+    encoded = tokenizer(
+        [full], add_special_tokens=layout.specials, return_offsets_mapping=True, verbose=False
+    )
+    offsets = [tuple(o) for o in encoded["offset_mapping"][0]]
+    found = span_owners(offsets, every, full) if full else [-1] * len(offsets)
+    found = [o if start < end else -1 for o, (start, end) in zip(found, offsets, strict=True)]
+    tokens = [(int(t), o) for t, o in zip(encoded["input_ids"][0], found, strict=True)]
+    kept = tokens[: layout.length]
+    read = len(kept) if layout.keep is None else min(len(kept), layout.drop + layout.keep)
+    dropped = sum(o >= 0 for _, o in tokens[read:])
+    counted = sum(o >= 0 for _, o in tokens[:read])
+    chunk = _close(_from_pieces(kept, weights), layout)
+    return TokenizedPrompt((chunk,), counted, layout, truncated=dropped, breaks_ignored=breaks)
 
 
 def _ends_in_space(segment: list[tuple[str, int]]) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _tiny_llm import tiny_qwen_image, tiny_z_image
 from _tiny_pipelines import (
     tiny_chroma,
     tiny_flux,
@@ -48,12 +49,29 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("chroma", lambda: tiny_chroma("Inpaint")),
     ("pixart", tiny_pixart),
     ("wan", tiny_wan),
+    ("qwen-image", tiny_qwen_image),
+    ("qwen-image", lambda: tiny_qwen_image("Img2Img")),
+    ("qwen-image", lambda: tiny_qwen_image("Inpaint")),
+    ("z-image", tiny_z_image),
+    ("z-image", lambda: tiny_z_image("Img2Img")),
+    ("z-image", lambda: tiny_z_image("Inpaint")),
     ("wan", lambda: tiny_wan(i2v=True)),
 ]
 
 
 def test_families_are_the_records_in_order() -> None:
-    assert FAMILIES == ("sd", "sdxl", "sdxl-refiner", "sd3", "flux", "chroma", "pixart", "wan")
+    assert FAMILIES == (
+        "sd",
+        "sdxl",
+        "sdxl-refiner",
+        "sd3",
+        "flux",
+        "chroma",
+        "pixart",
+        "wan",
+        "qwen-image",
+        "z-image",
+    )
     assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
 
 

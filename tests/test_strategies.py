@@ -188,8 +188,10 @@ def test_registry_names_and_needs() -> None:
         "down-weight",
         "ignore",
         "none",
+        "span-lerp",
     ]
     assert needs_of(STRATEGIES["a1111"]) == Needs()
+    assert needs_of(STRATEGIES["span-lerp"]) == Needs(masked_weighted=True)
     assert needs_of(STRATEGIES["comfy"]).empty
     assert needs_of(STRATEGIES["compel"]) == Needs(empty=True, masked_fragments=True)
     assert needs_of(STRATEGIES["comfy++"]).substituted_levels == "one"

@@ -153,6 +153,14 @@ def _stack_timelines(timelines: Sequence[_Timeline], lora: _LoraRun | None) -> _
     )
 
 
+def _per_image(embeds: Tensor, mask: Tensor | None) -> list[Tensor]:
+    """``(B, L, D)`` embeds as one ``(L_i, D)`` tensor per image, its masked positions only
+    (the pipelines that take a list, Z-Image)."""
+    if mask is None:
+        return list(embeds)
+    return [e[m.to(e.device).bool()] for e, m in zip(embeds, mask, strict=True)]
+
+
 def _repeat(tensor: Tensor, times: int, like: Tensor) -> Tensor:
     return tensor.to(device=like.device, dtype=like.dtype).repeat_interleave(times, dim=0)
 
@@ -314,10 +322,20 @@ class Conditioning:
             kwargs["pooled_prompt_embeds"] = self.pooled_prompt_embeds
         if self.negative_pooled_prompt_embeds is not None:
             kwargs["negative_pooled_prompt_embeds"] = self.negative_pooled_prompt_embeds
-        if self.prompt_attention_mask is not None:
-            kwargs["prompt_attention_mask"] = self.prompt_attention_mask
-            if self.negative_prompt_embeds is not None:
-                kwargs["negative_prompt_attention_mask"] = self.negative_prompt_attention_mask
+        family = self._timeline.family
+        name = family.mask_argument
+        if self.prompt_attention_mask is not None and name:
+            kwargs[name] = self.prompt_attention_mask
+        negative_mask = self.negative_prompt_attention_mask
+        if negative_mask is not None and name and self.negative_prompt_embeds is not None:
+            kwargs["negative_" + name] = negative_mask
+        if family.embeds_as_list:
+            for key, mask in (
+                ("prompt_embeds", self.prompt_attention_mask),
+                ("negative_prompt_embeds", self.negative_prompt_attention_mask),
+            ):
+                if kwargs.get(key) is not None:
+                    kwargs[key] = _per_image(kwargs[key], mask)
         return kwargs
 
     @contextmanager

@@ -34,7 +34,7 @@ from promptweights.strategies import (
 from promptweights.tokens import check_weights, span_position
 from promptweights.tree import ExtraNetwork
 
-from . import _towers
+from . import _llm, _towers
 from .conditioning import Conditioning, _Part, _stack_timelines, _Timeline
 from .families import Encoded, Family, record_of
 from .lora import _apply_loras, _lora_run, _plan_loras
@@ -346,7 +346,7 @@ def encode(
     prompt: str | Sequence[str],
     negative_prompt: str | Sequence[str] | None = "",
     *,
-    strategy: str | Strategy = "a1111",
+    strategy: str | Strategy | None = None,
     clip_skip: int | None = None,
     steps: int | None = None,
     prompt_2: str | Sequence[str] | None = None,
@@ -378,7 +378,8 @@ def encode(
         prompt: the prompt, or one per image.
         negative_prompt: the negative prompt (never split at AND), one for all or one per image.
         strategy: a weighting strategy name from ``promptweights.strategies.STRATEGIES`` or a
-            callable.
+            callable; ``None`` (the default): each text encoder's policy default (``"a1111"`` on
+            CLIP and T5, ``"span-lerp"`` on a decoder LLM).
         clip_skip: the pipeline's ``clip_skip`` (A1111's "Clip skip N" is ``N - 1``).
         steps: the pipeline's ``num_inference_steps``; needed when the prompt edits or alternates.
         prompt_2: the second text encoder's prompt (SDXL, SD3, Flux's T5); default ``prompt``.
@@ -452,7 +453,8 @@ def encode(
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
     _towers.check_arguments(family, extra, long_prompts)
     # Unknown names fail here, before anything is loaded.
-    get_strategy(strategy)
+    if strategy is not None:
+        get_strategy(strategy)
     get_normalization(normalization)
     if not isinstance(limits, Limits):
         raise ArgumentTypeError(
@@ -558,6 +560,7 @@ def _conditioning(
     positive, pooled, _ = timeline.positive_at(0)
     negative, negative_pooled = timeline.negative_at(0)
     masks = timeline.masks
+    positive_mask, negative_mask = (None, None) if masks is None else masks
     return Conditioning(
         prompt_embeds=positive,
         negative_prompt_embeds=negative if timeline.has_negative else None,
@@ -568,8 +571,8 @@ def _conditioning(
         networks=networks,
         _timeline=timeline,
         num_inference_steps=pass_steps,
-        prompt_attention_mask=None if masks is None else masks[0],
-        negative_prompt_attention_mask=None if masks is None else masks[1],
+        prompt_attention_mask=positive_mask,
+        negative_prompt_attention_mask=negative_mask,
     )
 
 
@@ -577,7 +580,7 @@ def _plan_all(
     slots: list[_Slot],
     all_parts: list[_Part],
     *,
-    strategy: str | Strategy,
+    strategy: str | Strategy | None,
     normalization: str | Normalization,
     comma_backtrack: int,
     max_output_tokens: int,
@@ -694,15 +697,26 @@ def _assemble(
             (e.to(device).clone(), None if p is None else p.to(device).clone())
             for e, p in assembled
         ]
-    masks = _towers.attention_masks(
-        family,
-        slots[-1].encoder,  # the families with masks have one tower, T5
-        [g.prompts for g in results[-1].groups],
-        [len(image) for image in parts],
-        assembled[0][0].shape[1],
-        _towers.mask_dtype(family, assembled[0][0]),
-        device,
-    )
+    template = family.towers[-1].llm
+    if template is not None:
+        # A decoder LLM: the text's positions only (per pipeline), and their masks.
+        assembled, masks = _llm.shape(
+            template,
+            slots[-1].encoder,
+            [g.prompts for g in results[-1].groups],
+            assembled,
+            [len(image) for image in parts],
+        )
+    else:
+        masks = _towers.attention_masks(
+            family,
+            slots[-1].encoder,  # the families with masks have one tower, T5
+            [g.prompts for g in results[-1].groups],
+            [len(image) for image in parts],
+            assembled[0][0].shape[1],
+            _towers.mask_dtype(family, assembled[0][0]),
+            device,
+        )
     n_pos = len(all_parts) - len(negatives)
     has_negative = True
     negative_embeds = [e for e, _ in assembled[n_pos:]]

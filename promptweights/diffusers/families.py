@@ -22,6 +22,8 @@ from promptweights.encoders import TextEncoder
 from promptweights.errors import UnsupportedPipelineError
 from promptweights.strategies import POLICIES, Policy
 
+from ._llm import Template, text_encoder
+
 
 @dataclass(frozen=True, slots=True)
 class Encoded:
@@ -39,7 +41,8 @@ class Tower:
         component: the pipeline attribute holding the model (``"text_encoder_2"``).
         tokenizer: the pipeline attribute holding its tokenizer.
         kind: the :class:`~promptweights.encoders.TextEncoder` constructor: ``"clip"`` (SD's
-            CLIP), ``"sdxl"`` (penultimate-layer CLIP) or ``"t5"`` (a fixed T5 window).
+            CLIP), ``"sdxl"`` (penultimate-layer CLIP), ``"t5"`` (a fixed T5 window) or ``"llm"``
+            (a decoder LLM with the pipeline's template, :attr:`llm`).
         prompt: the prompt it reads: 1 ``prompt``, 2 ``prompt_2``, 3 ``prompt_3``.
         pooled: whether its pooled output is kept.
         clip_skip: whether the pipeline's ``clip_skip`` applies to it.
@@ -52,11 +55,15 @@ class Tower:
             Wan), as the pipeline does.
         zero_padding: T5 only: zero the outputs at the padding (Wan).
         clean: T5 only: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``).
+        llm: LLM only: how the pipeline writes the template and reads the hidden states
+            (:class:`~promptweights.diffusers._llm.Template`).
+        models: the text-model classes this tower runs (``()``: any): a pipeline holding
+            another class is not of the family (its text encoder is not supported).
     """
 
     component: str
     tokenizer: str
-    kind: Literal["clip", "sdxl", "t5"]
+    kind: Literal["clip", "sdxl", "t5", "llm"]
     prompt: int
     pooled: bool = False
     clip_skip: bool = True
@@ -66,11 +73,19 @@ class Tower:
     mask_padding: bool = False
     zero_padding: bool = False
     clean: str = ""
+    llm: Template | None = None
+    models: tuple[str, ...] = ()
 
     @property
     def weighting(self) -> Policy:
         """Its :class:`~promptweights.strategies.Policy`."""
-        return POLICIES[self.policy or ("t5" if self.kind == "t5" else "clip")]
+        default = {"t5": "t5", "llm": "llm"}.get(self.kind, "clip")
+        return POLICIES[self.policy or default]
+
+    def runs(self, model: Any) -> bool:
+        """Whether ``model`` is one of the text-model classes this tower runs."""
+        names = {c.__name__ for c in type(model).__mro__}
+        return not self.models or model is None or bool(names & set(self.models))
 
     def text_encoder(
         self,
@@ -91,6 +106,11 @@ class Tower:
         if model is None and self.optional:
             return None
         tokenizer = getattr(pipe, self.tokenizer)
+        if self.kind == "llm":
+            assert self.llm is not None, "an llm tower has a Template"
+            length = max_sequence_length or default_length
+            assert length is not None, "an llm family has a sequence_length"
+            return text_encoder(pipe, self.llm, model, tokenizer, length)
         if self.kind == "t5":
             return cls.t5(
                 model,
@@ -201,6 +221,12 @@ class Family:
             ``"chunk"`` (more windows, ``BREAK`` starts one).
         cleared: pipeline arguments with a default that clashes with the embeds (PixArt's
             ``negative_prompt=""``): the keyword arguments pass them as ``None``.
+        mask_argument: the pipeline's name for the attention mask it takes with the embeds
+            (``"prompt_embeds_mask"`` on Qwen-Image; the negative's is ``negative_`` + it).
+        embeds_as_list: the pipeline takes one ``(L_i, D)`` tensor per image, of its text's
+            length, instead of a padded batch (Z-Image).
+        refused: pipeline classes named like the family's that it does not cover, and why
+            (:class:`~promptweights.errors.UnsupportedPipelineError` gives the reason).
     """
 
     name: str
@@ -225,6 +251,9 @@ class Family:
     attention_mask: Literal["", "text", "text+1"] = ""
     long_prompts: tuple[str, ...] = ("truncate",)
     cleared: tuple[str, ...] = ()
+    mask_argument: str = "prompt_attention_mask"
+    embeds_as_list: bool = False
+    refused: tuple[tuple[str, str], ...] = ()
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -255,6 +284,8 @@ class Family:
             and all(components.get(name) is None for name in self.unloaded)
             and not any(name in components for name in self.lacks)
             and type(pipe).__name__.startswith(self.class_prefix)
+            and all(tower.runs(components.get(tower.component)) for tower in self.towers)
+            and type(pipe).__name__ not in dict(self.refused)
         )
 
     @property
@@ -365,6 +396,40 @@ def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[T
 
 _CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
 _CLIP_G = Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g")
+
+#: Qwen-Image's Qwen2.5-VL: ``prompt_template_encode`` around the prompt, its first
+#: ``prompt_template_encode_start_idx`` (34) tokens dropped, the tokenizer cut at
+#: ``tokenizer_max_length`` (1024) plus those, the last hidden state of the text's tokens only
+#: (a batch padded to its longest, masked), cut at ``max_sequence_length``.
+_QWEN_IMAGE = Template(
+    attribute="prompt_template_encode",
+    drop="prompt_template_encode_start_idx",
+    length="tokenizer_max_length",
+    cut=True,
+)
+_QWEN_IMAGE_EDIT = (
+    "its prompt encoding reads the input image through Qwen2.5-VL's vision tower (image "
+    "placeholder tokens in the template, the processor), which encode does not take"
+)
+_QWEN_IMAGE_REFUSED = (
+    ("QwenImageEditPipeline", _QWEN_IMAGE_EDIT),
+    ("QwenImageEditPlusPipeline", _QWEN_IMAGE_EDIT),
+    ("QwenImageEditInpaintPipeline", _QWEN_IMAGE_EDIT),
+    ("QwenImageLayeredPipeline", _QWEN_IMAGE_EDIT),
+    (
+        "QwenImage21Pipeline",
+        "it encodes its prompt through a processor (no tokenizer component), which encode "
+        "does not run yet",
+    ),
+)
+#: Z-Image's Qwen3: the chat template over one user message (``enable_thinking=True``), padded
+#: to ``max_sequence_length`` (512) and masked, ``hidden_states[-2]`` of the text's tokens, one
+#: tensor per prompt.
+_Z_IMAGE = Template(
+    options=(("add_generation_prompt", True), ("enable_thinking", True)),
+    layers=(-2,),
+    padding="max_length",
+)
 
 #: Every family, in the order of :data:`FAMILIES`.
 RECORDS: tuple[Family, ...] = (
@@ -547,6 +612,79 @@ RECORDS: tuple[Family, ...] = (
         step_tensors=("prompt_embeds", "negative_prompt_embeds"),
         # Wan always hands its transformer 512 positions, zero past the text: kept as trained.
     ),
+    Family(
+        name="qwen-image",
+        title="Qwen-Image",
+        pipelines=(
+            "QwenImagePipeline",
+            "QwenImageImg2ImgPipeline",
+            "QwenImageInpaintPipeline",
+            "QwenImageControlNetPipeline",
+            "QwenImageControlNetInpaintPipeline",
+        ),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2", "processor"),
+        class_prefix="QwenImage",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "llm",
+                1,
+                llm=_QWEN_IMAGE,
+                models=("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel"),
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        # As diffusers: true CFG only with a negative prompt (" " is one; "" is none).
+        empty_negative="omitted",
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        mask_argument="prompt_embeds_mask",
+        refused=_QWEN_IMAGE_REFUSED,
+    ),
+    Family(
+        name="z-image",
+        title="Z-Image",
+        pipelines=(
+            "ZImagePipeline",
+            "ZImageImg2ImgPipeline",
+            "ZImageInpaintPipeline",
+            "ZImageControlNetPipeline",
+            "ZImageControlNetInpaintPipeline",
+        ),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2", "siglip"),
+        class_prefix="ZImage",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "llm",
+                1,
+                llm=_Z_IMAGE,
+                models=("Qwen3Model", "Qwen3ForCausalLM"),
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        mask_argument="",
+        embeds_as_list=True,
+        refused=(
+            (
+                "ZImageOmniPipeline",
+                "its prompt encoding reads the input images (SigLIP and image placeholder "
+                "tokens in the Qwen3 conversation), which encode does not take",
+            ),
+        ),
+    ),
 )
 
 #: Pipeline families this adapter knows, by the name :func:`family_of` returns.
@@ -574,9 +712,11 @@ def record_of(pipe: Any) -> Family:
     )
 
 
-#: The text-model classes the towers run (CLIP with or without projection, T5 and umT5).
+#: The text-model classes the towers run (CLIP with or without projection, T5, umT5, and the
+#: decoder LLMs of the LLM families).
 SUPPORTED_TEXT_MODELS = frozenset(
     {"CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel", "UMT5EncoderModel"}
+    | {model for record in RECORDS for tower in record.towers for model in tower.models}
 )
 
 
@@ -600,6 +740,10 @@ def _closest(pipe: Any) -> tuple[Family, str]:
 
     titled = [record for record in RECORDS if record.title]
     closest = max(titled, key=shared)  # max keeps the first of equals
+    for record in titled:
+        refused = dict(record.refused)
+        if name in refused:
+            return record, refused[name]
     components: Mapping[str, Any] = getattr(pipe, "components", None) or {}
     encoders = {
         key: type(value).__name__
@@ -611,7 +755,7 @@ def _closest(pipe: Any) -> tuple[Family, str]:
         listed = ", ".join(f"{key} is a {cls}" for key, cls in sorted(unknown.items()))
         return closest, (
             f"its text encoder is not supported ({listed}; supported: "
-            f"{', '.join(sorted(SUPPORTED_TEXT_MODELS))}; LLM text encoders are not yet)"
+            f"{', '.join(sorted(SUPPORTED_TEXT_MODELS))})"
         )
     if not components:
         return closest, "it is not a diffusers pipeline (it has no components)"
@@ -630,7 +774,7 @@ def family_of(pipe: Any) -> str:
 
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
-        ``"flux"``, ``"chroma"``, ``"pixart"`` or ``"wan"``.
+        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"`` or ``"z-image"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family

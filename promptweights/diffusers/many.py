@@ -98,9 +98,10 @@ def _prepare_request(pipe: Any, request: Mapping[str, Any], limits: Limits) -> _
     if unknown or "prompt" not in request:
         what = f"unknown keys {unknown}" if unknown else "no 'prompt'"
         raise InvalidArgumentError(f"a request has {what}; known: {list(REQUEST_KEYS)}")
-    strategy = request.get("strategy", "a1111")
+    strategy = request.get("strategy")  # None: each text encoder's policy default
     normalization = request.get("normalization", "none")
-    get_strategy(strategy)
+    if strategy is not None:
+        get_strategy(strategy)
     get_normalization(normalization)
     steps = request.get("steps")
     hires_steps = request.get("hires_steps")
@@ -329,7 +330,7 @@ def _plan_passes(
         [
             Request(
                 [[v[slot.prompt - 1] for v in p.texts] for p in one.all_parts],
-                one.strategy,
+                slot.policy.strategy(one.strategy),
                 one.normalization,
                 equal_length=False,
             )

@@ -1,0 +1,230 @@
+"""Decoder-LLM text encoders (Qwen2.5-VL, Qwen3, Mistral, Llama, Gemma…) as the pipelines run them.
+
+A :class:`Template` in a tower's record says, as data, what the pipeline's ``encode_prompt`` does:
+
+* the text around the user's prompt: a ``"{}"`` template the pipeline holds in an attribute
+  (Qwen-Image's ``prompt_template_encode``), or the tokenizer's chat template over the
+  conversation the pipeline writes (Z-Image, Flux.2: a user message, an optional system message,
+  ``apply_chat_template`` options such as ``enable_thinking``);
+* the template tokens it drops from the front (``prompt_template_encode_start_idx``), the
+  tokenizer's truncation length, and whether the encoding is cut at ``max_sequence_length``;
+* which hidden states it reads (the last, ``hidden_states[-2]``, or several stacked on the
+  channels as Flux.2 does);
+* how it pads: to the longest text of the batch (one text: no padding; the LLM runs on the
+  text only) or to ``max_length`` (the LLM runs on the whole window, padding masked), and what
+  it hands the denoiser: the text's positions only (``"valid"``, with a mask per image) or the
+  whole window.
+
+:func:`text_encoder` builds the tower's :class:`~promptweights.encoders.TextEncoder` from it;
+:func:`shape` cuts the built rows to what the pipeline hands its denoiser, and gives the masks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from promptweights.encoders import TextEncoder
+from promptweights.errors import UnsupportedPipelineError
+from promptweights.tokens import TokenizedPrompt
+
+# Stands for the user's text while a chat template is rendered; split out afterwards.
+_SENTINEL = "\u2063PROMPTWEIGHTS\u2063"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """How a pipeline feeds a decoder LLM and reads it back (a :class:`Tower`'s ``llm``).
+
+    Attributes:
+        attribute: the pipeline attribute holding a ``"{}"`` template of the whole input
+            (Qwen-Image's ``prompt_template_encode``); ``""``: the tokenizer's chat template.
+        system: the pipeline attribute holding a system message put before the user's (Flux.2's
+            ``system_message``); ``""``: none.
+        parts: message content as a list of text parts (``[{"type": "text", "text": …}]``).
+        options: keyword arguments of the pipeline's ``apply_chat_template`` call
+            (``add_generation_prompt``, ``enable_thinking``).
+        drop: the pipeline attribute holding how many template tokens it drops from the front
+            of the encoding (``prompt_template_encode_start_idx``); ``""``: none.
+        length: the pipeline attribute holding the tokenizer's truncation length before the
+            dropped tokens (Qwen-Image's ``tokenizer_max_length``); ``""``: the truncation
+            length is ``max_sequence_length``.
+        cut: the encoding, after the drop, is cut at ``max_sequence_length`` (Qwen-Image).
+        layers: the hidden states read (``hidden_states`` indices), concatenated on channels.
+        layers_argument: a ``__call__`` argument whose default gives ``layers`` (Flux.2's
+            ``text_encoder_out_layers``); ``""``: ``layers``.
+        padding: ``"longest"``: the pipeline pads a batch to its longest text, so one text runs
+            unpadded; ``"max_length"``: every text runs in the whole window, padding masked.
+        output: ``"valid"``: the denoiser gets the text's positions only (after the drop), a
+            batch padded with zeros and masked; ``"window"``: the whole window.
+        specials: the pipeline tokenises with the tokenizer's own special tokens (a BOS the
+            tokenizer adds rather than the template).
+    """
+
+    attribute: str = ""
+    system: str = ""
+    parts: bool = False
+    options: tuple[tuple[str, object], ...] = ()
+    drop: str = ""
+    length: str = ""
+    cut: bool = False
+    layers: tuple[int, ...] = (-1,)
+    layers_argument: str = ""
+    padding: Literal["longest", "max_length"] = "longest"
+    output: Literal["valid", "window"] = "valid"
+    specials: bool = False
+
+
+def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, str]:
+    """The text before and after the user's prompt, as the pipeline writes it.
+
+    Raises:
+        UnsupportedPipelineError: the template does not hold the prompt exactly once.
+    """
+    if template.attribute:
+        text = str(getattr(pipe, template.attribute))
+        pieces = text.split("{}")
+    else:
+        content: object = _SENTINEL
+        if template.parts:
+            content = [{"type": "text", "text": _SENTINEL}]
+        messages: list[dict[str, object]] = [{"role": "user", "content": content}]
+        if template.system:
+            system: object = str(getattr(pipe, template.system))
+            if template.parts:
+                system = [{"type": "text", "text": system}]
+            messages.insert(0, {"role": "system", "content": system})
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, **dict(template.options))
+        if isinstance(rendered, list):
+            rendered = rendered[0]
+        pieces = str(rendered).split(_SENTINEL)
+    if len(pieces) != 2:
+        raise UnsupportedPipelineError(
+            f"{type(pipe).__name__}'s prompt template does not hold the prompt exactly once: its "
+            "text cannot be mapped to the encoder's tokens"
+        )
+    return pieces[0], pieces[1]
+
+
+def _call_default(pipe: Any, name: str) -> object:
+    try:
+        parameters = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return None
+    given = parameters.get(name)
+    return None if given is None else given.default
+
+
+def text_encoder(
+    pipe: Any,
+    template: Template,
+    model: Any,
+    tokenizer: Any,
+    max_sequence_length: int,
+    *,
+    layers: Sequence[int] | None = None,
+) -> TextEncoder:
+    """The decoder-LLM :class:`TextEncoder` of a tower, from its :class:`Template`.
+
+    Args:
+        pipe: the pipeline.
+        template: the tower's template record.
+        model: the text model.
+        tokenizer: its tokenizer (a fast one, or a processor wrapping one).
+        max_sequence_length: the pipeline's ``max_sequence_length``.
+        layers: the hidden states to read, when the caller overrides the record's.
+    """
+    fast = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+    before, after = template_text(pipe, tokenizer, template)
+    drop = int(getattr(pipe, template.drop)) if template.drop else 0
+    length = max_sequence_length
+    if template.length:
+        length = int(getattr(pipe, template.length)) + drop
+    if layers is None:
+        layers = template.layers
+        if template.layers_argument:
+            default = _call_default(pipe, template.layers_argument)
+            if isinstance(default, (tuple, list)) and default:
+                layers = tuple(int(k) for k in default)
+    return TextEncoder.llm(
+        model,
+        fast,
+        template=(before, after),
+        max_length=length,
+        layers=layers,
+        trim=template.padding == "longest",
+        drop=drop,
+        keep=max_sequence_length if template.cut else None,
+        specials=template.specials,
+    )
+
+
+def _positions(encoder: TextEncoder, prompt: TokenizedPrompt, output: str) -> tuple[int, int]:
+    """The window positions the pipeline hands its denoiser for one text: ``[start, end)``."""
+    layout = encoder.window
+    if output == "window":
+        return 0, layout.length
+    (chunk,) = prompt.chunks
+    end = chunk.size if layout.keep is None else min(chunk.size, layout.drop + layout.keep)
+    return layout.drop, max(end, layout.drop)
+
+
+def shape(
+    template: Template,
+    encoder: TextEncoder,
+    prompts: Sequence[Sequence[TokenizedPrompt]],
+    assembled: list[tuple[Tensor, Tensor | None]],
+    images: Sequence[int],
+) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor] | None]:
+    """Cut each group's rows to what the pipeline hands its denoiser, and the masks.
+
+    Every positive text (every image, AND part and schedule variant) gets the length of the
+    longest positive one, every negative that of the longest negative, padded with zeros, as the
+    pipeline pads a batch; the mask of an image is the union of its texts' positions (the
+    pipeline reads one mask for the whole run).
+
+    Args:
+        template: the tower's template record.
+        encoder: the tower.
+        prompts: per group, the texts as tokenised.
+        assembled: per group, ``(embeds (V, T, D), pooled)`` from the family's layout.
+        images: the AND parts of each image (the groups are the parts, then one negative each).
+
+    Returns:
+        The cut groups, and ``(positive (B, L), negative (B, L'))`` int64 masks for the
+        ``"valid"`` output (``None`` for the whole window).
+    """
+    spans = [[_positions(encoder, p, template.output) for p in group] for group in prompts]
+    positives = sum(images)
+    lengths = [max((e - s for s, e in group), default=0) for group in spans]
+    longest = [max(lengths[:positives], default=0), max(lengths[positives:], default=0)]
+    out: list[tuple[Tensor, Tensor | None]] = []
+    masks: list[Tensor] = []
+    for g, ((embeds, pooled), group) in enumerate(zip(assembled, spans, strict=True)):
+        size = longest[g >= positives]
+        rows = []
+        mask = torch.zeros(size, dtype=torch.long)
+        for v, (start, end) in enumerate(group):
+            row = embeds[v, start:end]
+            pad = row.new_zeros(size - row.shape[0], row.shape[1])
+            rows.append(torch.cat([row, pad]))
+            mask[: end - start] = 1
+        out.append((torch.stack(rows), pooled))
+        masks.append(mask)
+    if template.output == "window":
+        return out, None
+    positive, start = [], 0
+    for count in images:
+        positive.append(torch.stack(masks[start : start + count]).amax(dim=0))
+        start += count
+    device = out[0][0].device
+    negative = masks[positives:]
+    return out, (
+        torch.stack(positive).to(device),
+        torch.stack(negative).to(device) if negative else torch.zeros(0, longest[1]),
+    )
