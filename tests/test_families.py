@@ -71,6 +71,7 @@ def test_families_are_the_records_in_order() -> None:
         "wan",
         "qwen-image",
         "z-image",
+        "kolors",
     )
     assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
 

@@ -19,6 +19,10 @@ pytest.importorskip("diffusers")
 
 from _tiny_llm2 import tiny_hidream, tiny_kolors, tiny_lumina2, tiny_sana  # noqa: E402
 
+import promptweights  # noqa: E402
+from promptweights.diffusers import encode, family_of  # noqa: E402
+from promptweights.errors import PromptweightsWarning, UnreproducibleError  # noqa: E402
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 L = 16  # max_sequence_length of the tests (past SANA's template, it counts the user's tokens)
@@ -156,7 +160,6 @@ def sample(pipe: Any, kwargs: dict[str, Any], length: int = L) -> Any:
 
 
 def test_the_chatglm_tower_is_kolors_own_encoding_left_padded(pipes: dict[str, Any]) -> None:
-    import promptweights
     from promptweights.encoders import TextEncoder, text_mask
     from promptweights.tokens import tokenize
 
@@ -173,3 +176,84 @@ def test_the_chatglm_tower_is_kolors_own_encoding_left_padded(pipes: dict[str, A
         expected = reference(pipe, text, "")
         assert torch.equal(z, expected["prompt_embeds"])
         assert torch.equal(pooled, expected["pooled_prompt_embeds"])
+
+
+# --- every family: parity, sampling ---------------------------------------------------------------
+
+#: The pipelines with a record, and the window each is tested with.
+COVERED = {"kolors": L, "kolors-pag": L, "kolors-img2img": L}
+
+#: diffusers 0.42.1's KolorsImg2ImgPipeline.__call__ does not pass pooled_prompt_embeds on to its
+#: encode_prompt, which then fails on None: it cannot run from embeddings at all.
+NO_EMBEDS = {"kolors-img2img": "diffusers' KolorsImg2ImgPipeline drops pooled_prompt_embeds"}
+
+
+@pytest.mark.parametrize("name", list(COVERED))
+def test_a_plain_prompt_is_the_pipelines_own_bit_for_bit_and_samples(
+    pipes: dict[str, Any], name: str
+) -> None:
+    pipe = get(pipes, name)
+    length = COVERED[name]
+    cond = encode(pipe, PROMPT, NEGATIVE, max_sequence_length=length, exact=True)
+    kwargs = cond.pipeline_kwargs()
+    expected = reference(pipe, PROMPT, NEGATIVE, length)
+    given = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+    assert sorted(given) == sorted(expected)
+    for key, tensor in expected.items():
+        assert given[key].dtype == tensor.dtype, key
+        assert given[key].shape == tensor.shape, key
+        assert torch.equal(given[key], tensor), key
+    if name in NO_EMBEDS:
+        with pytest.raises(AttributeError):
+            sample(pipe, kwargs, length)
+        pytest.xfail(NO_EMBEDS[name])
+    sample(pipe, kwargs, length)
+
+
+# --- Kolors (ChatGLM3) ---------------------------------------------------------------------------
+
+
+def test_kolors_weights_only_the_users_tokens_and_lerps_from_the_span_on(
+    pipes: dict[str, Any],
+) -> None:
+    pipe = get(pipes, "kolors")
+    assert family_of(pipe) == "kolors"
+
+    def embeds(prompt: str) -> tuple[Any, Any]:
+        cond = encode(pipe, prompt, max_sequence_length=L, exact=True)
+        return cond.prompt_embeds[0], cond.pooled_prompt_embeds[0]
+
+    plain, pooled = embeds(PROMPT)
+    up, up_pooled = embeds("a red (cat:1.5) on a mat")
+    down, down_pooled = embeds("a red (cat:0.5) on a mat")
+    # Where "cat" starts: left padding, [gMASK] sop, then the pieces of "a red".
+    tokenize = pipe.tokenizer
+    whole = len(tokenize([PROMPT])["input_ids"][0])
+    first = L - whole + 2 + len(tokenize(["a red"], add_special_tokens=False)["input_ids"][0])
+    # Nothing before the span moves (padding, prefix, "a red"); from the span on, up- and
+    # down-weighting move the states by the same step in opposite directions.
+    assert torch.equal(up[:first], plain[:first])
+    assert torch.equal(down[:first], plain[:first])
+    step = up[first:] - plain[first:]
+    assert step.abs().amax() > 1e-3
+    torch.testing.assert_close(plain[first:] - down[first:], step, rtol=1e-4, atol=1e-5)
+    # The pooled vector is never weighted.
+    assert torch.equal(up_pooled, pooled)
+    assert torch.equal(down_pooled, pooled)
+    # An unweighted prompt is the pipeline's own encoding (the parity test), weights 1 too.
+    same, _ = embeds("a red (cat:1.0) on a mat")
+    assert torch.equal(same, plain)
+
+
+def test_kolors_truncates_at_max_sequence_length_and_counts_the_tokens_dropped(
+    pipes: dict[str, Any],
+) -> None:
+    pipe = get(pipes, "kolors")
+    text = "a red cat on a mat, " * 3
+    ids = pipe.tokenizer([text], add_special_tokens=False)["input_ids"][0]
+    dropped = len(ids) - (L - 2)  # [gMASK] sop take two positions
+    with pytest.warns(PromptweightsWarning, match=f"{dropped} tokens of .* were dropped"):
+        cond = encode(pipe, text, max_sequence_length=L, exact=True)
+    assert torch.equal(cond.prompt_embeds, reference(pipe, text, "")["prompt_embeds"])
+    with pytest.raises(UnreproducibleError, match="dropped"):
+        encode(pipe, text, max_sequence_length=L, strict=True)

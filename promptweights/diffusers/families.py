@@ -41,8 +41,9 @@ class Tower:
         component: the pipeline attribute holding the model (``"text_encoder_2"``).
         tokenizer: the pipeline attribute holding its tokenizer.
         kind: the :class:`~promptweights.encoders.TextEncoder` constructor: ``"clip"`` (SD's
-            CLIP), ``"sdxl"`` (penultimate-layer CLIP), ``"t5"`` (a fixed T5 window) or ``"llm"``
-            (a decoder LLM with the pipeline's template, :attr:`llm`).
+            CLIP), ``"sdxl"`` (penultimate-layer CLIP), ``"t5"`` (a fixed T5 window), ``"llm"``
+            (a decoder LLM with the pipeline's template, :attr:`llm`) or ``"chatglm"`` (Kolors'
+            ChatGLM3: ``TextEncoder.chatglm``).
         prompt: the prompt it reads: 1 ``prompt``, 2 ``prompt_2``, 3 ``prompt_3``.
         pooled: whether its pooled output is kept.
         clip_skip: whether the pipeline's ``clip_skip`` applies to it.
@@ -63,7 +64,7 @@ class Tower:
 
     component: str
     tokenizer: str
-    kind: Literal["clip", "sdxl", "t5", "llm"]
+    kind: Literal["clip", "sdxl", "t5", "llm", "chatglm"]
     prompt: int
     pooled: bool = False
     clip_skip: bool = True
@@ -79,7 +80,7 @@ class Tower:
     @property
     def weighting(self) -> Policy:
         """Its :class:`~promptweights.strategies.Policy`."""
-        default = {"t5": "t5", "llm": "llm"}.get(self.kind, "clip")
+        default = {"t5": "t5", "llm": "llm", "chatglm": "llm"}.get(self.kind, "clip")
         return POLICIES[self.policy or default]
 
     def runs(self, model: Any) -> bool:
@@ -106,6 +107,9 @@ class Tower:
         if model is None and self.optional:
             return None
         tokenizer = getattr(pipe, self.tokenizer)
+        if self.kind == "chatglm":
+            length = max_sequence_length or default_length
+            return cls.chatglm(model, tokenizer, max_length=length or 256, pooled=self.pooled)
         if self.kind == "llm":
             assert self.llm is not None, "an llm tower has a Template"
             length = max_sequence_length or default_length
@@ -394,6 +398,8 @@ def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[T
 
 # --- the records ----------------------------------------------------------------------------------
 
+#: The CLIP text models (SD's tower: Kolors has the same components with ChatGLM3 in its place).
+_CLIP_MODELS = ("CLIPTextModel", "CLIPTextModelWithProjection")
 _CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
 _CLIP_G = Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g")
 
@@ -440,7 +446,7 @@ RECORDS: tuple[Family, ...] = (
         denoiser="unet",
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
-        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part=""),),
+        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part="", models=_CLIP_MODELS),),
         layout=_sd_layout,
         padding=pad_like_a1111,
         step_tensors=("prompt_embeds",),
@@ -685,6 +691,35 @@ RECORDS: tuple[Family, ...] = (
             ),
         ),
     ),
+    Family(
+        name="kolors",
+        title="Kolors",
+        pipelines=("KolorsPipeline", "KolorsImg2ImgPipeline", "KolorsPAGPipeline"),
+        denoiser="unet",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Kolors",
+        # ChatGLM3 (diffusers' module): [gMASK] sop + text, left-padded to max_sequence_length
+        # (256), hidden_states[-2]; the pooled vector is the last layer's last position, as
+        # SDXL's OpenCLIP-G pooled vector feeds the UNet's added embeddings.
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "chatglm",
+                1,
+                pooled=True,
+                clip_skip=False,
+                models=("ChatGLMModel",),
+            ),
+        ),
+        layout=_single_layout,
+        padding=pad_like_a1111,
+        sequence_length=256,
+        empty_negative="zeros",
+        step_tensors=("prompt_embeds", "add_text_embeds"),
+        step_pooled="add_text_embeds",
+    ),
 )
 
 #: Pipeline families this adapter knows, by the name :func:`family_of` returns.
@@ -774,7 +809,8 @@ def family_of(pipe: Any) -> str:
 
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
-        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"`` or ``"z-image"``.
+        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"`` or
+        ``"kolors"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family
