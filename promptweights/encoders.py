@@ -273,6 +273,8 @@ class TextEncoder:
         keep: int | None = None,
         specials: bool = False,
         rows_per_call: int | None = None,
+        pad_left: bool = False,
+        clean: str = "",
     ) -> TextEncoder:
         """A decoder LLM text encoder (Qwen2.5-VL, Qwen3, Mistral, Llama, Gemma…) with its template.
 
@@ -295,6 +297,9 @@ class TextEncoder:
             keep: positions the pipeline keeps after them (see ``Layout``).
             specials: tokenise with the tokenizer's own special tokens.
             rows_per_call: at most this many rows per forward pass (``None``: all at once).
+            pad_left: pad on the left, as a tokenizer with ``padding_side="left"`` does (the
+                whole window runs: ``trim`` is for right padding only).
+            clean: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``).
 
         Returns:
             The encoder.
@@ -306,7 +311,9 @@ class TextEncoder:
             drop=drop,
             keep=keep,
             specials=specials,
+            clean=clean,
         )
+        layout = replace(layout, pad_left=pad_left)
         return cls(
             model,
             tokenizer,
@@ -680,7 +687,7 @@ class TextEncoder:
         padding): on the text only (``trim``, outputs zero after it) or on the whole window."""
         t = ids.shape[1]
         end = t
-        if self.trim:
+        if self.trim and not self.window.pad_left:
             end = max(1, int(text_mask(ids, self.window.pad).sum(dim=1).max()))
         mask = None if attention_mask is None else attention_mask[:, :end].to(self.device)
         with torch.no_grad():
@@ -713,9 +720,10 @@ class TextEncoder:
             ids[roots], None if attention_mask is None else attention_mask[roots]
         )
         z, _ = _scatter(roots, z_root, None, n)
-        text = text_mask(ids, self.window.pad)
+        left = self.window.pad_left
+        text = text_mask(ids, self.window.pad, left=left)
         shown = text if attention_mask is None else attention_mask * text
-        ends = text.sum(dim=1).tolist() if self.trim else [t] * n
+        ends = text.sum(dim=1).tolist() if self.trim and not left else [t] * n
         decoder = _decoder(self.model)
         children: dict[int, list[int]] = {}
         for i, prefix in enumerate(prefixes):
@@ -748,7 +756,7 @@ class TextEncoder:
                     )
                     row = z[j].clone()
                     row[p:end] = self._states(out)[0].to(row.dtype)
-                    if self.trim:
+                    if self.trim and not left:
                         row[end:] = 0
                     z[i] = row
         return z

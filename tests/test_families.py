@@ -72,6 +72,8 @@ def test_families_are_the_records_in_order() -> None:
         "qwen-image",
         "z-image",
         "kolors",
+        "lumina2",
+        "sana",
     )
     assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
 

@@ -145,10 +145,11 @@ def sample(pipe: Any, kwargs: dict[str, Any], length: int = L) -> Any:
     if "Img2Img" in name:
         extra |= {"image": torch.rand(1, 3, 16, 16), "strength": 0.9}
     if name.startswith("Sana") and "Sprint" not in name:
+        extra["use_resolution_binning"] = False
         # Its negative_prompt="" default clashes with negative_prompt_embeds.
-        extra |= {"use_resolution_binning": False, "negative_prompt": None}
+        extra.setdefault("negative_prompt", kwargs.get("negative_prompt"))
     return pipe(
-        **kwargs,
+        **{k: v for k, v in kwargs.items() if k not in extra},
         **extra,
         num_inference_steps=2,
         output_type="latent",
@@ -181,7 +182,17 @@ def test_the_chatglm_tower_is_kolors_own_encoding_left_padded(pipes: dict[str, A
 # --- every family: parity, sampling ---------------------------------------------------------------
 
 #: The pipelines with a record, and the window each is tested with.
-COVERED = {"kolors": L, "kolors-pag": L, "kolors-img2img": L}
+COVERED = {
+    "lumina2": LUMINA,
+    "sana": L,
+    "sana-pag": L,
+    "sana-sprint": L,
+    "kolors": L,
+    "kolors-pag": L,
+    "kolors-img2img": L,
+}
+#: Pipelines that take no negative prompt (no classifier-free guidance).
+NO_NEGATIVE = {"sana-sprint"}
 
 #: diffusers 0.42.1's KolorsImg2ImgPipeline.__call__ does not pass pooled_prompt_embeds on to its
 #: encode_prompt, which then fails on None: it cannot run from embeddings at all.
@@ -194,9 +205,10 @@ def test_a_plain_prompt_is_the_pipelines_own_bit_for_bit_and_samples(
 ) -> None:
     pipe = get(pipes, name)
     length = COVERED[name]
-    cond = encode(pipe, PROMPT, NEGATIVE, max_sequence_length=length, exact=True)
+    negative = "" if name in NO_NEGATIVE else NEGATIVE
+    cond = encode(pipe, PROMPT, negative, max_sequence_length=length, exact=True)
     kwargs = cond.pipeline_kwargs()
-    expected = reference(pipe, PROMPT, NEGATIVE, length)
+    expected = reference(pipe, PROMPT, negative, length)
     given = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
     assert sorted(given) == sorted(expected)
     for key, tensor in expected.items():
@@ -257,3 +269,84 @@ def test_kolors_truncates_at_max_sequence_length_and_counts_the_tokens_dropped(
     assert torch.equal(cond.prompt_embeds, reference(pipe, text, "")["prompt_embeds"])
     with pytest.raises(UnreproducibleError, match="dropped"):
         encode(pipe, text, max_sequence_length=L, strict=True)
+
+
+# --- Lumina 2 and SANA (Gemma 2) -----------------------------------------------------------------
+
+
+def _before(pipe: Any) -> str:
+    """The text the pipeline writes before the positive prompt."""
+    if type(pipe).__name__.startswith("Lumina2"):
+        return str(pipe.system_prompt) + " <Prompt Start> "
+    return "\n".join(_default(pipe, "complex_human_instruction"))
+
+
+def _first_cat(pipe: Any, length: int) -> int:
+    """Where the conditioning's "cat" of PROMPT starts, from the tokenizer alone."""
+    tok = pipe.tokenizer
+    before = _before(pipe)
+    whole = len(tok([before + PROMPT])["input_ids"][0])
+    first = len(tok([before + "a red"])["input_ids"][0])
+    if type(pipe).__name__.startswith("Lumina2"):
+        # Lumina2Pipeline sets its tokenizer's padding side to the right; left would shift it.
+        return length - whole + first if tok.padding_side == "left" else first
+    window = len(tok([before])["input_ids"][0]) + length - 2  # SANA's max_length_all
+    return 1 + first - (window - (length - 1))  # after its select_index
+
+
+@pytest.mark.parametrize("name", ["lumina2", "sana"])
+def test_gemma_weights_move_the_states_from_the_span_on_only(
+    pipes: dict[str, Any], name: str
+) -> None:
+    pipe = get(pipes, name)
+    length = COVERED[name]
+
+    def embeds(prompt: str) -> Any:
+        cond = encode(pipe, prompt, NEGATIVE, max_sequence_length=length, exact=True)
+        return cond.prompt_embeds[0], cond.negative_prompt_embeds[0]
+
+    plain, negative = embeds(PROMPT)
+    up, up_negative = embeds("a red (cat:1.5) on a mat")
+    down, _ = embeds("a red (cat:0.5) on a mat")
+    first = _first_cat(pipe, length)
+    # The template, the BOS, "a red" (and the left padding) never move; from the span on, up-
+    # and down-weighting move the states by one step in opposite directions.
+    assert torch.equal(up[:first], plain[:first])
+    assert torch.equal(down[:first], plain[:first])
+    step = up[first:] - plain[first:]
+    assert step[0].abs().amax() > 1e-4
+    torch.testing.assert_close(plain[first:] - down[first:], step, rtol=1e-4, atol=1e-5)
+    assert torch.equal(up_negative, negative)
+    same, _ = embeds("a red (cat:1.0) on a mat")
+    assert torch.equal(same, plain)
+
+
+def test_a_weighted_negative_is_encoded_without_the_template(pipes: dict[str, Any]) -> None:
+    pipe = get(pipes, "lumina2")
+    cond = encode(pipe, PROMPT, "blue (dog:1.5)", max_sequence_length=LUMINA, exact=True)
+    plain = reference(pipe, PROMPT, "blue dog", LUMINA)
+    assert torch.equal(cond.prompt_embeds, plain["prompt_embeds"])
+    given = cond.negative_prompt_embeds[0]
+    expected = plain["negative_prompt_embeds"][0]
+    # Left padding, BOS, "blue" unchanged; "dog" on moves.
+    tok = pipe.tokenizer
+    first = len(tok(["blue"])["input_ids"][0])
+    assert tok.padding_side == "right"  # Lumina2Pipeline sets it
+    assert torch.equal(given[:first], expected[:first])
+    assert not torch.equal(given[first:], expected[first:])
+    assert torch.equal(cond.negative_prompt_attention_mask, plain["negative_prompt_attention_mask"])
+
+
+def test_sana_truncates_the_users_text_and_counts_the_tokens_dropped(
+    pipes: dict[str, Any],
+) -> None:
+    pipe = get(pipes, "sana")
+    text = "a red cat on a mat, " * 3
+    before = _before(pipe)
+    tok = pipe.tokenizer
+    window = len(tok([before])["input_ids"][0]) + L - 2
+    dropped = len(tok([before + text.lower().strip()])["input_ids"][0]) - window
+    assert dropped > 0
+    with pytest.warns(PromptweightsWarning, match=f"{dropped} tokens of .* were dropped"):
+        cond = encode(pipe, text, max_sequence_length=L, exact=True)
+    assert torch.equal(cond.prompt_embeds, reference(pipe, text, "")["prompt_embeds"])

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from promptweights.encoders import TextEncoder
+from promptweights.encoders import TextEncoder, text_mask
 from promptweights.errors import UnsupportedPipelineError
 from promptweights.tokens import TokenizedPrompt
 
@@ -64,6 +64,22 @@ class Template:
             batch padded with zeros and masked; ``"window"``: the whole window.
         specials: the pipeline tokenises with the tokenizer's own special tokens (a BOS the
             tokenizer adds rather than the template).
+        preamble: the pipeline attribute holding text put before the prompt, followed by
+            ``preamble_end`` (Lumina 2: ``system_prompt`` and ``" <Prompt Start> "``); no chat
+            template then.
+        preamble_end: the literal text between the preamble and the prompt.
+        instruction: a ``__call__`` argument whose default, a list of lines joined with
+            newlines, goes before the prompt (SANA's ``complex_human_instruction``); the window
+            then grows by the instruction's tokens less two (SANA's ``max_length_all``) and the
+            positive is cut to its first and last ``max_sequence_length - 1`` positions.
+        plain_negative: the pipeline writes the template around the positive prompt only: the
+            negative is tokenised alone (with the tokenizer's special tokens), in a window of
+            ``max_sequence_length``, and handed over whole (Lumina 2, SANA).
+        padding_side: where the padding goes: ``"right"``, or ``"tokenizer"`` (the tokenizer's
+            own ``padding_side`` at encode time: Lumina 2 sets it to ``"right"`` when built, and
+            a user who changes it changes what the pipeline encodes, so it is read, not assumed).
+        clean: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``: SANA lower-cases
+            and strips the prompt).
     """
 
     attribute: str = ""
@@ -78,6 +94,20 @@ class Template:
     padding: Literal["longest", "max_length"] = "longest"
     output: Literal["valid", "window"] = "valid"
     specials: bool = False
+    preamble: str = ""
+    preamble_end: str = ""
+    instruction: str = ""
+    plain_negative: bool = False
+    padding_side: Literal["right", "tokenizer"] = "right"
+    clean: str = ""
+
+
+def _instruction(pipe: Any, template: Template) -> str:
+    """SANA's complex human instruction: the ``__call__`` default's lines, joined."""
+    default = _call_default(pipe, template.instruction)
+    if not isinstance(default, (list, tuple)) or not default:
+        return ""
+    return "\n".join(str(line) for line in default)
 
 
 def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, str]:
@@ -86,7 +116,11 @@ def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, s
     Raises:
         UnsupportedPipelineError: the template does not hold the prompt exactly once.
     """
-    if template.attribute:
+    if template.preamble:
+        pieces = [str(getattr(pipe, template.preamble)) + template.preamble_end, ""]
+    elif template.instruction:
+        pieces = [_instruction(pipe, template), ""]
+    elif template.attribute:
         text = str(getattr(pipe, template.attribute))
         pieces = text.split("{}")
     else:
@@ -128,6 +162,7 @@ def text_encoder(
     max_sequence_length: int,
     *,
     layers: Sequence[int] | None = None,
+    negative: bool = False,
 ) -> TextEncoder:
     """The decoder-LLM :class:`TextEncoder` of a tower, from its :class:`Template`.
 
@@ -138,13 +173,18 @@ def text_encoder(
         tokenizer: its tokenizer (a fast one, or a processor wrapping one).
         max_sequence_length: the pipeline's ``max_sequence_length``.
         layers: the hidden states to read, when the caller overrides the record's.
+        negative: the negative's encoder of a template with ``plain_negative`` (no template).
     """
     fast = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
-    before, after = template_text(pipe, tokenizer, template)
+    before, after = ("", "") if negative else template_text(pipe, tokenizer, template)
     drop = int(getattr(pipe, template.drop)) if template.drop else 0
     length = max_sequence_length
     if template.length:
         length = int(getattr(pipe, template.length)) + drop
+    if template.instruction and not negative:
+        # SANA: num_chi_prompt_tokens + max_sequence_length - 2 (the instruction's BOS counted).
+        length += len(fast(before)["input_ids"]) - 2
+    side = getattr(fast, "padding_side", "right") if template.padding_side == "tokenizer" else ""
     if layers is None:
         layers = template.layers
         if template.layers_argument:
@@ -161,6 +201,8 @@ def text_encoder(
         drop=drop,
         keep=max_sequence_length if template.cut else None,
         specials=template.specials,
+        pad_left=side == "left",
+        clean=template.clean,
     )
 
 
@@ -180,6 +222,9 @@ def shape(
     prompts: Sequence[Sequence[TokenizedPrompt]],
     assembled: list[tuple[Tensor, Tensor | None]],
     images: Sequence[int],
+    *,
+    negative: TextEncoder | None = None,
+    length: int = 0,
 ) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor] | None]:
     """Cut each group's rows to what the pipeline hands its denoiser, and the masks.
 
@@ -194,11 +239,18 @@ def shape(
         prompts: per group, the texts as tokenised.
         assembled: per group, ``(embeds (V, T, D), pooled)`` from the family's layout.
         images: the AND parts of each image (the groups are the parts, then one negative each).
+        negative: the negatives' tower when it is not ``encoder`` (``Template.plain_negative``).
+        length: the pipeline's ``max_sequence_length`` (SANA's selection keeps ``length - 1``
+            positions after the first).
 
     Returns:
         The cut groups, and ``(positive (B, L), negative (B, L'))`` int64 masks for the
-        ``"valid"`` output (``None`` for the whole window).
+        ``"valid"`` output; for the whole window, the tokenizer's masks where the pipeline hands
+        them over (``plain_negative``: Lumina 2, SANA), else ``None``.
     """
+    if template.output == "window" and template.plain_negative:
+        encoders = (encoder, negative or encoder)
+        return _windows(template, encoders, prompts, assembled, images, length)
     spans = [[_positions(encoder, p, template.output) for p in group] for group in prompts]
     positives = sum(images)
     lengths = [max((e - s for s, e in group), default=0) for group in spans]
@@ -223,8 +275,40 @@ def shape(
         positive.append(torch.stack(masks[start : start + count]).amax(dim=0))
         start += count
     device = out[0][0].device
-    negative = masks[positives:]
+    negatives = masks[positives:]
     return out, (
         torch.stack(positive).to(device),
-        torch.stack(negative).to(device) if negative else torch.zeros(0, longest[1]),
+        torch.stack(negatives).to(device) if negatives else torch.zeros(0, longest[1]),
     )
+
+
+def _windows(
+    template: Template,
+    encoders: tuple[TextEncoder, TextEncoder],
+    prompts: Sequence[Sequence[TokenizedPrompt]],
+    assembled: list[tuple[Tensor, Tensor | None]],
+    images: Sequence[int],
+    length: int,
+) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor]]:
+    """The whole windows and the tokenizer's masks of each (1 on the text, its template and its
+    special tokens; 0 on the padding, on either side), the union over an image's texts. SANA's
+    positive windows are cut to the first position and the last ``length - 1`` (its
+    ``select_index``), masks likewise."""
+    positives = sum(images)
+    out: list[tuple[Tensor, Tensor | None]] = []
+    masks: list[Tensor] = []
+    for g, ((embeds, pooled), group) in enumerate(zip(assembled, prompts, strict=True)):
+        layout = encoders[g >= positives].window
+        ids = torch.tensor([p.chunks[0].ids for p in group])
+        mask = text_mask(ids, layout.pad, left=layout.pad_left)
+        if template.instruction and g < positives:
+            index = [0, *range(layout.length - (length - 1), layout.length)]
+            embeds, mask = embeds[:, index], mask[:, index]
+        out.append((embeds, pooled))
+        masks.append(mask.amax(dim=0))
+    positive, start = [], 0
+    for count in images:
+        positive.append(torch.stack(masks[start : start + count]).amax(dim=0))
+        start += count
+    device = out[0][0].device
+    return out, (torch.stack(positive).to(device), torch.stack(masks[positives:]).to(device))

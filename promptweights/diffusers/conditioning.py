@@ -57,6 +57,8 @@ class _Timeline:
     # text-encoder weight set (set-major), and the step callback sets the UNet weights.
     lora: _LoraRun | None = None
     masks: tuple[Tensor, Tensor] | None = None  # T5 attention masks (B, L): positive, negative
+    # The pipeline's __call__ parameters (None: unknown): a cleared argument it lacks is left out.
+    parameters: frozenset[str] | None = None
 
     @property
     def edits(self) -> bool:
@@ -313,7 +315,9 @@ class Conditioning:
     def _tensor_kwargs(self) -> dict[str, Any]:
         """The embeddings (and masks, steps) the family takes, as pipeline keywords."""
         kwargs: dict[str, Any] = {"prompt_embeds": self.prompt_embeds}
-        kwargs |= dict.fromkeys(self._timeline.family.cleared)
+        known = self._timeline.parameters
+        cleared = [n for n in self._timeline.family.cleared if known is None or n in known]
+        kwargs |= dict.fromkeys(cleared)
         if self.num_inference_steps is not None:
             kwargs["num_inference_steps"] = self.num_inference_steps
         if self.negative_prompt_embeds is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,12 +46,19 @@ _PROBE_STEPS = 1000
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
-    """One text encoder of a family, which prompt (1, 2 or 3) it reads, and its policy."""
+    """One text encoder of a family, which prompt (1, 2 or 3) it reads, and its policy.
+
+    A tower whose pipeline writes its template around the positive prompt only (Lumina 2, SANA)
+    has two slots: ``reads="positive"`` (the template) and ``reads="negative"`` (none); each
+    plans the other's groups as empty texts, and :func:`_paired` joins their results.
+    """
 
     encoder: TextEncoder
     prompt: int
     policy: Policy
     component: str
+    reads: Literal["all", "positive", "negative"] = "all"
+    negative: TextEncoder | None = None
 
 
 def _slots(
@@ -66,12 +74,40 @@ def _slots(
         encoder = tower.text_encoder(
             pipe, TextEncoder, clip_skip, max_sequence_length, family.window(pipe), chunked
         )
-        if encoder is not None:
-            if exact:
-                # One row per forward pass, as the pipelines' own encode_prompt runs them.
-                encoder.rows_per_call = 1
-            slots.append(_Slot(encoder, tower.prompt, tower.weighting, tower.component))
+        if encoder is None:
+            continue
+        if exact:
+            # One row per forward pass, as the pipelines' own encode_prompt runs them.
+            encoder.rows_per_call = 1
+        slot = _Slot(encoder, tower.prompt, tower.weighting, tower.component)
+        if tower.llm is None or not tower.llm.plain_negative:
+            slots.append(slot)
+            continue
+        negative = tower.text_encoder(
+            pipe, TextEncoder, clip_skip, max_sequence_length, family.window(pipe), negative=True
+        )
+        assert negative is not None
+        negative.rows_per_call = encoder.rows_per_call
+        slots.append(dataclasses.replace(slot, reads="positive", negative=negative))
+        slots.append(dataclasses.replace(slot, encoder=negative, reads="negative"))
     return slots
+
+
+def _paired(
+    slots: Sequence[_Slot], results: Sequence[BuildResult], positives: int
+) -> tuple[list[_Slot], list[BuildResult]]:
+    """One slot and result per tower: a positive-only slot's groups of the positives joined
+    with the following negative-only slot's groups of the negatives."""
+    out_slots: list[_Slot] = []
+    out_results: list[BuildResult] = []
+    for slot, result in zip(slots, results, strict=True):
+        if slot.reads != "negative":
+            out_slots.append(slot)
+            out_results.append(result)
+            continue
+        joined = out_results[-1].groups[:positives] + result.groups[positives:]
+        out_results[-1] = dataclasses.replace(out_results[-1], groups=joined)
+    return out_slots, out_results
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,6 +549,7 @@ def encode(
         normalization=normalization,
         comma_backtrack=int(comma_backtrack),
         max_output_tokens=limits.output_tokens,
+        positives=len(all_parts) - len(texts.negatives),
     )
     described = [(s.encoder, s.prompt, s.policy, s.component) for s in slots]
     _towers.diagnose(family, described, plans, all_parts, strict=strict)
@@ -584,11 +621,17 @@ def _plan_all(
     normalization: str | Normalization,
     comma_backtrack: int,
     max_output_tokens: int,
+    positives: int | None = None,
 ) -> list[Plan]:
-    """One :class:`~promptweights.builder.Plan` per text encoder: every row, nothing encoded."""
+    """One :class:`~promptweights.builder.Plan` per text encoder: every row, nothing encoded.
+
+    ``positives``: how many of ``all_parts`` are positive (the rest negatives); a slot that reads
+    only one side plans the other side's groups as empty texts (one row, whose result is not
+    used). ``None``: every part is read by every slot.
+    """
     plans = []
     for slot in slots:
-        groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
+        groups = _slot_groups(slot, all_parts, positives)
         request = Request(groups, slot.policy.strategy(strategy), normalization, equal_length=False)
         plans.append(
             plan(
@@ -599,6 +642,16 @@ def _plan_all(
             )
         )
     return plans
+
+
+def _slot_groups(slot: _Slot, all_parts: Sequence[_Part], positives: int | None) -> list[list[str]]:
+    """The texts ``slot`` encodes, per group (empty for the groups of the side it does not read)."""
+    groups: list[list[str]] = [[v[slot.prompt - 1] for v in p.texts] for p in all_parts]
+    if slot.reads != "all" and positives is not None:
+        others = range(positives, len(groups)) if slot.reads == "positive" else range(positives)
+        for g in others:
+            groups[g] = [""] * len(groups[g])
+    return groups
 
 
 _LORA_KINDS = ("lora", "lyco")
@@ -675,6 +728,8 @@ def _assemble(
     """The timeline of one call from its build result on each text encoder (one per slot)."""
     all_parts = [p for image in parts for p in image] + negatives
     positives = len(all_parts) - len(negatives)
+    slots, joined = _paired(slots, results, positives)
+    results = joined
     device = _execution_device(pipe)
     encoded: list[list[tuple[Tensor, Tensor | None]]] = []  # [slot][group] (embeds, pooled)
     empties: list[Tensor | None] = []
@@ -706,6 +761,8 @@ def _assemble(
             [g.prompts for g in results[-1].groups],
             assembled,
             [len(image) for image in parts],
+            negative=slots[-1].negative,
+            length=t5_length,
         )
     else:
         masks = _towers.attention_masks(
@@ -748,7 +805,19 @@ def _assemble(
         has_negative,
         tuple(getattr(pipe, "_callback_tensor_inputs", ())),
         masks=masks,
+        parameters=_call_parameters(pipe),
     )
+
+
+def _call_parameters(pipe: Any) -> frozenset[str] | None:
+    """The names ``pipe``'s ``__call__`` takes (``None``: it takes ``**kwargs`` or is opaque)."""
+    try:
+        parameters = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return frozenset(parameters)
 
 
 def _force_zeros(pipe: Any) -> bool:

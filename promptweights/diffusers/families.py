@@ -96,12 +96,15 @@ class Tower:
         max_sequence_length: int | None,
         default_length: int | None,
         chunked: bool = False,
+        negative: bool = False,
     ) -> TextEncoder | None:
         """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks).
 
         ``clip_skip`` is A1111's "Clip skip N" (1: the last layer), as :class:`TextEncoder` takes
         it; a tower without ``clip_skip`` always reads the last layer its kind reads. ``chunked``:
-        a T5 tower cuts long text into windows instead of truncating it.
+        a T5 tower cuts long text into windows instead of truncating it. ``negative``: the
+        negative's encoder of a decoder LLM whose template is the positive's only
+        (``Template.plain_negative``).
         """
         model = getattr(pipe, self.component)
         if model is None and self.optional:
@@ -114,7 +117,7 @@ class Tower:
             assert self.llm is not None, "an llm tower has a Template"
             length = max_sequence_length or default_length
             assert length is not None, "an llm family has a sequence_length"
-            return text_encoder(pipe, self.llm, model, tokenizer, length)
+            return text_encoder(pipe, self.llm, model, tokenizer, length, negative=negative)
         if self.kind == "t5":
             return cls.t5(
                 model,
@@ -437,6 +440,34 @@ _Z_IMAGE = Template(
     padding="max_length",
 )
 
+#: Lumina 2's Gemma 2: ``system_prompt + " <Prompt Start> "`` before the positive prompt only,
+#: the tokenizer's BOS, the window padded to ``max_sequence_length`` (256) on the tokenizer's side
+#: (the pipeline sets it to the right) and masked, ``hidden_states[-2]`` of the whole window with
+#: its mask; the negative alone, in the same window.
+_LUMINA2 = Template(
+    preamble="system_prompt",
+    preamble_end=" <Prompt Start> ",
+    layers=(-2,),
+    padding="max_length",
+    output="window",
+    specials=True,
+    plain_negative=True,
+    padding_side="tokenizer",
+)
+#: SANA's Gemma 2: the complex human instruction (its ``__call__`` default) before the positive
+#: prompt, lower-cased and stripped; the window grows by the instruction's tokens less two, is
+#: padded on the right, and its BOS and last ``max_sequence_length - 1`` positions of the last
+#: hidden state are kept; the negative alone, in a window of ``max_sequence_length``.
+_SANA = Template(
+    instruction="complex_human_instruction",
+    padding="max_length",
+    output="window",
+    specials=True,
+    plain_negative=True,
+    clean="lower-strip",
+)
+_GEMMA2 = ("Gemma2Model", "Gemma2ForCausalLM")
+
 #: Every family, in the order of :data:`FAMILIES`.
 RECORDS: tuple[Family, ...] = (
     Family(
@@ -720,6 +751,44 @@ RECORDS: tuple[Family, ...] = (
         step_tensors=("prompt_embeds", "add_text_embeds"),
         step_pooled="add_text_embeds",
     ),
+    Family(
+        name="lumina2",
+        title="Lumina 2",
+        pipelines=("Lumina2Pipeline",),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Lumina2",
+        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_LUMINA2, models=_GEMMA2),),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=256,
+        batched_guidance=False,  # cond and uncond are two transformer calls
+        step_tensors=("prompt_embeds",),
+    ),
+    Family(
+        name="sana",
+        title="SANA",
+        pipelines=(
+            "SanaPipeline",
+            "SanaPAGPipeline",
+            "SanaControlNetPipeline",
+            "SanaSprintPipeline",
+            "SanaSprintImg2ImgPipeline",
+            "SanaVideoPipeline",
+            "SanaImageToVideoPipeline",
+        ),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Sana",
+        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_SANA, models=_GEMMA2),),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=300,
+        step_tensors=("prompt_embeds",),
+        cleared=("negative_prompt",),  # its negative_prompt="" clashes with the embeds
+    ),
 )
 
 #: Pipeline families this adapter knows, by the name :func:`family_of` returns.
@@ -809,8 +878,8 @@ def family_of(pipe: Any) -> str:
 
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
-        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"`` or
-        ``"kolors"``.
+        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"``,
+        ``"kolors"``, ``"lumina2"`` or ``"sana"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family

@@ -43,6 +43,7 @@ from .encode import (
     _plan_all,
     _prepare,
     _Slot,
+    _slot_groups,
     _slots,
     _Texts,
     _Timing,
@@ -298,6 +299,7 @@ def _diagnose(
             normalization=one.normalization,
             comma_backtrack=comma_backtrack,
             max_output_tokens=limits.output_tokens,
+            positives=len(one.all_parts) - len(one.texts.negatives),
         )
         _towers.diagnose(family, described, plans, one.all_parts, strict=strict)
         _towers.check_negative(pipe, one.texts.negatives, strict=strict)
@@ -329,7 +331,7 @@ def _plan_passes(
     requests = [
         [
             Request(
-                [[v[slot.prompt - 1] for v in p.texts] for p in one.all_parts],
+                _slot_groups(slot, one.all_parts, len(one.all_parts) - len(one.texts.negatives)),
                 slot.policy.strategy(one.strategy),
                 one.normalization,
                 equal_length=False,
