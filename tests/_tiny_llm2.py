@@ -176,14 +176,15 @@ def _dc_vae() -> Any:
 
 
 def tiny_sana(variant: str = "") -> Any:
-    """SANA: Gemma 2 (last hidden state), right padding; ``variant`` ``""``, ``"PAG"`` or
-    ``"Sprint"`` (its transformer takes the guidance embedding and the SCM scheduler)."""
+    """SANA: Gemma 2 (last hidden state), right padding; ``variant`` ``""``, ``"PAG"``,
+    ``"Sprint"`` or ``"SprintImg2Img"`` (their transformer takes the guidance embedding, the SCM
+    scheduler)."""
     import diffusers
     import torch
 
     tok = tiny_gemma_tokenizer()
     te = _gemma2(tok)
-    sprint = variant == "Sprint"
+    sprint = variant.startswith("Sprint")
     torch.manual_seed(0)
     extra: dict[str, Any] = {"guidance_embeds": True, "qk_norm": "rms_norm_across_heads"}
     transformer = diffusers.SanaTransformer2DModel(
@@ -206,8 +207,9 @@ def tiny_sana(variant: str = "") -> Any:
         "text_encoder": te,
         "tokenizer": tok,
     }
-    if sprint:
-        return diffusers.SanaSprintPipeline(**parts, scheduler=diffusers.SCMScheduler())
+    if sprint or variant == "SprintImg2Img":
+        cls = getattr(diffusers, f"Sana{variant}Pipeline")
+        return cls(**parts, scheduler=diffusers.SCMScheduler())
     scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0)
     if variant == "PAG":
         return diffusers.SanaPAGPipeline(

@@ -47,6 +47,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "sana": tiny_sana,
     "sana-pag": lambda: tiny_sana("PAG"),
     "sana-sprint": lambda: tiny_sana("Sprint"),
+    "sana-sprint-img2img": lambda: tiny_sana("SprintImg2Img"),
     "kolors": _kolors,
     "kolors-img2img": lambda: _kolors("Img2Img"),
     "kolors-pag": lambda: _kolors("PAG"),
@@ -143,7 +144,8 @@ def sample(pipe: Any, kwargs: dict[str, Any], length: int = L) -> Any:
     else:
         extra |= {"height": 16, "width": 16}
     if "Img2Img" in name:
-        extra |= {"image": torch.rand(1, 3, 16, 16), "strength": 0.9}
+        size = extra["height"]
+        extra |= {"image": torch.rand(1, 3, size, size), "strength": 0.9}
     if name.startswith("Sana") and "Sprint" not in name:
         extra["use_resolution_binning"] = False
         # Its negative_prompt="" default clashes with negative_prompt_embeds.
@@ -187,12 +189,13 @@ COVERED = {
     "sana": L,
     "sana-pag": L,
     "sana-sprint": L,
+    "sana-sprint-img2img": L,
     "kolors": L,
     "kolors-pag": L,
     "kolors-img2img": L,
 }
 #: Pipelines that take no negative prompt (no classifier-free guidance).
-NO_NEGATIVE = {"sana-sprint"}
+NO_NEGATIVE = {"sana-sprint", "sana-sprint-img2img"}
 
 #: diffusers 0.42.1's KolorsImg2ImgPipeline.__call__ does not pass pooled_prompt_embeds on to its
 #: encode_prompt, which then fails on None: it cannot run from embeddings at all.
@@ -350,3 +353,32 @@ def test_sana_truncates_the_users_text_and_counts_the_tokens_dropped(
     with pytest.warns(PromptweightsWarning, match=f"{dropped} tokens of .* were dropped"):
         cond = encode(pipe, text, max_sequence_length=L, exact=True)
     assert torch.equal(cond.prompt_embeds, reference(pipe, text, "")["prompt_embeds"])
+
+
+@pytest.mark.parametrize("name", ["lumina2", "sana", "kolors"])
+def test_one_tower_families_take_no_prompt_2(pipes: dict[str, Any], name: str) -> None:
+    from promptweights.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"take no prompt_2.*read prompt"):
+        encode(get(pipes, name), PROMPT, prompt_2="a dog")
+
+
+def test_sana_wm_is_refused_with_its_reason() -> None:
+    from typing import ClassVar
+
+    from promptweights.errors import UnsupportedPipelineError
+
+    class Gemma2Model:
+        pass
+
+    class SanaWMPipeline:
+        components: ClassVar[dict[str, object]] = {
+            "text_encoder": Gemma2Model(),
+            "tokenizer": object(),
+            "transformer": object(),
+            "vae": object(),
+            "scheduler": object(),
+        }
+
+    with pytest.raises(UnsupportedPipelineError, match=r"SANA \('sana'\): its transformer takes"):
+        encode(SanaWMPipeline(), PROMPT)

@@ -788,6 +788,13 @@ RECORDS: tuple[Family, ...] = (
         sequence_length=300,
         step_tensors=("prompt_embeds",),
         cleared=("negative_prompt",),  # its negative_prompt="" clashes with the embeds
+        refused=(
+            (
+                "SanaWMPipeline",
+                "its transformer takes (B, 1, L, D) prompt embeddings and its instruction comes "
+                "from a chi_prompt argument, which encode does not write",
+            ),
+        ),
     ),
 )
 
