@@ -22,6 +22,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from _tiny_llm import (  # noqa: E402
     QWEN_IMAGE_SYSTEM,
+    tiny_flux2,
     tiny_qwen3_model,
     tiny_qwen25vl_model,
     tiny_qwen_image,
@@ -150,7 +151,12 @@ def _with_controlnet(build: Callable[[str], Any], variant: str) -> Any:
 
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, Any]:
-    return {"qwen-image": tiny_qwen_image(), "z-image": tiny_z_image()}
+    return {
+        "qwen-image": tiny_qwen_image(),
+        "z-image": tiny_z_image(),
+        "flux2": tiny_flux2(),
+        "flux2-klein": tiny_flux2("Klein"),
+    }
 
 
 def _reference(pipe: Any, prompt: str, negative: str | None, **options: Any) -> tuple[Any, ...]:
@@ -239,63 +245,68 @@ def test_a_batch_of_prompts_is_padded_and_masked_as_the_pipeline_pads_it(
 
 def test_an_unweighted_prompt_is_unchanged_by_weights_of_one(pipes: dict[str, Any]) -> None:
     for pipe in pipes.values():
-        plain = _ours(encode(pipe, PROMPT, exact=True))[0]
-        ones = _ours(encode(pipe, "a (red:1.0) cat on a mat", exact=True))[0]
+        plain = _ours(encode(pipe, PROMPT, exact=True, max_sequence_length=48))[0]
+        ones = _ours(encode(pipe, "a (red:1.0) cat on a mat", exact=True, max_sequence_length=48))[
+            0
+        ]
         assert _same(ones, plain)
 
 
-def _masked_reference(pipe: Any, text_positions: range) -> Any:
+def _masked_reference(pipe: Any, text_positions: range, **options: Any) -> Any:
     """The text encoded with ``text_positions`` of the window hidden from the attention mask, cut
     as the pipeline cuts it: the anchor span-lerp moves from (computed with the model directly)."""
-    record_encoder = _encoder_of(pipe)
-    (chunk,) = tokenize(
-        record_encoder.tokenizer, [(PROMPT, 1.0)], layout=record_encoder.window
-    ).chunks
+    encoder = _encoder_of(pipe, **options)
+    (chunk,) = tokenize(encoder.tokenizer, [(PROMPT, 1.0)], layout=encoder.window).chunks
     ids = torch.tensor([chunk.ids[: chunk.size]])
     mask = torch.ones_like(ids)
     mask[0, list(text_positions)] = 0
     model = getattr(pipe.text_encoder, "model", pipe.text_encoder)
-    if not record_encoder.trim:  # Z-Image runs the whole padded window
+    if not encoder.trim:  # Z-Image and Flux.2 run the whole padded window
         ids = torch.tensor([chunk.ids])
         mask = torch.cat([mask, torch.zeros(1, len(chunk.ids) - chunk.size, dtype=torch.long)], 1)
     with torch.no_grad():
         states = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
-    layer = record_encoder.layers[0]
-    drop = record_encoder.window.drop
-    return states[layer][0, drop : chunk.size]
+    z = torch.cat([states[layer] for layer in encoder.layers], dim=-1)[0]
+    if family_of(pipe).startswith("flux2"):
+        return z  # the whole window
+    return z[encoder.window.drop : chunk.size]
 
 
-def _encoder_of(pipe: Any) -> TextEncoder:
+def _encoder_of(pipe: Any, max_sequence_length: int | None = None) -> TextEncoder:
     from promptweights.diffusers.families import record_of
 
-    tower = record_of(pipe).towers[0]
-    encoder = tower.text_encoder(pipe, TextEncoder, 1, None, record_of(pipe).window(pipe))
+    record = record_of(pipe)
+    encoder = record.towers[0].text_encoder(
+        pipe, TextEncoder, 1, max_sequence_length, record.window(pipe)
+    )
     assert encoder is not None
     return encoder
 
 
-def _plain(pipe: Any, prompt: str) -> Any:
-    embeds = _ours(encode(pipe, prompt, exact=True))[0]
+def _plain(pipe: Any, prompt: str, **options: Any) -> Any:
+    embeds = _ours(encode(pipe, prompt, exact=True, **options))[0]
     return embeds[0]  # the one image's (L, D), from a batch or a list
 
 
-@pytest.mark.parametrize("family", ["qwen-image", "z-image"])
+@pytest.mark.parametrize("family", ["qwen-image", "z-image", "flux2", "flux2-klein"])
 def test_span_weights_move_away_from_or_towards_the_span_masked_encoding(
     pipes: dict[str, Any], family: str
 ) -> None:
     pipe = pipes[family]
-    z = _plain(pipe, PROMPT)
-    encoder = _encoder_of(pipe)
+    options = {"max_sequence_length": 48} if family.startswith("flux2") else {}
+    z = _plain(pipe, PROMPT, **options)
+    encoder = _encoder_of(pipe, **options)
+    assert encoder.window.template is not None
     start = len(encoder.tokenizer(encoder.window.template[0])["input_ids"]) - encoder.window.drop
     # "red" is the second text token: positions start+1 of the output, start+1+drop of the window.
     red = range(start + 1 + encoder.window.drop, start + 2 + encoder.window.drop)
-    m = _masked_reference(pipe, red)
+    m = _masked_reference(pipe, red, **options)
     assert z.shape == m.shape
     after = slice(start + 1, None)
     distance = (z[after] - m[after]).norm()
     assert distance > 0
     for weight, closer in ((1.5, False), (0.5, True), (0.0, True)):
-        weighted = _plain(pipe, f"a (red:{weight}) cat on a mat")
+        weighted = _plain(pipe, f"a (red:{weight}) cat on a mat", **options)
         moved = (weighted[after] - m[after]).norm()
         assert (moved < distance) == closer, weight
         # Before the span (the template and "a"), nothing moves.
@@ -385,10 +396,63 @@ def test_an_unsupported_llm_names_the_closest_family_and_its_class(pipes: dict[s
     assert "text_encoder is a GPT2Model" in message
 
 
-def test_the_lenient_and_strict_modes_see_no_diagnostic_for_a_plain_prompt(
-    pipes: dict[str, Any],
-) -> None:
-    for pipe in pipes.values():
+def test_a_weighted_prompt_within_the_window_gives_no_diagnostic(pipes: dict[str, Any]) -> None:
+    for name, pipe in pipes.items():
+        negative = "" if name == "flux2" else NEGATIVE  # Flux.2 takes none
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            encode(pipe, "a (red:1.3) cat", NEGATIVE, strict=True)
+            encode(pipe, "a (red:1.3) cat", negative, strict=True, max_sequence_length=48)
+
+
+# --- Flux.2 and Flux.2 Klein ---------------------------------------------------------------------
+
+FLUX2_VARIANTS = ("", "Klein", "KleinInpaint", "KleinKV")
+
+
+@pytest.mark.parametrize("klein", FLUX2_VARIANTS, ids=[k or "Flux2" for k in FLUX2_VARIANTS])
+def test_flux2_parity_with_encode_prompt(klein: str) -> None:
+    pipe = tiny_flux2(klein)
+    assert family_of(pipe) == ("flux2-klein" if klein else "flux2")
+    for prompt in (PROMPT, ""):
+        cond = encode(pipe, prompt, exact=True, max_sequence_length=48)
+        reference, _ = pipe.encode_prompt(prompt, max_sequence_length=48)
+        assert torch.equal(cond.prompt_embeds, reference)
+        kwargs = cond.pipeline_kwargs()
+        if klein in ("Klein", "KleinInpaint"):
+            # The pipeline's own negative for true CFG is "" encoded; a negative prompt is ours.
+            assert torch.equal(
+                kwargs["negative_prompt_embeds"], pipe.encode_prompt("", max_sequence_length=48)[0]
+            )
+        else:  # guidance-distilled: no negative at all
+            assert "negative_prompt_embeds" not in kwargs
+    if klein != "Klein":
+        return
+    # The pipeline's default window (512), three hidden states side by side.
+    default = encode(pipe, PROMPT, exact=True)
+    assert torch.equal(default.prompt_embeds, pipe.encode_prompt(PROMPT)[0])
+    assert default.prompt_embeds.shape == (1, 512, 48)
+
+
+def test_a_negative_prompt_on_flux2_is_dropped_with_a_diagnostic(pipes: dict[str, Any]) -> None:
+    with pytest.warns(PromptweightsWarning, match="takes no negative prompt"):
+        encode(pipes["flux2"], PROMPT, NEGATIVE, max_sequence_length=48)
+    klein = encode(pipes["flux2-klein"], PROMPT, NEGATIVE, exact=True, max_sequence_length=48)
+    reference = pipes["flux2-klein"].encode_prompt(NEGATIVE, max_sequence_length=48)[0]
+    assert torch.equal(klein.pipeline_kwargs()["negative_prompt_embeds"], reference)
+
+
+@pytest.mark.parametrize("family", ["flux2", "flux2-klein"])
+def test_two_flux2_steps_match_its_own_encoding(pipes: dict[str, Any], family: str) -> None:
+    pipe = pipes[family]
+    options: dict[str, Any] = {"height": 32, "width": 32, "output_type": "latent"}
+    options |= {"max_sequence_length": 48, "guidance_scale": 2.0}
+
+    def run(**kwargs: Any) -> Any:
+        generator = torch.Generator().manual_seed(0)
+        return pipe(**kwargs, **options, generator=generator).images
+
+    cond = encode(pipe, PROMPT, steps=2, exact=True, max_sequence_length=48)
+    theirs = run(prompt=PROMPT, num_inference_steps=2)
+    assert torch.equal(run(**cond.pipeline_kwargs()), theirs)
+    weighted = encode(pipe, "a (red:1.6) cat on a mat", steps=2, max_sequence_length=48)
+    assert not torch.equal(run(**weighted.pipeline_kwargs()), theirs)
