@@ -1,7 +1,8 @@
 """Tiny decoder-LLM text encoders and their fast tokenizers, built in code (no downloads).
 
 The tokenizer is a byte-level BPE (as Qwen's and Mistral's are) trained in a few milliseconds on
-the pipelines' template texts and the test words, so that every template word is one token: the
+the pipelines' template texts (Flux.2's system message too) and the test words, so that every
+template word is one token: the
 Qwen-Image system prefix is 34 tokens, as with the real Qwen2.5-VL tokenizer
 (``prompt_template_encode_start_idx``). Its chat template writes the Qwen3 conversation format.
 Every builder seeds ``torch.manual_seed(0)``; each is built once per test session.
@@ -48,10 +49,12 @@ CHAT_TEMPLATE = (
 @cache
 def tiny_qwen_tokenizer() -> Any:
     """A Qwen2 fast tokenizer over a tiny byte-level BPE vocabulary, with the chat template."""
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
-    corpus = [QWEN_IMAGE_SYSTEM, "system", "user", "assistant", " system user assistant"]
+    corpus = [QWEN_IMAGE_SYSTEM, SYSTEM_MESSAGE, "system", "user", "assistant"]
+    corpus += [" system user assistant"]
     corpus += [WORDS, WORDS.replace(" ", ", ")]
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -230,6 +233,90 @@ def tiny_z_image(variant: str = "") -> Any:
         scheduler=_flow_scheduler(),
         vae=vae,
         text_encoder=tiny_qwen3_model(),
+        tokenizer=tiny_qwen_tokenizer(),
+        transformer=transformer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@cache
+def tiny_qwen3_deep_lm() -> Any:
+    """A Qwen3 causal LM 27 layers deep (Flux.2 Klein reads ``hidden_states`` 9, 18 and 27)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    text = _text_config(tiny_qwen_tokenizer()) | {"hidden_size": 16, "num_hidden_layers": 27}
+    return Qwen3ForCausalLM(Qwen3Config(**text, head_dim=4)).eval()
+
+
+@cache
+def tiny_mistral3_model() -> Any:
+    """A Mistral 3 (Flux.2's ``text_encoder``) 30 layers deep (it reads ``hidden_states`` 10, 20
+    and 30) with a tiny Pixtral vision tower, random weights."""
+    import torch
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    tokenizer = tiny_qwen_tokenizer()
+    torch.manual_seed(0)
+    text = _text_config(tokenizer) | {"hidden_size": 16, "num_hidden_layers": 30, "head_dim": 4}
+    config = Mistral3Config(
+        text_config={"model_type": "mistral", **text},
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 8,
+            "image_size": 28,
+            "patch_size": 14,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        spatial_merge_size=2,
+    )
+    return Mistral3ForConditionalGeneration(config).eval()
+
+
+def tiny_flux2(klein: str = "") -> Any:
+    """Flux.2 (``klein=""``: Mistral 3) or Flux.2 Klein (``klein``: ``"Klein"``,
+    ``"KleinInpaint"``, ``"KleinKV"``: Qwen3), a tiny transformer reading three stacked 16-wide
+    hidden states, and a tiny Flux.2 VAE. The tokenizer is the tiny Qwen one for both (its chat
+    template writes the system message and text parts Flux.2 sends)."""
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
+
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=not klein,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
+    cls = getattr(diffusers, f"Flux2{klein}Pipeline")
+    text_encoder = tiny_qwen3_deep_lm() if klein else tiny_mistral3_model()
+    pipe = cls(
+        scheduler=_flow_scheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
         tokenizer=tiny_qwen_tokenizer(),
         transformer=transformer,
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _tiny_llm import tiny_qwen_image, tiny_z_image
+from _tiny_llm import tiny_flux2, tiny_qwen_image, tiny_z_image
 from _tiny_pipelines import (
     tiny_chroma,
     tiny_flux,
@@ -55,6 +55,10 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("z-image", tiny_z_image),
     ("z-image", lambda: tiny_z_image("Img2Img")),
     ("z-image", lambda: tiny_z_image("Inpaint")),
+    ("flux2", tiny_flux2),
+    ("flux2-klein", lambda: tiny_flux2("Klein")),
+    ("flux2-klein", lambda: tiny_flux2("KleinInpaint")),
+    ("flux2-klein", lambda: tiny_flux2("KleinKV")),
     ("wan", lambda: tiny_wan(i2v=True)),
 ]
 
@@ -71,6 +75,8 @@ def test_families_are_the_records_in_order() -> None:
         "wan",
         "qwen-image",
         "z-image",
+        "flux2",
+        "flux2-klein",
         "kolors",
         "lumina2",
         "sana",

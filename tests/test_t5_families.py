@@ -490,12 +490,12 @@ def test_pixart_editing_switches_in_the_denoiser_hook(pipes: dict[str, Any]) -> 
 
 
 def test_an_unsupported_text_encoder_names_the_closest_family_and_why() -> None:
-    class Mistral3ForConditionalGeneration:
+    class GemmaForCausalLM:
         pass
 
     class Flux2Pipeline:
         components: ClassVar[dict[str, object]] = {
-            "text_encoder": Mistral3ForConditionalGeneration(),
+            "text_encoder": GemmaForCausalLM(),
             "tokenizer": object(),
             "transformer": object(),
             "vae": object(),
@@ -505,8 +505,8 @@ def test_an_unsupported_text_encoder_names_the_closest_family_and_why() -> None:
     with pytest.raises(UnsupportedPipelineError) as caught:
         encode(Flux2Pipeline(), PROMPT)
     message = str(caught.value)
-    assert "closest is Flux.1 ('flux')" in message
-    assert "text_encoder is a Mistral3ForConditionalGeneration" in message
+    assert "closest is Flux.2 ('flux2')" in message
+    assert "text_encoder is a GemmaForCausalLM" in message
 
 
 def test_the_readme_table_has_every_family_and_policy() -> None:

@@ -129,10 +129,12 @@ def _tower_messages(
             if chunk
             else f"{family.title} reads one window, so shorten it"
         )
+        where = f"the {window}-token window of {component}"
+        if encoder.window.keep is not None:
+            where = f"the {encoder.window.keep} positions the pipeline keeps of {component}"
         messages.append(
-            f"{most} tokens of {_excerpt(text)} are past the {window}-token window of "
-            f"{component} (max_sequence_length) and were dropped, as the pipeline drops them "
-            f"({len(truncated)} text(s) truncated); {advice}"
+            f"{most} tokens of {_excerpt(text)} are past {where} (max_sequence_length) and were "
+            f"dropped, as the pipeline drops them ({len(truncated)} text(s) truncated); {advice}"
         )
     if breaks:
         advice = (

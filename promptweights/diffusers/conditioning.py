@@ -465,6 +465,13 @@ class _StepCallback:
             current = kwargs.get(name)
             if current is None:  # the pipeline does not let this tensor be swapped
                 continue
+            if isinstance(current, list):  # one tensor per image (Z-Image): positives only
+                masks = timeline.masks
+                mask = None if masks is None else masks[name.startswith("negative")]
+                rows = _per_image(pos, mask)
+                per_image = max(1, len(current) // len(rows))
+                out[name] = [row for row in rows for _ in range(per_image)]
+                continue
             halves = 2 if guided else 1
             per_image = current.shape[0] // (halves * timeline.batch)
             new = _repeat(pos, per_image, current)

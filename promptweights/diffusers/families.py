@@ -440,6 +440,28 @@ _Z_IMAGE = Template(
     padding="max_length",
 )
 
+#: Flux.2's Mistral 3: the chat template over its system message and the prompt (text parts),
+#: padded to ``max_sequence_length`` (512) and masked, hidden states 10, 20 and 30
+#: (``text_encoder_out_layers``) side by side on the channels, over the whole window.
+_FLUX2 = Template(
+    system="system_message",
+    parts=True,
+    options=(("add_generation_prompt", False),),
+    layers=(10, 20, 30),
+    layers_argument="text_encoder_out_layers",
+    padding="max_length",
+    output="window",
+)
+#: Flux.2 Klein's Qwen3: the chat template over the prompt (``enable_thinking=False``), padded to
+#: ``max_sequence_length`` and masked, hidden states 9, 18 and 27 side by side.
+_FLUX2_KLEIN = Template(
+    options=(("add_generation_prompt", True), ("enable_thinking", False)),
+    layers=(9, 18, 27),
+    layers_argument="text_encoder_out_layers",
+    padding="max_length",
+    output="window",
+)
+
 #: Lumina 2's Gemma 2: ``system_prompt + " <Prompt Start> "`` before the positive prompt only,
 #: the tokenizer's BOS, the window padded to ``max_sequence_length`` (256) on the tokenizer's side
 #: (the pipeline sets it to the right) and masked, ``hidden_states[-2]`` of the whole window with
@@ -723,6 +745,57 @@ RECORDS: tuple[Family, ...] = (
         ),
     ),
     Family(
+        name="flux2",
+        title="Flux.2",
+        pipelines=("Flux2Pipeline",),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Flux2",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "llm",
+                1,
+                llm=_FLUX2,
+                models=("Mistral3ForConditionalGeneration", "Mistral3Model"),
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        empty_negative="omitted",  # guidance-distilled: no negative, no true CFG
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        mask_argument="",
+    ),
+    Family(
+        name="flux2-klein",
+        title="Flux.2 Klein",
+        pipelines=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline"),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="Flux2Klein",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "llm",
+                1,
+                llm=_FLUX2_KLEIN,
+                models=("Qwen3ForCausalLM", "Qwen3Model"),
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        mask_argument="",
+    ),
+    Family(
         name="kolors",
         title="Kolors",
         pipelines=("KolorsPipeline", "KolorsImg2ImgPipeline", "KolorsPAGPipeline"),
@@ -886,7 +959,7 @@ def family_of(pipe: Any) -> str:
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
         ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"``,
-        ``"kolors"``, ``"lumina2"`` or ``"sana"``.
+        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"`` or ``"sana"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family
