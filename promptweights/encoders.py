@@ -98,6 +98,9 @@ class TextEncoder:
         layers: a decoder LLM's hidden states, concatenated on the channels in this order (Flux.2
             stacks three); indices into ``hidden_states`` (``-1`` the last, ``-2`` the one before,
             ``10`` the output of the 10th layer). Empty: ``layer``. Only on a templated layout.
+        attentions: a decoder LLM run asking for its attention weights, as HiDream's pipeline
+            runs Llama-3.1 (transformers then takes the eager attention path, whose rounding the
+            exact mode follows).
         trim: a decoder LLM run on each row's tokens only (the pipeline pads a batch to its
             longest text, one text: not at all), outputs past the text zero; ``False``: on the
             whole window with the padding masked (the pipeline pads to ``max_length``).
@@ -115,6 +118,7 @@ class TextEncoder:
     zero_padding: bool = False
     layers: tuple[int, ...] = ()
     trim: bool = False
+    attentions: bool = False
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -690,6 +694,7 @@ class TextEncoder:
         if self.trim and not self.window.pad_left:
             end = max(1, int(text_mask(ids, self.window.pad).sum(dim=1).max()))
         mask = None if attention_mask is None else attention_mask[:, :end].to(self.device)
+        extra = {"output_attentions": True} if self.attentions else {}
         with torch.no_grad():
             out = _decoder(self.model)(
                 input_ids=ids[:, :end].to(self.device),
@@ -697,6 +702,7 @@ class TextEncoder:
                 output_hidden_states=True,
                 use_cache=False,
                 return_dict=True,
+                **extra,
             )
             z = self._states(out)
             if end < t:

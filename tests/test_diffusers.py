@@ -895,6 +895,7 @@ def test_every_option_is_a_typed_keyword_only_parameter() -> None:
     parameters = inspect.signature(_encode).parameters.values()
     options = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
     expected = {"prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3", "normalization"}
+    expected |= {"prompt_4", "negative_prompt_4"}
     expected |= {"comma_backtrack", "second_order", "hires_steps", "old_timelines", "loras"}
     expected |= {
         "max_sequence_length",

@@ -80,6 +80,7 @@ def test_families_are_the_records_in_order() -> None:
         "kolors",
         "lumina2",
         "sana",
+        "hidream",
     )
     assert [family_record(name).name for name in FAMILIES] == list(FAMILIES)
 

@@ -193,6 +193,7 @@ COVERED = {
     "kolors": L,
     "kolors-pag": L,
     "kolors-img2img": L,
+    "hidream": L,
 }
 #: Pipelines that take no negative prompt (no classifier-free guidance).
 NO_NEGATIVE = {"sana-sprint", "sana-sprint-img2img"}
@@ -382,3 +383,79 @@ def test_sana_wm_is_refused_with_its_reason() -> None:
 
     with pytest.raises(UnsupportedPipelineError, match=r"SANA \('sana'\): its transformer takes"):
         encode(SanaWMPipeline(), PROMPT)
+
+
+# --- HiDream-I1 (CLIP-L, CLIP-G, T5, Llama-3.1) --------------------------------------------------
+
+
+def test_hidream_routes_prompt_3_to_t5_and_prompt_4_to_llama_each_with_its_weights(
+    pipes: dict[str, Any],
+) -> None:
+    pipe = get(pipes, "hidream")
+    assert family_of(pipe) == "hidream"
+
+    def kwargs(**prompts: str) -> dict[str, Any]:
+        cond = encode(pipe, PROMPT, NEGATIVE, max_sequence_length=L, exact=True, **prompts)
+        return cond.pipeline_kwargs()
+
+    plain = kwargs()
+    t5_up = kwargs(prompt_3="a red (cat:1.5) on a mat")
+    llama_up = kwargs(prompt_4="a red (cat:1.5) on a mat")
+    llama_down = kwargs(prompt_4="a red (cat:0.5) on a mat")
+    # Each weighted prompt reaches its encoder only; the pooled CLIP vectors never move.
+    assert not torch.equal(t5_up["prompt_embeds_t5"], plain["prompt_embeds_t5"])
+    assert torch.equal(t5_up["prompt_embeds_llama3"], plain["prompt_embeds_llama3"])
+    assert torch.equal(llama_up["prompt_embeds_t5"], plain["prompt_embeds_t5"])
+    for given in (t5_up, llama_up, llama_down):
+        assert torch.equal(given["pooled_prompt_embeds"], plain["pooled_prompt_embeds"])
+        assert torch.equal(given["negative_prompt_embeds_t5"], plain["negative_prompt_embeds_t5"])
+    # Llama: BOS and "a red" unchanged; from "cat" on, one step each way, on every layer.
+    first = len(pipe.tokenizer_4(["a red"])["input_ids"][0])
+    base = plain["prompt_embeds_llama3"][:, 0]
+    up, down = llama_up["prompt_embeds_llama3"][:, 0], llama_down["prompt_embeds_llama3"][:, 0]
+    assert torch.equal(up[:, :first], base[:, :first])
+    step = up[:, first:] - base[:, first:]
+    assert step[:, 0].abs().amax() > 1e-4
+    torch.testing.assert_close(base[:, first:] - down[:, first:], step, rtol=1e-4, atol=1e-5)
+    # T5 (Forge's a1111 with mean restore): "cat" grows against its neighbours.
+    cat = len(pipe.tokenizer_3(["a red"], add_special_tokens=False)["input_ids"][0])
+    t5, t5_base = t5_up["prompt_embeds_t5"][0], plain["prompt_embeds_t5"][0]
+    assert t5[cat].norm() / t5[:cat].norm(dim=-1).mean() > (
+        t5_base[cat].norm() / t5_base[:cat].norm(dim=-1).mean()
+    )
+
+
+def test_hidream_drops_weights_only_its_clip_towers_read_with_a_reason(
+    pipes: dict[str, Any],
+) -> None:
+    pipe = get(pipes, "hidream")
+    weighted = "a (red:1.5) cat"
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encode(pipe, weighted, prompt_3="a red cat", prompt_4="a red cat", max_sequence_length=L)
+    messages = sorted(str(w.message) for w in caught if w.category is PromptweightsWarning)
+    # prompt_2 defaults to prompt: both CLIP towers drop its weights, each says so.
+    assert len(messages) == 2
+    assert "dropped on text_encoder: only its pooled" in messages[0]
+    assert "dropped on text_encoder_2: only its pooled" in messages[1]
+    with pytest.raises(UnreproducibleError, match="dropped on text_encoder_2"):
+        encode(
+            pipe,
+            "a red cat",
+            prompt_2=weighted,
+            prompt_3="a red cat",
+            prompt_4="a red cat",
+            max_sequence_length=L,
+            strict=True,
+        )
+
+
+def test_hidream_refuses_prompt_editing_it_cannot_swap(pipes: dict[str, Any]) -> None:
+    from promptweights.errors import UnsupportedPipelineError
+
+    pipe = get(pipes, "hidream")
+    cond = encode(pipe, "a [cat:dog:1] on a mat", steps=3, max_sequence_length=L)
+    with pytest.raises(UnsupportedPipelineError, match="editing and alternation are not supported"):
+        cond.pipeline_kwargs()

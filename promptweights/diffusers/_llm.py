@@ -80,6 +80,12 @@ class Template:
             a user who changes it changes what the pipeline encodes, so it is read, not assumed).
         clean: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``: SANA lower-cases
             and strips the prompt).
+        bare: no template at all: the prompt alone, with the tokenizer's special tokens
+            (HiDream's Llama-3.1).
+        every_layer: read every layer's output (``hidden_states[1:]``), side by side on the
+            channels (HiDream stacks them).
+        attentions: the pipeline asks the model for its attention weights (HiDream), which
+            selects transformers' eager attention: run so, for the same bits.
     """
 
     attribute: str = ""
@@ -100,6 +106,9 @@ class Template:
     plain_negative: bool = False
     padding_side: Literal["right", "tokenizer"] = "right"
     clean: str = ""
+    bare: bool = False
+    every_layer: bool = False
+    attentions: bool = False
 
 
 def _instruction(pipe: Any, template: Template) -> str:
@@ -116,7 +125,9 @@ def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, s
     Raises:
         UnsupportedPipelineError: the template does not hold the prompt exactly once.
     """
-    if template.preamble:
+    if template.bare:
+        pieces = ["", ""]
+    elif template.preamble:
         pieces = [str(getattr(pipe, template.preamble)) + template.preamble_end, ""]
     elif template.instruction:
         pieces = [_instruction(pipe, template), ""]
@@ -185,13 +196,17 @@ def text_encoder(
         # SANA: num_chi_prompt_tokens + max_sequence_length - 2 (the instruction's BOS counted).
         length += len(fast(before)["input_ids"]) - 2
     side = getattr(fast, "padding_side", "right") if template.padding_side == "tokenizer" else ""
+    if layers is None and template.every_layer:
+        config: Any = getattr(model, "config", None)
+        config = getattr(config, "text_config", config)
+        layers = tuple(range(1, int(getattr(config, "num_hidden_layers", 0)) + 1))
     if layers is None:
         layers = template.layers
         if template.layers_argument:
             default = _call_default(pipe, template.layers_argument)
             if isinstance(default, (tuple, list)) and default:
                 layers = tuple(int(k) for k in default)
-    return TextEncoder.llm(
+    encoder = TextEncoder.llm(
         model,
         fast,
         template=(before, after),
@@ -204,6 +219,8 @@ def text_encoder(
         pad_left=side == "left",
         clean=template.clean,
     )
+    encoder.attentions = template.attentions
+    return encoder
 
 
 def _positions(encoder: TextEncoder, prompt: TokenizedPrompt, output: str) -> tuple[int, int]:

@@ -59,6 +59,8 @@ class _Timeline:
     masks: tuple[Tensor, Tensor] | None = None  # T5 attention masks (B, L): positive, negative
     # The pipeline's __call__ parameters (None: unknown): a cleared argument it lacks is left out.
     parameters: frozenset[str] | None = None
+    # Family.split's cutter: the pipeline takes the packed prompt_embeds as several tensors.
+    split: Callable[[Tensor], dict[str, Tensor]] | None = None
 
     @property
     def edits(self) -> bool:
@@ -161,6 +163,20 @@ def _per_image(embeds: Tensor, mask: Tensor | None) -> list[Tensor]:
     if mask is None:
         return list(embeds)
     return [e[m.to(e.device).bool()] for e, m in zip(embeds, mask, strict=True)]
+
+
+def _split(
+    kwargs: dict[str, Any], split: Callable[[Tensor], dict[str, Tensor]] | None
+) -> dict[str, Any]:
+    """The packed ``prompt_embeds`` (and the negative's) as the tensors the pipeline takes
+    (HiDream's ``prompt_embeds_t5`` and ``prompt_embeds_llama3``); as they are without ``split``."""
+    if split is None:
+        return kwargs
+    for prefix in ("", "negative_"):
+        packed = kwargs.pop(prefix + "prompt_embeds", None)
+        if packed is not None:
+            kwargs |= {prefix + name: part for name, part in split(packed).items()}
+    return kwargs
 
 
 def _repeat(tensor: Tensor, times: int, like: Tensor) -> Tensor:
@@ -276,6 +292,12 @@ class Conditioning:
                 that edits, on a family whose pipelines take no ``callback_on_step_end``).
         """
         self._check_attached()
+        if self.edits and self._timeline.split is not None:
+            raise UnsupportedPipelineError(
+                f"prompt editing and alternation are not supported on {self._timeline.family.title}"
+                ": its text reaches the transformer as several tensors, which the step callback "
+                "does not swap"
+            )
         kwargs = self._tensor_kwargs()
         inputs: list[str] = []
         if callback_on_step_end is not None:
@@ -340,7 +362,7 @@ class Conditioning:
             ):
                 if kwargs.get(key) is not None:
                     kwargs[key] = _per_image(kwargs[key], mask)
-        return kwargs
+        return _split(kwargs, self._timeline.split)
 
     @contextmanager
     def attach(self, pipe: Any) -> Iterator[Conditioning]:

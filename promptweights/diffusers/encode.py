@@ -280,13 +280,14 @@ class _Texts:
 def _prepare(
     prompt: str | Sequence[str],
     negative_prompt: str | Sequence[str] | None,
-    extra_prompts: tuple[str | Sequence[str] | None, str | Sequence[str] | None],
-    extra_negatives: tuple[str | Sequence[str] | None, str | Sequence[str] | None],
+    extra_prompts: Sequence[str | Sequence[str] | None],
+    extra_negatives: Sequence[str | Sequence[str] | None],
     timing: _Timing,
 ) -> _Texts:
     """Comments, networks, AND, schedules and the weight check of every text (§1's order).
 
-    ``extra_prompts`` and ``extra_negatives`` are ``prompt_2``/``prompt_3`` and their negatives.
+    ``extra_prompts`` and ``extra_negatives`` are ``prompt_2``, ``prompt_3`` (and ``prompt_4``,
+    HiDream's) and their negatives.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
@@ -294,25 +295,16 @@ def _prepare(
     batch = len(prompts)
     negatives = _as_list(negative_prompt if negative_prompt is not None else "", batch, "negative")
     assert negatives is not None
-    extras = [
-        _as_list(extra_prompts[0], batch, "prompt_2"),
-        _as_list(extra_prompts[1], batch, "prompt_3"),
-    ]
+    names = [f"prompt_{n}" for n in range(2, 2 + len(extra_prompts))]
+    extras = [_as_list(e, batch, name) for e, name in zip(extra_prompts, names, strict=True)]
     extra_negs = [
-        _as_list(extra_negatives[0], batch, "negative_prompt_2"),
-        _as_list(extra_negatives[1], batch, "negative_prompt_3"),
+        _as_list(e, batch, "negative_" + name)
+        for e, name in zip(extra_negatives, names, strict=True)
     ]
-    _check_lengths(
-        {
-            "prompt": prompts,
-            "negative_prompt": negatives,
-            "prompt_2": extras[0],
-            "prompt_3": extras[1],
-            "negative_prompt_2": extra_negs[0],
-            "negative_prompt_3": extra_negs[1],
-        },
-        timing.limits.prompt_chars,
-    )
+    given: dict[str, list[str] | None] = {"prompt": prompts, "negative_prompt": negatives}
+    given |= dict(zip(names, extras, strict=True))
+    given |= {"negative_" + name: e for name, e in zip(names, extra_negs, strict=True)}
+    _check_lengths(given, timing.limits.prompt_chars)
     networks: list[ExtraNetwork] = []
     parts: list[list[_Part]] = []
     negative_parts: list[_Part] = []
@@ -360,7 +352,9 @@ def _matching(split: list[tuple[str, float]] | None, j: int, count: int, main: s
         return split[j][0]
     if len(split) == 1:
         return split[0][0]
-    raise InvalidArgumentError("prompt_2/prompt_3 must have one AND part or as many as prompt")
+    raise InvalidArgumentError(
+        "prompt_2/prompt_3/prompt_4 must have one AND part or as many as prompt"
+    )
 
 
 def _negative_part(negative: str, others: Sequence[str | None], timing: _Timing) -> _Part:
@@ -389,6 +383,8 @@ def encode(
     negative_prompt_2: str | Sequence[str] | None = None,
     prompt_3: str | Sequence[str] | None = None,
     negative_prompt_3: str | Sequence[str] | None = None,
+    prompt_4: str | Sequence[str] | None = None,
+    negative_prompt_4: str | Sequence[str] | None = None,
     normalization: str | Normalization = "none",
     comma_backtrack: int = 20,
     second_order: bool | None = None,
@@ -420,8 +416,10 @@ def encode(
         steps: the pipeline's ``num_inference_steps``; needed when the prompt edits or alternates.
         prompt_2: the second text encoder's prompt (SDXL, SD3, Flux's T5); default ``prompt``.
         negative_prompt_2: its negative; default ``negative_prompt``.
-        prompt_3: SD3's T5 prompt; default ``prompt``.
+        prompt_3: SD3's T5 prompt (HiDream's T5); default ``prompt``.
         negative_prompt_3: its negative; default ``negative_prompt``.
+        prompt_4: HiDream's Llama-3.1 prompt; default ``prompt``.
+        negative_prompt_4: its negative; default ``negative_prompt``.
         normalization: a token normalisation name (or callable).
         comma_backtrack: A1111's comma look-back when a chunk fills (20).
         second_order: a second-order sampler (default: ``scheduler.order == 2``).
@@ -487,6 +485,7 @@ def encode(
     family = record_of(pipe)
     extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
+    extra |= {"prompt_4": prompt_4, "negative_prompt_4": negative_prompt_4}
     _towers.check_arguments(family, extra, long_prompts)
     # Unknown names fail here, before anything is loaded.
     if strategy is not None:
@@ -503,8 +502,8 @@ def encode(
     texts = _prepare(
         prompt,
         negative_prompt,
-        (prompt_2, prompt_3),
-        (negative_prompt_2, negative_prompt_3),
+        (prompt_2, prompt_3, prompt_4),
+        (negative_prompt_2, negative_prompt_3, negative_prompt_4),
         timing,
     )
     first_networks = promptweights.extra_networks(texts.first_text)[1]
@@ -753,7 +752,7 @@ def _assemble(
             for e, p in assembled
         ]
     template = family.towers[-1].llm
-    if template is not None:
+    if template is not None and len(family.towers) == 1:
         # A decoder LLM: the text's positions only (per pipeline), and their masks.
         assembled, masks = _llm.shape(
             template,
@@ -806,6 +805,7 @@ def _assemble(
         tuple(getattr(pipe, "_callback_tensor_inputs", ())),
         masks=masks,
         parameters=_call_parameters(pipe),
+        split=None if family.split is None else family.split(pipe, t5_length),
     )
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from promptweights.encoders import TextEncoder
 from promptweights.errors import UnsupportedPipelineError
 from promptweights.strategies import POLICIES, Policy
+from promptweights.tokens import layout_for
 
 from ._llm import Template, text_encoder
 
@@ -60,6 +61,10 @@ class Tower:
             (:class:`~promptweights.diffusers._llm.Template`).
         models: the text-model classes this tower runs (``()``: any): a pipeline holding
             another class is not of the family (its text encoder is not supported).
+        window: CLIP only: one window of ``min(max_sequence_length, window)`` tokens, truncated
+            rather than chunked (HiDream's long CLIP-L/G: 218); ``0``: 77-token chunks.
+        capped: T5 and decoder LLMs: the window is at most the tokenizer's
+            ``model_max_length`` (HiDream's ``min(max_sequence_length, model_max_length)``).
     """
 
     component: str
@@ -76,6 +81,8 @@ class Tower:
     clean: str = ""
     llm: Template | None = None
     models: tuple[str, ...] = ()
+    window: int = 0
+    capped: bool = False
 
     @property
     def weighting(self) -> Policy:
@@ -110,19 +117,24 @@ class Tower:
         if model is None and self.optional:
             return None
         tokenizer = getattr(pipe, self.tokenizer)
+        length = max_sequence_length or default_length
+        if self.capped and length is not None:
+            length = min(length, int(getattr(tokenizer, "model_max_length", length)))
         if self.kind == "chatglm":
-            length = max_sequence_length or default_length
             return cls.chatglm(model, tokenizer, max_length=length or 256, pooled=self.pooled)
         if self.kind == "llm":
             assert self.llm is not None, "an llm tower has a Template"
-            length = max_sequence_length or default_length
             assert length is not None, "an llm family has a sequence_length"
             return text_encoder(pipe, self.llm, model, tokenizer, length, negative=negative)
+        if self.kind == "clip" and self.window:
+            window = min(length or self.window, self.window)
+            layout = layout_for(tokenizer, length=window, chunked=False)
+            return cls(model, tokenizer, pooled=self.pooled, layout=layout)
         if self.kind == "t5":
             return cls.t5(
                 model,
                 tokenizer,
-                max_length=max_sequence_length or default_length,
+                max_length=length,
                 chunked=chunked,
                 mask_padding=self.mask_padding,
                 zero_padding=self.zero_padding,
@@ -234,6 +246,9 @@ class Family:
             length, instead of a padded batch (Z-Image).
         refused: pipeline classes named like the family's that it does not cover, and why
             (:class:`~promptweights.errors.UnsupportedPipelineError` gives the reason).
+        split: for a pipeline that takes its text as several tensors (HiDream's
+            ``prompt_embeds_t5`` and ``prompt_embeds_llama3``), ``split(pipe, length)`` gives
+            the function that cuts the layout's packed ``prompt_embeds`` into them, by name.
     """
 
     name: str
@@ -261,6 +276,7 @@ class Family:
     mask_argument: str = "prompt_attention_mask"
     embeds_as_list: bool = False
     refused: tuple[tuple[str, str], ...] = ()
+    split: Callable[[Any, int], Callable[[Tensor], dict[str, Tensor]]] | None = None
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -399,6 +415,40 @@ def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[T
     return torch.cat([clip, t5], dim=-2), pooled
 
 
+def _hidream_layout(
+    pipe: Any, towers: Sequence[Encoded], t5_length: int
+) -> tuple[Tensor, Tensor | None]:
+    """CLIP-L and CLIP-G give the pooled vector (side by side); T5's window and Llama's (every
+    layer side by side on the channels) are packed in one tensor, one after the other on the
+    sequence, zero-padded to the wider: :func:`_hidream_split` cuts them apart again."""
+    assert towers[0].pooled is not None
+    assert towers[1].pooled is not None
+    pooled = torch.cat([towers[0].pooled, towers[1].pooled], dim=-1)
+    t5, llama = towers[2].embeds, towers[3].embeds
+    width = max(t5.shape[-1], llama.shape[-1])
+    t5 = torch.nn.functional.pad(t5, (0, width - t5.shape[-1]))
+    llama = torch.nn.functional.pad(llama, (0, width - llama.shape[-1]))
+    return torch.cat([t5, llama], dim=-2), pooled
+
+
+def _hidream_split(pipe: Any, t5_length: int) -> Callable[[Tensor], dict[str, Tensor]]:
+    """Cut :func:`_hidream_layout`'s ``(B, L5 + L4, W)`` into ``prompt_embeds_t5`` ``(B, L5, D5)``
+    and ``prompt_embeds_llama3`` ``(layers, B, L4, D4)``, as HiDream's ``encode_prompt`` gives
+    them."""
+    t5_width = int(pipe.text_encoder_3.config.d_model)
+    t5_window = min(t5_length, int(pipe.tokenizer_3.model_max_length))
+    config = pipe.text_encoder_4.config
+    layers, width = int(config.num_hidden_layers), int(config.hidden_size)
+
+    def split(packed: Tensor) -> dict[str, Tensor]:
+        t5 = packed[:, :t5_window, :t5_width]
+        llama = packed[:, t5_window:, : layers * width]
+        llama = llama.reshape(llama.shape[0], llama.shape[1], layers, width).permute(2, 0, 1, 3)
+        return {"prompt_embeds_t5": t5.contiguous(), "prompt_embeds_llama3": llama.contiguous()}
+
+    return split
+
+
 # --- the records ----------------------------------------------------------------------------------
 
 #: The CLIP text models (SD's tower: Kolors has the same components with ChatGLM3 in its place).
@@ -489,6 +539,33 @@ _SANA = Template(
     clean="lower-strip",
 )
 _GEMMA2 = ("Gemma2Model", "Gemma2ForCausalLM")
+#: HiDream's Llama-3.1: the prompt alone with the tokenizer's BOS, padded on the right to
+#: ``min(max_sequence_length, model_max_length)`` and masked, every layer's output (stacked by
+#: the pipeline; side by side on the channels here), the whole window.
+_HIDREAM_LLAMA = Template(
+    bare=True,
+    specials=True,
+    every_layer=True,
+    padding="max_length",
+    output="window",
+    attentions=True,
+)
+
+
+def _hidream_clip(component: str, tokenizer: str, prompt: int) -> Tower:
+    """HiDream's long CLIP-L/G: only the projected pooled vector, of one 218-token window."""
+    return Tower(
+        component,
+        tokenizer,
+        "clip",
+        prompt,
+        pooled=True,
+        clip_skip=False,
+        policy="pooled-only",
+        window=218,
+        models=("CLIPTextModelWithProjection",),
+    )
+
 
 #: Every family, in the order of :data:`FAMILIES`.
 RECORDS: tuple[Family, ...] = (
@@ -546,6 +623,7 @@ RECORDS: tuple[Family, ...] = (
         ),
         denoiser="transformer",
         needs=("text_encoder_3",),
+        lacks=("text_encoder_4",),  # HiDream has a fourth
         towers=(
             Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True),
             Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True),
@@ -869,6 +947,37 @@ RECORDS: tuple[Family, ...] = (
             ),
         ),
     ),
+    Family(
+        name="hidream",
+        title="HiDream-I1",
+        pipelines=("HiDreamImagePipeline",),
+        denoiser="transformer",
+        needs=("text_encoder_4",),
+        class_prefix="HiDream",
+        towers=(
+            _hidream_clip("text_encoder", "tokenizer", 1),
+            _hidream_clip("text_encoder_2", "tokenizer_2", 2),
+            Tower("text_encoder_3", "tokenizer_3", "t5", 3, mask_padding=True, capped=True),
+            Tower(
+                "text_encoder_4",
+                "tokenizer_4",
+                "llm",
+                4,
+                llm=_HIDREAM_LLAMA,
+                capped=True,
+                models=("LlamaForCausalLM", "LlamaModel"),
+            ),
+        ),
+        layout=_hidream_layout,
+        padding=pad_like_a1111,
+        sequence_length=128,
+        # Its transformer takes encoder_hidden_states_t5/_llama3: the AND hook and the step
+        # callback's prompt_embeds do not reach it (editing is refused, AND too).
+        batched_guidance=False,
+        step_tensors=(),
+        step_pooled=None,
+        split=_hidream_split,
+    ),
 )
 
 #: Pipeline families this adapter knows, by the name :func:`family_of` returns.
@@ -959,7 +1068,8 @@ def family_of(pipe: Any) -> str:
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
         ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"``,
-        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"`` or ``"sana"``.
+        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``, ``"sana"`` or
+        ``"hidream"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family

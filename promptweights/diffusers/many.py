@@ -62,6 +62,8 @@ REQUEST_KEYS = (
     "negative_prompt_2",
     "prompt_3",
     "negative_prompt_3",
+    "prompt_4",
+    "negative_prompt_4",
     "strategy",
     "normalization",
     "clip_skip",
@@ -118,8 +120,8 @@ def _prepare_request(pipe: Any, request: Mapping[str, Any], limits: Limits) -> _
     texts = _prepare(
         request["prompt"],
         negative,
-        (request.get("prompt_2"), request.get("prompt_3")),
-        (request.get("negative_prompt_2"), request.get("negative_prompt_3")),
+        tuple(request.get(f"prompt_{n}") for n in (2, 3, 4)),
+        tuple(request.get(f"negative_prompt_{n}") for n in (2, 3, 4)),
         timing,
     )
     return _Prepared(
