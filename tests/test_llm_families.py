@@ -456,3 +456,26 @@ def test_two_flux2_steps_match_its_own_encoding(pipes: dict[str, Any], family: s
     assert torch.equal(run(**cond.pipeline_kwargs()), theirs)
     weighted = encode(pipe, "a (red:1.6) cat on a mat", steps=2, max_sequence_length=48)
     assert not torch.equal(run(**weighted.pipeline_kwargs()), theirs)
+
+
+@pytest.mark.parametrize("family", ["qwen-image", "z-image"])
+def test_prompt_editing_switches_the_text_at_its_step(pipes: dict[str, Any], family: str) -> None:
+    pipe = pipes[family]
+    seen: list[Any] = []
+    key = "encoder_hidden_states" if family == "qwen-image" else "cap_feats"
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        texts = kwargs[key] if key in kwargs else args[2]
+        seen.append(texts[0].clone())
+
+    cond = encode(pipe, "a [red:blue:0.5] cat", steps=4, exact=True)
+    handle = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        pipe(**cond.pipeline_kwargs(), height=32, width=32, output_type="latent")
+    finally:
+        handle.remove()
+    red = _plain(pipe, "a red cat")
+    blue = _plain(pipe, "a blue cat")
+    # A1111's schedule for 4 steps and 0.5: "red" for calls 0-2, "blue" for call 3.
+    assert [torch.equal(s[: red.shape[0]], red) for s in seen] == [True, True, True, False]
+    assert torch.equal(seen[3][: blue.shape[0]], blue)
