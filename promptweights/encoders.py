@@ -567,14 +567,19 @@ class TextEncoder:
                 _scatter(part, z_part, vectors, n, (z, pooled))
         return z, pooled
 
-    def calls_for(self, rows: int, prefixed: int = 0) -> int:
+    def calls_for(self, rows: int, prefixed: int = 0, parents: int = 0) -> int:
         """How many forward passes run for ``rows`` rows, ``prefixed`` of them from a prefix.
 
         :meth:`encode` runs ``rows`` rows; :meth:`encode_from_prefixes` runs the other rows first,
-        then the ``prefixed`` rows' suffixes in a second pass.
+        then the ``prefixed`` rows' suffixes in a second pass. On a decoder LLM, each of the
+        ``parents`` rows that others start from runs its prefix once more into the KV cache, and
+        each suffix runs on its own.
         """
         if rows == 0:
             return 0
+        if self.is_llm and prefixed:
+            step = self.rows_per_call or rows - prefixed
+            return -(-(rows - prefixed) // max(step, 1)) + parents + prefixed
         if self.rows_per_call is None:
             return 2 if prefixed else 1
         step = self.rows_per_call

@@ -479,3 +479,34 @@ def test_prompt_editing_switches_the_text_at_its_step(pipes: dict[str, Any], fam
     # A1111's schedule for 4 steps and 0.5: "red" for calls 0-2, "blue" for call 3.
     assert [torch.equal(s[: red.shape[0]], red) for s in seen] == [True, True, True, False]
     assert torch.equal(seen[3][: blue.shape[0]], blue)
+
+
+def test_the_batched_mode_equals_the_exact_mode_up_to_rounding(pipes: dict[str, Any]) -> None:
+    prompts = ["a (red:1.4) cat on a mat", "a [blue] dog"]
+    for name in ("qwen-image", "z-image", "flux2-klein"):
+        pipe = pipes[name]
+        exact = _ours(encode(pipe, prompts, [NEGATIVE, " "], exact=True, max_sequence_length=48))
+        batched = _ours(encode(pipe, prompts, [NEGATIVE, " "], max_sequence_length=48))
+        for ours, theirs in zip(batched, exact, strict=True):
+            if theirs is None:
+                assert ours is None
+                continue
+            for a, b in zip(ours, theirs, strict=True):  # per image (Z-Image: a list)
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_span_lerp_rows_run_from_the_kv_cache() -> None:
+    from promptweights.builder import build
+
+    encoder = TextEncoder.llm(
+        tiny_qwen3_model(), tiny_qwen_tokenizer(), template=QWEN_TEMPLATE, max_length=48
+    )
+    result = build(encoder, [["a (red:1.5) cat (on:0.5) a mat"]], strategy="span-lerp")
+    # The text, and one row per weighted span with that span masked out.
+    assert result.rows == 3
+    # One pass for the text, its prefix once more into the KV cache, one suffix pass per span.
+    assert result.encoder_calls == 1 + 1 + 2
+    encoder.share_prefixes = False
+    full = build(encoder, [["a (red:1.5) cat (on:0.5) a mat"]], strategy="span-lerp")
+    assert full.encoder_calls == 1
+    torch.testing.assert_close(result.groups[0].embeds, full.groups[0].embeds, rtol=0, atol=1e-5)
