@@ -47,7 +47,9 @@ tower's own modules, attending to the parent's cached keys and values. The resul
 forward up to float rounding (``tests/test_encoders.py`` checks it against the plain forward).
 A second pass costs a stream of every weight whatever its length, so by default this is done only
 on CPU where the rows share at least half a window of positions in all (``share_prefixes``). Towers
-other than CLIP (T5 is bidirectional) run every row in full.
+other than CLIP (T5 is bidirectional) run every row in full, except decoder LLMs
+(:meth:`TextEncoder.llm`), which are causal too: a derived row runs its suffix from the model's
+own KV cache of the shared prefix.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class TextEncoder:
     """A text tower, its tokenizer and the hidden state the pipeline conditions on.
 
     Attributes:
-        model: a ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or ``T5EncoderModel``.
+        model: a ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or ``T5EncoderModel``, or a
+            decoder LLM (:meth:`llm`).
         tokenizer: its Hugging Face tokenizer.
         layer: index into ``hidden_states``; ``-1`` is the last layer.
         final_layer_norm: re-apply the final layer norm to ``hidden_states[layer]`` (CLIP only; the
@@ -284,7 +287,8 @@ class TextEncoder:
 
         Args:
             model: the text model (a ``…ForCausalLM``/``…ForConditionalGeneration`` or its base
-                model); its decoder runs, never its language-model head.
+                model), run through its own forward (offload hooks included); a language-model
+                head computes one position's logits, never read.
             tokenizer: its fast tokenizer.
             template: the text before and after the user's text.
             max_length: the pipeline's truncation length (template included).
@@ -648,6 +652,7 @@ class TextEncoder:
                 output_hidden_states=True,
                 use_cache=False,
                 return_dict=True,
+                **_head_options(self.model),
             )
             z = self._states(out)
             if end < t:
@@ -687,6 +692,7 @@ class TextEncoder:
                     attention_mask=shown[j : j + 1, :span].to(self.device),
                     use_cache=True,
                     return_dict=True,
+                    **_head_options(decoder),
                 )
                 cache = _cache_of(out)
                 for i in rows:
@@ -703,6 +709,7 @@ class TextEncoder:
                         output_hidden_states=True,
                         return_dict=True,
                         **{_cache_argument(decoder): own},
+                        **_head_options(decoder),
                     )
                     row = z[j].clone()
                     row[p:end] = self._states(out)[0].to(row.dtype)
@@ -747,12 +754,22 @@ class TextEncoder:
 
 
 def _decoder(model: Any) -> Any:
-    """The decoder of a causal or conditional-generation LLM (its hidden states, without the
-    language-model head), or the model itself when it is one."""
-    inner = getattr(model, "model", None)
-    if inner is not None and getattr(model, "lm_head", None) is not None:
-        return inner
+    """What runs a decoder LLM: the model itself, through its own forward (so that accelerate's
+    offload hooks on it move its weights), its language-model head asked for one position only
+    (:func:`_head_options`)."""
     return model
+
+
+def _head_options(model: Any) -> dict[str, Any]:
+    """``logits_to_keep=1`` for a model with a language-model head that takes it: the hidden
+    states are the decoder's either way, and the head's logits are never read."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
 
 
 def _cache_argument(decoder: Any) -> str:
