@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import promptweights
 from promptweights.errors import PromptweightsWarning, UnsupportedPipelineError
@@ -72,6 +74,46 @@ def test_a_templated_window_is_the_pipelines_ids_and_only_the_text_is_weighted()
     text_positions = [i for i, f in enumerate(chunk.fragments) if f >= 0]
     assert [tokens[i] for i in text_positions] == ["a", "Ġred", "Ġcat", "Ġon", "Ġa", "Ġmat"]
     assert text_positions == list(range(34, 40))
+
+
+_WORDS = st.sampled_from(["a", "red", "cat", "on", "mat", "sky", "blue", "dog", ",", "zq"])
+_SPAN_TEXT = st.lists(_WORDS, min_size=1, max_size=4).map(" ".join)
+_SPANS = st.lists(
+    st.tuples(_SPAN_TEXT, st.sampled_from([1.0, 0.5, 1.3, 2.0])), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(spans=_SPANS)
+def test_a_templated_window_weights_exactly_the_texts_tokens(
+    spans: list[tuple[str, float]],
+) -> None:
+    tok = tiny_qwen_tokenizer()
+    spans = [(text + " ", weight) for text, weight in spans]
+    layout = layout_for(tok, length=96, template=QWEN_TEMPLATE)
+    (chunk,) = tokenize(tok, spans, layout=layout).chunks
+    text = "".join(t for t, _ in spans)
+    full = QWEN_TEMPLATE[0] + text + QWEN_TEMPLATE[1]
+    encoded = tok([full], return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"][0], encoded["offset_mapping"][0]
+    # The pipeline's own ids, then padding.
+    assert list(chunk.ids) == ids + [tok.pad_token_id] * (96 - len(ids))
+    begin, end = len(QWEN_TEMPLATE[0]), len(QWEN_TEMPLATE[0]) + len(text)
+    starts = [begin + sum(len(t) for t, _ in spans[:k]) for k in range(len(spans) + 1)]
+    for (start, stop), fragment, weight in zip(
+        offsets, chunk.fragments, chunk.weights, strict=False
+    ):
+        # Its letters decide; a token of spaces only, its spaces; a special token has none.
+        letters = [at for at in range(start, stop) if not full[at].isspace()]
+        letters = letters or list(range(start, stop))
+        if not letters or letters[0] < begin or letters[-1] >= end:
+            assert fragment == -1  # template tokens
+            assert weight == 1.0
+            continue
+        # A text token takes the span holding its letters (the words never straddle spans here).
+        owner = max(k for k in range(len(spans)) if starts[k] <= letters[0])
+        assert fragment == owner
+        assert weight == spans[owner][1]
 
 
 def test_text_past_the_truncation_or_the_kept_positions_is_counted() -> None:
@@ -162,6 +204,8 @@ def pipes() -> dict[str, Any]:
 def _reference(pipe: Any, prompt: str, negative: str | None, **options: Any) -> tuple[Any, ...]:
     """The pipeline's own encodings: positive, its mask, negative, its mask (Z-Image: lists)."""
     with torch.no_grad():
+        if family_of(pipe).startswith("flux2"):
+            return pipe.encode_prompt(prompt, **options)[0], None, None, None
         if family_of(pipe) == "z-image":
             positive, negatives = pipe.encode_prompt(prompt, negative_prompt=negative, **options)
             return positive, None, negatives, None
@@ -323,6 +367,22 @@ def test_qwen_image_has_true_cfg_only_with_a_negative(pipes: dict[str, Any]) -> 
     assert "negative_prompt_embeds" not in without  # as diffusers: no negative, no true CFG
     spaced = encode(pipe, PROMPT, " ", exact=True).pipeline_kwargs()
     assert torch.equal(spaced["negative_prompt_embeds"], pipe.encode_prompt(" ")[0])
+
+
+@pytest.mark.parametrize("family", ["z-image", "flux2-klein"])
+def test_long_prompts_on_a_padded_window_are_truncated_as_the_pipeline_truncates_them(
+    pipes: dict[str, Any], family: str
+) -> None:
+    pipe = pipes[family]
+    long = " ".join(["red cat"] * 20)
+    # The window holds the template's opening, then as much text as fits; its closing is cut.
+    opening = len(tiny_qwen_tokenizer()(_encoder_of(pipe, 24).window.template[0])["input_ids"])
+    dropped = len(tiny_qwen_tokenizer()(long)["input_ids"]) - (24 - opening)
+    with pytest.warns(PromptweightsWarning, match=rf"{dropped} tokens of .* past the 24-token"):
+        cond = encode(pipe, long, exact=True, max_sequence_length=24)
+    reference = _reference(pipe, long, None, max_sequence_length=24)[0]
+    ours = _ours(cond)[0]
+    assert _same(ours, reference)
 
 
 def test_long_prompts_are_cut_where_the_pipeline_cuts_them_with_a_diagnostic(
