@@ -696,7 +696,8 @@ def _run(
         z, pooled = encoder.encode_from_prefixes(ids, mask, prefixes)
     else:
         z, pooled = encoder.encode(ids, mask)
-    calls = encoder.calls_for(len(todo), prefixed)
+    parents_used = len({p[0] for p in prefixes if p is not None})
+    calls = encoder.calls_for(len(todo), prefixed, parents_used)
     if not known:
         return z, pooled, calls
     z_all = z.new_empty((len(keys), *z.shape[1:]))

@@ -47,7 +47,9 @@ tower's own modules, attending to the parent's cached keys and values. The resul
 forward up to float rounding (``tests/test_encoders.py`` checks it against the plain forward).
 A second pass costs a stream of every weight whatever its length, so by default this is done only
 on CPU where the rows share at least half a window of positions in all (``share_prefixes``). Towers
-other than CLIP (T5 is bidirectional) run every row in full.
+other than CLIP (T5 is bidirectional) run every row in full, except decoder LLMs
+(:meth:`TextEncoder.llm`), which are causal too: a derived row runs its suffix from the model's
+own KV cache of the shared prefix.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class TextEncoder:
     """A text tower, its tokenizer and the hidden state the pipeline conditions on.
 
     Attributes:
-        model: a ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or ``T5EncoderModel``.
+        model: a ``CLIPTextModel``, ``CLIPTextModelWithProjection`` or ``T5EncoderModel``, or a
+            decoder LLM (:meth:`llm`).
         tokenizer: its Hugging Face tokenizer.
         layer: index into ``hidden_states``; ``-1`` is the last layer.
         final_layer_norm: re-apply the final layer norm to ``hidden_states[layer]`` (CLIP only; the
@@ -290,7 +293,8 @@ class TextEncoder:
 
         Args:
             model: the text model (a ``…ForCausalLM``/``…ForConditionalGeneration`` or its base
-                model); its decoder runs, never its language-model head.
+                model), run through its own forward (offload hooks included); a language-model
+                head computes one position's logits, never read.
             tokenizer: its fast tokenizer.
             template: the text before and after the user's text.
             max_length: the pipeline's truncation length (template included).
@@ -497,10 +501,9 @@ class TextEncoder:
             for i, j in enumerate(parents)
             if j is not None and j != i and 0 <= j < n and parents[j] is None
         ]
-        if self.is_llm:
-            tower = _decoder(self.model) if pairs and self.share_prefixes is not False else None
-        else:
-            tower = self._causal_tower() if pairs and self.share_prefixes is not False else None
+        tower = None
+        if pairs and self.share_prefixes is not False:
+            tower = _decoder(self.model) if self.is_llm else self._causal_tower()
         if tower is None:
             return out
         child = torch.tensor([i for i, _ in pairs])
@@ -514,22 +517,34 @@ class TextEncoder:
         shared = same.long().cumprod(dim=1).sum(dim=1).clamp(max=t - 1)
         if self.pooled:
             shared = torch.minimum(shared, _pool_positions(tower, ids[child]))
-        # A decoder LLM always starts from the cache: its passes are bound by its weights'
-        # arithmetic, and its templates share long prefixes.
-        if self.share_prefixes is None and not self.is_llm:
-            if self.device.type != "cpu":
-                return out
-            if self.rows_per_call == 1:
-                # One row per pass: each suffix pays for itself when it skips half a window, and
-                # whether a row starts from its prefix never depends on the other rows of the call
-                # (so the exact mode gives a row the same bits in any batch).
-                shared = torch.where(shared >= t // 2, shared, 0)
-            elif int(shared.sum()) < t // 2:
-                return out
+        worth = self._worth(shared, t)
+        if worth is None:
+            return out
+        shared = worth
         for (i, j), p in zip(pairs, shared.tolist(), strict=True):
             if p >= 1:
                 out[i] = (j, int(p))
         return out
+
+    def _worth(self, shared: Tensor, t: int) -> Tensor | None:
+        """The shared lengths worth starting from (0 where not), ``None`` when none is, as
+        ``share_prefixes`` decides (see the class)."""
+        if self.share_prefixes is not None:
+            return shared
+        if self.device.type != "cpu":
+            # On an accelerator a pass streams every weight once, whatever its length: one
+            # batched pass beats a pass per derived row for prompt-sized texts.
+            return None
+        if self.is_llm:
+            # A decoder LLM on the CPU: a pass costs its tokens' arithmetic, and templates share
+            # long prefixes, so every derived row starts from the cache.
+            return shared
+        if self.rows_per_call == 1:
+            # One row per pass: each suffix pays for itself when it skips half a window, and
+            # whether a row starts from its prefix never depends on the other rows of the call
+            # (so the exact mode gives a row the same bits in any batch).
+            return torch.where(shared >= t // 2, shared, 0)
+        return None if int(shared.sum()) < t // 2 else shared
 
     def encode_from_prefixes(
         self,
@@ -623,14 +638,20 @@ class TextEncoder:
                 _scatter(part, z_part, vectors, n, (z, pooled))
         return z, pooled
 
-    def calls_for(self, rows: int, prefixed: int = 0) -> int:
+    def calls_for(self, rows: int, prefixed: int = 0, parents: int = 0) -> int:
         """How many forward passes run for ``rows`` rows, ``prefixed`` of them from a prefix.
 
         :meth:`encode` runs ``rows`` rows; :meth:`encode_from_prefixes` runs the other rows first,
-        then the ``prefixed`` rows' suffixes in a second pass.
+        then the ``prefixed`` rows' suffixes in a second pass. On a decoder LLM, each of the
+        ``parents`` rows that others start from runs on its own (keeping its KV cache), and each
+        suffix runs on its own.
         """
         if rows == 0:
             return 0
+        if self.is_llm and prefixed:
+            rest = rows - prefixed - parents
+            step = self.rows_per_call or max(rest, 1)
+            return -(-rest // step) + parents + prefixed
         if self.rows_per_call is None:
             return 2 if prefixed else 1
         step = self.rows_per_call
@@ -703,6 +724,7 @@ class TextEncoder:
                 use_cache=False,
                 return_dict=True,
                 **extra,
+                **_head_options(self.model),
             )
             z = self._states(out)
             if end < t:
@@ -715,57 +737,63 @@ class TextEncoder:
         attention_mask: Tensor | None,
         prefixes: Sequence[tuple[int, int] | None],
     ) -> Tensor:
-        """:meth:`encode_from_prefixes` on a decoder LLM: the roots run as usual; for each parent,
-        its first positions run once more into the model's KV cache, from which every row derived
-        from it runs only its suffix."""
-        import copy
-
+        """:meth:`encode_from_prefixes` on a decoder LLM: every row that others start from runs on
+        its own, keeping the model's KV cache; each row derived from it runs only its suffix from
+        that cache (cut to their shared prefix); the other rows run as usual."""
         n, t = ids.shape
-        roots = [i for i, p in enumerate(prefixes) if p is None]
-        z_root, _ = self.encode(
-            ids[roots], None if attention_mask is None else attention_mask[roots]
-        )
-        z, _ = _scatter(roots, z_root, None, n)
-        left = self.window.pad_left
-        text = text_mask(ids, self.window.pad, left=left)
-        shown = text if attention_mask is None else attention_mask * text
-        ends = text.sum(dim=1).tolist() if self.trim and not left else [t] * n
-        decoder = _decoder(self.model)
         children: dict[int, list[int]] = {}
         for i, prefix in enumerate(prefixes):
             if prefix is not None:
                 children.setdefault(prefix[0], []).append(i)
+        rest = [i for i, p in enumerate(prefixes) if p is None and i not in children]
+        left = self.window.pad_left
+        text = text_mask(ids, self.window.pad, left=left)
+        shown = text if attention_mask is None else attention_mask * text
+        ends = text.sum(dim=1).tolist() if self.trim and not left else [t] * n
+        z = None
+        if rest:
+            z_rest, _ = self.encode(
+                ids[rest], None if attention_mask is None else attention_mask[rest]
+            )
+            z, _ = _scatter(rest, z_rest, None, n)
         with torch.no_grad():
             for j, rows in children.items():
-                span = max(_known(prefixes[i])[1] for i in rows)
-                out = decoder(
-                    input_ids=ids[j : j + 1, :span].to(self.device),
-                    attention_mask=shown[j : j + 1, :span].to(self.device),
-                    use_cache=True,
-                    return_dict=True,
-                )
-                cache = _cache_of(out)
+                end = max(int(ends[j]), 1)
+                state, cache = self._llm_pass(ids[j : j + 1, :end], shown[j : j + 1, :end])
+                if z is None:
+                    z = state.new_zeros(n, t, state.shape[-1])
+                z[j] = 0  # rows scattered into new_empty: the positions past the text too
+                z[j, :end] = state[0].to(z.dtype)
                 for i in rows:
                     p = _known(prefixes[i])[1]
-                    end = max(int(ends[i]), p + 1)
-                    own = copy.deepcopy(cache)
-                    if p < span:
-                        # A negative count: the tokens removed (transformers 4 and 5 alike).
-                        own.crop(p - span)
-                    out = decoder(
-                        input_ids=ids[i : i + 1, p:end].to(self.device),
-                        attention_mask=shown[i : i + 1, :end].to(self.device),
-                        use_cache=True,
-                        output_hidden_states=True,
-                        return_dict=True,
-                        **{_cache_argument(decoder): own},
+                    row_end = max(int(ends[i]), p + 1)
+                    state, _ = self._llm_pass(
+                        ids[i : i + 1, p:row_end], shown[i : i + 1, :row_end], _cut(cache, p, end)
                     )
-                    row = z[j].clone()
-                    row[p:end] = self._states(out)[0].to(row.dtype)
+                    z[i] = z[j]
+                    z[i, p:row_end] = state[0].to(z.dtype)
                     if self.trim and not left:
-                        row[end:] = 0
-                    z[i] = row
+                        z[i, row_end:] = 0
+        assert z is not None
         return z
+
+    def _llm_pass(self, ids: Tensor, mask: Tensor, cache: Any = None) -> tuple[Tensor, Any]:
+        """One row of a decoder LLM through its forward, keeping the KV cache; with ``cache``, the
+        row continues the cached positions (``mask`` covers them too)."""
+        decoder = _decoder(self.model)
+        given = {} if cache is None else {_cache_argument(decoder): cache}
+        if self.attentions:
+            given["output_attentions"] = True
+        out = decoder(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            use_cache=True,
+            output_hidden_states=True,
+            return_dict=True,
+            **given,
+            **_head_options(decoder),
+        )
+        return self._states(out), _cache_of(out)
 
     def _run_chatglm(
         self, ids: Tensor, attention_mask: Tensor | None
@@ -829,12 +857,32 @@ class TextEncoder:
 
 
 def _decoder(model: Any) -> Any:
-    """The decoder of a causal or conditional-generation LLM (its hidden states, without the
-    language-model head), or the model itself when it is one."""
-    inner = getattr(model, "model", None)
-    if inner is not None and getattr(model, "lm_head", None) is not None:
-        return inner
+    """What runs a decoder LLM: the model itself, through its own forward (so that accelerate's
+    offload hooks on it move its weights), its language-model head asked for one position only
+    (:func:`_head_options`)."""
     return model
+
+
+def _head_options(model: Any) -> dict[str, Any]:
+    """``logits_to_keep=1`` for a model with a language-model head that takes it: the hidden
+    states are the decoder's either way, and the head's logits are never read."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+
+def _cut(cache: Any, keep: int, length: int) -> Any:
+    """A copy of a KV cache of ``length`` positions holding the first ``keep`` only."""
+    import copy
+
+    own = copy.deepcopy(cache)
+    if keep < length:
+        own.crop(keep - length)  # a negative count: the tokens removed (transformers 4 and 5)
+    return own
 
 
 def _cache_argument(decoder: Any) -> str:

@@ -103,17 +103,6 @@ def tiny_qwen3_model() -> Any:
 
 
 @cache
-def tiny_qwen3_causal_lm() -> Any:
-    """A Qwen3 causal LM (Flux.2 Klein's ``text_encoder``), random weights."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(**_text_config(tiny_qwen_tokenizer()), head_dim=8)
-    return Qwen3ForCausalLM(config).eval()
-
-
-@cache
 def tiny_qwen25vl_model() -> Any:
     """A Qwen2.5-VL (Qwen-Image's ``text_encoder``) with a tiny vision tower, random weights."""
     import torch

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import promptweights
 from promptweights.errors import PromptweightsWarning, UnsupportedPipelineError
@@ -72,6 +74,46 @@ def test_a_templated_window_is_the_pipelines_ids_and_only_the_text_is_weighted()
     text_positions = [i for i, f in enumerate(chunk.fragments) if f >= 0]
     assert [tokens[i] for i in text_positions] == ["a", "Ġred", "Ġcat", "Ġon", "Ġa", "Ġmat"]
     assert text_positions == list(range(34, 40))
+
+
+_WORDS = st.sampled_from(["a", "red", "cat", "on", "mat", "sky", "blue", "dog", ",", "zq"])
+_SPAN_TEXT = st.lists(_WORDS, min_size=1, max_size=4).map(" ".join)
+_SPANS = st.lists(
+    st.tuples(_SPAN_TEXT, st.sampled_from([1.0, 0.5, 1.3, 2.0])), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(spans=_SPANS)
+def test_a_templated_window_weights_exactly_the_texts_tokens(
+    spans: list[tuple[str, float]],
+) -> None:
+    tok = tiny_qwen_tokenizer()
+    spans = [(text + " ", weight) for text, weight in spans]
+    layout = layout_for(tok, length=96, template=QWEN_TEMPLATE)
+    (chunk,) = tokenize(tok, spans, layout=layout).chunks
+    text = "".join(t for t, _ in spans)
+    full = QWEN_TEMPLATE[0] + text + QWEN_TEMPLATE[1]
+    encoded = tok([full], return_offsets_mapping=True)
+    ids, offsets = encoded["input_ids"][0], encoded["offset_mapping"][0]
+    # The pipeline's own ids, then padding.
+    assert list(chunk.ids) == ids + [tok.pad_token_id] * (96 - len(ids))
+    begin, end = len(QWEN_TEMPLATE[0]), len(QWEN_TEMPLATE[0]) + len(text)
+    starts = [begin + sum(len(t) for t, _ in spans[:k]) for k in range(len(spans) + 1)]
+    for (start, stop), fragment, weight in zip(
+        offsets, chunk.fragments, chunk.weights, strict=False
+    ):
+        # Its letters decide; a token of spaces only, its spaces; a special token has none.
+        letters = [at for at in range(start, stop) if not full[at].isspace()]
+        letters = letters or list(range(start, stop))
+        if not letters or letters[0] < begin or letters[-1] >= end:
+            assert fragment == -1  # template tokens
+            assert weight == 1.0
+            continue
+        # A text token takes the span holding its letters (the words never straddle spans here).
+        owner = max(k for k in range(len(spans)) if starts[k] <= letters[0])
+        assert fragment == owner
+        assert weight == spans[owner][1]
 
 
 def test_text_past_the_truncation_or_the_kept_positions_is_counted() -> None:
@@ -162,6 +204,8 @@ def pipes() -> dict[str, Any]:
 def _reference(pipe: Any, prompt: str, negative: str | None, **options: Any) -> tuple[Any, ...]:
     """The pipeline's own encodings: positive, its mask, negative, its mask (Z-Image: lists)."""
     with torch.no_grad():
+        if family_of(pipe).startswith("flux2"):
+            return pipe.encode_prompt(prompt, **options)[0], None, None, None
         if family_of(pipe) == "z-image":
             positive, negatives = pipe.encode_prompt(prompt, negative_prompt=negative, **options)
             return positive, None, negatives, None
@@ -325,6 +369,22 @@ def test_qwen_image_has_true_cfg_only_with_a_negative(pipes: dict[str, Any]) -> 
     assert torch.equal(spaced["negative_prompt_embeds"], pipe.encode_prompt(" ")[0])
 
 
+@pytest.mark.parametrize("family", ["z-image", "flux2-klein"])
+def test_long_prompts_on_a_padded_window_are_truncated_as_the_pipeline_truncates_them(
+    pipes: dict[str, Any], family: str
+) -> None:
+    pipe = pipes[family]
+    long = " ".join(["red cat"] * 20)
+    # The window holds the template's opening, then as much text as fits; its closing is cut.
+    opening = len(tiny_qwen_tokenizer()(_encoder_of(pipe, 24).window.template[0])["input_ids"])
+    dropped = len(tiny_qwen_tokenizer()(long)["input_ids"]) - (24 - opening)
+    with pytest.warns(PromptweightsWarning, match=rf"{dropped} tokens of .* past the 24-token"):
+        cond = encode(pipe, long, exact=True, max_sequence_length=24)
+    reference = _reference(pipe, long, None, max_sequence_length=24)[0]
+    ours = _ours(cond)[0]
+    assert _same(ours, reference)
+
+
 def test_long_prompts_are_cut_where_the_pipeline_cuts_them_with_a_diagnostic(
     pipes: dict[str, Any],
 ) -> None:
@@ -456,3 +516,57 @@ def test_two_flux2_steps_match_its_own_encoding(pipes: dict[str, Any], family: s
     assert torch.equal(run(**cond.pipeline_kwargs()), theirs)
     weighted = encode(pipe, "a (red:1.6) cat on a mat", steps=2, max_sequence_length=48)
     assert not torch.equal(run(**weighted.pipeline_kwargs()), theirs)
+
+
+@pytest.mark.parametrize("family", ["qwen-image", "z-image"])
+def test_prompt_editing_switches_the_text_at_its_step(pipes: dict[str, Any], family: str) -> None:
+    pipe = pipes[family]
+    seen: list[Any] = []
+    key = "encoder_hidden_states" if family == "qwen-image" else "cap_feats"
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        texts = kwargs[key] if key in kwargs else args[2]
+        seen.append(texts[0].clone())
+
+    cond = encode(pipe, "a [red:blue:0.5] cat", steps=4, exact=True)
+    handle = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        pipe(**cond.pipeline_kwargs(), height=32, width=32, output_type="latent")
+    finally:
+        handle.remove()
+    red = _plain(pipe, "a red cat")
+    blue = _plain(pipe, "a blue cat")
+    # A1111's schedule for 4 steps and 0.5: "red" for calls 0-2, "blue" for call 3.
+    assert [torch.equal(s[: red.shape[0]], red) for s in seen] == [True, True, True, False]
+    assert torch.equal(seen[3][: blue.shape[0]], blue)
+
+
+def test_the_batched_mode_equals_the_exact_mode_up_to_rounding(pipes: dict[str, Any]) -> None:
+    prompts = ["a (red:1.4) cat on a mat", "a [blue] dog"]
+    for name in ("qwen-image", "z-image", "flux2-klein"):
+        pipe = pipes[name]
+        exact = _ours(encode(pipe, prompts, [NEGATIVE, " "], exact=True, max_sequence_length=48))
+        batched = _ours(encode(pipe, prompts, [NEGATIVE, " "], max_sequence_length=48))
+        for ours, theirs in zip(batched, exact, strict=True):
+            if theirs is None:
+                assert ours is None
+                continue
+            for a, b in zip(ours, theirs, strict=True):  # per image (Z-Image: a list)
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_span_lerp_rows_run_from_the_kv_cache() -> None:
+    from promptweights.builder import build
+
+    encoder = TextEncoder.llm(
+        tiny_qwen3_model(), tiny_qwen_tokenizer(), template=QWEN_TEMPLATE, max_length=48
+    )
+    result = build(encoder, [["a (red:1.5) cat (on:0.5) a mat"]], strategy="span-lerp")
+    # The text, and one row per weighted span with that span masked out.
+    assert result.rows == 3
+    # One pass for the text, keeping its KV cache, and one suffix pass per span.
+    assert result.encoder_calls == 1 + 2
+    encoder.share_prefixes = False
+    full = build(encoder, [["a (red:1.5) cat (on:0.5) a mat"]], strategy="span-lerp")
+    assert full.encoder_calls == 1
+    torch.testing.assert_close(result.groups[0].embeds, full.groups[0].embeds, rtol=0, atol=1e-5)

@@ -8,7 +8,9 @@ alternation ``[a|b]``, ``AND``, ``<lora:…>`` tags, textual-inversion names) an
     image = pipe(**cond.pipeline_kwargs()).images[0]  # num_inference_steps=20 is in there
 
 Families: SD 1.x/2.x, SDXL (base and refiner), SD3/3.5 (with or without T5) and Flux.1, text to
-image and image to image. What A1111 does and where it is done here:
+image and image to image; the T5 families (Chroma, PixArt, Wan) and the decoder-LLM families
+(Qwen-Image, Z-Image, Flux.2, Flux.2 Klein: :mod:`~promptweights.diffusers._llm`). What A1111
+does and where it is done here:
 
 * **Order of operations** (a1111-behaviour.md §1): comments and extra-network tags are removed
   first, then the positive prompt is split at ``AND``, then every part and the negative prompt are
@@ -110,6 +112,8 @@ nothing else in the package branches on family names. The record states:
   pipeline may lack it, which part of a textual-inversion file it takes, its weighting ``policy``
   (``promptweights.strategies.POLICIES``: a default, alternatives, or weighting off with a
   reason) and, for T5, how the pipeline runs it (``mask_padding``, ``zero_padding``, ``clean``);
+  for a decoder LLM (kind ``"llm"``) its :class:`~promptweights.diffusers._llm.Template` and the
+  text-model classes it runs (``models``);
 * ``layout``: a small function that lays one prompt's tower outputs out as the denoiser takes
   them, the pooled source included; ``padding`` (A1111's stacking and "Pad conds" for chunked
   CLIP towers: :func:`~promptweights.diffusers.families.pad_like_a1111`); ``sequence_length``
@@ -119,12 +123,15 @@ nothing else in the package branches on family names. The record states:
   ``None``);
 * what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
   one batch (``batched_guidance``: AND needs it), and the tensors the step callback swaps
-  (``step_tensors``, ``step_pooled``).
+  (``step_tensors``, ``step_pooled``); the name of the mask argument (``mask_argument``),
+  whether the pipeline takes one tensor per image (``embeds_as_list``), and the pipeline classes
+  named like the family's that it refuses, with the reason (``refused``).
 
 Then add a ``tiny_<family>()`` builder to ``tests/_tiny_pipelines.py``, add it to the pipelines
 ``tests/test_families.py`` checks (each is covered by exactly one record, each listed class fits
 its record's rule), and a test in ``tests/test_diffusers.py`` (CLIP families) or
-``tests/test_t5_families.py`` (T5 families) that a plain prompt gives exactly what the pipeline's
+``tests/test_t5_families.py`` (T5 families) or ``tests/test_llm_families.py`` (decoder LLMs,
+tiny models in ``tests/_tiny_llm.py``) that a plain prompt gives exactly what the pipeline's
 own ``encode_prompt`` gives; and its row in the README's table of families.
 """
 

@@ -142,8 +142,9 @@ def _tower_messages(
             if chunk
             else f"{family.title} reads one window"
         )
+        window_kind = "an LLM's text" if encoder.is_llm else "a T5 window"
         messages.append(
-            f"BREAK ignored {breaks} time(s) on {component}: a T5 window is not cut at BREAK "
+            f"BREAK ignored {breaks} time(s) on {component}: {window_kind} is not cut at BREAK "
             f"unless the prompt is chunked; {advice}"
         )
     if dropped_weights:

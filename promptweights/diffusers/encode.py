@@ -425,7 +425,9 @@ def encode(
         second_order: a second-order sampler (default: ``scheduler.order == 2``).
         hires_steps: A1111's hires-pass steps (its schedule option).
         old_timelines: A1111's "Old prompt editing timelines".
-        max_sequence_length: the T5 window (default: the pipeline's own, SD3 256, Flux 512).
+        max_sequence_length: the T5 window (default: the pipeline's own, SD3 256, Flux 512); on a
+            decoder LLM, the pipeline's (Qwen-Image cuts its encoding there, Z-Image and Flux.2
+            pad and truncate the templated text to it).
         long_prompts: T5 text past the window: ``"truncate"`` (diffusers' behaviour, with a
             diagnostic giving the tokens dropped) or ``"chunk"`` (more windows, ``BREAK`` starts
             one) where the family's denoiser takes them (SD3, Flux, Chroma, PixArt).

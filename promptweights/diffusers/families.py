@@ -776,7 +776,7 @@ RECORDS: tuple[Family, ...] = (
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=512,
-        # As diffusers: true CFG only with a negative prompt (" " is one; "" is none).
+        # True CFG only with a negative prompt: encode's default "" passes none (" " is one).
         empty_negative="omitted",
         batched_guidance=False,
         step_tensors=("prompt_embeds",),
