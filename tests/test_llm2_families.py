@@ -459,3 +459,68 @@ def test_hidream_refuses_prompt_editing_it_cannot_swap(pipes: dict[str, Any]) ->
     cond = encode(pipe, "a [cat:dog:1] on a mat", steps=3, max_sequence_length=L)
     with pytest.raises(UnsupportedPipelineError, match="editing and alternation are not supported"):
         cond.pipeline_kwargs()
+
+
+@pytest.mark.parametrize("name", ["kolors", "sana", "lumina2"])
+def test_prompt_editing_switches_the_conditioning_during_sampling(
+    pipes: dict[str, Any], name: str
+) -> None:
+    pipe = get(pipes, name)
+    length = COVERED[name]
+    cond = encode(pipe, "a [cat:dog:1] on a mat", NEGATIVE, steps=3, max_sequence_length=length)
+    expected = {
+        animal: encode(pipe, f"a {animal} on a mat", NEGATIVE, max_sequence_length=length)
+        for animal in ("cat", "dog")
+    }
+    denoiser = pipe.unet if name == "kolors" else pipe.transformer
+    seen: list[Any] = []
+    handle = denoiser.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["encoder_hidden_states"].clone()), with_kwargs=True
+    )
+    try:
+        kwargs = cond.pipeline_kwargs()
+        kwargs.pop("num_inference_steps")
+        extra = {"height": 32, "width": 32} if name == "sana" else {"height": 16, "width": 16}
+        if name == "sana":
+            extra |= {"use_resolution_binning": False}
+        pipe(
+            **kwargs,
+            **extra,
+            num_inference_steps=3,
+            max_sequence_length=length,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(0),
+        )
+    finally:
+        handle.remove()
+    # Every positive the denoiser read, in call order ([uncond, cond] batches: the cond half).
+    positives = [s[-1:] for s in seen] if name != "lumina2" else seen[0::2]
+    labels = [
+        next((a for a, c in expected.items() if torch.equal(p, c.prompt_embeds)), None)
+        for p in positives
+    ]
+    # A1111's [cat:dog:1] over 3 steps: cat at calls 0 and 1, dog from call 2 (as on PixArt).
+    assert labels == ["cat", "cat", "dog"]
+
+
+def test_encode_many_is_encode_on_these_families(pipes: dict[str, Any]) -> None:
+    from promptweights.diffusers import encode_many
+
+    for name in ("kolors", "sana", "hidream"):
+        pipe = get(pipes, name)
+        requests = [
+            {"prompt": PROMPT, "negative_prompt": NEGATIVE},
+            {"prompt": "a (red:1.2) dog", "prompt_4": "a dog"}
+            if name == "hidream"
+            else {"prompt": "a (red:1.2) dog"},
+        ]
+        many = encode_many(pipe, requests, max_sequence_length=L, exact=True)
+        for ours, request in zip(many, requests, strict=True):
+            one = encode(pipe, **request, max_sequence_length=L, exact=True)
+            mine, theirs = ours.pipeline_kwargs(), one.pipeline_kwargs()
+            assert sorted(mine) == sorted(theirs)
+            for key, value in theirs.items():
+                if value is None:  # a cleared argument (SANA's negative_prompt)
+                    assert mine[key] is None
+                else:
+                    assert torch.equal(mine[key], value), (name, key)
