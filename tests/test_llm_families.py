@@ -441,6 +441,30 @@ def test_qwen_image_edit_is_refused_with_the_reason(pipes: dict[str, Any]) -> No
     assert "reads the input image" in message
 
 
+def test_image_placeholders_in_an_edit_template_are_never_weighted(pipes: dict[str, Any]) -> None:
+    # What can be covered of Qwen-Image Edit without its processor (Qwen2_5_VLProcessor needs a
+    # video processor, which needs torchvision, not installed here): its template, with the image
+    # placeholder expanded as the processor expands it (here to 4 positions), takes weights on
+    # the user's text only.
+    edit = diffusers.QwenImageEditPipeline(**pipes["qwen-image"].components, processor=None)
+    before, after = edit.prompt_template_encode.split("{}")
+    before = before.replace("<|image_pad|>", "<|image_pad|>" * 4)
+    tok = tiny_qwen_tokenizer()
+    layout = layout_for(tok, length=400, template=(before, after))
+    (chunk,) = tokenize(tok, promptweights.weighted_spans("(a red cat:1.5)"), layout=layout).chunks
+    tokens = tok.convert_ids_to_tokens(list(chunk.ids))
+    pads = [i for i, token in enumerate(tokens) if token == "<|image_pad|>"]
+    assert len(pads) == 4
+    for i in [*pads, tokens.index("<|vision_start|>"), tokens.index("<|vision_end|>")]:
+        assert chunk.fragments[i] == -1
+        assert chunk.weights[i] == 1.0
+    assert [t for t, w in zip(tokens, chunk.weights, strict=True) if w != 1.0] == [
+        "a",
+        "Ġred",
+        "Ġcat",
+    ]
+
+
 def test_an_unsupported_llm_names_the_closest_family_and_its_class(pipes: dict[str, Any]) -> None:
     from transformers import GPT2Config, GPT2Model
 

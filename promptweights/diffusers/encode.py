@@ -598,7 +598,6 @@ def _conditioning(
     positive, pooled, _ = timeline.positive_at(0)
     negative, negative_pooled = timeline.negative_at(0)
     masks = timeline.masks
-    positive_mask, negative_mask = (None, None) if masks is None else masks
     return Conditioning(
         prompt_embeds=positive,
         negative_prompt_embeds=negative if timeline.has_negative else None,
@@ -609,8 +608,8 @@ def _conditioning(
         networks=networks,
         _timeline=timeline,
         num_inference_steps=pass_steps,
-        prompt_attention_mask=positive_mask,
-        negative_prompt_attention_mask=negative_mask,
+        prompt_attention_mask=None if masks is None else masks[0],
+        negative_prompt_attention_mask=None if masks is None else masks[1],
     )
 
 
