@@ -503,24 +503,22 @@ def test_prompt_editing_switches_the_conditioning_during_sampling(
     assert labels == ["cat", "cat", "dog"]
 
 
-def test_encode_many_is_encode_on_these_families(pipes: dict[str, Any]) -> None:
+@pytest.mark.parametrize("name", ["kolors", "sana", "hidream"])
+def test_encode_many_is_encode_on_these_families(pipes: dict[str, Any], name: str) -> None:
     from promptweights.diffusers import encode_many
 
-    for name in ("kolors", "sana", "hidream"):
-        pipe = get(pipes, name)
-        requests = [
-            {"prompt": PROMPT, "negative_prompt": NEGATIVE},
-            {"prompt": "a (red:1.2) dog", "prompt_4": "a dog"}
-            if name == "hidream"
-            else {"prompt": "a (red:1.2) dog"},
-        ]
-        many = encode_many(pipe, requests, max_sequence_length=L, exact=True)
-        for ours, request in zip(many, requests, strict=True):
-            one = encode(pipe, **request, max_sequence_length=L, exact=True)
-            mine, theirs = ours.pipeline_kwargs(), one.pipeline_kwargs()
-            assert sorted(mine) == sorted(theirs)
-            for key, value in theirs.items():
-                if value is None:  # a cleared argument (SANA's negative_prompt)
-                    assert mine[key] is None
-                else:
-                    assert torch.equal(mine[key], value), (name, key)
+    pipe = get(pipes, name)
+    second = {"prompt": "a (red:1.2) dog"}
+    if name == "hidream":
+        second["prompt_4"] = "a dog"
+    requests = [{"prompt": PROMPT, "negative_prompt": NEGATIVE}, second]
+    many = encode_many(pipe, requests, max_sequence_length=L, exact=True)
+    for ours, request in zip(many, requests, strict=True):
+        one = encode(pipe, **request, max_sequence_length=L, exact=True)
+        mine, theirs = ours.pipeline_kwargs(), one.pipeline_kwargs()
+        assert sorted(mine) == sorted(theirs)
+        for key, value in theirs.items():
+            if value is None:  # a cleared argument (SANA's negative_prompt)
+                assert mine[key] is None
+            else:
+                assert torch.equal(mine[key], value), (name, key)
