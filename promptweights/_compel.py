@@ -38,6 +38,7 @@ from ._lark import (
     _FastToken,
     _pos,
     balance,
+    excluded_chars,
     fast_lexer,
     structure_lexer,
     terminal_patterns,
@@ -94,6 +95,8 @@ class _Patterns:
     fast_sign: re.Pattern[str]
     fast_fragment_items: re.Pattern[str]
     fast_fragment_words: re.Pattern[str]
+    # a character that is neither a space, a comma nor one a word is made of by itself
+    fast_fragment_special: re.Pattern[str]
     fast_top_items: re.Pattern[str]
     fast_combine: re.Pattern[str]
     fast_separator: re.Pattern[str]
@@ -135,6 +138,9 @@ def _p() -> _Patterns:
         fast_sign=re.compile(rf"(?:^|(?<=\s)|(?<=\x00))(?=({word}))\1[+\-]"),
         fast_fragment_items=re.compile(f"{t['SPACE']}|{word}|,"),
         fast_fragment_words=re.compile(f"{word}|,"),
+        fast_fragment_special=re.compile(
+            "[" + "".join(map(re.escape, sorted((excluded_chars(word) - {","}) | {"\\"}))) + "]"
+        ),
         fast_top_items=re.compile(r"\s+|[^\s\x00]+"),
         fast_combine=re.compile(f"{sp}{combine}{sp}"),
         fast_separator=re.compile(f"{sp},{sp}"),
@@ -1128,6 +1134,15 @@ def _fragment_items(run: str) -> list[str] | None:
     return items
 
 
+def _fragment_words(run: str) -> list[str] | None:
+    """The words and commas of ``run`` inside a group, one each; None where it holds anything
+    else."""
+    if _p().fast_fragment_special.search(run) is None:  # spaces, commas and word characters
+        return run.replace(",", " , ").split()
+    items = _fragment_items(run)
+    return None if items is None else " ".join(items).split()
+
+
 def _fast_weight(run: str, plan: list[Any]) -> str:
     """The weight right after the group last planned, if ``run`` starts with one; the rest."""
     suffix = _p().suffix.match(run)
@@ -1401,6 +1416,8 @@ def _flat_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...] | No
             segments += part  # each part fused on its own
     if not segments:
         return (("", 1.0),)
+    if "\\" not in text:
+        return tuple((" ".join(words), weight) for words, weight in segments)
     return tuple((_unescape(" ".join(words)), weight) for words, weight in segments)
 
 
@@ -1460,8 +1477,8 @@ def _flat_closed(run: str, *, lora: bool, loras: bool) -> list[str] | Literal[Fa
         return None if p.lora_arg.fullmatch(run) is not None else False
     if loras and p.lora_call.search(run) is not None:
         return False
-    items = _fragment_items(run)
-    return False if items is None else " ".join(items).split()
+    words = _fragment_words(run)
+    return False if words is None else words
 
 
 def _flat_run(
@@ -1470,8 +1487,8 @@ def _flat_run(
     """A run outside groups: its words and whether it ends with a LoRA call's name; None where
     compel might read more than text in it."""
     if fragment:
-        items = _fragment_items(run)
-        return None if items is None else (" ".join(items).split(), False)
+        words = _fragment_words(run)
+        return None if words is None else (words, False)
     p = _p()
     if "," in run and (run[-1] == "," or p.comma.search(run) is not None):
         # compel's `,x` → `, x` rewrite: before a group, a comma at the end gets its space too

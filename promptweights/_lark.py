@@ -52,6 +52,7 @@ __all__ = [
     "FastLexer",
     "NovelAIBuilder",
     "TreeBuilder",
+    "excluded_chars",
     "fast_lexer",
     "file_accepts",
     "file_lexer",
@@ -582,14 +583,37 @@ def structure_lexer(dialect: Dialect, runs: frozenset[str], inside: frozenset[st
     return FastLexer(pattern, tuple(kinds))
 
 
-def _first_chars(source: str) -> set[str] | None:
-    """The characters a match of ``source`` can start with; None where that is not a plain set
-    of characters (then no prefix is added)."""
+def excluded_chars(source: str) -> set[str]:
+    """The characters ``source``'s negated classes (``[^...]``) list by name (not categories
+    such as ``\\s``): what a pattern made of such classes never matches."""
+    out: set[str] = set()
+    stack = [list(_sre_parse().parse(source))]
+    while stack:
+        for op, arg in stack.pop():
+            name = str(op)
+            if name == "IN" and arg and str(arg[0][0]) == "NEGATE":
+                out |= {chr(value) for kind, value in arg[1:] if str(kind) == "LITERAL"}
+            elif name in ("SUBPATTERN", "ASSERT", "ASSERT_NOT"):
+                stack.append(list(arg[-1]))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                stack.append(list(arg[2]))
+            elif name == "BRANCH":
+                stack.extend(list(branch) for branch in arg[1])
+    return out
+
+
+def _sre_parse() -> Any:
     if sys.version_info >= (3, 11):
         from re import _parser as sre_parse
     else:  # pragma: no cover - Python 3.10
         import sre_parse
-    return _firsts(list(sre_parse.parse(source)))
+    return sre_parse
+
+
+def _first_chars(source: str) -> set[str] | None:
+    """The characters a match of ``source`` can start with; None where that is not a plain set
+    of characters (then no prefix is added)."""
+    return _firsts(list(_sre_parse().parse(source)))
 
 
 def _firsts(items: list[Any]) -> set[str] | None:

@@ -228,3 +228,18 @@ def test_the_fast_path_applies_to_the_common_shapes(text: str) -> None:
 )
 def test_the_fast_path_hands_the_rest_to_the_builder(text: str) -> None:
     assert not _check(text)
+
+
+def test_a_word_is_made_of_what_compels_non_syntax_word_takes() -> None:
+    # compel 2.5.1's non_syntax_word stops at a space and at ( ) " , . + - = (see the comment in
+    # grammar/compel.lark): the fast path's quick test for plain words is built from that class.
+    word = _lark.terminal_patterns(dialects.COMPEL)["SYNTAX_WORD"]
+    assert _lark.excluded_chars(word) == set('()",.+-=')
+
+
+@given(run=hostile())
+@settings(max_examples=300)
+def test_the_quick_word_split_equals_the_tokenising_one(run: str) -> None:
+    items = _compel._fragment_items(run)
+    quick = _compel._fragment_words(run)
+    assert quick == (None if items is None else [i for i in items if not i.isspace()])
