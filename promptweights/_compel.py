@@ -17,6 +17,16 @@ Each level is matched as a string in which a bracket group is one character (``_
 quoted string another (``_QUOTED``), with the space compel inserts after a comma (it rewrites
 ``,x`` to ``, x`` first) as a zero-width character.
 
+Every regex a level is read with is built from compel.lark's terminals when the dialect is first
+used (:func:`_p`), so the syntax is written once, and nothing is compiled at import.
+
+The fast path (the end of this module) reads the prompts most people write (words, commas,
+``(groups)`` with a weight after them, ``withLora(...)`` and ``("a", "b").and(...)``) straight
+off the text: :meth:`CompelBuilder.shortcut` gives the builder's exact tree and diagnostics and
+:func:`compel_spans` the spans without a tree, each returning None, for the builder to read the
+prompt, wherever it does not apply. ``tests/test_compel_fastpath.py`` proves both equal to the
+builder's reading of the Lark parse.
+
 :func:`flatten` turns a tree into compel's flattened conjunction (``PromptParser.flatten``): the
 fragments of each part, fused where neighbours weigh the same, with the LoRAs; ``compel_spans``
 is what :func:`promptweights.weighted_spans` gives for ``dialect="compel"``.
@@ -67,11 +77,39 @@ _PLACEHOLDERS = _GROUP + _QUOTED
 SWAP_DEFAULTS = {"s_start": 0.0, "s_end": 0.0, "t_start": 0.2, "t_end": 1.0}
 
 
-@dataclass(frozen=True, slots=True)
 class _Patterns:
     """The regexes a level is read with, each built from compel.lark's terminals (the one place
     the syntax is written) when the dialect is first used: ``G`` stands for a group's
-    placeholder, which no word character matches."""
+    placeholder, which no word character matches. (A plain class: a dataclass this size costs
+    milliseconds to create at import.)"""
+
+    __slots__ = (
+        "attend",
+        "attend_arg",
+        "comma",
+        "dot_next",
+        "fast_combine",
+        "fast_fragment_items",
+        "fast_fragment_special",
+        "fast_fragment_words",
+        "fast_separator",
+        "fast_sign",
+        "fast_top_items",
+        "free",
+        "lora",
+        "lora_arg",
+        "lora_call",
+        "misplaced",
+        "operator",
+        "option",
+        "punct",
+        "signs",
+        "space",
+        "structure",
+        "suffix",
+        "swap",
+        "word",
+    )
 
     space: re.Pattern[str]  # SPACE, optional
     free: re.Pattern[str]  # compel's free_word: up to the next SPACE
@@ -90,9 +128,9 @@ class _Patterns:
     misplaced: re.Pattern[str]  # COMBINE | SWAP | ATTEND, in a free word
     dot_next: re.Pattern[str]  # the start of an operator after a word
     comma: re.Pattern[str]  # compel's `,(\S)` → `, \1` rewrite
-    # the fast path (module docstring): a top-level run that is plain text; a fragment run
+    # the fast path (the end of this module)
     structure: re.Pattern[str]  # the structure lexer (brackets, quotes, escapes)
-    fast_sign: re.Pattern[str]
+    fast_sign: re.Pattern[str]  # a top-level word followed by a sign
     fast_fragment_items: re.Pattern[str]
     fast_fragment_words: re.Pattern[str]
     # a character that is neither a space, a comma nor one a word is made of by itself
@@ -112,39 +150,41 @@ def _p() -> _Patterns:
     word = t["SYNTAX_WORD"].replace("[^", "[^" + _PLACEHOLDERS)
     number, keyword = t["NUMBER"], t["KEYWORD"]
     combine = t["COMBINE"]
-    return _Patterns(
-        space=re.compile(sp),
-        free=re.compile(r"\S+"),  # what SPACE does not match
-        word=re.compile(word),
-        punct=re.compile(t["PUNCT"]),
-        suffix=re.compile(t["WEIGHT_SUFFIX"]),
-        signs=re.compile(t["SIGNS"]),
-        attend=re.compile(f"{sp}{t['ATTEND']}{sp}{_GROUP}"),
-        swap=re.compile(f"{sp}{t['SWAP']}{sp}{_GROUP}"),
-        lora=re.compile(f"(?:{t['LORA_CALL']}){sp}{_GROUP}"),
-        lora_call=re.compile(t["LORA_CALL"]),
-        operator=re.compile(f"{sp}{combine}{sp}{_GROUP}"),
-        attend_arg=re.compile(f"{sp}({t['SIGNS']}|{number}){sp}"),
-        lora_arg=re.compile(f"{sp}({keyword}){sp}(?:,{sp}({number}){sp})?"),
-        option=re.compile(
+    patterns = _Patterns()
+    for name, value in {
+        "space": re.compile(sp),
+        "free": re.compile(r"\S+"),  # what SPACE does not match
+        "word": re.compile(word),
+        "punct": re.compile(t["PUNCT"]),
+        "suffix": re.compile(t["WEIGHT_SUFFIX"]),
+        "signs": re.compile(t["SIGNS"]),
+        "attend": re.compile(f"{sp}{t['ATTEND']}{sp}{_GROUP}"),
+        "swap": re.compile(f"{sp}{t['SWAP']}{sp}{_GROUP}"),
+        "lora": re.compile(f"(?:{t['LORA_CALL']}){sp}{_GROUP}"),
+        "lora_call": re.compile(t["LORA_CALL"]),
+        "operator": re.compile(f"{sp}{combine}{sp}{_GROUP}"),
+        "attend_arg": re.compile(f"{sp}({t['SIGNS']}|{number}){sp}"),
+        "lora_arg": re.compile(f"{sp}({keyword}){sp}(?:,{sp}({number}){sp})?"),
+        "option": re.compile(
             f"{sp}(?:({keyword}){sp}={sp}({number}|{keyword})|({number})|({keyword})){sp}"
         ),
-        misplaced=re.compile(f"(?:{combine}|{t['SWAP']}|{t['ATTEND']})\\b"),
-        dot_next=re.compile(f"{sp}(?=\\.)"),  # a dot: maybe an operator
-        comma=re.compile(r",(\S)"),
-        # a chunk compel might read as more than text: an operator, a LoRA call, or a word
-        # followed by a sign (atomic: the lookahead keeps the whole word)
-        structure=structure_lexer(COMPEL, _RUNS, _INSIDE).pattern,
-        fast_sign=re.compile(rf"(?:^|(?<=\s)|(?<=\x00))(?=({word}))\1[+\-]"),
-        fast_fragment_items=re.compile(f"{t['SPACE']}|{word}|,"),
-        fast_fragment_words=re.compile(f"{word}|,"),
-        fast_fragment_special=re.compile(
+        "misplaced": re.compile(f"(?:{combine}|{t['SWAP']}|{t['ATTEND']})\\b"),
+        "dot_next": re.compile(f"{sp}(?=\\.)"),  # a dot: maybe an operator
+        "comma": re.compile(r",(\S)"),
+        "structure": structure_lexer(COMPEL, _RUNS, _INSIDE).pattern,
+        # a top-level word followed by a sign (atomic: the lookahead keeps the whole word)
+        "fast_sign": re.compile(rf"(?:^|(?<=\s)|(?<=\x00))(?=({word}))\1[+\-]"),
+        "fast_fragment_items": re.compile(f"{t['SPACE']}|{word}|,"),
+        "fast_fragment_words": re.compile(f"{word}|,"),
+        "fast_fragment_special": re.compile(
             "[" + "".join(map(re.escape, sorted((excluded_chars(word) - {","}) | {"\\"}))) + "]"
         ),
-        fast_top_items=re.compile(r"\s+|[^\s\x00]+"),
-        fast_combine=re.compile(f"{sp}{combine}{sp}"),
-        fast_separator=re.compile(f"{sp},{sp}"),
-    )
+        "fast_top_items": re.compile(r"\s+|[^\s\x00]+"),
+        "fast_combine": re.compile(f"{sp}{combine}{sp}"),
+        "fast_separator": re.compile(f"{sp},{sp}"),
+    }.items():
+        setattr(patterns, name, value)
+    return patterns
 
 
 def _plain_word(level: _Level, i: int, end: int | None) -> int:
