@@ -24,7 +24,11 @@ lark's LALR machinery. After balancing, every grammar reduces to::
     _item:   <any terminal but the brackets> | <kind>
 
 so an opener starts a child list, its closer hands the list to the rule's callback, and ``start``
-takes the top level; the terminals are the grammar's, matched in lark's order.
+takes the top level; the terminals are the grammar's, matched in lark's order. Before that, a
+dialect's tree builder may read the text its own faster way (:meth:`TreeBuilder.shortcut`, compel's
+common prompts), from the grammar's terminals too: :func:`terminal_patterns` gives every named
+terminal, those no rule uses included, and :func:`structure_lexer` the terminals that are not plain
+text, so that the regex engine skips words and spaces in C.
 """
 
 from __future__ import annotations

@@ -158,13 +158,13 @@ def test_the_fast_path_equals_lark_on_the_benchmark_corpus() -> None:
 
 
 @given(data=st.data())
-@settings(max_examples=200)
+@settings(max_examples=100)
 def test_the_fast_path_equals_lark_on_generated_prompts(data: st.DataObject) -> None:
     _check(data.draw(prompts(dialect="compel")))
 
 
 @given(text=hostile())
-@settings(max_examples=400)
+@settings(max_examples=300)
 @example("(a)1.2, b,,(c) withLora(x, 0.5)")
 @example("x,,(a)")
 @example(",,,(a)")
