@@ -1068,11 +1068,14 @@ def compel_spans(dialect: Dialect, text: str, max_depth: int) -> tuple[tuple[str
 #
 # Most prompts are words, commas, `(groups)` with a weight after them, `withLora(...)` calls and
 # maybe one `("a", "b").and(...)`. For those, the tree and the spans are read straight off the
-# text: a run lexer (the grammar's terminals, WORD and SPACE taken a stretch at a time) finds
-# the brackets and quoted strings, and each stretch of words is checked and split with the
-# patterns above in one regex call. Anything else (an operator, a sign after a word, a quote or
-# bracket compel reads otherwise, ...) returns None and the builder reads the prompt;
-# tests/test_compel_fastpath.py proves both equal on generated, hostile and corpus prompts.
+# text: the structure lexer (the grammar's terminals but WORD and SPACE, which the regex engine
+# skips in C) finds the brackets and quoted strings, and each stretch of words between them is
+# checked and split with the patterns above (never by one regex over a whole stretch, which could
+# backtrack). :func:`fast_nodes` builds a plan, then the builder's exact nodes; :func:`fast_spans`
+# reads most prompts in one pass without a tree (:func:`_flat_spans`), else from the plan. Anything
+# else (an operator, a sign after a word, a quote or bracket compel reads otherwise, ...) gives
+# None, and the builder reads the prompt; tests/test_compel_fastpath.py proves both equal to the
+# Lark parse on generated, hostile and corpus prompts.
 
 _RUNS = frozenset({"WORD", "SPACE"})  # the terminals a run is made of
 _INSIDE = frozenset({"ESCAPED"})  # how a WORD holds a bracket or a quote
@@ -1099,14 +1102,11 @@ class _FQuoted:
 def _scan(text: str, max_depth: int) -> list[Any] | None:
     """The text's runs, quoted strings and groups; None where the builder must read it (a lone
     quote, a closer without an opener, an opener never closed or past the depth cap)."""
-    from .dialects import COMPEL
-
-    lexer = structure_lexer(COMPEL, _RUNS, _INSIDE)
     stack: list[list[Any]] = [[]]
     starts: list[int] = []
     cap = min(max_depth, _FAST_MAX_NESTING)
     last = 0  # where the current run starts
-    for match in lexer.pattern.finditer(text):
+    for match in _p().structure.finditer(text):
         kind = match.lastgroup
         if kind == "ESCAPED":
             continue  # part of a word
@@ -1136,7 +1136,8 @@ def _scan(text: str, max_depth: int) -> list[Any] | None:
 
 
 # A plan is a list of entries: (_TOP, run) top-level text, (_FRAGMENT, run) text inside a group
-# or a quoted string, (_GROUP_ENTRY, plan, weight, weight text) and (_LORA, node).
+# or a quoted string, (_GROUP_ENTRY, plan, weight, weight text), (_LORA_ENTRY, node) and
+# (_CONJUNCTION, ...) (see :func:`_fast_conjunction`).
 _TOP, _FRAGMENT, _GROUP_ENTRY, _LORA_ENTRY, _CONJUNCTION = range(5)
 
 
