@@ -17,6 +17,16 @@ Each level is matched as a string in which a bracket group is one character (``_
 quoted string another (``_QUOTED``), with the space compel inserts after a comma (it rewrites
 ``,x`` to ``, x`` first) as a zero-width character.
 
+Every regex a level is read with is built from compel.lark's terminals when the dialect is first
+used (:func:`_p`), so the syntax is written once, and nothing is compiled at import.
+
+The fast path (the end of this module) reads the prompts most people write (words, commas,
+``(groups)`` with a weight after them, ``withLora(...)`` and ``("a", "b").and(...)``) straight
+off the text: :meth:`CompelBuilder.shortcut` gives the builder's exact tree and diagnostics and
+:func:`compel_spans` the spans without a tree, each returning None, for the builder to read the
+prompt, wherever it does not apply. ``tests/test_compel_fastpath.py`` proves both equal to the
+builder's reading of the Lark parse.
+
 :func:`flatten` turns a tree into compel's flattened conjunction (``PromptParser.flatten``): the
 fragments of each part, fused where neighbours weigh the same, with the LoRAs; ``compel_spans``
 is what :func:`promptweights.weighted_spans` gives for ``dialect="compel"``.
@@ -24,12 +34,25 @@ is what :func:`promptweights.weighted_spans` gives for ``dialect="compel"``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ._lark import _STATE, TreeBuilder, _brackets, _diagnose, _FastToken, _pos, balance, fast_lexer
+from ._lark import (
+    _STATE,
+    TreeBuilder,
+    _brackets,
+    _diagnose,
+    _FastToken,
+    _pos,
+    balance,
+    excluded_chars,
+    fast_lexer,
+    structure_lexer,
+    terminal_patterns,
+)
 from .errors import Diagnostic
 from .tree import Attention, Blend, Conjunction, Lora, Node, Swap, Text
 
@@ -53,33 +76,115 @@ _PLACEHOLDERS = _GROUP + _QUOTED
 #: compel's defaults for a swap's options (CrossAttentionControlSubstitute).
 SWAP_DEFAULTS = {"s_start": 0.0, "s_end": 0.0, "t_start": 0.2, "t_end": 1.0}
 
-_SPACE_RE = re.compile(r"\s*")
-_SPACES_RE = re.compile(r"\s+")
-_FREE_RE = re.compile(r"\S+")
-# compel's non_syntax_word: escaped syntax characters, + or - before a plain character, digits,
-# and any character that is neither space nor one of ( ) " , . + - =.
-_WORD_RE = re.compile(
-    r'(?:\\[()",.+\-=]|[+\-](?=[^\s()",.+\-=\ufdd0\ufdd1])|[^\s()",.+\-=\ufdd0\ufdd1])+'
-)
-_PUNCT_RE = re.compile(r"[,.]")
-# A suffix weight: Word('+') | Word('-') | number (real, then integer; a sign is taken by the
-# Word alternatives first).
-_SUFFIX_RE = re.compile(r"\++|-+|\d+\.\d*|\.\d+|[0-9]+")
-_SIGNS_RE = re.compile(r"\++|-+")
-_ATTEND_RE = re.compile(r"\s*\.attend\s*\ufdd0")
-_SWAP_RE = re.compile(r"\s*\.swap\s*\ufdd0")
-_LORA_RE = re.compile(r"(?:useLora|withLora)\s*\ufdd0")
-_OPERATOR_RE = re.compile(r"\s*\.(blend|and|add)\s*\ufdd0")
-_NUMBER = r"[+-]?(?:\d+\.\d*|\.\d+)|-?[0-9]+"
-_ATTEND_ARG_RE = re.compile(rf"\s*(\++|-+|{_NUMBER})\s*")
-_LORA_ARG_RE = re.compile(rf"\s*([A-Za-z0-9_\-]+)\s*(?:,\s*({_NUMBER})\s*)?")
-_KEYWORD = r"[A-Za-z0-9_\-]+"
-_OPTION_RE = re.compile(
-    rf"\s*(?:({_KEYWORD})\s*=\s*({_NUMBER}|{_KEYWORD})|({_NUMBER})|({_KEYWORD}))\s*"
-)
-_MISPLACED_RE = re.compile(r"\.(?:blend|and|add|swap|attend)\b")
-_DOT_NEXT_RE = re.compile(r"\s*\.")
-_LORA_PREFIXES = ("withLora", "useLora")
+
+class _Patterns:
+    """The regexes a level is read with, each built from compel.lark's terminals (the one place
+    the syntax is written) when the dialect is first used: ``G`` stands for a group's
+    placeholder, which no word character matches. (A plain class: a dataclass this size costs
+    milliseconds to create at import.)"""
+
+    __slots__ = (
+        "attend",
+        "attend_arg",
+        "comma",
+        "dot_next",
+        "fast_combine",
+        "fast_fragment_items",
+        "fast_fragment_special",
+        "fast_fragment_words",
+        "fast_separator",
+        "fast_sign",
+        "fast_top_items",
+        "free",
+        "lora",
+        "lora_arg",
+        "lora_call",
+        "misplaced",
+        "operator",
+        "option",
+        "punct",
+        "signs",
+        "space",
+        "structure",
+        "suffix",
+        "swap",
+        "word",
+    )
+
+    space: re.Pattern[str]  # SPACE, optional
+    free: re.Pattern[str]  # compel's free_word: up to the next SPACE
+    word: re.Pattern[str]  # SYNTAX_WORD
+    punct: re.Pattern[str]  # PUNCT
+    suffix: re.Pattern[str]  # WEIGHT_SUFFIX
+    signs: re.Pattern[str]  # SIGNS
+    attend: re.Pattern[str]  # ATTEND G
+    swap: re.Pattern[str]  # SWAP G
+    lora: re.Pattern[str]  # LORA_CALL G
+    lora_call: re.Pattern[str]  # LORA_CALL
+    operator: re.Pattern[str]  # COMBINE G
+    attend_arg: re.Pattern[str]  # SIGNS | NUMBER
+    lora_arg: re.Pattern[str]  # KEYWORD [, NUMBER]
+    option: re.Pattern[str]  # KEYWORD = (NUMBER | KEYWORD) | NUMBER | KEYWORD
+    misplaced: re.Pattern[str]  # COMBINE | SWAP | ATTEND, in a free word
+    dot_next: re.Pattern[str]  # the start of an operator after a word
+    comma: re.Pattern[str]  # compel's `,(\S)` → `, \1` rewrite
+    # the fast path (the end of this module)
+    structure: re.Pattern[str]  # the structure lexer (brackets, quotes, escapes)
+    fast_sign: re.Pattern[str]  # a top-level word followed by a sign
+    fast_fragment_items: re.Pattern[str]
+    fast_fragment_words: re.Pattern[str]
+    # a character that is neither a space, a comma nor one a word is made of by itself
+    fast_fragment_special: re.Pattern[str]
+    fast_top_items: re.Pattern[str]
+    fast_combine: re.Pattern[str]
+    fast_separator: re.Pattern[str]
+
+
+@functools.cache
+def _p() -> _Patterns:
+    from .dialects import COMPEL
+
+    t = terminal_patterns(COMPEL)
+    sp = f"(?:{t['SPACE']})?"
+    # A word never runs into a placeholder: add them to the word's excluded characters.
+    word = t["SYNTAX_WORD"].replace("[^", "[^" + _PLACEHOLDERS)
+    number, keyword = t["NUMBER"], t["KEYWORD"]
+    combine = t["COMBINE"]
+    patterns = _Patterns()
+    for name, value in {
+        "space": re.compile(sp),
+        "free": re.compile(r"\S+"),  # what SPACE does not match
+        "word": re.compile(word),
+        "punct": re.compile(t["PUNCT"]),
+        "suffix": re.compile(t["WEIGHT_SUFFIX"]),
+        "signs": re.compile(t["SIGNS"]),
+        "attend": re.compile(f"{sp}{t['ATTEND']}{sp}{_GROUP}"),
+        "swap": re.compile(f"{sp}{t['SWAP']}{sp}{_GROUP}"),
+        "lora": re.compile(f"(?:{t['LORA_CALL']}){sp}{_GROUP}"),
+        "lora_call": re.compile(t["LORA_CALL"]),
+        "operator": re.compile(f"{sp}{combine}{sp}{_GROUP}"),
+        "attend_arg": re.compile(f"{sp}({t['SIGNS']}|{number}){sp}"),
+        "lora_arg": re.compile(f"{sp}({keyword}){sp}(?:,{sp}({number}){sp})?"),
+        "option": re.compile(
+            f"{sp}(?:({keyword}){sp}={sp}({number}|{keyword})|({number})|({keyword})){sp}"
+        ),
+        "misplaced": re.compile(f"(?:{combine}|{t['SWAP']}|{t['ATTEND']})\\b"),
+        "dot_next": re.compile(f"{sp}(?=\\.)"),  # a dot: maybe an operator
+        "comma": re.compile(r",(\S)"),
+        "structure": structure_lexer(COMPEL, _RUNS, _INSIDE).pattern,
+        # a top-level word followed by a sign (atomic: the lookahead keeps the whole word)
+        "fast_sign": re.compile(rf"(?:^|(?<=\s)|(?<=\x00))(?=({word}))\1[+\-]"),
+        "fast_fragment_items": re.compile(f"{t['SPACE']}|{word}|,"),
+        "fast_fragment_words": re.compile(f"{word}|,"),
+        "fast_fragment_special": re.compile(
+            "[" + "".join(map(re.escape, sorted((excluded_chars(word) - {","}) | {"\\"}))) + "]"
+        ),
+        "fast_top_items": re.compile(r"\s+|[^\s\x00]+"),
+        "fast_combine": re.compile(f"{sp}{combine}{sp}"),
+        "fast_separator": re.compile(f"{sp},{sp}"),
+    }.items():
+        setattr(patterns, name, value)
+    return patterns
 
 
 def _plain_word(level: _Level, i: int, end: int | None) -> int:
@@ -87,13 +192,13 @@ def _plain_word(level: _Level, i: int, end: int | None) -> int:
     ``.attend`` after it, not a ``withLora``), else -1: the common case, read without trying
     every alternative. ``end``: the free word's end at the top level (None inside a group)."""
     s = level.s
-    match = _WORD_RE.match(s, i)
+    match = _p().word.match(s, i)
     if match is None:
         return -1
     j = match.end()
     if j < len(s) and s[j] in "+-.":
         return -1
-    if s.startswith(_LORA_PREFIXES, i) or _DOT_NEXT_RE.match(s, j) is not None:
+    if _p().lora_call.match(s, i) is not None or _p().dot_next.match(s, j) is not None:
         return -1
     if end is None:
         return j
@@ -234,7 +339,7 @@ class _Level:
     def _comma_spaces(self) -> None:
         """compel's ``re.sub(r',(\\S)', r', \\1', prompt)``: a zero-width space after such a
         comma."""
-        cuts = [m.start() + 1 for m in re.finditer(r",\S", self.s)]
+        cuts = [m.start() + 1 for m in _p().comma.finditer(self.s)]
         if not cuts:
             return
         s, at, objs = self.s, self.at, self.objs
@@ -294,7 +399,7 @@ def _text_nodes(level: _Level, i: int, j: int) -> list[Node]:
 
 def _skip(level: _Level, i: int, nodes: list[Node]) -> int:
     """Skip spaces from ``i``, keeping them as text."""
-    j = _SPACE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+    j = _p().space.match(level.s, i).end()  # type: ignore[union-attr]
     if j > i:
         raw = level.raw(i, j)
         if raw:
@@ -341,7 +446,7 @@ def _target(level: _Level, i: int) -> tuple[Attention, int, list[Diagnostic]] | 
         if inner is None:
             return None
         return Attention(tuple(inner.nodes), 1.0, kind), i + 1, list(inner.diagnostics)  # type: ignore[arg-type]
-    match = _WORD_RE.match(s, i)
+    match = _p().word.match(s, i)
     if match is None:
         return None
     j = match.end()
@@ -355,16 +460,16 @@ def _attention(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | No
         return None
     target, j, diagnostics = found
     s = level.s
-    explicit = _ATTEND_RE.match(s, j)
+    explicit = _p().attend.match(s, j)
     if explicit is not None:
         group = level.objs[explicit.end() - 1]
-        arg = _ATTEND_ARG_RE.fullmatch(_raw_inner(group, level.ctx))
+        arg = _p().attend_arg.fullmatch(_raw_inner(group, level.ctx))
         if arg is not None and not _has_groups(group):
             weight = _suffix_weight(arg.group(1))
             end = explicit.end()
             node = Attention(target.children, weight, target.kind, level.raw(j, end))
             return node, end, diagnostics
-    pattern = _SIGNS_RE if target.kind == "word" else _SUFFIX_RE
+    pattern = _p().signs if target.kind == "word" else _p().suffix
     suffix = pattern.match(s, j)
     if suffix is None or (j < len(s) and level.objs[j] is not None):
         return None
@@ -383,13 +488,13 @@ def _raw_inner(group: _Group, ctx: _Ctx) -> str:
 
 def _lora(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
     """``withLora(name, 0.8)`` / ``useLora(name)``."""
-    match = _LORA_RE.match(level.s, i)
+    match = _p().lora.match(level.s, i)
     if match is None:
         return None
     group = level.objs[match.end() - 1]
     if _has_groups(group):
         return None
-    arg = _LORA_ARG_RE.fullmatch(_raw_inner(group, level.ctx))
+    arg = _p().lora_arg.fullmatch(_raw_inner(group, level.ctx))
     if arg is None:
         return None
     weight = 1.0 if arg.group(2) is None else _number(arg.group(2))
@@ -403,7 +508,7 @@ def _swap(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
     if found is None:
         return None
     target, j, diagnostics = found
-    match = _SWAP_RE.match(level.s, j)
+    match = _p().swap.match(level.s, j)
     if match is None:
         return None
     group = level.objs[match.end() - 1]
@@ -444,7 +549,7 @@ def _options(text: str, *, leading_comma: bool) -> list[tuple[str, str]] | None:
             return []
     out: list[tuple[str, str]] = []
     for piece in text.split(","):
-        match = _OPTION_RE.fullmatch(piece)
+        match = _p().option.fullmatch(piece)
         if match is None:
             return None
         key, value, number, keyword = match.groups()
@@ -479,10 +584,10 @@ def _unit(
             kind = "quote" if letter == "q" else "round"
             found = Attention(tuple(inner.nodes), 1.0, kind), i + 1, list(inner.diagnostics)  # type: ignore[arg-type]
         elif letter == "w":
-            match = _WORD_RE.match(s, i)
+            match = _p().word.match(s, i)
             found = None if match is None else (Text(level.raw(i, match.end())), match.end(), [])
         else:
-            match = _PUNCT_RE.match(s, i)
+            match = _p().punct.match(s, i)
             found = None if match is None else (Text(level.raw(i, match.end())), match.end(), [])
         if found is not None:
             return found
@@ -528,7 +633,7 @@ def _prompt(level: _Level, i: int) -> _Result:
         if i >= len(level.s):
             break
         if level.objs[i] is None:
-            end = _FREE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+            end = _p().free.match(level.s, i).end()  # type: ignore[union-attr]
             j = _plain_word(level, i, end)
             if j > i:
                 nodes.append(Text(level.raw(i, j)))
@@ -547,7 +652,7 @@ def _prompt(level: _Level, i: int) -> _Result:
 def _free_word(level: _Level, i: int, nodes: list[Node], diagnostics: list[Diagnostic]) -> int:
     """compel's ``free_word``: everything up to the next space, as text."""
     while True:
-        end = _FREE_RE.match(level.s, i).end()  # type: ignore[union-attr]
+        end = _p().free.match(level.s, i).end()  # type: ignore[union-attr]
         inside = next((k for k in range(i, end) if level.objs[k] is not None), None)
         if inside is None:
             break
@@ -570,7 +675,7 @@ def _free_word(level: _Level, i: int, nodes: list[Node], diagnostics: list[Diagn
             )
         level.expand(inside)
     word = level.raw(i, end)
-    misplaced = _MISPLACED_RE.search(word)
+    misplaced = _p().misplaced.search(word)
     if misplaced is not None:
         diagnostics.append(
             Diagnostic(
@@ -594,7 +699,7 @@ def _members(level: _Level, group: _Group) -> tuple[list[Node], list[str], list[
     members: list[Node] = []
     frame: list[str] = []
     diagnostics: list[Diagnostic] = []
-    i = _SPACE_RE.match(s, 0).end()  # type: ignore[union-attr]
+    i = _p().space.match(s, 0).end()  # type: ignore[union-attr]
     mark = 0
     while True:
         found = _target(inner, i)
@@ -608,14 +713,14 @@ def _members(level: _Level, group: _Group) -> tuple[list[Node], list[str], list[
         frame.append(inner.raw(mark, i))
         members.append(node)
         diagnostics += found_diagnostics
-        k = _SPACE_RE.match(s, j).end()  # type: ignore[union-attr]
+        k = _p().space.match(s, j).end()  # type: ignore[union-attr]
         if k >= len(s):
             frame.append(inner.raw(j, k))
             return members, frame, diagnostics
         if s[k] != "," or inner.objs[k] is not None:
             return None
         mark = j
-        i = _SPACE_RE.match(s, k + 1).end()  # type: ignore[union-attr]
+        i = _p().space.match(s, k + 1).end()  # type: ignore[union-attr]
 
 
 def _operator(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | None:
@@ -623,7 +728,7 @@ def _operator(level: _Level, i: int) -> tuple[Node, int, list[Diagnostic]] | Non
     s = level.s
     if i >= len(s) or s[i] != _GROUP:
         return None
-    match = _OPERATOR_RE.match(s, i + 1)
+    match = _p().operator.match(s, i + 1)
     if match is None:
         return None
     found = _members(level, level.objs[i])
@@ -776,6 +881,12 @@ class CompelBuilder(TreeBuilder):
     def round(self, children: list[Any]) -> _Group:  # type: ignore[override]
         opener, *items, closer = children
         return _Group(opener, items, closer)
+
+    def shortcut(
+        self, text: str, max_depth: int
+    ) -> tuple[tuple[Node, ...], list[Diagnostic]] | None:
+        """The fast path (see the end of this module), where it applies."""
+        return fast_nodes(text, max_depth)
 
     def start(self, children: list[Any]) -> tuple[Node, ...]:
         src = "".join(_raw_item(item) for item in children)
@@ -942,8 +1053,519 @@ def spans_of(flat: Flat) -> tuple[tuple[str, float], ...]:
 
 
 def compel_spans(dialect: Dialect, text: str, max_depth: int) -> tuple[tuple[str, float], ...]:
-    """compel's flattened fragments of ``text`` (see :func:`spans_of`)."""
+    """compel's flattened fragments of ``text`` (see :func:`spans_of`): by the fast path where it
+    applies, else from the parsed tree."""
     from ._lark import parse_nodes
 
+    fast = fast_spans(text, max_depth)
+    if fast is not None:
+        return fast
     nodes, _ = parse_nodes(text, dialect=dialect, max_depth=max_depth)
     return spans_of(flatten(nodes))
+
+
+# --- the fast path ------------------------------------------------------------------------------
+#
+# Most prompts are words, commas, `(groups)` with a weight after them, `withLora(...)` calls and
+# maybe one `("a", "b").and(...)`. For those, the tree and the spans are read straight off the
+# text: the structure lexer (the grammar's terminals but WORD and SPACE, which the regex engine
+# skips in C) finds the brackets and quoted strings, and each stretch of words between them is
+# checked and split with the patterns above (never by one regex over a whole stretch, which could
+# backtrack). :func:`fast_nodes` builds a plan, then the builder's exact nodes; :func:`fast_spans`
+# reads most prompts in one pass without a tree (:func:`_flat_spans`), else from the plan. Anything
+# else (an operator, a sign after a word, a quote or bracket compel reads otherwise, ...) gives
+# None, and the builder reads the prompt; tests/test_compel_fastpath.py proves both equal to the
+# Lark parse on generated, hostile and corpus prompts.
+
+_RUNS = frozenset({"WORD", "SPACE"})  # the terminals a run is made of
+_INSIDE = frozenset({"ESCAPED"})  # how a WORD holds a bracket or a quote
+_FAST_MAX_NESTING = 64  # deeper: the builder (its recursion is what the depth cap bounds)
+
+
+class _FGroup:
+    __slots__ = ("end", "items", "start")
+
+    def __init__(self, start: int, items: list[Any], end: int) -> None:
+        self.start = start
+        self.items = items  # runs (str), _FGroup and _FQuoted
+        self.end = end  # the closer's position
+
+
+class _FQuoted:
+    __slots__ = ("start", "text")
+
+    def __init__(self, start: int, text: str) -> None:
+        self.start = start
+        self.text = text  # with its quotes
+
+
+def _scan(text: str, max_depth: int) -> list[Any] | None:
+    """The text's runs, quoted strings and groups; None where the builder must read it (a lone
+    quote, a closer without an opener, an opener never closed or past the depth cap)."""
+    stack: list[list[Any]] = [[]]
+    starts: list[int] = []
+    cap = min(max_depth, _FAST_MAX_NESTING)
+    last = 0  # where the current run starts
+    for match in _p().structure.finditer(text):
+        kind = match.lastgroup
+        if kind == "ESCAPED":
+            continue  # part of a word
+        at = match.start()
+        if at > last:
+            stack[-1].append(text[last:at])
+        last = match.end()
+        if kind == "LPAR":
+            if len(starts) >= cap:
+                return None
+            starts.append(at)
+            stack.append([])
+        elif kind == "RPAR":
+            if not starts:
+                return None
+            items = stack.pop()
+            stack[-1].append(_FGroup(starts.pop(), items, at))
+        elif kind == "QUOTED":
+            stack[-1].append(_FQuoted(at, match.group()))
+        else:
+            return None
+    if starts:
+        return None
+    if last < len(text):
+        stack[0].append(text[last:])
+    return stack[0]
+
+
+# A plan is a list of entries: (_TOP, run) top-level text, (_FRAGMENT, run) text inside a group
+# or a quoted string, (_GROUP_ENTRY, plan, weight, weight text), (_LORA_ENTRY, node) and
+# (_CONJUNCTION, ...) (see :func:`_fast_conjunction`).
+_TOP, _FRAGMENT, _GROUP_ENTRY, _LORA_ENTRY, _CONJUNCTION = range(5)
+
+
+def _fast_fragments(items: list[Any], plan: list[Any]) -> bool:
+    """compel's fragments (inside a group or quoted string) into ``plan``; False: not simple."""
+    p = _p()
+    weight_next = False
+    for item in items:
+        if isinstance(item, str):
+            run = item
+            if weight_next:
+                run = _fast_weight(run, plan)
+            if _fragment_items(run) is None or p.lora_call.search(run) is not None:
+                return False
+            if run:
+                plan.append((_FRAGMENT, run))
+            weight_next = False
+        elif isinstance(item, _FGroup):
+            inner: list[Any] = []
+            if not _fast_fragments(item.items, inner):
+                return False
+            plan.append((_GROUP_ENTRY, inner, 1.0, ""))
+            weight_next = True
+        else:
+            return False
+    return True
+
+
+def _fragment_items(run: str) -> list[str] | None:
+    """The spaces, words and commas ``run`` is made of inside a group; None where it holds
+    anything else. (Matched one by one, never by one regex over the run: that can backtrack.)"""
+    items: list[str] = _p().fast_fragment_items.findall(run)
+    if sum(map(len, items)) != len(run):
+        return None
+    return items
+
+
+def _fragment_words(run: str) -> list[str] | None:
+    """The words and commas of ``run`` inside a group, one each; None where it holds anything
+    else."""
+    if _p().fast_fragment_special.search(run) is None:  # spaces, commas and word characters
+        return run.replace(",", " , ").split()
+    items = _fragment_items(run)
+    return None if items is None else " ".join(items).split()
+
+
+def _fast_weight(run: str, plan: list[Any]) -> str:
+    """The weight right after the group last planned, if ``run`` starts with one; the rest."""
+    suffix = _p().suffix.match(run)
+    if suffix is None:
+        return run
+    text = suffix.group()
+    plan[-1] = (_GROUP_ENTRY, plan[-1][1], _suffix_weight(text), text)
+    return run[suffix.end() :]
+
+
+def _fast_top(items: list[Any], text: str) -> list[Any] | None:
+    """compel's top level (free words, weighted groups, LoRA calls) as a plan, or None."""
+    p = _p()
+    plan: list[Any] = []
+    weight_next = False
+    for k, item in enumerate(items):
+        if isinstance(item, _FGroup):
+            inner: list[Any] = []
+            if not _fast_fragments(item.items, inner):
+                return None
+            plan.append((_GROUP_ENTRY, inner, 1.0, ""))
+            weight_next = True
+            continue
+        if not isinstance(item, str):
+            return None
+        run = _fast_weight(item, plan) if weight_next else item
+        weight_next = False
+        after = items[k + 1] if k + 1 < len(items) else None
+        lora = None
+        if isinstance(after, _FGroup):
+            before = _before_group(run, after, text)
+            if before is None:
+                return None
+            run, lora = before
+            if lora is not None:
+                items[k + 1] = ""  # read: the run after the call follows
+        elif "," in run and p.comma.search(run) is not None:
+            run = p.comma.sub(",\x00\\1", run)
+        if _maybe_more_than_text(run):
+            return None
+        if run:
+            plan.append((_TOP, run))
+        if lora is not None:
+            plan.append((_LORA_ENTRY, lora))
+    return plan
+
+
+def _before_group(run: str, group: _FGroup, text: str) -> tuple[str, Lora | None] | None:
+    """A top-level run before a group: the run and, where it ends with ``withLora``, the call;
+    None where a free word runs into the group."""
+    # compel's `,x` → `, x` rewrite puts a space before the group after a comma
+    if "," in run and _p().comma.search(run + "(") is not None:
+        run = _p().comma.sub(",\x00\\1", run + "(")[:-1]
+    tail = _last_chunk(run)
+    if tail and _p().lora_call.fullmatch(tail) is not None:
+        lora = _fast_lora(tail, group, text)
+        if lora is None:
+            return None
+        return run[: len(run) - len(tail)], lora
+    if run and not run[-1].isspace() and run[-1] != "\x00":
+        return None
+    return run, None
+
+
+def _last_chunk(run: str) -> str:
+    """The free word ``run`` ends with ("" where it ends with a space)."""
+    if not run or run[-1].isspace():
+        return ""
+    return run.rsplit(None, 1)[-1].rpartition("\x00")[2]
+
+
+def _maybe_more_than_text(run: str) -> bool:
+    """Whether compel might read something in a top-level run as more than text: a dot (an
+    operator), a LoRA call, a word followed by a sign."""
+    p = _p()
+    if "." in run or p.lora_call.search(run) is not None:
+        return True
+    return ("+" in run or "-" in run) and p.fast_sign.search(run) is not None
+
+
+def _fast_lora(name: str, group: _FGroup, text: str) -> Lora | None:
+    """``withLora(name, w)``: the call ``name`` and its group; None where compel reads it
+    otherwise."""
+    if any(not isinstance(item, str) for item in group.items):
+        return None
+    arg = _p().lora_arg.fullmatch("".join(group.items))
+    if arg is None:
+        return None
+    weight = 1.0 if arg.group(2) is None else _number(arg.group(2))
+    return Lora(arg.group(1), weight, name + text[group.start : group.end + 1])
+
+
+def _conjunction_shape(
+    items: list[Any],
+) -> tuple[str, _FGroup, _FGroup, list[Any], list[_FQuoted]] | None:
+    """``("a", "b").and(1, 0.5)`` first in a prompt's items: the space before it, the members'
+    group, the arguments' group, the options and the quoted members; None where it is not one
+    (or not one with quoted members only)."""
+    p = _p()
+    lead = ""
+    if items and isinstance(items[0], str):
+        lead, items = items[0], items[1:]
+        if lead.strip():
+            return None
+    if len(items) < 3 or not isinstance(items[0], _FGroup) or not isinstance(items[1], str):
+        return None
+    group, between, args = items[0], items[1], items[2]
+    combine = p.fast_combine.fullmatch(between)
+    if combine is None or combine.group(1) == "blend" or not isinstance(args, _FGroup):
+        return None
+    if any(not isinstance(item, str) for item in args.items):
+        return None
+    options = _options("".join(args.items), leading_comma=False)
+    if options is None:
+        return None
+    quoted: list[_FQuoted] = []
+    expect_member = True
+    for item in group.items:
+        if isinstance(item, _FQuoted) and expect_member:
+            quoted.append(item)
+            expect_member = False
+        elif isinstance(item, str) and not expect_member and p.fast_separator.fullmatch(item):
+            expect_member = True
+        elif not isinstance(item, str) or item.strip():
+            return None
+    if expect_member:
+        return None
+    return lead, group, args, options, quoted
+
+
+def _fast_conjunction(items: list[Any], text: str, max_depth: int) -> list[Any] | None:
+    """``("a", "b").and(1, 0.5)`` (and what follows it) as a plan: (_CONJUNCTION, leading
+    space, member plans, frame, weights, diagnostics, rest); None where it is not one."""
+    shape = _conjunction_shape(items)
+    if shape is None:
+        return None
+    lead, group, args, options, quoted = shape
+    plans: list[list[Any]] = []
+    frame: list[str] = []
+    mark = group.start + 1
+    for member in quoted:
+        inner = member.text[1:-1]
+        scanned = _scan(inner, max_depth) if inner.strip() else None
+        plan: list[Any] = []
+        if scanned is None or not _fast_fragments(scanned, plan):
+            return None
+        plans.append(plan)
+        frame.append(text[mark : member.start])
+        mark = member.start + len(member.text)
+    frame[0] = "(" + frame[0]
+    frame.append(text[mark : group.end] + ")" + text[group.end + 1 : args.end + 1])
+    diagnostics: list[Diagnostic] = []
+    weights = _weights(options, len(plans), group.start, diagnostics, "and")
+    rest = text[args.end + 1 :]
+    if rest.strip():
+        diagnostics.append(
+            Diagnostic("ignored-text", "compel ignores the text after .and(...)", args.end + 1)
+        )
+    return [(_CONJUNCTION, lead, plans, tuple(frame), weights, diagnostics, rest)]
+
+
+def _fast_plan(text: str, max_depth: int) -> list[Any] | None:
+    if "\x00" in text or _GROUP in text or _QUOTED in text:
+        return None
+    items = _scan(text, max_depth)
+    if items is None:
+        return None
+    if "." in text:
+        conjunction = _fast_conjunction(items, text, max_depth)
+        if conjunction is not None:
+            return conjunction
+    return _fast_top(items, text)
+
+
+def _plan_nodes(plan: list[Any]) -> list[Node]:
+    p = _p()
+    out: list[Node] = []
+    for entry in plan:
+        kind = entry[0]
+        if kind == _TOP:
+            out.extend(map(Text, p.fast_top_items.findall(entry[1])))
+        elif kind == _FRAGMENT:
+            out.extend(map(Text, p.fast_fragment_items.findall(entry[1])))
+        elif kind == _GROUP_ENTRY:
+            out.append(Attention(tuple(_plan_nodes(entry[1])), entry[2], "round", entry[3]))
+        elif kind == _LORA_ENTRY:
+            out.append(entry[1])
+        else:
+            _, lead, plans, frame, weights, _, rest = entry
+            if lead:
+                out.append(Text(lead))
+            members = tuple(Attention(tuple(_plan_nodes(m)), 1.0, "quote") for m in plans)
+            out.append(Conjunction(members, weights, frame))
+            if rest:
+                out.append(Text(rest))
+    return out
+
+
+def _plan_spans(plan: list[Any], scale: float, out: list[list[Any]]) -> None:
+    p = _p()
+    for entry in plan:
+        kind = entry[0]
+        if kind == _TOP:
+            words = entry[1].replace("\x00", " ").split()
+        elif kind == _FRAGMENT:
+            words = p.fast_fragment_words.findall(entry[1])
+        elif kind == _GROUP_ENTRY:
+            _plan_spans(entry[1], scale * entry[2], out)
+            continue
+        elif kind == _LORA_ENTRY:
+            continue
+        else:
+            for member in entry[2]:  # each part fused on its own
+                part: list[list[Any]] = []
+                _plan_spans(member, 1.0, part)
+                out.extend(part)
+            continue
+        if words:
+            weight = 1.0 * scale
+            if out and out[-1][1] == weight:
+                out[-1][0].extend(words)
+            else:
+                out.append([words, weight])
+
+
+def fast_nodes(text: str, max_depth: int) -> tuple[tuple[Node, ...], list[Diagnostic]] | None:
+    """The builder's nodes and diagnostics of ``text``, read by the fast path; None where it
+    does not apply."""
+    plan = _fast_plan(text, max_depth)
+    if plan is None:
+        return None
+    diagnostics = plan[0][5] if plan and plan[0][0] == _CONJUNCTION else []
+    return tuple(_plan_nodes(plan)), sorted(diagnostics, key=lambda d: d.pos)
+
+
+def fast_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...] | None:
+    """:func:`compel_spans` of ``text`` by the fast path; None where it does not apply."""
+    if "\x00" in text or _GROUP in text or _QUOTED in text:
+        return None
+    flat = _flat_spans(text, max_depth)
+    if flat is not None:
+        return flat
+    plan = _fast_plan(text, max_depth)
+    if plan is None:
+        return None
+    out: list[list[Any]] = []
+    _plan_spans(plan, 1.0, out)
+    if not out:
+        return (("", 1.0),)
+    return tuple((_unescape(" ".join(words)), weight) for words, weight in out)
+
+
+def _flat_spans(text: str, max_depth: int) -> tuple[tuple[str, float], ...] | None:
+    """:func:`fast_spans` in one pass for prompts with no group inside a group, no quoted string
+    and no operator but ``("a", "b").and(...)`` (most prompts): the rules of :func:`_fast_top`
+    and :func:`_fast_fragments`, without a plan."""
+    if max_depth < 1:
+        return None
+    segments = _flat_segments(text, fragment=False)
+    if segments is None:
+        items = _scan(text, max_depth)
+        shape = None if items is None else _conjunction_shape(items)
+        if shape is None:
+            return None
+        segments = []
+        for quoted in shape[-1]:
+            inner = quoted.text[1:-1]
+            part = _flat_segments(inner, fragment=True) if inner.strip() else None
+            if part is None:
+                return None
+            segments += part  # each part fused on its own
+    if not segments:
+        return (("", 1.0),)
+    if "\\" not in text:
+        return tuple((" ".join(words), weight) for words, weight in segments)
+    return tuple((_unescape(" ".join(words)), weight) for words, weight in segments)
+
+
+def _flat_segments(text: str, *, fragment: bool) -> list[tuple[list[str], float]] | None:
+    """The fused fragments of a prompt (``fragment``: of a quoted string's text) as
+    ``(words, weight)``; None where :func:`_flat_spans` does not apply."""
+    p = _p()
+    loras = p.lora_call.search(text) is not None
+    if fragment and loras:
+        return None
+    segments: list[tuple[list[str], float]] = []
+    pending: list[str] | None = None  # the words of the group just closed, before its weight
+    lora = False  # the group open is a LoRA call
+    opened = False
+    last = 0
+    for match in p.structure.finditer(text):
+        kind = match.lastgroup
+        if kind == "ESCAPED":
+            continue
+        run = text[last : match.start()]
+        last = match.end()
+        if kind == "RPAR" and opened:
+            opened = False
+            closed = _flat_closed(run, lora=lora, loras=loras)
+            if closed is False:
+                return None
+            pending = closed
+            continue
+        if kind != "LPAR" or opened:
+            return None
+        if pending is not None:
+            run = _flat_weight(run, pending, segments)
+            pending = None
+        read = _flat_run(run, fragment=fragment, loras=loras, before_group=True)
+        if read is None:
+            return None
+        words, lora = read
+        _flat_add(words, 1.0, segments)
+        opened = True
+    if opened:
+        return None
+    run = text[last:]
+    if pending is not None:
+        run = _flat_weight(run, pending, segments)
+    read = _flat_run(run, fragment=fragment, loras=loras, before_group=False)
+    if read is None:
+        return None
+    _flat_add(read[0], 1.0, segments)
+    return segments
+
+
+def _flat_closed(run: str, *, lora: bool, loras: bool) -> list[str] | Literal[False] | None:
+    """The words of a group just closed (None for a LoRA call's: no weight follows it); False
+    where it is not simple."""
+    p = _p()
+    if lora:
+        return None if p.lora_arg.fullmatch(run) is not None else False
+    if loras and p.lora_call.search(run) is not None:
+        return False
+    words = _fragment_words(run)
+    return False if words is None else words
+
+
+def _flat_run(
+    run: str, *, fragment: bool, loras: bool, before_group: bool
+) -> tuple[list[str], bool] | None:
+    """A run outside groups: its words and whether it ends with a LoRA call's name; None where
+    compel might read more than text in it."""
+    if fragment:
+        words = _fragment_words(run)
+        return None if words is None else (words, False)
+    p = _p()
+    if "," in run and (run[-1] == "," or p.comma.search(run) is not None):
+        # compel's `,x` → `, x` rewrite: before a group, a comma at the end gets its space too
+        run = (
+            p.comma.sub(",\x00\\1", run + "(")[:-1]
+            if before_group
+            else p.comma.sub(",\x00\\1", run)
+        )
+    lora = False
+    if before_group and run and not run[-1].isspace() and run[-1] != "\x00":
+        tail = _last_chunk(run)
+        if not loras or p.lora_call.fullmatch(tail) is None:
+            return None  # a free word runs into the group
+        lora = True
+        run = run[: len(run) - len(tail)]
+    if "." in run or (loras and p.lora_call.search(run) is not None):
+        return None
+    if ("+" in run or "-" in run) and p.fast_sign.search(run) is not None:
+        return None
+    return (run.replace("\x00", " ").split() if "\x00" in run else run.split()), lora
+
+
+def _flat_weight(run: str, words: list[str], segments: list[tuple[list[str], float]]) -> str:
+    """Add a closed group's ``words`` with the weight ``run`` starts with; the rest of it."""
+    suffix = _p().suffix.match(run)
+    if suffix is None:
+        _flat_add(words, 1.0, segments)
+        return run
+    _flat_add(words, 1.0 * _suffix_weight(suffix.group()), segments)
+    return run[suffix.end() :]
+
+
+def _flat_add(words: list[str], weight: float, segments: list[tuple[list[str], float]]) -> None:
+    if not words:
+        return
+    if segments and segments[-1][1] == weight:
+        segments[-1][0].extend(words)
+    else:
+        segments.append((words, weight))

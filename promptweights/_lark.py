@@ -24,7 +24,11 @@ lark's LALR machinery. After balancing, every grammar reduces to::
     _item:   <any terminal but the brackets> | <kind>
 
 so an opener starts a child list, its closer hands the list to the rule's callback, and ``start``
-takes the top level; the terminals are the grammar's, matched in lark's order.
+takes the top level; the terminals are the grammar's, matched in lark's order. Before that, a
+dialect's tree builder may read the text its own faster way (:meth:`TreeBuilder.shortcut`, compel's
+common prompts), from the grammar's terminals too: :func:`terminal_patterns` gives every named
+terminal, those no rule uses included, and :func:`structure_lexer` the terminals that are not plain
+text, so that the regex engine skips words and spaces in C.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
+import sys
 from collections.abc import Collection, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -51,12 +56,15 @@ __all__ = [
     "FastLexer",
     "NovelAIBuilder",
     "TreeBuilder",
+    "excluded_chars",
     "fast_lexer",
     "file_accepts",
     "file_lexer",
     "grammar",
     "merged_strings",
     "parse_nodes",
+    "structure_lexer",
+    "terminal_patterns",
 ]
 
 GRAMMAR_PACKAGE = "promptweights.grammar"
@@ -201,6 +209,14 @@ class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         super().__init__()
         self.split_breaks = dialect.breaks
         self.factors = {bracket.kind: bracket.factor for bracket in dialect.brackets}
+
+    def shortcut(
+        self, text: str, max_depth: int
+    ) -> tuple[tuple[Node, ...], list[Diagnostic]] | None:
+        """A dialect's own fast reading of ``text`` (nodes, diagnostics sorted by position), tried
+        by the fast path before the grammar's tokens; None where it does not apply (here: never
+        applies)."""
+        return None
 
     def _nodes(self, seq: Sequence[_Piece]) -> tuple[Node, ...]:
         out: list[Node] = []
@@ -538,6 +554,99 @@ def _lexer(terminals: Collection[Any]) -> FastLexer:
     return FastLexer(pattern, tuple(kinds))
 
 
+@functools.cache
+def terminal_patterns(dialect: Dialect) -> dict[str, str]:
+    """Every named terminal of the dialect's grammar as a regex source, those no rule uses
+    included (compel.lark names the pieces its tree builder reads inside a level)."""
+    loaded = grammar(dialect).grammar
+    names = {name for name, _ in loaded.term_defs}
+    terminals, _, _ = loaded.compile(["start"], names)
+    return {str(t.name): t.pattern.to_regexp() for t in terminals}
+
+
+@functools.cache
+def structure_lexer(dialect: Dialect, runs: frozenset[str], inside: frozenset[str]) -> FastLexer:
+    """The terminals that are not ``runs`` (compel: brackets and quotes), plus the named pieces
+    ``inside`` by which a run terminal holds their characters (compel: ``ESCAPED``), as one regex
+    in lark's order: the text between two matches that are not ``inside`` ones is a stretch of run
+    tokens, found by C's search instead of token by token. Exact where a run terminal holds a
+    character that starts another terminal only through an ``inside`` piece;
+    tests/test_compel_fastpath.py checks it against :func:`fast_lexer`."""
+    patterns = terminal_patterns(dialect)
+    ordered = sorted(grammar(dialect).terminals, key=_lark_order)
+    parts = [f"(?P<{name}>{patterns[name]})" for name in sorted(inside)]
+    parts += [f"(?P<{t.name}>{t.pattern.to_regexp()})" for t in ordered if t.name not in runs]
+    source = "|".join(parts)
+    firsts = _first_chars(source)
+    if firsts is not None:  # lets the regex engine skip the text between matches in C
+        source = f"(?=[{''.join(re.escape(c) for c in sorted(firsts))}])(?:{source})"
+    pattern = re.compile(source)
+    kinds = [""] * (pattern.groups + 1)
+    for name, index in pattern.groupindex.items():
+        kinds[index] = name
+    return FastLexer(pattern, tuple(kinds))
+
+
+def excluded_chars(source: str) -> set[str]:
+    """The characters ``source``'s negated classes (``[^...]``) list by name (not categories
+    such as ``\\s``): what a pattern made of such classes never matches."""
+    out: set[str] = set()
+    stack = [list(_sre_parse().parse(source))]
+    while stack:
+        for op, arg in stack.pop():
+            name = str(op)
+            if name == "IN" and arg and str(arg[0][0]) == "NEGATE":
+                out |= {chr(value) for kind, value in arg[1:] if str(kind) == "LITERAL"}
+            elif name in ("SUBPATTERN", "ASSERT", "ASSERT_NOT"):
+                stack.append(list(arg[-1]))
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+                stack.append(list(arg[2]))
+            elif name == "BRANCH":
+                stack.extend(list(branch) for branch in arg[1])
+    return out
+
+
+def _sre_parse() -> Any:
+    if sys.version_info >= (3, 11):
+        from re import _parser as sre_parse
+    else:  # pragma: no cover - Python 3.10
+        import sre_parse
+    return sre_parse
+
+
+def _first_chars(source: str) -> set[str] | None:
+    """The characters a match of ``source`` can start with; None where that is not a plain set
+    of characters (then no prefix is added)."""
+    return _firsts(list(_sre_parse().parse(source)))
+
+
+def _firsts(items: list[Any]) -> set[str] | None:
+    if not items:
+        return None
+    op, arg = items[0]
+    name = str(op)
+    if name == "LITERAL":
+        return {chr(arg)}
+    if name == "SUBPATTERN":
+        return _firsts(list(arg[-1]))
+    if name == "BRANCH":
+        out: set[str] = set()
+        for branch in arg[1]:
+            found = _firsts(list(branch))
+            if found is None:
+                return None
+            out |= found
+        return out
+    if name == "IN":
+        chars: set[str] = set()
+        for kind, value in arg:
+            if str(kind) != "LITERAL":
+                return None
+            chars.add(chr(value))
+        return chars
+    return None
+
+
 # --- grammars of syntaxes that are not dialects (grammar/dynamic.lark) -----------------------
 
 
@@ -611,6 +720,9 @@ def parse_nodes(
         def run() -> tuple[Node, ...]:
             return parser.parse(text)  # type: ignore[return-value]
     else:
+        quick = _fast_builder(dialect).shortcut(text, max_depth)
+        if quick is not None:
+            return quick
 
         def run() -> tuple[Node, ...]:
             return _fast_parse(text, dialect, max_depth)

@@ -21,6 +21,7 @@ that differs by more than 1e-6 is reported as an ``inexact`` diagnostic. So wher
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -41,8 +42,14 @@ __all__ = ["WRITERS", "Conversion", "Writer", "convert"]
 
 Span = tuple[str, float]
 _BREAK = ("BREAK", -1.0)
-_WORD_RE = re.compile(r"\w+|[^\w\s]")
 _TOLERANCE = 1e-6
+
+
+@functools.cache
+def _word_re() -> re.Pattern[str]:
+    """Words and single punctuation marks, as a tokenizer splits them (compiled on first use,
+    not at import)."""
+    return re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,9 +431,9 @@ def weighted_words(text: str, dialect: str) -> list[tuple[float, list[tuple[str,
                 continue
             if span_text.startswith("\x00swap"):
                 original = part.swaps[int(span_text[5:])][0]
-                words += [(w, wt) for t, wt in original for w in _WORD_RE.findall(t)]
+                words += [(w, wt) for t, wt in original for w in _word_re().findall(t)]
                 continue
-            words += [(word, weight) for word in _WORD_RE.findall(span_text)]
+            words += [(word, weight) for word in _word_re().findall(span_text)]
         out.append((part.weight, words))
     return out
 
