@@ -11,6 +11,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import given, settings
@@ -118,18 +119,29 @@ def test_problems_inside_a_wildcard_point_at_the_wildcard() -> None:
     assert (raised.value.kind, raised.value.pos) == ("unclosed", 3)
 
 
-def test_caps_raise_before_any_work() -> None:
+def test_caps_raise_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptweights import dynamic
+
+    def no_work(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("a prompt was made before the caps were checked")
+
+    # What makes prompts (combinatorial and random mode) must never run when a cap is exceeded.
+    monkeypatch.setattr(dynamic._Combinations, "sequence", no_work)
+    monkeypatch.setattr(dynamic, "_draw", no_work)
     huge = " ".join("{" + "|".join("abcdefghij") + "}" for _ in range(30))  # 10**30 prompts
     assert count(huge) == 2**63  # counts saturate
     assert count(" ".join("{" + "|".join("abcdefghij") + "}" for _ in range(10))) == 10**10
-    start = time.process_time()
     with pytest.raises(pw.LimitExceededError, match="limit of 1000"):
         expand(huge)
     with pytest.raises(pw.LimitExceededError, match="limit of 10"):
         expand("{a|b}", mode="random", count=11, limit=10)
     with pytest.raises(pw.LimitExceededError, match="max_chars"):
         expand("{" + "x" * 1000 + "|y}", max_chars=1500)
-    assert time.process_time() - start < 5  # nothing was generated
+    chain = {f"w{i}": [f"__w{i + 1}__"] for i in range(12)} | {"w12": ["end"]}
+    with pytest.raises(pw.LimitExceededError, match="max_depth=10"):
+        expand("__w0__ {a|b}", wildcards=chain)
+    with pytest.raises(pw.LimitExceededError, match="include themselves"):
+        expand("__a__", wildcards={"a": ["__b__"], "b": ["x", "__a__"]}, mode="random")
 
 
 def test_counting_stays_cheap_on_huge_templates() -> None:
