@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -203,3 +206,41 @@ def test_novelai_writes_every_finite_weight(source: str, data: st.DataObject) ->
             diagnostic.kind == "weight"
             and ("inf" in diagnostic.message or "nan" in diagnostic.message or "::" in text)
         ), diagnostic
+
+
+# --- parity: prompts the tools' own documents call equivalent -----------------------------------
+
+EQUIVALENCES = json.loads(
+    (Path(__file__).parent / "data" / "convert" / "equivalences.json").read_text("utf-8")
+)["cases"]
+
+
+def _documented(case: dict[str, Any]) -> list[tuple[float, list[tuple[str, float]]]]:
+    if "parts" in case:
+        return [(w, [(t, x) for t, x in words]) for w, words in case["parts"]]
+    return [(1.0, [(t, x) for t, x in case["words"]])]
+
+
+def _assert_documented(text: str, dialect: str, case: dict[str, Any]) -> None:
+    got = _parts(text, dialect)
+    want = _documented(case)
+    tolerance = case["tolerance"]
+    assert len(got) == len(want), (text, dialect)
+    for (wa, a), (wb, b) in zip(got, want, strict=True):
+        assert wa == pytest.approx(wb, abs=tolerance)
+        assert [w for w, _ in a] == [w for w, _ in b], (text, dialect)
+        assert [x for _, x in a] == pytest.approx([x for _, x in b], abs=tolerance), (text, dialect)
+
+
+@pytest.mark.parametrize("case", EQUIVALENCES, ids=lambda case: next(iter(case["texts"].values())))
+def test_documented_equivalents_convert_to_the_documented_weights(case: dict[str, Any]) -> None:
+    refused = case.get("refused", {})
+    for source, text in case["texts"].items():
+        _assert_documented(text, source, case)  # the reading itself, as the documents say
+        for target in DIALECTS:
+            result = pw.convert(text, source, target)
+            if target in refused:
+                assert [d.kind for d in result.diagnostics] == [refused[target]]
+                continue
+            assert result.diagnostics == (), (source, target)
+            _assert_documented(result.text, target, case)
