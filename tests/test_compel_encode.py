@@ -128,3 +128,16 @@ def test_compel_blend_of_long_and_short_members_equals_compel(sd1: Any, prompt: 
     got = encode(sd1, prompt, dialect="compel", strategy="compel")
     assert got.prompt_embeds.shape == want.shape == (1, 154, want.shape[2])
     _same(got.prompt_embeds, want)
+
+
+def test_compel_with_lora_loads_the_lora_as_its_a1111_tag(tmp_path: Any) -> None:
+    from test_diffusers import write_lora
+
+    write_lora(tmp_path, "ink")
+    pipe = tiny_sd1()  # its own: LoRAs stay loaded on the pipeline
+    got = encode(pipe, "a cat withLora(ink, 0.5)", dialect="compel", lora_dir=tmp_path)
+    layer = next(m for n, m in pipe.unet.named_modules() if n.endswith("attn1.to_q"))
+    assert pipe.get_list_adapters() == {"unet": ["pw_ink"], "text_encoder": ["pw_ink"]}
+    assert float(layer.scaling["pw_ink"]) == pytest.approx(0.5)
+    want = encode(pipe, "a cat <lora:ink:0.5>", lora_dir=tmp_path)
+    _same(got.prompt_embeds, want.prompt_embeds)
