@@ -24,6 +24,7 @@ def _example(heading: str) -> str:
         "### NovelAI V4 numeric weights",
         "### Dynamic prompts and wildcards",
         '### compel\'s syntax (`dialect="compel"`)',
+        "### Converting between dialects (`promptweights.convert`)",
     ],
 )
 def test_the_readme_example_prints_what_its_comments_say(heading: str) -> None:
