@@ -84,8 +84,13 @@ def test_other_dialects_encode_through_a1111(sd1: Any) -> None:
     )
 
 
-def test_compel_blend_mixes_pooled_vectors_on_sdxl() -> None:
-    pipe = tiny_sdxl()
+@pytest.fixture(scope="module")
+def sdxl() -> Any:
+    return tiny_sdxl()
+
+
+def test_compel_blend_mixes_pooled_vectors_on_sdxl(sdxl: Any) -> None:
+    pipe = sdxl
     got = encode(pipe, '("a cat", "a dog").blend(1, 3)', dialect="compel")
     cat = encode(pipe, "a cat")
     dog = encode(pipe, "a dog")
@@ -141,3 +146,14 @@ def test_compel_with_lora_loads_the_lora_as_its_a1111_tag(tmp_path: Any) -> None
     assert float(layer.scaling["pw_ink"]) == pytest.approx(0.5)
     want = encode(pipe, "a cat <lora:ink:0.5>", lora_dir=tmp_path)
     _same(got.prompt_embeds, want.prompt_embeds)
+
+
+def test_compel_blend_pads_both_sdxl_towers_with_the_empty_prompts_window(sdxl: Any) -> None:
+    got = encode(sdxl, f'("{_LONG}", "a cat").blend(1, 3)', dialect="compel")
+    long = encode(sdxl, _LONG)
+    cat = encode(sdxl, "a cat").prompt_embeds
+    empty = encode(sdxl, "").prompt_embeds
+    assert (cat.shape[1], long.prompt_embeds.shape[1]) == (77, 154)
+    _same(got.prompt_embeds, (long.prompt_embeds + 3 * torch.cat([cat, empty], dim=1)) / 4)
+    assert got.negative_prompt_embeds is not None
+    assert got.negative_prompt_embeds.shape == got.prompt_embeds.shape
