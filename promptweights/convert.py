@@ -369,9 +369,9 @@ def _compel_spans(items: tuple[Any, ...], locator: _Locator) -> _Part:
     for item in items:
         if isinstance(item, FlatSwap):
             original, replacement = list(item.original), list(item.replacement)
-            original_at = locator.spans(original)
-            swap = _Swap(original, original_at, replacement, locator.spans(replacement), 0.2)
-            swap.when = dict(item.options).get("t_start", 0.2)
+            original_at = locator.spans(original)  # the original's words come first
+            when = dict(item.options).get("t_start", 0.2)
+            swap = _Swap(original, original_at, replacement, locator.spans(replacement), when)
             part.spans.append((f"\x00swap{len(part.swaps)}", 0.0))
             part.at.append(original_at[0] if original_at else locator.to_source(locator.cursor))
             part.swaps.append(swap)
