@@ -343,21 +343,27 @@ def _walk(nodes: tuple[Node, ...]) -> list[Node]:
     return out
 
 
-def _compel_nodes_at(text: str, nodes: tuple[Node, ...]) -> tuple[list[int], list[int]]:
-    """Where each top-level node starts in ``text`` (``render`` gives compel's text back as
-    written), and where each LoRA call starts, in source order."""
-    starts = []
-    offset = 0
-    for node in nodes:
-        starts.append(offset)
-        offset += len(render_nodes([node]))
+def _compel_nodes_at(
+    text: str, nodes: tuple[Node, ...], loras: int
+) -> tuple[dict[int, int], list[int]]:
+    """Where each top-level blend or conjunction starts in ``text`` (by node index; ``render``
+    gives compel's text back as written), and where each of the ``loras`` LoRA calls starts, in
+    source order. Each is worked out only where the prompt has one."""
+    starts = {}
+    if any(isinstance(node, Blend | Conjunction) for node in nodes):
+        offset = 0
+        for k, node in enumerate(nodes):
+            if isinstance(node, Blend | Conjunction):
+                starts[k] = offset
+            offset += len(render_nodes([node]))
     lora_at = []
-    cursor = 0
-    for node in _walk(nodes):
-        if isinstance(node, Lora):
-            found = text.find(node.source, cursor) if node.source else -1
-            lora_at.append(max(found, 0))
-            cursor = max(found, cursor)
+    if loras:
+        cursor = 0
+        for node in _walk(nodes):
+            if isinstance(node, Lora):
+                found = text.find(node.source, cursor) if node.source else -1
+                lora_at.append(max(found, 0))
+                cursor = max(found, cursor)
     return starts, lora_at
 
 
@@ -385,19 +391,20 @@ def _read_compel(text: str) -> _Read:
     from ._compel import flatten
 
     nodes = parse(text, dialect="compel").parts[0].children
-    starts, lora_at = _compel_nodes_at(text, nodes)
     flat = flatten(nodes)
+    starts, lora_at = _compel_nodes_at(text, nodes, len(flat.loras))
     diagnostics: list[Diagnostic] = []
     parts = []
     locator = _Locator(text)
     conjunction = 0
-    for node, start in zip(nodes, starts, strict=True):
+    for k, start in starts.items():
+        node = nodes[k]
         if isinstance(node, Conjunction):  # point at ".and(" (the frame's last piece holds it)
             end = start + len(render_nodes([node]))
             conjunction = end - len(node.frame[-1]) + max(node.frame[-1].find(".and"), 0)
     for flat_part in flat.parts:
         if flat_part.blend is not None:
-            where = next((s for n, s in zip(nodes, starts, strict=True) if isinstance(n, Blend)))
+            where = next((at for k, at in starts.items() if isinstance(nodes[k], Blend)), 0)
             diagnostics.append(
                 _diagnostic(
                     "blend",

@@ -196,7 +196,7 @@ def test_each_diagnostic_points_at_its_construct(
 
 
 @pytest.mark.parametrize("source", ["a1111", "comfy", "compel"])
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_novelai_writes_every_finite_weight(source: str, data: st.DataObject) -> None:
     text = data.draw(prompts(dialect=source))
