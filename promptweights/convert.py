@@ -637,8 +637,9 @@ def convert(text: str, source: str, target: str, *, strict: bool = False) -> Con
 
     The dialects are ``"a1111"``, ``"comfy"``, ``"novelai"`` and ``"compel"``. Each word keeps its
     effective weight (A1111's and compel's products of nested brackets, ComfyUI's absolute
-    weights, NovelAI's powers of 1.05); ``AND`` parts and their weights, ``BREAK`` and LoRA tags
-    are carried over where the target has them (``withLora`` in compel, ``<lora:…>`` in A1111).
+    weights, NovelAI's braces and numeric weights); ``AND`` parts and their weights, ``BREAK`` and
+    LoRA tags are carried over where the target has them (``withLora`` in compel, ``<lora:…>`` in
+    A1111).
 
     Args:
         text: the prompt.
