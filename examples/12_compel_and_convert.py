@@ -3,7 +3,8 @@
 
 ``dialect="compel"`` reads compel 2.5.1's syntax exactly as compel's own parser does; the weighted
 spans are compel's flattened fragments. ``promptweights.convert`` writes a prompt in another
-dialect with the same weight per word, and reports what the target cannot express.
+dialect with the same weight per word (NovelAI's V4 numeric weights where braces cannot hit it), and
+reports what the target cannot express, each at its position in the source (``kind@pos``).
 Run: ``python examples/12_compel_and_convert.py``.
 """
 
@@ -25,7 +26,7 @@ def main() -> None:
             if target == source:
                 continue
             result = pw.convert(text, source, target)
-            kinds = ", ".join(d.kind for d in result.diagnostics) or "exact"
+            kinds = ", ".join(f"{d.kind}@{d.pos}" for d in result.diagnostics) or "exact"
             print(f"{source} -> {target}: {result.text!r} ({kinds})")
 
 

@@ -4,9 +4,19 @@ A prompt is read into its parts (``AND`` / ``.and()``), each a list of weighted 
 dialect computes them, with ``BREAK`` markers, and its LoRAs; each part is then written in the
 target dialect by that target's :class:`Writer`, a record of how it spells a weight, escapes its
 syntax characters and which constructs it has. What a target cannot express (A1111's prompt
-editing in compel, ``AND`` in ComfyUI, a weight that is not a power of 1.05 in NovelAI…) is kept
-as close as the target allows and reported as a :class:`~promptweights.errors.Diagnostic`, whose
-``pos`` points into the source text.
+editing in compel, ``AND`` in ComfyUI, a negative weight in compel…) is kept as close as the
+target allows and reported as a :class:`~promptweights.errors.Diagnostic`, whose ``pos`` points
+at the construct in the source text (the first word of a weighted span, the ``[`` of a prompt
+edit, the ``AND``, the ``BREAK``, the tag, the ``.and(`` / ``.blend`` call; comments and extra
+networks cut out before reading are counted back in), so ``strict=True`` raises a
+:class:`~promptweights.errors.PromptSyntaxError` with a caret under it.
+
+NovelAI is written as its users write it: ``{x}`` / ``[x]`` where up to five braces give the weight
+(``(x:1.05)`` is ``{x}``, ``(x:1.1025)`` is ``{{x}}``), V4's numeric weights everywhere else
+(``(x:1.2)`` is ``1.2::x::``, ``(x:-1)`` is ``-1::x::``), with the shortest decimal within 1e-12
+of the weight (``((x))`` is ``1.21::x::``). A number or colon ending a section gets a space before
+the closing ``::`` (``5 ::``), which would otherwise read it as an opener; only a text holding
+``::`` itself, or a weight that is not finite, cannot be written.
 
 Every conversion is checked: the result is read back in the target dialect and compared word by
 word (words and single punctuation marks, as a tokenizer splits them) with the source; a weight
@@ -27,16 +37,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from ._arguments import check_text
 from .dialects import get
 from .errors import Diagnostic, UnknownNameError
-from .networks import extra_networks, strip_comments
+from .networks import extra_networks_with_map, strip_comments_with_map
 from .parsing import parse
 from .render import render_nodes
-from .schedules import schedules, split_and
+from .schedules import schedules, split_and_with_tails
 from .spans import weighted_spans
-from .tree import Alternation, Blend, Conjunction, Edit, Node
+from .tree import Alternation, Blend, Conjunction, Edit, Lora, Node, Swap
 
 __all__ = ["WRITERS", "Conversion", "Writer", "convert"]
 
@@ -70,19 +81,66 @@ class Conversion:
 
 
 @dataclass(slots=True)
+class _Swap:
+    """A compel ``.swap()``: the original's and the replacement's spans, with their positions."""
+
+    original: list[Span]
+    original_at: list[int]
+    replacement: list[Span]
+    replacement_at: list[int]
+    when: float
+
+
+@dataclass(slots=True)
 class _Part:
-    """One AND part of the source: its weight and spans (``("BREAK", -1.0)`` for BREAK)."""
+    """One AND part of the source: its weight and spans (``("BREAK", -1.0)`` for BREAK).
+
+    ``at`` holds each span's position in the source text (its first word), ``pos`` the part's
+    own (its ``AND``, or the weight of a lone weighted part).
+    """
 
     spans: list[Span]
     weight: float = 1.0
-    swaps: list[tuple[list[Span], list[Span], float]] = field(default_factory=list)
+    swaps: list[_Swap] = field(default_factory=list)
+    at: list[int] = field(default_factory=list)
+    pos: int = 0
 
 
 @dataclass(slots=True)
 class _Read:
     parts: list[_Part]
-    loras: list[tuple[str, float, float]]  # name, text-encoder and UNet weight
+    loras: list[tuple[str, float, float, int]]  # name, text-encoder and UNet weight, position
     diagnostics: list[Diagnostic]
+
+
+class _Locator:
+    """Each span's position in the source: a forward search for its words.
+
+    Spans come in source order (the words of a scheduled part's first step, of compel's
+    fragments, appear in the source in the order they are read), so each word is looked for after
+    the last one found. ``to_source`` maps offsets of ``text`` (comments and extra networks cut
+    out) back to the user's text.
+    """
+
+    def __init__(self, text: str, to_source: Callable[[int], int] | None = None) -> None:
+        self.text = text
+        self.cursor = 0
+        self.to_source = to_source or (lambda pos: pos)
+
+    def locate(self, span_text: str) -> int:
+        """The source position of the first word of ``span_text``; the cursor moves past it."""
+        first = -1
+        for word in _word_re().findall(span_text):
+            found = self.text.find(word, self.cursor)
+            if found < 0:
+                continue
+            if first < 0:
+                first = found
+            self.cursor = found + len(word)
+        return self.to_source(self.cursor if first < 0 else first)
+
+    def spans(self, spans: list[Span]) -> list[int]:
+        return [self.locate(text) for text, _ in spans]
 
 
 # --- writers: how each target spells things ------------------------------------------------------
@@ -112,14 +170,39 @@ def _compel_weight(text: str, weight: float) -> str | None:
     return f"({text}){_plain_decimal(weight)}"
 
 
+def _short_decimal(value: float) -> str:
+    """The shortest plain decimal within 1e-12 relative (at most 1e-9) of ``value``: ``1.21``
+    for A1111's ``((x))`` (1.2100000000000002), ``2`` for 2.0 — as NovelAI users write weights."""
+    for digits in range(1, 18):
+        text = _plain_decimal(float(f"{value:.{digits}g}"))
+        if abs(float(text) - value) <= 1e-12 * min(max(1.0, abs(value)), 1000.0):
+            return text.removesuffix(".0")
+    return _plain_decimal(value)
+
+
+#: NovelAI's brace factor, and the most braces :func:`_novelai_weight` writes.
+_BRACE, _MAX_BRACES = 1.05, 5
+
+
 def _novelai_weight(text: str, weight: float) -> str | None:
-    if weight <= 0:
+    """``{x}``/``[x]`` where up to five of them give ``weight`` (to 1e-9 relative, the float
+    products NovelAI computes), else V4's numeric ``weight::x::``, which writes any weight (to
+    1e-12: :func:`_short_decimal`).
+
+    A number or a colon at the end of a section would be read as an opener or as part of the
+    closing ``::``, so a space ends such a text; a text holding ``::`` cannot be a section (None).
+    """
+    if weight > 0:
+        n = round(math.log(weight) / math.log(_BRACE))
+        if 0 < abs(n) <= _MAX_BRACES and math.isclose(_BRACE**n, weight, rel_tol=1e-9):
+            opener, closer = ("{", "}") if n > 0 else ("[", "]")
+            return opener * abs(n) + text + closer * abs(n)
+    if "::" in text:
         return None
-    n = round(math.log(weight) / math.log(1.05))
-    if n == 0 or abs(n) > 100:
-        return None
-    opener, closer = ("{", "}") if n > 0 else ("[", "]")
-    return opener * abs(n) + text + closer * abs(n)
+    number = _short_decimal(weight)
+    if text[-1:].isdigit() or text[-1:] in ":.+-":
+        text += " "
+    return f"{number}::{text}::"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +214,9 @@ class Writer:
         weight: ``(escaped text, weight) -> text`` for a weight other than 1, or None where the
             target cannot write that weight (an approximation may still be returned, see
             ``nearest``).
-        nearest: whether ``weight`` may round (NovelAI's powers of 1.05): the result is then
-            checked and reported ``inexact`` where it differs.
+        nearest: whether ``weight`` may round: the result is then read back and reported (a
+            ``weight`` diagnostic) where it differs by more than 1e-6. NovelAI's writer keeps it
+            on as a check, though its braces and numeric weights are exact.
         breaks: how ``BREAK`` is written, or None where the target has none.
         conjunction: ``(parts, weights) -> text`` for several AND parts, or None.
         lora: ``(name, te, unet) -> text`` for a LoRA tag, or None.
@@ -205,75 +289,147 @@ def _diagnostic(kind: str, message: str, pos: int) -> Diagnostic:
 
 def _read_a1111(text: str) -> _Read:
     prompt = parse(text)
-    body, networks = extra_networks(strip_comments(text))
-    loras = [(n.name, n.te_weight, n.unet_weight) for n in networks if n.kind in ("lora", "lyco")]
-    diagnostics = [
-        _diagnostic("network", f"{n.source!r} is not a LoRA: left out", n.pos)
-        for n in networks
-        if n.kind not in ("lora", "lyco")
-    ]
+    stripped, uncomment = strip_comments_with_map(text)
+    body, found, unnet = extra_networks_with_map(stripped)
+
+    def to_source(pos: int) -> int:
+        return uncomment(unnet(pos))
+
+    loras = []
+    diagnostics = []
+    for network, _ in found:
+        where = uncomment(network.pos)
+        if network.kind in ("lora", "lyco"):
+            loras.append((network.name, network.te_weight, network.unet_weight, where))
+        else:
+            message = f"{network.source!r} is not a LoRA: left out"
+            diagnostics.append(_diagnostic("network", message, where))
+    locator = _Locator(body, to_source)
     parts = []
-    for (part_text, weight), part in zip(split_and(body), prompt.parts, strict=True):
+    start = 0
+    for (part_text, weight, tail), part in zip(
+        split_and_with_tails(body), prompt.parts, strict=True
+    ):
+        # Part k > 0 starts after its "AND"; a lone part's weight is in its tail (" :0.5").
+        pos = start - 3 if start else len(part_text) + max(tail.find(":"), 0)
         scheduled = [n for n in _walk(part.children) if isinstance(n, Edit | Alternation)]
         if scheduled:
             what = "prompt editing" if isinstance(scheduled[0], Edit) else "alternation"
+            where = body.find(render_nodes([scheduled[0]]), start)
             diagnostics.append(
                 _diagnostic(
                     "schedule",
                     f"{what} changes the prompt during sampling: written as its first step",
-                    body.find(render_nodes([scheduled[0]])),
+                    to_source(where if where >= 0 else start),
                 )
             )
-            part_text = schedules(part_text, 100, max_variants=1000)[0][1]
-        parts.append(_Part(list(weighted_spans(part_text)), weight))
+        step = schedules(part_text, 100, max_variants=1000)[0][1] if scheduled else part_text
+        spans = list(weighted_spans(step))
+        locator.cursor = start
+        parts.append(_Part(spans, weight, at=locator.spans(spans), pos=to_source(pos)))
+        start += len(part_text) + len(tail) + len("AND")
     return _Read(parts, loras, diagnostics)
 
 
 def _walk(nodes: tuple[Node, ...]) -> list[Node]:
+    """Every node under ``nodes``, in source order (compel's members, targets and
+    replacements included)."""
     out: list[Node] = []
     stack = list(reversed(nodes))
     while stack:
         node = stack.pop()
         out.append(node)
-        children = getattr(node, "children", None)
-        if isinstance(children, tuple):
-            stack.extend(reversed(children))
+        if isinstance(node, Blend | Conjunction):
+            stack.extend(reversed(node.members))
+        elif isinstance(node, Swap):
+            stack.extend(reversed((node.target, *node.replacement)))
+        else:
+            children = getattr(node, "children", None)
+            if isinstance(children, tuple):
+                stack.extend(reversed(children))
     return out
 
 
-def _read_compel(text: str) -> _Read:
-    from ._compel import FlatSwap, flatten
+def _compel_nodes_at(
+    text: str, nodes: tuple[Node, ...], loras: int
+) -> tuple[dict[int, int], list[int]]:
+    """Where each top-level blend or conjunction starts in ``text`` (by node index; ``render``
+    gives compel's text back as written), and where each of the ``loras`` LoRA calls starts, in
+    source order. Each is worked out only where the prompt has one."""
+    starts = {}
+    if any(isinstance(node, Blend | Conjunction) for node in nodes):
+        offset = 0
+        for k, node in enumerate(nodes):
+            if isinstance(node, Blend | Conjunction):
+                starts[k] = offset
+            offset += len(render_nodes([node]))
+    lora_at = []
+    if loras:
+        cursor = 0
+        for node in _walk(nodes):
+            if isinstance(node, Lora):
+                found = text.find(node.source, cursor) if node.source else -1
+                lora_at.append(max(found, 0))
+                cursor = max(found, cursor)
+    return starts, lora_at
 
-    prompt = parse(text, dialect="compel")
-    nodes = prompt.parts[0].children
+
+def _compel_spans(items: tuple[Any, ...], locator: _Locator) -> _Part:
+    """One flattened compel prompt as spans, a swap as a ``"\\x00swapN"`` marker."""
+    from ._compel import FlatSwap
+
+    part = _Part([])
+    for item in items:
+        if isinstance(item, FlatSwap):
+            original, replacement = list(item.original), list(item.replacement)
+            original_at = locator.spans(original)  # the original's words come first
+            when = dict(item.options).get("t_start", 0.2)
+            swap = _Swap(original, original_at, replacement, locator.spans(replacement), when)
+            part.spans.append((f"\x00swap{len(part.swaps)}", 0.0))
+            part.at.append(original_at[0] if original_at else locator.to_source(locator.cursor))
+            part.swaps.append(swap)
+        else:  # compel's fragments are words apart: keep a space between them
+            part.at.append(locator.locate(item[0]))
+            part.spans.append((" " + item[0], item[1]) if part.spans else item)
+    return part
+
+
+def _read_compel(text: str) -> _Read:
+    from ._compel import flatten
+
+    nodes = parse(text, dialect="compel").parts[0].children
     flat = flatten(nodes)
+    starts, lora_at = _compel_nodes_at(text, nodes, len(flat.loras))
     diagnostics: list[Diagnostic] = []
     parts = []
-    for part in flat.parts:
-        if part.blend is not None:
-            where = next((i for i, n in enumerate(nodes) if isinstance(n, Blend)), 0)
+    locator = _Locator(text)
+    conjunction = 0
+    for k, start in starts.items():
+        node = nodes[k]
+        if isinstance(node, Conjunction):  # point at ".and(" (the frame's last piece holds it)
+            end = start + len(render_nodes([node]))
+            conjunction = end - len(node.frame[-1]) + max(node.frame[-1].find(".and"), 0)
+    for flat_part in flat.parts:
+        if flat_part.blend is not None:
+            where = next((at for k, at in starts.items() if isinstance(nodes[k], Blend)), 0)
             diagnostics.append(
                 _diagnostic(
                     "blend",
                     ".blend() mixes conditionings, which the target cannot write: "
                     "written as its first prompt",
-                    len(render_nodes(nodes[:where])),
+                    where,
                 )
             )
-        spans: list[Span] = []
-        swaps = []
-        for item in part.prompts[0]:
-            if isinstance(item, FlatSwap):
-                when = dict(item.options).get("t_start", 0.2)
-                swaps.append((list(item.original), list(item.replacement), when))
-                spans += [(f"\x00swap{len(swaps) - 1}", 0.0)]
-            else:  # compel's fragments are words apart: keep a space between them
-                spans.append((" " + item[0], item[1]) if spans else item)
-        parts.append(_Part(spans, part.weight, swaps))
-    loras = [(name, weight, weight) for name, weight in flat.loras]
-    if any(isinstance(n, Conjunction) for n in nodes) and not parts:
-        parts.append(_Part([("", 1.0)]))
-    return _Read(parts or [_Part([("", 1.0)])], loras, diagnostics)
+        part = _compel_spans(flat_part.prompts[0], locator)
+        part.weight, part.pos = flat_part.weight, conjunction
+        parts.append(part)
+    loras = [
+        (name, weight, weight, lora_at[k] if k < len(lora_at) else 0)
+        for k, (name, weight) in enumerate(flat.loras)
+    ]
+    if not parts:
+        parts.append(_Part([("", 1.0)], at=[0], pos=conjunction))
+    return _Read(parts, loras, diagnostics)
 
 
 def _read(text: str, source: str) -> _Read:
@@ -281,7 +437,8 @@ def _read(text: str, source: str) -> _Read:
         return _read_a1111(text)
     if source == "compel":
         return _read_compel(text)
-    return _Read([_Part(list(weighted_spans(text, dialect=source)))], [], [])
+    spans = list(weighted_spans(text, dialect=source))
+    return _Read([_Part(spans, at=_Locator(text).spans(spans))], [], [])
 
 
 # --- writing the target --------------------------------------------------------------------------
@@ -294,13 +451,13 @@ def _written_weight(written: str, target: str) -> float | None:
 
 
 def _write_spans(
-    spans: list[Span], writer: Writer, diagnostics: list[Diagnostic], target: str
+    spans: list[Span], at: list[int], writer: Writer, diagnostics: list[Diagnostic], target: str
 ) -> str:
     out: list[str] = []
-    for text, weight in spans:
+    for (text, weight), pos in zip(spans, at, strict=True):
         if (text, weight) == _BREAK:
             if writer.breaks is None:
-                diagnostics.append(_diagnostic("break", "the target has no BREAK: left out", 0))
+                diagnostics.append(_diagnostic("break", "the target has no BREAK: left out", pos))
                 out.append(", ")
             else:
                 out.append(writer.breaks)
@@ -308,13 +465,13 @@ def _write_spans(
         if not text:
             continue
         escaped = _escape(text, writer.escape)
-        if weight == 1.0:
+        if weight == 1.0 or not text.strip():  # spaces alone weigh nothing: no token
             out.append(escaped)
             continue
         written = writer.weight(_pad(escaped), weight) if math.isfinite(weight) else None
         if written is None:
             diagnostics.append(
-                _diagnostic("weight", f"the target cannot write the weight {weight!r}", 0)
+                _diagnostic("weight", f"the target cannot write the weight {weight!r}", pos)
             )
             out.append(escaped)
         else:
@@ -323,7 +480,7 @@ def _write_spans(
                 if got is None or not abs(got - weight) <= _TOLERANCE:
                     diagnostics.append(
                         _diagnostic(
-                            "weight", f"the target writes the weight {weight!r} as {got!r}", 0
+                            "weight", f"the target writes the weight {weight!r} as {got!r}", pos
                         )
                     )
             out.append(_spaced(text, written, out))
@@ -346,36 +503,39 @@ def _spaced(text: str, written: str, out: list[str]) -> str:
 def _write_part(part: _Part, target: str, diagnostics: list[Diagnostic]) -> str:
     writer = WRITERS[target]
     if not part.swaps:
-        return _write_spans(part.spans, writer, diagnostics, target)
+        return _write_spans(part.spans, part.at, writer, diagnostics, target)
     pieces: list[str] = []
     run: list[Span] = []
-    for span in part.spans:
+    run_at: list[int] = []
+    for span, pos in zip(part.spans, part.at, strict=True):
         if not span[0].startswith("\x00swap"):
             run.append(span)
+            run_at.append(pos)
             continue
-        pieces.append(_write_spans(run, writer, diagnostics, target))
-        run = []
-        original, replacement, when = part.swaps[int(span[0][5:])]
-        before = _write_spans(original, writer, diagnostics, target)
+        pieces.append(_write_spans(run, run_at, writer, diagnostics, target))
+        run, run_at = [], []
+        swap = part.swaps[int(span[0][5:])]
+        before = _write_spans(swap.original, swap.original_at, writer, diagnostics, target)
         if writer.edit is None:
             diagnostics.append(
                 _diagnostic(
-                    "swap", ".swap() has no equivalent in the target: written as its original", 0
+                    "swap", ".swap() has no equivalent in the target: written as its original", pos
                 )
             )
             pieces.append(_space_before(pieces, before))
         else:
-            after = _write_spans(replacement, writer, diagnostics, target)
+            after = _write_spans(swap.replacement, swap.replacement_at, writer, diagnostics, target)
             diagnostics.append(
                 _diagnostic(
                     "swap",
                     ".swap() (cross-attention control) written as the nearest prompt edit "
-                    f"[original:replacement:{when}], an approximation",
-                    0,
+                    f"[original:replacement:{swap.when}], an approximation",
+                    pos,
                 )
             )
-            pieces.append(_space_before(pieces, writer.edit(before, after, when)))
-    pieces.append(_space_before(pieces, _write_spans(run, writer, diagnostics, target)))
+            pieces.append(_space_before(pieces, writer.edit(before, after, swap.when)))
+    last = _write_spans(run, run_at, writer, diagnostics, target)
+    pieces.append(_space_before(pieces, last))
     return "".join(pieces)
 
 
@@ -394,7 +554,9 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
         if writer.conjunction is None:
             diagnostics.append(
                 _diagnostic(
-                    "and", "the target has no AND: the parts are written one after another", 0
+                    "and",
+                    "the target has no AND: the parts are written one after another",
+                    read.parts[1 if len(parts) > 1 else 0].pos,
                 )
             )
             text = ", ".join(part.strip() for part in parts)
@@ -403,12 +565,11 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
     else:
         text = parts[0]
     tags = []
-    for name, te, unet in read.loras:
+    for name, te, unet, pos in read.loras:
         tag = writer.lora(name, te, unet) if writer.lora is not None else None
         if tag is None:
-            diagnostics.append(
-                _diagnostic("lora", f"the target cannot write the LoRA {name!r} ({te}, {unet})", 0)
-            )
+            message = f"the target cannot write the LoRA {name!r} ({te}, {unet})"
+            diagnostics.append(_diagnostic("lora", message, pos))
         else:
             tags.append(tag)
     if tags:
@@ -418,38 +579,64 @@ def _write(read: _Read, target: str) -> tuple[str, list[Diagnostic]]:
 
 # --- checking ------------------------------------------------------------------------------------
 
+#: One AND part as :func:`_words` gives it: its weight, position and ``(word, weight, position)``.
+_Words = tuple[float, int, list[tuple[str, float, int]]]
+
+
+def _words(read: _Read, text: str) -> list[_Words]:
+    """Each AND part's words and single punctuation marks with their weights (a scheduled part:
+    its first step; a swap: its original), each at its position in ``text``, the source (a
+    forward search from its span's position)."""
+    out = []
+    for part in read.parts:
+        words: list[tuple[str, float, int]] = []
+        for (span_text, weight), pos in zip(part.spans, part.at, strict=True):
+            if (span_text, weight) == _BREAK:
+                continue
+            if span_text.startswith("\x00swap"):
+                swap = part.swaps[int(span_text[5:])]
+                for (t, wt), p in zip(swap.original, swap.original_at, strict=True):
+                    _add_words(words, t, wt, p, text)
+                continue
+            _add_words(words, span_text, weight, pos, text)
+        out.append((part.weight, part.pos, words))
+    return out
+
+
+def _add_words(
+    words: list[tuple[str, float, int]], span: str, weight: float, pos: int, text: str
+) -> None:
+    cursor = pos
+    for word in _word_re().findall(span):
+        found = text.find(word, cursor)
+        words.append((word, weight, pos if found < 0 else found))
+        cursor = cursor if found < 0 else found + len(word)
+
 
 def weighted_words(text: str, dialect: str) -> list[tuple[float, list[tuple[str, float]]]]:
     """Each AND part's weight and ``(word, weight)`` list: words and single punctuation marks
     of the part's weighted spans (a scheduled part: its first step; compel: its fragments)."""
-    read = _read(text, dialect)
-    out = []
-    for part in read.parts:
-        words = []
-        for span_text, weight in part.spans:
-            if (span_text, weight) == _BREAK:
-                continue
-            if span_text.startswith("\x00swap"):
-                original = part.swaps[int(span_text[5:])][0]
-                words += [(w, wt) for t, wt in original for w in _word_re().findall(t)]
-                continue
-            words += [(word, weight) for word in _word_re().findall(span_text)]
-        out.append((part.weight, words))
-    return out
+    return [
+        (weight, [(w, x) for w, x, _ in words])
+        for weight, _, words in _words(_read(text, dialect), text)
+    ]
 
 
-def _same(
-    a: list[tuple[float, list[tuple[str, float]]]], b: list[tuple[float, list[tuple[str, float]]]]
-) -> bool:
-    if len(a) != len(b):
-        return False
-    for (wa, words_a), (wb, words_b) in zip(a, b, strict=True):
-        if abs(wa - wb) > _TOLERANCE or len(words_a) != len(words_b):
-            return False
-        for (ta, xa), (tb, xb) in zip(words_a, words_b, strict=True):
-            if ta != tb or not abs(xa - xb) <= _TOLERANCE:
-                return False
-    return True
+def _difference(source: list[_Words], target: list[_Words]) -> int | None:
+    """The source position of the first part or word the target weighs otherwise; None where
+    every part and word weighs the same (to 1e-6)."""
+    for k, (weight, pos, words) in enumerate(source):
+        if k >= len(target) or abs(weight - target[k][0]) > _TOLERANCE:
+            return pos
+        other = target[k][2]
+        for i, (word, x, at) in enumerate(words):
+            if i >= len(other) or other[i][0] != word or not abs(other[i][1] - x) <= _TOLERANCE:
+                return at
+        if len(other) > len(words):
+            return words[-1][2] if words else pos
+    if len(target) > len(source):
+        return source[-1][1]
+    return None
 
 
 def convert(text: str, source: str, target: str, *, strict: bool = False) -> Conversion:
@@ -457,8 +644,9 @@ def convert(text: str, source: str, target: str, *, strict: bool = False) -> Con
 
     The dialects are ``"a1111"``, ``"comfy"``, ``"novelai"`` and ``"compel"``. Each word keeps its
     effective weight (A1111's and compel's products of nested brackets, ComfyUI's absolute
-    weights, NovelAI's powers of 1.05); ``AND`` parts and their weights, ``BREAK`` and LoRA tags
-    are carried over where the target has them (``withLora`` in compel, ``<lora:…>`` in A1111).
+    weights, NovelAI's braces and numeric weights); ``AND`` parts and their weights, ``BREAK`` and
+    LoRA tags are carried over where the target has them (``withLora`` in compel, ``<lora:…>`` in
+    A1111).
 
     Args:
         text: the prompt.
@@ -473,8 +661,9 @@ def convert(text: str, source: str, target: str, *, strict: bool = False) -> Con
         first step is written), ``.blend()`` outside compel (its first prompt), ``.swap()``
         (in A1111 the nearest prompt edit, an approximation; elsewhere its original), ``AND``
         and ``BREAK`` where the target has none, a weight the target cannot write (negative in
-        compel, not a power of 1.05 in NovelAI: the nearest power), a LoRA tag the target cannot
-        hold, and ``inexact`` wherever reading the result back gives a word another weight.
+        compel, infinite anywhere, on a text holding ``::`` in NovelAI), a LoRA tag the target
+        cannot hold, and ``inexact`` wherever reading the result back gives a word another
+        weight. Each ``pos`` is the construct's position in ``text``.
 
     Raises:
         PromptSyntaxError: with ``strict=True``, for the first diagnostic.
@@ -499,16 +688,16 @@ def convert(text: str, source: str, target: str, *, strict: bool = False) -> Con
     parse(text, dialect=source_dialect)  # the length limit and argument checks
     read = _read(text, source_dialect)
     written, diagnostics = _write(read, target_dialect)
-    if not diagnostics and not _same(
-        weighted_words(text, source_dialect), weighted_words(written, target_dialect)
-    ):
-        diagnostics.append(
-            _diagnostic(
-                "inexact",
-                f"the {target_dialect} text does not give every word the source's weight",
-                0,
+    if not diagnostics:
+        where = _difference(_words(read, text), _words(_read(written, target_dialect), written))
+        if where is not None:
+            diagnostics.append(
+                _diagnostic(
+                    "inexact",
+                    f"the {target_dialect} text does not give this word the source's weight",
+                    where,
+                )
             )
-        )
     result = Conversion(written, tuple(sorted(diagnostics, key=lambda d: d.pos)))
     if strict and result.diagnostics:
         raise result.diagnostics[0].to_error(text)

@@ -84,10 +84,76 @@ def test_other_dialects_encode_through_a1111(sd1: Any) -> None:
     )
 
 
-def test_compel_blend_mixes_pooled_vectors_on_sdxl() -> None:
-    pipe = tiny_sdxl()
+@pytest.fixture(scope="module")
+def sdxl() -> Any:
+    return tiny_sdxl()
+
+
+def test_compel_blend_mixes_pooled_vectors_on_sdxl(sdxl: Any) -> None:
+    pipe = sdxl
     got = encode(pipe, '("a cat", "a dog").blend(1, 3)', dialect="compel")
     cat = encode(pipe, "a cat")
     dog = encode(pipe, "a dog")
     assert got.pooled_prompt_embeds is not None
     _same(got.pooled_prompt_embeds, (cat.pooled_prompt_embeds + 3 * dog.pooled_prompt_embeds) / 4)  # type: ignore[operator]
+
+
+# --- .blend() of members with different chunk counts: padded as compel pads them ----------------
+
+_LONG = " ".join(["a red cat on a mat"] * 16)  # 96 tokens: two 75-token chunks
+
+
+def test_compel_blend_pads_the_shorter_member_with_the_empty_prompts_window(sd1: Any) -> None:
+    """compel's rule written out: the shorter member's conditioning gets the empty prompt's
+    window (``empty_z``: [BOS, EOS, PAD…] encoded) appended, then the weights over their sum."""
+    got = encode(sd1, f'("a cat", "{_LONG}").blend(1, 3)', "ugly", dialect="compel")
+    cat = encode(sd1, "a cat").prompt_embeds
+    empty = encode(sd1, "").prompt_embeds
+    long = encode(sd1, _LONG).prompt_embeds
+    assert (cat.shape[1], empty.shape[1], long.shape[1]) == (77, 77, 154)
+    _same(got.prompt_embeds, (torch.cat([cat, empty], dim=1) + 3 * long) / 4)
+    assert got.negative_prompt_embeds is not None
+    _same(got.negative_prompt_embeds, encode(sd1, _LONG, "ugly").negative_prompt_embeds)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        f'("{_LONG}", "a cat").blend(1, 3)',
+        f'("a cat", "{_LONG}", "a dog").blend(0.2, 0.5, 0.3, no_normalize)',
+    ],
+)
+def test_compel_blend_of_long_and_short_members_equals_compel(sd1: Any, prompt: str) -> None:
+    compel = pytest.importorskip("compel", reason="compel is not installed")
+    reference = compel.Compel(
+        tokenizer=sd1.tokenizer, text_encoder=sd1.text_encoder, truncate_long_prompts=False
+    )
+    with torch.no_grad():
+        want = reference(prompt)
+    got = encode(sd1, prompt, dialect="compel", strategy="compel")
+    assert got.prompt_embeds.shape == want.shape == (1, 154, want.shape[2])
+    _same(got.prompt_embeds, want)
+
+
+def test_compel_with_lora_loads_the_lora_as_its_a1111_tag(tmp_path: Any) -> None:
+    from test_diffusers import write_lora
+
+    write_lora(tmp_path, "ink")
+    pipe = tiny_sd1()  # its own: LoRAs stay loaded on the pipeline
+    got = encode(pipe, "a cat withLora(ink, 0.5)", dialect="compel", lora_dir=tmp_path)
+    layer = next(m for n, m in pipe.unet.named_modules() if n.endswith("attn1.to_q"))
+    assert pipe.get_list_adapters() == {"unet": ["pw_ink"], "text_encoder": ["pw_ink"]}
+    assert float(layer.scaling["pw_ink"]) == pytest.approx(0.5)
+    want = encode(pipe, "a cat <lora:ink:0.5>", lora_dir=tmp_path)
+    _same(got.prompt_embeds, want.prompt_embeds)
+
+
+def test_compel_blend_pads_both_sdxl_towers_with_the_empty_prompts_window(sdxl: Any) -> None:
+    got = encode(sdxl, f'("{_LONG}", "a cat").blend(1, 3)', dialect="compel")
+    long = encode(sdxl, _LONG)
+    cat = encode(sdxl, "a cat").prompt_embeds
+    empty = encode(sdxl, "").prompt_embeds
+    assert (cat.shape[1], long.prompt_embeds.shape[1]) == (77, 154)
+    _same(got.prompt_embeds, (long.prompt_embeds + 3 * torch.cat([cat, empty], dim=1)) / 4)
+    assert got.negative_prompt_embeds is not None
+    assert got.negative_prompt_embeds.shape == got.prompt_embeds.shape

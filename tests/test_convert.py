@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -85,6 +88,17 @@ def test_convert_never_raises_in_lenient_mode(source: str, target: str, text: st
         ("(a:1.3) (b (c:0.5))", "comfy", "a1111", "(a:1.3) (b:1.1) (c:0.5)"),
         ("{a} [[b]] c", "novelai", "a1111", "(a:1.05) (b:0.9070294784580498) c"),
         ("(a:1.05) b", "a1111", "novelai", "{a} b"),
+        # NovelAI V4 numeric weights wherever up to five braces cannot hit the weight
+        ("(a:1.2)", "a1111", "novelai", "1.2::a::"),
+        ("(a:-1) b", "a1111", "novelai", "-1::a:: b"),
+        ("((a)) [b]", "a1111", "novelai", "1.21::a:: 0.90909090909::b::"),
+        ("(a:1.1025) [[[c]]]", "a1111", "novelai", "{{a}} 0.751314800902::c::"),
+        ("(b 9:0.5) (c\\::0.5)", "a1111", "novelai", "0.5::b 9 :: 0.5::c: ::"),
+        ("(a:2) (b (c:-0.5))", "comfy", "novelai", "2::a:: 1.1::b:: -0.5::c::"),
+        ("a++ (b)0.5 c-", "compel", "novelai", "1.21::a:: 0.5::b:: 0.9::c::"),
+        ("-1::a:: {b} 2::c 3::d::::", "novelai", "a1111", "(a:-1.0) (b:1.05) (c:2.0) (d:6.0)"),
+        ("-1::a:: [b]", "novelai", "comfy", "(a:-1.0) (b:0.9523809523809523)"),
+        ("2.5::a::", "novelai", "compel", "(a)2.5"),
         (
             "a AND b:0.5 <lora:x:0.8>",
             "a1111",
@@ -113,7 +127,7 @@ def test_exact_conversions(text: str, source: str, target: str, expected: str) -
         ("a <lora:x:0.5>", "a1111", "novelai", ["lora"]),
         ("a <lora:x:0.5:1>", "a1111", "compel", ["lora"]),
         ("(a:-1)", "a1111", "compel", ["weight"]),
-        ("(a:1.2)", "a1111", "novelai", ["weight"]),
+        ("(a::b:1.2)", "a1111", "novelai", ["weight"]),  # a section cannot hold "::"
         ('("a", "b").blend(0.3, 0.7)', "compel", "a1111", ["blend"]),
         ("a cat.swap(dog)", "compel", "a1111", ["swap"]),
         ("a cat.swap(dog)", "compel", "comfy", ["swap"]),
@@ -139,3 +153,94 @@ def test_bad_arguments() -> None:
         pw.convert("a", "a1111", "midjourney")
     with pytest.raises(pw.ArgumentTypeError):
         pw.convert(b"a", "a1111", "compel")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "source", "target", "kind", "construct"),
+    [
+        # (the construct is the text the diagnostic must point at: its first occurrence)
+        ("a, (b [cat:dog:0.5])", "a1111", "compel", "schedule", "[cat:dog"),
+        ("x # note\n<lora:q:1> a [cat|dog]", "a1111", "compel", "schedule", "[cat|dog]"),
+        ("a <hypernet:h:1> b", "a1111", "compel", "network", "<hypernet"),
+        ("# c\na <hypernet:h:1> b", "a1111", "compel", "network", "<hypernet"),
+        ('withLora(x, 1) ("a", "b").blend(0.3, 0.7)', "compel", "a1111", "blend", '("a"'),
+        ("a, b BREAK c", "a1111", "compel", "break", "BREAK"),
+        ("# c\na BREAK (c:1.2)", "a1111", "novelai", "break", "BREAK"),
+        ("a (b:-1)", "a1111", "compel", "weight", "b:"),
+        ("# c\nx <lora:y:1> a (b:-1)", "a1111", "compel", "weight", "b:"),
+        ("x 1.5::a:: -1::b::", "novelai", "compel", "weight", "b:"),
+        ("(a::b:1.2)", "a1111", "novelai", "weight", "a::"),
+        ("a cat.swap(dog)", "compel", "comfy", "swap", "cat"),
+        ("a (big cat).swap(dog, t_start=0.4)", "compel", "a1111", "swap", "big"),
+        ("a AND b", "a1111", "comfy", "and", "AND"),
+        ("# c\na, b :0.5", "a1111", "comfy", "and", ":0.5"),
+        ('("a", "b").and(1, 0.5)', "compel", "novelai", "and", ".and("),
+        ("a <lora:x:0.5>", "a1111", "novelai", "lora", "<lora"),
+        ("# c\na, b <lora:x:0.5:1>", "a1111", "compel", "lora", "<lora"),
+        ("a b withLora(x, 0.5)", "compel", "comfy", "lora", "withLora"),
+        ("x, y a+ b", "a1111", "compel", "inexact", "a+"),
+    ],
+)
+def test_each_diagnostic_points_at_its_construct(
+    text: str, source: str, target: str, kind: str, construct: str
+) -> None:
+    (diagnostic,) = [d for d in pw.convert(text, source, target).diagnostics if d.kind == kind]
+    assert diagnostic.pos == text.index(construct)
+    with pytest.raises(pw.PromptSyntaxError) as raised:
+        pw.convert(text, source, target, strict=True)
+    if raised.value.kind == kind:  # the first diagnostic in source order is raised
+        assert raised.value.pos == text.index(construct)
+        assert str(raised.value).endswith("^")
+        line, column = raised.value.line, raised.value.column
+        assert text.splitlines()[line - 1][column - 1 :].startswith(construct[:1])
+
+
+@pytest.mark.parametrize("source", ["a1111", "comfy", "compel"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_novelai_writes_every_finite_weight(source: str, data: st.DataObject) -> None:
+    text = data.draw(prompts(dialect=source))
+    result = pw.convert(text, source, "novelai")
+    for diagnostic in result.diagnostics:
+        assert diagnostic.kind not in ("inexact", "weight") or (
+            diagnostic.kind == "weight"
+            and ("inf" in diagnostic.message or "nan" in diagnostic.message or "::" in text)
+        ), diagnostic
+
+
+# --- parity: prompts the tools' own documents call equivalent -----------------------------------
+
+EQUIVALENCES = json.loads(
+    (Path(__file__).parent / "data" / "convert" / "equivalences.json").read_text("utf-8")
+)["cases"]
+
+
+def _documented(case: dict[str, Any]) -> list[tuple[float, list[tuple[str, float]]]]:
+    if "parts" in case:
+        return [(w, [(t, x) for t, x in words]) for w, words in case["parts"]]
+    return [(1.0, [(t, x) for t, x in case["words"]])]
+
+
+def _assert_documented(text: str, dialect: str, case: dict[str, Any]) -> None:
+    got = _parts(text, dialect)
+    want = _documented(case)
+    tolerance = case["tolerance"]
+    assert len(got) == len(want), (text, dialect)
+    for (wa, a), (wb, b) in zip(got, want, strict=True):
+        assert wa == pytest.approx(wb, abs=tolerance)
+        assert [w for w, _ in a] == [w for w, _ in b], (text, dialect)
+        assert [x for _, x in a] == pytest.approx([x for _, x in b], abs=tolerance), (text, dialect)
+
+
+@pytest.mark.parametrize("case", EQUIVALENCES, ids=lambda case: next(iter(case["texts"].values())))
+def test_documented_equivalents_convert_to_the_documented_weights(case: dict[str, Any]) -> None:
+    refused = case.get("refused", {})
+    for source, text in case["texts"].items():
+        _assert_documented(text, source, case)  # the reading itself, as the documents say
+        for target in DIALECTS:
+            result = pw.convert(text, source, target)
+            if target in refused:
+                assert [d.kind for d in result.diagnostics] == [refused[target]]
+                continue
+            assert result.diagnostics == (), (source, target)
+            _assert_documented(result.text, target, case)

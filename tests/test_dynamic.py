@@ -11,6 +11,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from hypothesis import given, settings
@@ -118,18 +119,29 @@ def test_problems_inside_a_wildcard_point_at_the_wildcard() -> None:
     assert (raised.value.kind, raised.value.pos) == ("unclosed", 3)
 
 
-def test_caps_raise_before_any_work() -> None:
+def test_caps_raise_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptweights import dynamic
+
+    def no_work(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("a prompt was made before the caps were checked")
+
+    # What makes prompts (combinatorial and random mode) must never run when a cap is exceeded.
+    monkeypatch.setattr(dynamic._Combinations, "sequence", no_work)
+    monkeypatch.setattr(dynamic, "_draw", no_work)
     huge = " ".join("{" + "|".join("abcdefghij") + "}" for _ in range(30))  # 10**30 prompts
     assert count(huge) == 2**63  # counts saturate
     assert count(" ".join("{" + "|".join("abcdefghij") + "}" for _ in range(10))) == 10**10
-    start = time.process_time()
     with pytest.raises(pw.LimitExceededError, match="limit of 1000"):
         expand(huge)
     with pytest.raises(pw.LimitExceededError, match="limit of 10"):
         expand("{a|b}", mode="random", count=11, limit=10)
     with pytest.raises(pw.LimitExceededError, match="max_chars"):
         expand("{" + "x" * 1000 + "|y}", max_chars=1500)
-    assert time.process_time() - start < 5  # nothing was generated
+    chain = {f"w{i}": [f"__w{i + 1}__"] for i in range(12)} | {"w12": ["end"]}
+    with pytest.raises(pw.LimitExceededError, match="max_depth=10"):
+        expand("__w0__ {a|b}", wildcards=chain)
+    with pytest.raises(pw.LimitExceededError, match="include themselves"):
+        expand("__a__", wildcards={"a": ["__b__"], "b": ["x", "__a__"]}, mode="random")
 
 
 def test_counting_stays_cheap_on_huge_templates() -> None:
@@ -149,6 +161,18 @@ def test_braces_nested_past_the_cap_are_text() -> None:
         got = expand(deep)
     # The pipe belongs to the innermost brace that is still a variant.
     assert got == ["{" * 5 + "x", "y" + "}" * 5]
+
+
+def test_repeated_values_in_one_pick_differ_between_the_modes() -> None:
+    # dynamicprompts' CombinatorialSampler dedupes the values of a pick and keeps a pick only if
+    # it still has `bound` values; its RandomSampler chooses distinct options (without
+    # replacement) and joins their values as they are (samplers/combinatorial.py, random.py).
+    assert expand("{2$$a|a}") == []
+    assert expand("{2$$a|a}", mode="random", seed=1, count=2) == ["a, a", "a, a"]
+    assert expand("{2$$a|a|b}") == ["a, b", "b, a"]
+    assert "a, a" in expand("{2$$a|a|b}", mode="random", seed=1, count=6)
+    assert expand("{a|a} x") == ["a x"]
+    assert count("{2$$a|a}") == 2  # count is an upper bound
 
 
 def test_novelai_braces_keep_their_numeric_weight_sections() -> None:
@@ -198,13 +222,19 @@ def test_every_template_expands_cleanly_to_prompts_a1111_parses(template: str) -
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prompts = expand(template, wildcards=_WILDCARDS, strict=True, limit=10**6)
-    assert 1 <= len(prompts) <= count(template, wildcards=_WILDCARDS)
+    most = count(template, wildcards=_WILDCARDS)
+    assert len(prompts) <= most
     assert len(prompts) == len(set(prompts))
     for prompt in prompts[:50]:
         pw.parse(prompt, strict=True)
         assert prompt.count("[") == prompt.count("]")  # brackets are never cut
     drawn = expand(template, wildcards=_WILDCARDS, mode="random", seed=3, count=5)
-    assert set(drawn) <= set(prompts)
+    if len(prompts) == most:
+        # Nothing was deduplicated, so no pick can repeat a value: random mode draws from the
+        # combinatorial list. (Where options repeat a value, the two modes differ as they do in
+        # dynamicprompts: test_repeated_values_in_one_pick_differ_between_the_modes.)
+        assert prompts
+        assert set(drawn) <= set(prompts)
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,7 +9,12 @@ operators map as follows:
 * ``withLora(name, w)`` is ``<lora:name:w>``;
 * ``("a", "b").blend(0.3, 0.7)`` encodes each member and mixes the embeddings (and pooled
   vectors) with the weights, divided by their sum unless ``no_normalize`` — compel's
-  ``apply_embedding_weights``;
+  ``apply_embedding_weights``. Members of different chunk counts (a prompt past 75 tokens beside
+  a short one) are first padded as compel 2.5.1 pads them
+  (``pad_conditioning_tensors_to_same_length``): the empty prompt's encoded window appended to
+  the shorter ones. In a batch, each member's images are stacked as any batch is (A1111's rule:
+  the last token vector repeated) before that; SD3's CLIP-then-T5 sequence cannot be padded so,
+  and members of different lengths there are refused;
 * ``x.swap(y)`` is cross-attention control, which diffusers pipelines do not expose: refused
   unless ``swap="edit"``, which writes the nearest A1111 prompt edit ``[x:y:t_start]`` (an
   approximation: compel keeps the original's attention maps instead of switching the text).
@@ -166,21 +171,54 @@ def _encode_blends(
             if k < len(members):
                 weights[k, image] = member_weights[k]
     conds = [encode(pipe, row, negative, dialect="a1111", **options) for row in rows]
-    first = conds[0]
     if any(c.edits or c.composable for c in conds):
         raise InvalidArgumentError(
             "the members of a .blend() cannot use prompt editing, alternation or AND"
         )
-    shapes = {tuple(c.prompt_embeds.shape) for c in conds}
-    if len(shapes) > 1:
-        raise InvalidArgumentError(
-            f"the members of a .blend() encode to different lengths {sorted(shapes)}: "
-            "make them fit the same number of 75-token chunks"
-        )
-    return _mixed(first, conds, weights)
+    embeds = [c.prompt_embeds for c in conds]
+    # The longest member's conditioning: its negative is already as long as the blend will be.
+    longest = max(range(count), key=lambda k: int(embeds[k].shape[1]))
+    if any(e.shape != embeds[longest].shape for e in embeds):
+        embeds = _pad_like_compel(encode, pipe, embeds, options)
+    pooled = [c.pooled_prompt_embeds for c in conds]
+    return _mixed(conds[longest], embeds, pooled, weights)
 
 
-def _mixed(first: Any, conds: list[Any], weights: torch.Tensor) -> Any:
+def _pad_like_compel(
+    encode: Callable[..., Any], pipe: Any, embeds: list[torch.Tensor], options: dict[str, Any]
+) -> list[torch.Tensor]:
+    """The members' embeddings at one length, as compel 2.5.1 pads them before blending
+    (``Compel.pad_conditioning_tensors_to_same_length``): the empty prompt's window (compel's
+    ``empty_z``, ``[BOS, EOS, PAD…]`` encoded; A1111's empty chunk) appended to the shorter ones
+    until they are as long as the longest. The empty prompt is encoded with the members' options
+    (clip skip, strategy), without loading or switching LoRAs, so under the text encoder's state
+    the members were encoded with.
+    """
+    quiet = {k: v for k, v in options.items() if k not in (*_PROMPT_ARGS, "lora_dir", "loras")}
+    empty = encode(pipe, "", "", dialect="a1111", **quiet).prompt_embeds
+    window = int(empty.shape[1])
+    target = max(int(e.shape[1]) for e in embeds)
+    padded = []
+    for e in embeds:
+        missing, rest = divmod(target - int(e.shape[1]), window)
+        if rest or e.shape[2:] != empty.shape[2:]:  # not whole windows (SD3: CLIP, then T5)
+            shapes = sorted({tuple(x.shape) for x in embeds})
+            raise InvalidArgumentError(
+                f"the members of a .blend() encode to different lengths {shapes}, which the "
+                "empty prompt's window cannot pad: make them fit the same number of 75-token "
+                "chunks"
+            )
+        pad = empty.to(device=e.device, dtype=e.dtype).expand(e.shape[0], -1, -1)
+        padded.append(torch.cat([e, *([pad] * missing)], dim=1))
+    return padded
+
+
+def _mixed(
+    first: Any,
+    embeds_list: list[torch.Tensor],
+    pooled_list: list[torch.Tensor | None],
+    weights: torch.Tensor,
+) -> Any:
     """``first`` with its positive embeddings (and pooled vectors) replaced by the mix."""
 
     def mix(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -188,10 +226,10 @@ def _mixed(first: Any, conds: list[Any], weights: torch.Tensor) -> Any:
         shape = (w.shape[0], w.shape[1]) + (1,) * (tensors[0].ndim - 1)
         return (torch.stack(tensors) * w.reshape(shape)).sum(dim=0)
 
-    embeds = mix([c.prompt_embeds for c in conds])
+    embeds = mix(embeds_list)
     pooled = None
     if first.pooled_prompt_embeds is not None:
-        pooled = mix([c.pooled_prompt_embeds for c in conds])
+        pooled = mix([p for p in pooled_list if p is not None])
     timeline = first._timeline
     part_embeds = [[embeds[image : image + 1]] for image in range(embeds.shape[0])]
     part_pooled = [
