@@ -516,10 +516,13 @@ def run_set(
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--set", choices=[*SETS, "all"], default="all", help="which prompt pairs (default: all)"
+        "--set",
+        choices=[*SETS, "all"],
+        default=None,
+        help="which prompt pairs (default: all; with --t5: mixed)",
     )
     parser.add_argument("--pairs", type=int, default=0, help="only the first N pairs of each set")
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
@@ -528,14 +531,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dtype",
         choices=["float32", "float16", "bfloat16"],
-        default="float32",
-        help="the text model's dtype (default: float32)",
+        default=None,
+        help="the text model's dtype (default: float32; with --t5: bfloat16)",
     )
+    parser.add_argument(
+        "--t5",
+        choices=["xxl", "small"],
+        default="",
+        help="run the Flux table instead: T5-XXL-shaped (~10 GB in bfloat16) or small "
+        "(benchmarks/flux_t5.py)",
+    )
+    parser.add_argument("--window", type=int, default=512, help="with --t5: the T5 window")
     parser.add_argument("--skip-compel", action="store_true", help="leave compel out (slow)")
     parser.add_argument("--memory", action="store_true", help="measure peak memory too")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke tests
     parser.add_argument("--memory-child", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.t5:
+        from benchmarks import flux_t5
+
+        args.set = args.set or "mixed"
+        args.dtype = args.dtype or "bfloat16"
+        flux_t5.run(args)
+        return
+    args.set = args.set or "all"
+    args.dtype = args.dtype or "float32"
     if args.threads:
         torch.set_num_threads(args.threads)
     sets = SETS if args.set == "all" else {args.set: SETS[args.set]}
