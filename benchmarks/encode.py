@@ -5,6 +5,7 @@ Run from the repository root::
     python -m benchmarks.encode                   # a timing table for each set of prompt pairs
     python -m benchmarks.encode --memory          # also peak resident memory, one process each
     python -m benchmarks.encode --device cuda     # the same on a GPU
+    python -m benchmarks.encode --t5 xxl          # the Flux table instead: T5-XXL-shaped, bf16
 
 An SD1.5-shaped CLIP-L text tower (12 layers, width 768) with random weights
 (``torch.manual_seed(0)``) gives the real cost of a pass without a download; the tokenizer is the
@@ -26,9 +27,16 @@ model (77-token sequences), ``pos/77``: every position run through the layers, i
 masked re-encoding that promptweights starts from its chunk's cached prefix runs only its suffix, in
 a second pass), and for promptweights the share of the time spent in the weighting arithmetic. The
 ``compel`` strategy's output is compared with compel's where compel chunks like A1111 (prompts of
-at most 75 tokens). Under each table: the speed-up over compel and its bound for equal output (the
-chunk rows alone, i.e. the ``a1111`` time, before any masked row), and whether the one batched
-pass gives the unweighted texts bit-identical to ``encode_prompt``.
+at most 75 tokens). Under each table: the equal-output bound of the ``compel`` strategy
+(:func:`equal_output_bound`: one timed pass over exactly the positions compel's output depends on)
+and our ``compel`` over it; the speed-up over compel 2.5.1 and the most that equal output allows;
+compel 2.5.1 over our ``a1111`` (the chunk rows alone: printed as the bound before, but less work
+than compel's output needs); and whether the one batched pass gives the unweighted texts
+bit-identical to ``encode_prompt``.
+
+``--t5 xxl`` (or ``small``) prints the Flux table of :mod:`benchmarks.flux_t5` instead: a
+T5-XXL-shaped ``text_encoder_2`` in bfloat16, promptweights ``a1111`` against sd_embed's
+``get_weighted_text_embeddings_flux1``, with T5 passes counted.
 """
 
 from __future__ import annotations
