@@ -74,7 +74,7 @@ def make_t5_tokenizer(clip_tokenizer: Any, length: int = FLUX_DEV_WINDOW) -> Any
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=length)
 
 
-def make_t5_model(vocab_size: int, shape: str, dtype: torch.dtype) -> Any:
+def make_t5_model(vocab_size: int, shape: str, dtype: torch.dtype, device: str = "cpu") -> Any:
     """A T5 v1.1 encoder of ``T5_SHAPES[shape]`` with random weights, created in ``dtype``.
 
     The modules are built on the meta device with ``dtype`` as the default, given storage with
@@ -100,7 +100,7 @@ def make_t5_model(vocab_size: int, shape: str, dtype: torch.dtype) -> Any:
             model = T5EncoderModel(config)
     finally:
         torch.set_default_dtype(previous)
-    model = model.to_empty(device="cpu")
+    model = model.to_empty(device=device)
     torch.manual_seed(0)
     with torch.no_grad():
         model.apply(model._init_weights)
@@ -212,6 +212,7 @@ class T5Counter:
 
     def __init__(self, t5: Any, clip: Any) -> None:
         self.passes = self.rows = self.positions = self.clip_passes = 0
+        self.device: torch.device = t5.device
         t5.register_forward_pre_hook(self._rows, with_kwargs=True)
         t5.encoder.block[0].register_forward_pre_hook(self._block, with_kwargs=True)
         clip.register_forward_pre_hook(self._clip)
@@ -239,9 +240,12 @@ def measure(label: str, fn: Callable[[], Any], counter: T5Counter, repeat: int) 
     """Best-of-``repeat`` wall time of ``fn`` and its per-run counts."""
     best, result = float("inf"), None
     counter.reset()
+    device = counter.device
     for _ in range(repeat):
+        _synchronize(device)
         start = time.perf_counter()
         result = fn()
+        _synchronize(device)
         best = min(best, time.perf_counter() - start)
     counts = [
         c // repeat for c in (counter.passes, counter.rows, counter.positions, counter.clip_passes)
@@ -294,6 +298,11 @@ def run_table(pipe: Any, prompts: Sequence[str], repeat: int, window: int) -> li
     return rows
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def print_table(rows: list[Row]) -> None:
     theirs = rows[1][1]
     head = f"{'method':34} {'wall s':>8} {'T5 passes':>9} {'T5 rows':>7} {'T5 pos':>7} {'CLIP':>5}"
@@ -325,15 +334,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     parser.add_argument("--window", type=int, default=FLUX_DEV_WINDOW, help="T5 window (512)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     args = parser.parse_args(argv)
     run(args)
 
 
 def run(args: argparse.Namespace) -> None:
     """Build the models and print the Flux table (``args``: t5, set, pairs, repeat, threads,
-    dtype, window)."""
+    dtype, window, device)."""
     from benchmarks.encode import SETS, make_model, make_tokenizer
 
+    device = getattr(args, "device", "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
@@ -342,19 +353,22 @@ def run(args: argparse.Namespace) -> None:
     tokenizer = make_tokenizer()
     tokenizer_2 = make_t5_tokenizer(tokenizer, args.window)
     start = time.perf_counter()
-    t5 = make_t5_model(len(tokenizer_2), args.t5, dtype)
+    t5 = make_t5_model(len(tokenizer_2), args.t5, dtype, device)
+    _synchronize(t5.device)
     built = time.perf_counter() - start
-    clip = make_model(len(tokenizer), tiny=args.t5 == "small").to(dtype)
-    pipe = make_flux_pipeline(tokenizer, clip, tokenizer_2, t5)
+    clip = make_model(len(tokenizer), tiny=args.t5 == "small").to(device, dtype)
+    pipe = make_flux_pipeline(tokenizer, clip, tokenizer_2, t5).to(device)
+    if device.startswith("cuda"):
+        device = f"{device} ({torch.cuda.get_device_name()})"
     params = sum(p.numel() for p in t5.parameters()) / 1e9
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; T5 '{args.t5}' "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}; T5 '{args.t5}' "
         f"({t5.config.num_layers} layers, width {t5.config.d_model}, {params:.2f} B parameters, "
         f"{args.dtype}, built in {built:.0f} s), CLIP-L-shaped pooled tower, {args.dtype}"
     )
     print(f"## Flux.1-dev: {len(prompts)} prompts of set {args.set!r}, T5 window {args.window}\n")
     with torch.no_grad():  # warm-up: one short and one full-window pass
-        t5(torch.ones(1, 8, dtype=torch.long))
+        t5(torch.ones(1, 8, dtype=torch.long, device=t5.device))
     pipe.encode_prompt("warm-up", None, max_sequence_length=args.window)
     run_table(pipe, prompts, args.repeat, args.window)
 
