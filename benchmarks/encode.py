@@ -289,7 +289,9 @@ def fragments(text: str) -> tuple[list[str], list[float]]:
 
 def run_encode_prompt(pipe: Any, pairs: list[tuple[str, str]]) -> list[Any]:
     device = pipe.text_encoder.device
-    return [pipe.encode_prompt(p, device, 1, True, n) for p, n in pairs]
+    # As the pipeline's __call__ runs it (encode_prompt itself would record an autograd graph).
+    with torch.no_grad():
+        return [pipe.encode_prompt(p, device, 1, True, n) for p, n in pairs]
 
 
 def run_per_chunk_loop(tokenizer: Any, model: Any, pairs: list[tuple[str, str]]) -> list[Any]:
