@@ -8,6 +8,8 @@
 #   2. benchmarks/pipeline.py: SD1.5-shaped, 512², 20 steps, fp16, weighted vs plain prompt;
 #   3. benchmarks/encode.py --device cuda in fp16 and fp32: promptweights against encode_prompt,
 #      sd_embed's per-chunk loop and compel 2.5.1, with peak GPU memory;
+#   3b. benchmarks/encode.py --t5 xxl --device cuda: Flux's T5-XXL-shaped text encoder in bf16,
+#      promptweights a1111 against sd_embed's Flux function (issue 17; about half a minute);
 #   4. benchmarks/a1111_rng.py: A1111's GPU noise source (torch's CUDA generator) against its NV
 #      source (promptweights.a1111.philox) on the first draw, and the Brownian noise on the GPU;
 #
@@ -98,6 +100,14 @@ else
     step encode-float32 60 "$PY" -m benchmarks.encode "${ENCODE_ARGS[@]}" --dtype float32
 fi
 
+# 3b. Flux's T5-XXL-shaped text encoder (issue 17), bf16: promptweights against sd_embed's Flux
+#     function; 9.6 GB of random weights created on the device.
+if [[ $DRY == 1 ]]; then
+    step encode-flux 60 "$PY" -m benchmarks.encode --t5 small --device cpu --pairs 1 --threads 1
+else
+    step encode-flux 60 "$PY" -m benchmarks.encode --t5 xxl --device cuda --repeat 3
+fi
+
 # 4. A1111's noise sources (issue 18): CUDA's generator against the NV (Philox) source.
 step a1111-rng 60 "$PY" -m benchmarks.a1111_rng --device "$DEVICE"
 
@@ -124,6 +134,7 @@ titles = {
     "pipeline": "Per-image overhead (`benchmarks/pipeline.py`, SD1.5-shaped, fp16)",
     "encode": "Conditioning, model in fp16 (`benchmarks/encode.py`)",
     "encode-float32": "Conditioning, model in float32 (`benchmarks/encode.py`)",
+    "encode-flux": "Flux, T5-XXL-shaped text encoder in bf16 (`benchmarks/encode.py --t5 xxl`)",
     "a1111-rng": "A1111's GPU noise source against NV (`benchmarks/a1111_rng.py`)",
 }
 for name, title in titles.items():
