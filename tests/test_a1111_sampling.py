@@ -27,6 +27,7 @@ from _a1111_sampling_reference import (
     reference_ddim,
     reference_plms,
 )
+from _a1111_schedule_reference import a1111_sigmas
 from _tiny_pipelines import tiny_sd1_sd15_schedule
 
 from promptweights.a1111.run import Seeds, sample
@@ -57,6 +58,14 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, dict[str, Any]]] = {
         {"eta": 1.0, "solver_type": "heun"},
     ),
 }
+
+
+def _beta_ppf(q: float) -> float:
+    """Beta(0.6, 0.6)'s quantile as A1111 computes it (scipy), for the Beta schedule."""
+    stats = pytest.importorskip("scipy.stats")
+    return float(stats.beta.ppf(q, 0.6, 0.6))
+
+
 SECOND_ORDER = {"Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE"}  # A1111's flags
 
 
@@ -121,12 +130,7 @@ def _reference_k(
     v = pipe.scheduler.config.get("prediction_type") == "v_prediction"
     wrap = (EXTERNAL.CompVisVDenoiser if v else EXTERNAL.CompVisDenoiser)(model)
     n = steps + 1 if discard else steps
-    schedule = schedule or default
-    if schedule == "uniform":
-        sigmas = wrap.get_sigmas(n)
-    else:
-        getter = getattr(SAMPLING, f"get_sigmas_{schedule}")
-        sigmas = getter(n=n, sigma_min=wrap.sigmas[0].item(), sigma_max=wrap.sigmas[-1].item())
+    sigmas = a1111_sigmas(schedule or default, n, wrap, SAMPLING, ppf=_beta_ppf)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd, source)
@@ -158,7 +162,7 @@ def _reference_k(
 
 
 def _ours(
-    pipe: Any, cond: Any, sampler: str, steps: int, seeds: list[int], size: int, **kw: Any
+    pipe: Any, cond: Any, sampler: Any, steps: int, seeds: list[int], size: int, **kw: Any
 ) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
 
@@ -211,6 +215,29 @@ def test_k_samplers_match_k_diffusion_per_step(pipe: Any, sampler: str, karras: 
     name = f"{sampler} Karras" if karras else sampler
     ours = _ours(pipe, cond, name, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
     theirs = _reference_k(pipe, cond, sampler, "karras" if karras else None, steps, seeds, 16)
+    _assert_close(ours, theirs)
+
+
+_SCHEDULE_RUNS = [
+    ("Align Your Steps", "Euler", 3),
+    ("Simple", "DPM++ 2M", 3),
+    ("Normal", "Euler a", 3),
+    ("DDIM", "Euler", 7),  # the table's stride gives 8 σ steps for 7
+    ("KL Optimal", "DPM++ 2M", 3),  # ends at σmin, not 0
+    ("Beta", "DPM++ SDE", 3),
+]
+
+
+@pytest.mark.parametrize(("schedule", "sampler", "steps"), _SCHEDULE_RUNS)
+def test_schedule_types_sample_as_a1111(pipe: Any, schedule: str, sampler: str, steps: int) -> None:
+    """A1111 v1.10.1's further schedule types under a sampler, step by step."""
+    from promptweights.samplers import resolve
+
+    internal = resolve("Euler", schedule).schedule_name
+    cond = _encode(pipe, sampler, steps)
+    choice = resolve(sampler, schedule)
+    ours = _ours(pipe, cond, choice, steps, [5, 6], 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    theirs = _reference_k(pipe, cond, sampler, internal, steps, [5, 6], 16)
     _assert_close(ours, theirs)
 
 

@@ -2,22 +2,25 @@
 
 :func:`read_settings` reads the seed and sampler settings A1111 writes (``Seed``, ``Variation
 seed``, ``Seed resize from``, ``RNG``, ``ENSD``, ``Eta``, ``Eta DDIM``, ``Sigma churn``…,
-``Discard penultimate sigma``, ``NGMS``, ``Skip Early CFG``); :func:`unreproducible` lists, one
-sentence per setting, what :func:`promptweights.diffusers.from_infotext` cannot reproduce even
-with A1111's noise and samplers.
+``Discard penultimate sigma``, ``NGMS``, ``NGMS all steps``, ``Skip Early CFG``, ``Schedule min
+sigma``, ``Schedule max sigma``, ``Schedule rho``, ``Beta schedule alpha``, ``Beta schedule
+beta``); :func:`unreproducible` lists, one sentence per setting, what
+:func:`promptweights.diffusers.from_infotext` cannot reproduce even with A1111's noise and
+samplers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptweights.samplers import SamplerChoice
 
 from .run import Seeds
 from .samplers import SAMPLERS, Options
+from .schedules import SCHEDULE_LABELS, ScheduleOptions
 
 __all__ = ["A1111Settings", "read_settings", "unreproducible", "unsupported_reason"]
 
@@ -36,9 +39,6 @@ _NEVER: dict[str, str] = {
     "Pad conds v0": "the v0 padding (repeat or truncate the negative) is not reproduced; cond "
     "and uncond are padded with empty chunks",
     "Downcast alphas_cumprod": "the model's ᾱ is not downcast to float16",
-    "Schedule max sigma": "a custom σ range is not reproduced",
-    "Schedule min sigma": "a custom σ range is not reproduced",
-    "Schedule rho": "a custom ρ is not reproduced",
     "SGM noise multiplier": "the SGM noise multiplier is not reproduced",
     "Refiner": "the refiner switch is not reproduced",
     "FP8 weight": "float8 UNet weights are not reproduced",
@@ -72,6 +72,9 @@ _KNOWN = frozenset(
         "Token merging ratio hr",
         "Beta schedule alpha",
         "Beta schedule beta",
+        "Schedule max sigma",
+        "Schedule min sigma",
+        "Schedule rho",
         "Refiner switch at",
         "Refiner switch by sampling steps",
         "Hypernet strength",
@@ -93,6 +96,7 @@ class A1111Settings:
     s_min_uncond: float = 0.0
     s_min_uncond_all: bool = False
     skip_early_cfg: float = 0.0
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -160,6 +164,24 @@ def read_settings(
         s_min_uncond=_float(settings, "NGMS", 0.0),
         s_min_uncond_all=settings.get("NGMS all steps") == "True",
         skip_early_cfg=_float(settings, "Skip Early CFG", 0.0),
+        schedule=_schedule_options(settings),
+    )
+
+
+def _schedule_options(settings: Mapping[str, str]) -> ScheduleOptions:
+    """The schedule settings A1111 writes when they differ from the model's (σ range, ρ) or
+    when the Beta schedule runs (its alpha and beta)."""
+
+    def positive(key: str) -> float | None:
+        value = _float(settings, key, 0.0)
+        return value if value > 0 else None
+
+    return ScheduleOptions(
+        sigma_min=positive("Schedule min sigma"),
+        sigma_max=positive("Schedule max sigma"),
+        rho=positive("Schedule rho"),
+        beta_alpha=_float(settings, "Beta schedule alpha", 0.6),
+        beta_beta=_float(settings, "Beta schedule beta", 0.6),
     )
 
 
@@ -206,9 +228,9 @@ def unsupported_reason(choice: SamplerChoice) -> str | None:
     """Why A1111 sampling cannot run ``choice`` here, or None."""
     if choice.sampler not in SAMPLERS:
         return f"{choice.sampler} is not one of the samplers run here ({', '.join(SAMPLERS)})"
-    computed = ("Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform")
-    if choice.schedule is not None and choice.schedule not in computed:
-        return f"the {choice.schedule} schedule is not computed here ({', '.join(computed)})"
+    if choice.schedule is not None and choice.schedule not in SCHEDULE_LABELS:
+        labels = ", ".join(SCHEDULE_LABELS)
+        return f"the {choice.schedule} schedule is not computed here ({labels})"
     return None
 
 

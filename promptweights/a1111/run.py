@@ -184,6 +184,7 @@ def sample(
     s_min_uncond_all: bool = False,
     skip_early_cfg: float = 0.0,
     on_step: Callable[[Step], None] | None = None,
+    schedule: schedules.ScheduleOptions | None = None,
 ) -> Tensor:
     """Sample latents for ``cond`` as A1111 v1.10.1 does (txt2img, first pass).
 
@@ -203,6 +204,8 @@ def sample(
         s_min_uncond_all: "NGMS all steps".
         skip_early_cfg: "Skip Early CFG".
         on_step: called with the latents after each sampler step.
+        schedule: the σ schedule's settings (:class:`~promptweights.a1111.schedules.
+            ScheduleOptions`; by default SD 1.5's Align Your Steps table, the model's σ range).
 
     Returns:
         The final latents ``(B, C, H, W)`` (float32), before the VAE.
@@ -241,7 +244,7 @@ def sample(
             model = KDiffusionModel(unet, alphas.to(device), prediction)
             denoiser = CFGDenoiser(model, conds, cfg_scale, **common)  # type: ignore[arg-type]
             sigmas = schedules.sampler_sigmas(
-                choice, steps, model.sigmas.cpu(), discard_penultimate=discard
+                choice, steps, model.sigmas.cpu(), discard_penultimate=discard, options=schedule
             ).to(device)
             x = x * sigmas[0]
             noise = _noise(spec, seeds, rng, x, sigmas, options)

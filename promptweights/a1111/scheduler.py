@@ -52,6 +52,8 @@ class A1111Scheduler:
         brownian: for the SDE samplers, ``brownian(x, sigmas)`` makes the Brownian-tree noise.
         options: eta, s_noise, churn…
         discard_penultimate: "Discard penultimate sigma" for any sampler.
+        schedule: the σ schedule's settings (model kind for Align Your Steps, σ range, ρ, Beta's
+            alpha and beta).
     """
 
     order = 1
@@ -66,6 +68,7 @@ class A1111Scheduler:
         brownian: Any = None,
         options: Options | None = None,
         discard_penultimate: bool = False,
+        schedule: schedules.ScheduleOptions | None = None,
     ) -> None:
         spec = SAMPLERS.get(choice.sampler)
         if spec is None:
@@ -85,6 +88,7 @@ class A1111Scheduler:
             options = Options(**{**fields, "solver_type": spec.solver_type})
         self.options = options
         self.discard = discard_penultimate or spec.discard_penultimate
+        self.schedule = schedule or schedules.ScheduleOptions()
         self.grid = self._grid()
         calls = self._calls()
         self.call_sigmas = calls
@@ -106,6 +110,7 @@ class A1111Scheduler:
                 self.num_inference_steps,
                 self.sigma_table,
                 discard_penultimate=self.discard,
+                options=self.schedule,
             )
         return schedules.ddim_timesteps(self.num_inference_steps, discard_penultimate=self.discard)
 

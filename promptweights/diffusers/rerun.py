@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +345,8 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
         brownian=a1111.seeds.brownian,
         options=a1111.options,
         discard_penultimate=a1111.discard_penultimate,
+        # A1111's Align Your Steps picks its table by the model's architecture.
+        schedule=replace(a1111.schedule, sdxl=cond.family.startswith("sdxl")),
     )
     kwargs: dict[str, Any] = cond.pipeline_kwargs()
     kwargs["num_inference_steps"] = plan.steps
