@@ -100,10 +100,10 @@ def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
     )
     plan = plan_rerun(params)
     assert plan.match == "a1111"
-    assert plan.unsupported == ("Hires upscale", "NGMS", "Skip Early CFG", "ControlNet 0")
+    assert plan.unsupported == ("Hires upscale", "ControlNet 0")  # NGMS, Skip Early CFG: run
     assert plan.a1111.seeds.resize_from == (64, 64)
     assert plan.a1111.seeds.eta_noise_seed_delta == 31337
-    assert any("guidance step cannot skip the uncond" in w for w in plan.warnings())
+    assert plan.a1111.s_min_uncond == 2.0
     assert plan.a1111.seeds.seeds == (21,)
     assert plan.a1111.skip_early_cfg == 0.2
     assert plan_rerun(params, match="diffusers").match == "diffusers"
@@ -149,3 +149,86 @@ def test_a1111_sampling_refuses_what_it_cannot_run(pipe: Any) -> None:
     with pytest.raises(UnsupportedPipelineError, match="image-to-image"):
         from_infotext(img2img, _infotext("Euler"))
     assert img2img.scheduler is before
+
+
+_CFG_CASES = [
+    ("Euler", {"NGMS": 5.0}, "a red cat"),
+    ("Euler a", {"NGMS": 2.0, "NGMS all steps": "True"}, "a red cat"),
+    ("DPM++ 2M", {"Skip Early CFG": 0.4}, "a red cat"),
+    ("Euler", {}, "a red cat AND a dog:0.6"),
+    ("Heun", {"Skip Early CFG": 0.3, "NGMS": 3.0}, "a cat AND a [red:blue:0.5] dog:0.5"),
+]
+
+
+def _step_latents(latents: list[torch.Tensor], second_order: bool) -> list[torch.Tensor]:
+    """The latents after each sampler step, from those after each model call: a second-order
+    step (Heun) calls twice, its last step (to σ = 0) once."""
+    if not second_order:
+        return latents
+    return [*latents[1:-1:2], latents[-1]]
+
+
+@pytest.mark.parametrize(("sampler", "extra", "prompt"), _CFG_CASES)
+def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
+    pipe: Any, sampler: str, extra: dict[str, Any], prompt: str
+) -> None:
+    """NGMS, NGMS all steps, Skip Early CFG and AND with weights in the pipeline's own loop:
+    the latents after each step equal run.sample's (A1111's CFG denoiser, checked against the
+    k-diffusion reference in test_a1111_sampling.py) within 1e-5, and differ from a run without
+    the option."""
+    from promptweights.a1111.plan import read_settings
+    from promptweights.diffusers import from_infotext, plan_rerun
+
+    steps = 3
+    params = GenerationParameters.from_settings(
+        prompt,
+        "blurry",
+        {"Steps": steps, "Sampler": sampler, "CFG scale": 5, "Seed": 21, "Size-1": 16}
+        | {"Size-2": 16, "RNG": "CPU", **extra},
+    )
+    assert plan_rerun(params).unsupported == ()
+    saved = pipe.scheduler
+    calls: list[torch.Tensor] = []
+
+    def keep(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+        calls.append(kw["latents"].clone())
+        return {}
+
+    hooks = len(pipe.unet._forward_pre_hooks)
+    try:
+        kwargs = from_infotext(pipe, params)
+        assert "callback_on_step_end" not in kwargs
+        pipe(**kwargs, output_type="latent", callback_on_step_end=keep)
+        assert len(pipe.unet._forward_pre_hooks) == hooks + 1  # stays for another run
+    finally:
+        pipe.scheduler = saved
+    pipe.unet(  # under another scheduler the hooks remove themselves, doing nothing
+        calls[0], torch.tensor(1), encoder_hidden_states=kwargs["prompt_embeds"]
+    )
+    assert len(pipe.unet._forward_pre_hooks) == hooks
+    choice = plan_rerun(params).sampler
+    settings = read_settings(params, choice)
+    cond = encode(pipe, prompt, "blurry", steps=steps, second_order=choice.second_order)
+    loop: list[torch.Tensor] = []
+    common: dict[str, Any] = {"sampler": choice, "steps": steps, "cfg_scale": 5.0}
+    common |= {"width": 16, "height": 16}
+    seeds = Seeds((21,), source="CPU")
+    sample(
+        pipe,
+        cond,
+        seeds,
+        on_step=lambda step: loop.append(step.x.clone()),
+        s_min_uncond=settings.s_min_uncond,
+        s_min_uncond_all=settings.s_min_uncond_all,
+        skip_early_cfg=settings.skip_early_cfg,
+        **common,
+    )
+    ours = _step_latents(calls, choice.second_order)
+    assert len(ours) == len(loop) == steps
+    for step, (a, b) in enumerate(zip(ours, loop, strict=True)):
+        # the pipeline guides the noise prediction, A1111 the denoised latents: float rounding
+        diff = (a.float() - b).abs().max().item()
+        assert diff <= 1e-5 * b.abs().max().item(), f"step {step}: max difference {diff}"
+    if extra:  # the options change the picture far beyond that rounding
+        plain = sample(pipe, cond, seeds, **common)
+        assert (plain - loop[-1]).abs().max().item() > 1e-2

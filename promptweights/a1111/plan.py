@@ -82,8 +82,9 @@ _KNOWN = frozenset(
         "Token normalization",
     }
 )
-#: Settings the A1111 denoiser reproduces, but a pipeline's own guidance step cannot.
-_PIPELINE_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
+#: A1111's CFG denoiser settings: run.sample's CFGDenoiser and, in a pipeline call, the UNet
+#: hooks of promptweights.a1111.guidance reproduce them.
+_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,7 @@ def _known(key: str) -> bool:
         base in A1111_KEY_ORDER
         or base in _KNOWN
         or base in _NEVER
-        or base in _PIPELINE_CFG
+        or base in _CFG
         or base in (SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY)
     )
 
@@ -242,9 +243,9 @@ def unreproducible(
 
     Args:
         params: parsed parameters.
-        pipeline: the re-run is a diffusers pipeline call (its guidance step cannot skip the
-            uncond: NGMS and Skip Early CFG are listed); False for
-            :func:`promptweights.a1111.run.sample`.
+        pipeline: the re-run is a diffusers pipeline call (True) or
+            :func:`promptweights.a1111.run.sample`; both reproduce the same settings (AND, NGMS
+            and Skip Early CFG included), the argument is kept for callers that pass it.
         cuda: CUDA is available (A1111's default ``GPU`` source is torch's CUDA generator;
             without it ``NV`` stands in, see :func:`read_settings`).
     """
@@ -257,16 +258,6 @@ def unreproducible(
         if key in written or f"{key}-1" in written:
             sentence = hires[0] if key == "Hires upscale" and hires else f"{key}: {why}"
             out.append((key, sentence))
-    if pipeline:
-        out.extend(
-            (
-                key,
-                f"{key}: {written[key]!r}: a pipeline's guidance step cannot skip the uncond; "
-                "promptweights.a1111.run.sample reproduces it",
-            )
-            for key in _PIPELINE_CFG
-            if key in written
-        )
     out.extend(_unwritten_ensd(params))
     out.extend(
         (key, f"{key}: not a setting this re-run knows (an extension's?): not reproduced")

@@ -155,6 +155,17 @@ class A1111Scheduler:
         self._pending = None
         self._index = 0
 
+    @property
+    def call_index(self) -> int:
+        """The model call the pipeline makes next (0-based; A1111's denoiser step counter)."""
+        return self._index
+
+    @property
+    def call_sigma(self) -> float:
+        """σ of the next model call (its timestep for DDIM and PLMS), as A1111's denoiser sees
+        it."""
+        return float(self._sigma())
+
     def _sigma(self) -> Tensor:
         return self.call_sigmas[min(self._index, len(self.call_sigmas) - 1)]
 
