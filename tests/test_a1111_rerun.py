@@ -157,6 +157,7 @@ _CFG_CASES = [
     ("DPM++ 2M", {"Skip Early CFG": 0.4}, "a red cat"),
     ("Euler", {}, "a red cat AND a dog:0.6"),
     ("Heun", {"Skip Early CFG": 0.3, "NGMS": 3.0}, "a cat AND a [red:blue:0.5] dog:0.5"),
+    ("Euler a", {"SGM noise multiplier": "True"}, "a red cat"),
 ]
 
 
@@ -172,7 +173,8 @@ def _step_latents(latents: list[torch.Tensor], second_order: bool) -> list[torch
 def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
     pipe: Any, sampler: str, extra: dict[str, Any], prompt: str
 ) -> None:
-    """NGMS, NGMS all steps, Skip Early CFG and AND with weights in the pipeline's own loop:
+    """NGMS, NGMS all steps, Skip Early CFG, AND with weights (and the SGM noise multiplier)
+    in the pipeline's own loop:
     the latents after each step equal run.sample's (A1111's CFG denoiser, checked against the
     k-diffusion reference in test_a1111_sampling.py) within 1e-5, and differ from a run without
     the option."""
@@ -199,7 +201,8 @@ def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
         kwargs = from_infotext(pipe, params)
         assert "callback_on_step_end" not in kwargs
         pipe(**kwargs, output_type="latent", callback_on_step_end=keep)
-        assert len(pipe.unet._forward_pre_hooks) == hooks + 1  # stays for another run
+        hooked = bool(extra.keys() & {"NGMS", "Skip Early CFG"}) or " AND " in prompt
+        assert len(pipe.unet._forward_pre_hooks) == hooks + hooked  # stays for another run
     finally:
         pipe.scheduler = saved
     pipe.unet(  # under another scheduler the hooks remove themselves, doing nothing
@@ -221,6 +224,7 @@ def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
         s_min_uncond=settings.s_min_uncond,
         s_min_uncond_all=settings.s_min_uncond_all,
         skip_early_cfg=settings.skip_early_cfg,
+        sgm_noise_multiplier=settings.sgm_noise_multiplier,
         **common,
     )
     ours = _step_latents(calls, choice.second_order)
@@ -232,3 +236,122 @@ def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
     if extra:  # the options change the picture far beyond that rounding
         plain = sample(pipe, cond, seeds, **common)
         assert (plain - loop[-1]).abs().max().item() > 1e-2
+
+
+# Keys A1111 v1.10.1 itself writes (modules/processing.py, sd_samplers_*.py, sd_schedulers via
+# get_sigmas, extra networks, refiner), transcribed from its sources, with the reason a txt2img
+# re-run with the same model cannot match them (None: it reproduces them or they change nothing).
+A1111_KEYS: dict[str, str | None] = {
+    "Schedule type": None,
+    "Image CFG scale": "InstructPix2Pix",
+    "Face restoration": "face restoration",
+    "Model hash": None,
+    "Model": None,
+    "FP8 weight": "float8",
+    "Cache FP16 weight for LoRA": None,
+    "VAE hash": None,
+    "VAE": None,
+    "Denoising strength": "img2img",
+    "Conditional mask weight": "inpainting model",
+    "Clip skip": None,
+    "Token merging ratio": "token merging",
+    "Init image hash": "img2img",
+    "Tiling": "tiling",
+    "Hires upscale": "hires",
+    "Hires resize": "hires",
+    "Hires steps": "hires",
+    "Hires upscaler": "hires",
+    "Hires checkpoint": None,  # comes with Hires upscale/resize, listed for them
+    "Hires sampler": None,
+    "Hires schedule type": None,
+    "Hires prompt": None,
+    "Hires negative prompt": None,
+    "Lora hashes": None,
+    "TI hashes": None,
+    "Emphasis": None,
+    "Eta": None,
+    "Eta DDIM": None,
+    "Sigma churn": None,
+    "Sigma tmin": None,
+    "Sigma tmax": None,
+    "Sigma noise": None,
+    "Old prompt editing timelines": None,
+    "Pad conds": None,
+    "Pad conds v0": "v0 padding",
+    "Downcast alphas_cumprod": "downcast",
+    "NGMS": None,
+    "NGMS all steps": None,
+    "Skip Early CFG": None,
+    "Discard penultimate sigma": None,
+    "Schedule max sigma": None,
+    "Schedule min sigma": None,
+    "Schedule rho": None,
+    "Beta schedule alpha": None,
+    "Beta schedule beta": None,
+    "SGM noise multiplier": None,
+    "Refiner": "refiner",
+    "Refiner switch at": None,
+    "Hypernet": "hypernetworks",
+    "Mask mode": "inpainting",
+    "Mask blur": "inpainting",
+    "Masked content": "inpainting",
+    "Inpaint area": "inpainting",
+    "Masked area padding": "inpainting",
+    "Noise multiplier": "img2img",
+    "Extra noise": "img2img",
+    "VAE Encoder": "VAE encoder",
+    "VAE Decoder": "VAE decoder",
+    "Version": None,
+}
+
+
+def test_plan_knows_every_key_a1111_writes() -> None:
+    """Each of A1111's own keys is either reproduced (absent from the list) or listed with its
+    own reason, never as an unknown extension's setting; extensions' keys are listed as such."""
+    from promptweights.a1111.plan import unreproducible
+
+    values = dict.fromkeys(A1111_KEYS, "2")
+    values |= {"Hires resize": "64x64", "Mask mode": "Inpaint not masked", "RNG": "CPU"}
+    values["ENSD"] = "31337"  # written: the eta and churn noise follow it
+    values |= {"ADetailer model": "face_yolov8n.pt", "ControlNet 0": "Module: canny"}
+    params = _infotext("Euler", **values)
+    listed = dict(unreproducible(params))
+    for key, reason in A1111_KEYS.items():
+        if reason is None:
+            assert key not in listed, (key, listed.get(key))
+        else:
+            assert key in listed, key
+            assert reason.casefold() in listed[key].casefold(), (key, listed[key])
+            assert "an extension's" not in listed[key]
+    for key in ("ADetailer model", "ControlNet 0"):
+        assert "an extension's" in listed[key]
+
+
+def test_readme_path_a_png_with_and_and_ngms(pipe: Any, tmp_path: Any) -> None:
+    """The README's call on a PNG whose infotext holds AND weights and NGMS: the pipeline's
+    final latents equal run.sample's."""
+    from PIL import Image
+
+    from promptweights.diffusers import from_infotext, plan_rerun
+    from promptweights.infotext import save_image
+
+    prompt = "a red cat AND a dog:0.7"
+    text = (
+        f"{prompt}\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 3, "
+        "Size: 16x16, RNG: CPU, NGMS: 20, NGMS all steps: True"
+    )
+    png = tmp_path / "a1111.png"
+    save_image(Image.new("RGB", (16, 16)), png, text)
+    assert plan_rerun(str(png)).warnings() == []
+    saved = pipe.scheduler
+    try:
+        ours = pipe(**from_infotext(pipe, str(png)), output_type="latent").images
+    finally:
+        pipe.scheduler = saved
+    cond = encode(pipe, prompt, "blurry", steps=2)
+    seeds = Seeds((3,), source="CPU")
+    kw: dict[str, Any] = {"sampler": "Euler", "steps": 2, "cfg_scale": 5.0, "width": 16}
+    loop = sample(pipe, cond, seeds, height=16, s_min_uncond=20.0, s_min_uncond_all=True, **kw)
+    assert (ours - loop).abs().max().item() <= 1e-5 * loop.abs().max().item()
+    guided = sample(pipe, cond, seeds, height=16, **kw)
+    assert (guided - loop).abs().max().item() > 1e-2  # every call skipped the uncond

@@ -123,6 +123,7 @@ def _reference_k(
     ensd: int = 0,
     cfg: float = 5.0,
     source: str = "CPU",
+    sgm: bool = False,
     **cfg_opts: float,
 ) -> list[torch.Tensor]:
     func, default, discard, brownian, extra = K_SAMPLERS[name]
@@ -134,7 +135,8 @@ def _reference_k(
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd, source)
-    x = rng.next() * sigmas[0]
+    # A1111's "SGM noise multiplier" scales the first noise by sqrt(1 + σ0²) instead of σ0
+    x = rng.next() * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if sgm else sigmas[0])
     total = 2 * steps if name in SECOND_ORDER else steps
     conds = cond if callable(cond) else _conds_from(cond)
     denoiser = ReferenceCFG(wrap, conds, cfg, total, **cfg_opts)
@@ -239,6 +241,15 @@ def test_schedule_types_sample_as_a1111(pipe: Any, schedule: str, sampler: str, 
     ours = _ours(pipe, cond, choice, steps, [5, 6], 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
     theirs = _reference_k(pipe, cond, sampler, internal, steps, [5, 6], 16)
     _assert_close(ours, theirs)
+
+
+def test_sgm_noise_multiplier(pipe: Any) -> None:
+    cond = _encode(pipe, "Euler a", 3)
+    kw: dict[str, Any] = {"seeds_kw": {"source": "CPU"}, "cfg_scale": 5.0}
+    ours = _ours(pipe, cond, "Euler a", 3, [7, 8], 16, sgm_noise_multiplier=True, **kw)
+    _assert_close(ours, _reference_k(pipe, cond, "Euler a", None, 3, [7, 8], 16, sgm=True))
+    plain = _reference_k(pipe, cond, "Euler a", None, 3, [7, 8], 16)
+    assert (plain[-1] - ours[-1]).abs().max().item() > 1e-3
 
 
 def test_v_prediction_model(pipe: Any) -> None:

@@ -4,7 +4,7 @@
 seed``, ``Seed resize from``, ``RNG``, ``ENSD``, ``Eta``, ``Eta DDIM``, ``Sigma churn``…,
 ``Discard penultimate sigma``, ``NGMS``, ``NGMS all steps``, ``Skip Early CFG``, ``Schedule min
 sigma``, ``Schedule max sigma``, ``Schedule rho``, ``Beta schedule alpha``, ``Beta schedule
-beta``); :func:`unreproducible` lists, one sentence per setting, what
+beta``, ``SGM noise multiplier``); :func:`unreproducible` lists, one sentence per setting, what
 :func:`promptweights.diffusers.from_infotext` cannot reproduce even with A1111's noise and
 samplers.
 """
@@ -39,10 +39,21 @@ _NEVER: dict[str, str] = {
     "Pad conds v0": "the v0 padding (repeat or truncate the negative) is not reproduced; cond "
     "and uncond are padded with empty chunks",
     "Downcast alphas_cumprod": "the model's ᾱ is not downcast to float16",
-    "SGM noise multiplier": "the SGM noise multiplier is not reproduced",
     "Refiner": "the refiner switch is not reproduced",
     "FP8 weight": "float8 UNet weights are not reproduced",
     "Image CFG scale": "InstructPix2Pix image guidance is not reproduced",
+    "Conditional mask weight": "an inpainting model's image conditioning is not reproduced",
+    "Init image hash": "img2img is not reproduced (txt2img only)",
+    "Noise multiplier": "img2img is not reproduced (txt2img only)",
+    "Extra noise": "img2img is not reproduced (txt2img only)",
+    "Mask mode": "inpainting is not reproduced (txt2img only)",
+    "Mask blur": "inpainting is not reproduced (txt2img only)",
+    "Masked content": "inpainting is not reproduced (txt2img only)",
+    "Inpaint area": "inpainting is not reproduced (txt2img only)",
+    "Masked area padding": "inpainting is not reproduced (txt2img only)",
+    "VAE Encoder": "A1111 encoded an image (img2img or hires fix) with an approximate VAE "
+    "encoder; not reproduced",
+    "VAE Decoder": "A1111 decoded with an approximate VAE decoder; the pipeline's VAE decodes here",
 }
 #: A1111 v1.10.1's own keys a re-run here reads or may leave aside (they change nothing in a
 #: txt2img re-run with the same model), beside A1111_KEY_ORDER and the keys above.
@@ -75,6 +86,7 @@ _KNOWN = frozenset(
         "Schedule max sigma",
         "Schedule min sigma",
         "Schedule rho",
+        "SGM noise multiplier",
         "Refiner switch at",
         "Refiner switch by sampling steps",
         "Hypernet strength",
@@ -98,6 +110,7 @@ class A1111Settings:
     s_min_uncond_all: bool = False
     skip_early_cfg: float = 0.0
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    sgm_noise_multiplier: bool = False
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -166,6 +179,7 @@ def read_settings(
         s_min_uncond_all=settings.get("NGMS all steps") == "True",
         skip_early_cfg=_float(settings, "Skip Early CFG", 0.0),
         schedule=_schedule_options(settings),
+        sgm_noise_multiplier=settings.get("SGM noise multiplier") == "True",
     )
 
 

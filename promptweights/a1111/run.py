@@ -24,6 +24,7 @@ from promptweights.samplers import SamplerChoice, resolve
 from . import schedules
 from .denoiser import CFGDenoiser, Conds
 from .samplers import SAMPLERS, NoiseFn, Options, SamplerSpec, Step, drive
+from .scheduler import initial_scale
 
 __all__ = ["KDiffusionModel", "Seeds", "TimestepModel", "decode", "sample", "timeline_conds"]
 
@@ -185,6 +186,7 @@ def sample(
     skip_early_cfg: float = 0.0,
     on_step: Callable[[Step], None] | None = None,
     schedule: schedules.ScheduleOptions | None = None,
+    sgm_noise_multiplier: bool = False,
 ) -> Tensor:
     """Sample latents for ``cond`` as A1111 v1.10.1 does (txt2img, first pass).
 
@@ -206,6 +208,8 @@ def sample(
         on_step: called with the latents after each sampler step.
         schedule: the σ schedule's settings (:class:`~promptweights.a1111.schedules.
             ScheduleOptions`; by default SD 1.5's Align Your Steps table, the model's σ range).
+        sgm_noise_multiplier: A1111's "SGM noise multiplier" (initial noise times
+            ``sqrt(1 + σ₀²)`` rather than σ₀; k-diffusion samplers).
 
     Returns:
         The final latents ``(B, C, H, W)`` (float32), before the VAE.
@@ -246,7 +250,7 @@ def sample(
             sigmas = schedules.sampler_sigmas(
                 choice, steps, model.sigmas.cpu(), discard_penultimate=discard, options=schedule
             ).to(device)
-            x = x * sigmas[0]
+            x = x * initial_scale(sigmas, sgm_noise_multiplier)
             noise = _noise(spec, seeds, rng, x, sigmas, options)
             return drive(spec.run(x, sigmas, options, noise), denoiser, on_step)
         timesteps = schedules.ddim_timesteps(steps, discard_penultimate=discard).to(device)

@@ -3,10 +3,12 @@
 A1111 wraps the model in k-diffusion's ``CompVisDenoiser``: its σ table is
 ``sqrt((1 - ᾱ) / ᾱ)`` in float32, with ᾱ computed the way the original Stable Diffusion code does
 (betas in float64, cumulative product in float64, stored as float32), and σ ↔ timestep maps
-interpolate in log σ. The schedule formulas themselves are
-:func:`promptweights.samplers.schedule_sigmas`; this module computes them as k-diffusion does
-(float32, its order of operations), adds what A1111's ``get_sigmas`` does around them (the
-sampler's default schedule, "discard penultimate sigma") and DDIM's timesteps.
+interpolate in log σ. :func:`sampler_sigmas` computes every schedule type of A1111 v1.10.1
+(``sd_schedulers.py``: Uniform, Karras, Exponential, Polyexponential, SGM Uniform, KL Optimal,
+Align Your Steps, Simple, Normal, DDIM, Beta) as A1111 and k-diffusion do (float32 torch, or
+float64 where A1111 uses numpy, in their order of operations), with what A1111's ``get_sigmas``
+does around them (the sampler's default schedule, "discard penultimate sigma", the σ range and ρ
+settings); :func:`ddim_timesteps` gives the DDIM and PLMS samplers' timesteps.
 """
 
 from __future__ import annotations

@@ -359,6 +359,7 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
         discard_penultimate=a1111.discard_penultimate,
         # A1111's Align Your Steps picks its table by the model's architecture.
         schedule=replace(a1111.schedule, sdxl=cond.family.startswith("sdxl")),
+        sgm_noise_multiplier=a1111.sgm_noise_multiplier,
     )
     guidance = _a1111_guidance(pipe, scheduler, cond, plan)
     # With AND the hooks give the UNet every part at every call (prompt editing included).
