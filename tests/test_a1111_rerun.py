@@ -344,8 +344,15 @@ def test_readme_path_a_png_with_and_and_ngms(pipe: Any, tmp_path: Any) -> None:
     save_image(Image.new("RGB", (16, 16)), png, text)
     assert plan_rerun(str(png)).warnings() == []
     saved = pipe.scheduler
+    hooks = len(pipe.unet._forward_pre_hooks)
     try:
-        ours = pipe(**from_infotext(pipe, str(png)), output_type="latent").images
+        kwargs = from_infotext(pipe, str(png))
+        ours = pipe(**kwargs, output_type="latent").images
+        assert len(pipe.unet._forward_pre_hooks) == hooks + 1
+        # the same A1111 scheduler on another prompt: the hooks see other embeddings and go
+        other = {**kwargs, "prompt_embeds": kwargs["prompt_embeds"] + 1.0}
+        pipe(**other, output_type="latent")
+        assert len(pipe.unet._forward_pre_hooks) == hooks
     finally:
         pipe.scheduler = saved
     cond = encode(pipe, prompt, "blurry", steps=2)

@@ -15,8 +15,9 @@ formula gives what A1111's ``CFGDenoiser`` gives (:mod:`promptweights.a1111.deno
 
 The pipeline combines noise predictions, A1111 denoised latents: the same up to float rounding.
 The hooks stay on the UNet while the pipeline's scheduler is the :class:`A1111Scheduler` they
-were made for, so that the same call can run again; once another scheduler is installed they
-remove themselves at the next UNet call, doing nothing.
+were made for, so that the same call can run again; once another scheduler is installed, or a
+run's first UNet call gets other prompt embeddings than the call they were made for, they remove
+themselves at that UNet call, doing nothing.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ class PipelineCFG:
         self.skip_early_cfg = skip_early_cfg
         self.handles: list[Any] = []
         self.pending: tuple[bool, int, Tensor] | None = None
+        self.prompt_embeds: Tensor | None = None
 
-    def install(self) -> None:
-        """Hook ``pipe.unet``."""
+    def install(self, prompt_embeds: Tensor | None = None) -> None:
+        """Hook ``pipe.unet``; with ``prompt_embeds`` (the call's), a run whose first UNet call
+        gets other embeddings is another prompt's: the hooks then remove themselves."""
+        self.prompt_embeds = prompt_embeds
         unet = self.pipe.unet
         self.handles = [
             unet.register_forward_pre_hook(self.before, with_kwargs=True),
@@ -108,6 +112,9 @@ class PipelineCFG:
             return None
         sample = args[0] if args else kwargs["sample"]
         total = sample.shape[0]
+        if self.scheduler.call_index == 0 and not self._own_run(kwargs, total):
+            self.remove()  # the same scheduler runs another prompt: not this run's hooks
+            return None
         skip = self.skips()
         if total % (2 * self.timeline.batch):
             if self.composable:
@@ -122,6 +129,16 @@ class PipelineCFG:
         args, kwargs = _select(args, kwargs, self._rows(half, skip), total)
         self.pending = (skip, half, self._conditioning(kwargs, half, skip))
         return args, kwargs
+
+    def _own_run(self, kwargs: dict[str, Any], total: int) -> bool:
+        """Whether the first call's positive embeddings are those the hooks were made for."""
+        if self.prompt_embeds is None:
+            return True
+        hidden = kwargs.get("encoder_hidden_states")
+        if not isinstance(hidden, Tensor) or hidden.shape[1:] != self.prompt_embeds.shape[1:]:
+            return False
+        first = hidden[total // 2 if total > 1 else 0]
+        return torch.equal(first, self.prompt_embeds[0].to(first))
 
     def _rows(self, half: int, skip: bool) -> Tensor:
         """Rows of the pipeline's batch to run: each part repeats the positive half."""

@@ -198,7 +198,8 @@ def from_infotext(
       steps`` and ``Skip Early CFG`` are A1111's too: hooks on the UNet
       (:class:`promptweights.a1111.guidance.PipelineCFG`) run every AND part and leave out the
       uncond on the calls A1111 skips it; they stay on the UNet while this A1111 scheduler is the
-      pipeline's (so the call can run again) and remove themselves once another one is.
+      pipeline's (so the call can run again) and remove themselves once another one is, or once
+      a run starts with other prompt embeddings.
     * ``"diffusers"`` (and images promptweights sampled with a diffusers scheduler): the sampler
       and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
       schedule is not a diffusers option) and the seed becomes a CPU ``torch.Generator``; an A1111
@@ -371,5 +372,5 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
     kwargs["latents"] = latents.to(device=device, dtype=pipe.unet.dtype)
     pipe.scheduler = scheduler
     if guidance is not None:
-        guidance.install()
+        guidance.install(kwargs["prompt_embeds"])
     return kwargs
