@@ -362,3 +362,36 @@ def test_readme_path_a_png_with_and_and_ngms(pipe: Any, tmp_path: Any) -> None:
     assert (ours - loop).abs().max().item() <= 1e-5 * loop.abs().max().item()
     guided = sample(pipe, cond, seeds, height=16, **kw)
     assert (guided - loop).abs().max().item() > 1e-2  # every call skipped the uncond
+
+
+def test_unpadded_conds_are_named(pipe: Any) -> None:
+    """A1111 runs a prompt and negative of different chunk counts unpadded unless its infotext
+    says ``Pad conds: True``; the pipeline call pads them, and says so."""
+    import warnings
+
+    from promptweights.diffusers import from_infotext
+    from promptweights.errors import PromptweightsWarning, UnreproducibleError
+
+    long = " ".join(["cat"] * 100)  # two 75-token chunks; the negative has one
+    saved = pipe.scheduler
+    try:
+        with pytest.warns(PromptweightsWarning, match="different chunk counts"):
+            from_infotext(pipe, GenerationParameters.from_settings(long, "blurry", _settings()))
+        params = GenerationParameters.from_settings(long, "blurry", _settings())
+        with pytest.raises(UnreproducibleError, match="different chunk counts"):
+            from_infotext(pipe, params, strict=True)
+        padded = {**_settings(), "Pad conds": "True"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PromptweightsWarning)
+            kwargs = from_infotext(pipe, GenerationParameters.from_settings(long, "blur", padded))
+            assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape
+            from_infotext(pipe, GenerationParameters.from_settings(long, long, _settings()))
+    finally:
+        pipe.scheduler = saved
+
+
+def _settings() -> dict[str, object]:
+    return {"Steps": 2, "Sampler": "Euler", "CFG scale": 5, "Seed": 1, "RNG": "CPU"} | {
+        "Size-1": 16,
+        "Size-2": 16,
+    }

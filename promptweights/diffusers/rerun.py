@@ -194,7 +194,9 @@ def from_infotext(
       per-step noise follows ``ENSD``, ``Eta``, ``Sigma churn``… The pipeline combines cond and
       uncond on the noise prediction, A1111 on the denoised latents: equal up to float rounding.
       A prompt and negative of different chunk counts are padded to one length (A1111's ``Pad
-      conds``); A1111 by default runs them unpadded. ``AND`` with weights, ``NGMS``, ``NGMS all
+      conds``); A1111 by default runs them unpadded: without ``Pad conds: True`` in the text
+      that is a warning (after encoding; with ``strict``, an error before the scheduler is
+      replaced). ``AND`` with weights, ``NGMS``, ``NGMS all
       steps`` and ``Skip Early CFG`` are A1111's too: hooks on the UNet
       (:class:`promptweights.a1111.guidance.PipelineCFG`) run every AND part and leave out the
       uncond on the calls A1111 skips it; they stay on the UNet while this A1111 scheduler is the
@@ -343,6 +345,13 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
     settings = run_settings(plan.params)
     a1111 = plan.a1111
     cond = _encode(pipe, plan, plan.sampler.second_order, strict, options)
+    if cond.padded_conds and plan.params.settings.get("Pad conds") != "True":
+        warn_or_raise(
+            "the prompt and negative have different chunk counts: A1111 ran them unpadded (the "
+            "infotext has no 'Pad conds: True'), the pipeline call pads them with empty chunks "
+            "to one length (its single batch needs it): the image differs",
+            strict=strict,
+        )
     width, height = settings.width or 512, settings.height or 512
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     shape = (int(pipe.unet.config.in_channels), height // factor, width // factor)
