@@ -193,7 +193,9 @@ def sample(
     Args:
         pipe: an SD 1.x/2.x diffusers pipeline (its ``unet`` and scheduler config are used).
         cond: from :func:`promptweights.diffusers.encode` (``steps`` as here; doubled schedule for
-            second-order samplers), one image per seed.
+            second-order samplers), one image per seed. ``encode`` pads a prompt and negative of
+            different chunk counts to one length (A1111's "Pad conds"; ``cond.padded_conds``
+            says so), where A1111 by default runs them unpadded.
         seeds: the seed settings.
         sampler: A1111's sampler name (``"DPM++ 2M Karras"``…) or a resolved choice.
         steps: sampling steps.
