@@ -144,6 +144,12 @@ def test_a1111_sampling_refuses_what_it_cannot_run(pipe: Any) -> None:
         plan_rerun(_infotext("Restart"))
     with pytest.raises(UnsupportedPipelineError, match="LCM"):
         plan_rerun(_infotext("LCM", **{"Schedule type": "Align Your Steps"}))
+    before = pipe.scheduler
+    settings = {"Steps": 2, "Sampler": "Euler", "CFG scale": 1, "Seed": 1, "RNG": "CPU"}
+    no_uncond = GenerationParameters.from_settings("a AND b:0.5", "c", settings)
+    with pytest.raises(UnsupportedPipelineError, match="CFG scale 1"):
+        from_infotext(pipe, no_uncond)
+    assert pipe.scheduler is before
     img2img = tiny_sd1(img2img=True)
     before = img2img.scheduler
     with pytest.raises(UnsupportedPipelineError, match="image-to-image"):

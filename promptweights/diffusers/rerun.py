@@ -327,6 +327,12 @@ def _a1111_guidance(pipe: Any, scheduler: Any, cond: Conditioning, plan: Rerun) 
     a1111 = plan.a1111
     if not (cond.composable or a1111.s_min_uncond > 0 or a1111.skip_early_cfg != 0):
         return None
+    cfg_scale = run_settings(plan.params).cfg_scale
+    if cond.composable and cfg_scale is not None and cfg_scale <= 1:
+        raise UnsupportedPipelineError(
+            f"AND with CFG scale {cfg_scale:g}: a pipeline call at that scale runs no uncond, "
+            "which A1111 combines the AND parts around; promptweights.a1111.run.sample does"
+        )
     return PipelineCFG(
         pipe,
         scheduler,
