@@ -100,10 +100,10 @@ def test_plan_lists_what_a1111_sampling_still_cannot_match() -> None:
     )
     plan = plan_rerun(params)
     assert plan.match == "a1111"
-    assert plan.unsupported == ("Hires upscale", "NGMS", "Skip Early CFG", "ControlNet 0")
+    assert plan.unsupported == ("Hires upscale", "ControlNet 0")  # NGMS, Skip Early CFG: run
     assert plan.a1111.seeds.resize_from == (64, 64)
     assert plan.a1111.seeds.eta_noise_seed_delta == 31337
-    assert any("guidance step cannot skip the uncond" in w for w in plan.warnings())
+    assert plan.a1111.s_min_uncond == 2.0
     assert plan.a1111.seeds.seeds == (21,)
     assert plan.a1111.skip_early_cfg == 0.2
     assert plan_rerun(params, match="diffusers").match == "diffusers"
@@ -142,10 +142,262 @@ def test_a1111_sampling_refuses_what_it_cannot_run(pipe: Any) -> None:
 
     with pytest.raises(UnsupportedPipelineError, match="Restart"):
         plan_rerun(_infotext("Restart"))
-    with pytest.raises(UnsupportedPipelineError, match="Align Your Steps"):
-        plan_rerun(_infotext("Euler", **{"Schedule type": "Align Your Steps"}))
+    with pytest.raises(UnsupportedPipelineError, match="LCM"):
+        plan_rerun(_infotext("LCM", **{"Schedule type": "Align Your Steps"}))
+    before = pipe.scheduler
+    settings = {"Steps": 2, "Sampler": "Euler", "CFG scale": 1, "Seed": 1, "RNG": "CPU"}
+    no_uncond = GenerationParameters.from_settings("a AND b:0.5", "c", settings)
+    with pytest.raises(UnsupportedPipelineError, match="CFG scale 1"):
+        from_infotext(pipe, no_uncond)
+    assert pipe.scheduler is before
     img2img = tiny_sd1(img2img=True)
     before = img2img.scheduler
     with pytest.raises(UnsupportedPipelineError, match="image-to-image"):
         from_infotext(img2img, _infotext("Euler"))
     assert img2img.scheduler is before
+
+
+_CFG_CASES = [
+    ("Euler", {"NGMS": 5.0}, "a red cat"),
+    ("Euler a", {"NGMS": 2.0, "NGMS all steps": "True"}, "a red cat"),
+    ("DPM++ 2M", {"Skip Early CFG": 0.4}, "a red cat"),
+    ("Euler", {}, "a red cat AND a dog:0.6"),
+    ("Heun", {"Skip Early CFG": 0.3, "NGMS": 3.0}, "a cat AND a [red:blue:0.5] dog:0.5"),
+    ("Euler a", {"SGM noise multiplier": "True"}, "a red cat"),
+]
+
+
+def _step_latents(latents: list[torch.Tensor], second_order: bool) -> list[torch.Tensor]:
+    """The latents after each sampler step, from those after each model call: a second-order
+    step (Heun) calls twice, its last step (to σ = 0) once."""
+    if not second_order:
+        return latents
+    return [*latents[1:-1:2], latents[-1]]
+
+
+@pytest.mark.parametrize(("sampler", "extra", "prompt"), _CFG_CASES)
+def test_from_infotext_runs_a1111_cfg_options_in_the_pipeline(
+    pipe: Any, sampler: str, extra: dict[str, Any], prompt: str
+) -> None:
+    """NGMS, NGMS all steps, Skip Early CFG, AND with weights (and the SGM noise multiplier)
+    in the pipeline's own loop:
+    the latents after each step equal run.sample's (A1111's CFG denoiser, checked against the
+    k-diffusion reference in test_a1111_sampling.py) within 1e-5, and differ from a run without
+    the option."""
+    from promptweights.a1111.plan import read_settings
+    from promptweights.diffusers import from_infotext, plan_rerun
+
+    steps = 3
+    params = GenerationParameters.from_settings(
+        prompt,
+        "blurry",
+        {"Steps": steps, "Sampler": sampler, "CFG scale": 5, "Seed": 21, "Size-1": 16}
+        | {"Size-2": 16, "RNG": "CPU", **extra},
+    )
+    assert plan_rerun(params).unsupported == ()
+    saved = pipe.scheduler
+    calls: list[torch.Tensor] = []
+
+    def keep(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+        calls.append(kw["latents"].clone())
+        return {}
+
+    hooks = len(pipe.unet._forward_pre_hooks)
+    try:
+        kwargs = from_infotext(pipe, params)
+        assert "callback_on_step_end" not in kwargs
+        pipe(**kwargs, output_type="latent", callback_on_step_end=keep)
+        hooked = bool(extra.keys() & {"NGMS", "Skip Early CFG"}) or " AND " in prompt
+        assert len(pipe.unet._forward_pre_hooks) == hooks + hooked  # stays for another run
+    finally:
+        pipe.scheduler = saved
+    pipe.unet(  # under another scheduler the hooks remove themselves, doing nothing
+        calls[0], torch.tensor(1), encoder_hidden_states=kwargs["prompt_embeds"]
+    )
+    assert len(pipe.unet._forward_pre_hooks) == hooks
+    choice = plan_rerun(params).sampler
+    settings = read_settings(params, choice)
+    cond = encode(pipe, prompt, "blurry", steps=steps, second_order=choice.second_order)
+    loop: list[torch.Tensor] = []
+    common: dict[str, Any] = {"sampler": choice, "steps": steps, "cfg_scale": 5.0}
+    common |= {"width": 16, "height": 16}
+    seeds = Seeds((21,), source="CPU")
+    sample(
+        pipe,
+        cond,
+        seeds,
+        on_step=lambda step: loop.append(step.x.clone()),
+        s_min_uncond=settings.s_min_uncond,
+        s_min_uncond_all=settings.s_min_uncond_all,
+        skip_early_cfg=settings.skip_early_cfg,
+        sgm_noise_multiplier=settings.sgm_noise_multiplier,
+        **common,
+    )
+    ours = _step_latents(calls, choice.second_order)
+    assert len(ours) == len(loop) == steps
+    for step, (a, b) in enumerate(zip(ours, loop, strict=True)):
+        # the pipeline guides the noise prediction, A1111 the denoised latents: float rounding
+        diff = (a.float() - b).abs().max().item()
+        assert diff <= 1e-5 * b.abs().max().item(), f"step {step}: max difference {diff}"
+    if extra:  # the options change the picture far beyond that rounding
+        plain = sample(pipe, cond, seeds, **common)
+        assert (plain - loop[-1]).abs().max().item() > 1e-2
+
+
+# Keys A1111 v1.10.1 itself writes (modules/processing.py, sd_samplers_*.py, sd_schedulers via
+# get_sigmas, extra networks, refiner), transcribed from its sources, with the reason a txt2img
+# re-run with the same model cannot match them (None: it reproduces them or they change nothing).
+A1111_KEYS: dict[str, str | None] = {
+    "Schedule type": None,
+    "Image CFG scale": "InstructPix2Pix",
+    "Face restoration": "face restoration",
+    "Model hash": None,
+    "Model": None,
+    "FP8 weight": "float8",
+    "Cache FP16 weight for LoRA": None,
+    "VAE hash": None,
+    "VAE": None,
+    "Denoising strength": "img2img",
+    "Conditional mask weight": "inpainting model",
+    "Clip skip": None,
+    "Token merging ratio": "token merging",
+    "Init image hash": "img2img",
+    "Tiling": "tiling",
+    "Hires upscale": "hires",
+    "Hires resize": "hires",
+    "Hires steps": "hires",
+    "Hires upscaler": "hires",
+    "Hires checkpoint": None,  # comes with Hires upscale/resize, listed for them
+    "Hires sampler": None,
+    "Hires schedule type": None,
+    "Hires prompt": None,
+    "Hires negative prompt": None,
+    "Lora hashes": None,
+    "TI hashes": None,
+    "Emphasis": None,
+    "Eta": None,
+    "Eta DDIM": None,
+    "Sigma churn": None,
+    "Sigma tmin": None,
+    "Sigma tmax": None,
+    "Sigma noise": None,
+    "Old prompt editing timelines": None,
+    "Pad conds": None,
+    "Pad conds v0": "v0 padding",
+    "Downcast alphas_cumprod": "downcast",
+    "NGMS": None,
+    "NGMS all steps": None,
+    "Skip Early CFG": None,
+    "Discard penultimate sigma": None,
+    "Schedule max sigma": None,
+    "Schedule min sigma": None,
+    "Schedule rho": None,
+    "Beta schedule alpha": None,
+    "Beta schedule beta": None,
+    "SGM noise multiplier": None,
+    "Refiner": "refiner",
+    "Refiner switch at": None,
+    "Hypernet": "hypernetworks",
+    "Mask mode": "inpainting",
+    "Mask blur": "inpainting",
+    "Masked content": "inpainting",
+    "Inpaint area": "inpainting",
+    "Masked area padding": "inpainting",
+    "Noise multiplier": "img2img",
+    "Extra noise": "img2img",
+    "VAE Encoder": "VAE encoder",
+    "VAE Decoder": "VAE decoder",
+    "Version": None,
+}
+
+
+def test_plan_knows_every_key_a1111_writes() -> None:
+    """Each of A1111's own keys is either reproduced (absent from the list) or listed with its
+    own reason, never as an unknown extension's setting; extensions' keys are listed as such."""
+    from promptweights.a1111.plan import unreproducible
+
+    values = dict.fromkeys(A1111_KEYS, "2")
+    values |= {"Hires resize": "64x64", "Mask mode": "Inpaint not masked", "RNG": "CPU"}
+    values["ENSD"] = "31337"  # written: the eta and churn noise follow it
+    values |= {"ADetailer model": "face_yolov8n.pt", "ControlNet 0": "Module: canny"}
+    params = _infotext("Euler", **values)
+    listed = dict(unreproducible(params))
+    for key, reason in A1111_KEYS.items():
+        if reason is None:
+            assert key not in listed, (key, listed.get(key))
+        else:
+            assert key in listed, key
+            assert reason.casefold() in listed[key].casefold(), (key, listed[key])
+            assert "an extension's" not in listed[key]
+    for key in ("ADetailer model", "ControlNet 0"):
+        assert "an extension's" in listed[key]
+
+
+def test_readme_path_a_png_with_and_and_ngms(pipe: Any, tmp_path: Any) -> None:
+    """The README's call on a PNG whose infotext holds AND weights and NGMS: the pipeline's
+    final latents equal run.sample's."""
+    from PIL import Image
+
+    from promptweights.diffusers import from_infotext, plan_rerun
+    from promptweights.infotext import save_image
+
+    prompt = "a red cat AND a dog:0.7"
+    text = (
+        f"{prompt}\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, CFG scale: 5, Seed: 3, "
+        "Size: 16x16, RNG: CPU, NGMS: 20, NGMS all steps: True"
+    )
+    png = tmp_path / "a1111.png"
+    save_image(Image.new("RGB", (16, 16)), png, text)
+    assert plan_rerun(str(png)).warnings() == []
+    saved = pipe.scheduler
+    hooks = len(pipe.unet._forward_pre_hooks)
+    try:
+        kwargs = from_infotext(pipe, str(png))
+        ours = pipe(**kwargs, output_type="latent").images
+        assert len(pipe.unet._forward_pre_hooks) == hooks + 1
+        # the same A1111 scheduler on another prompt: the hooks see other embeddings and go
+        other = {**kwargs, "prompt_embeds": kwargs["prompt_embeds"] + 1.0}
+        pipe(**other, output_type="latent")
+        assert len(pipe.unet._forward_pre_hooks) == hooks
+    finally:
+        pipe.scheduler = saved
+    cond = encode(pipe, prompt, "blurry", steps=2)
+    seeds = Seeds((3,), source="CPU")
+    kw: dict[str, Any] = {"sampler": "Euler", "steps": 2, "cfg_scale": 5.0, "width": 16}
+    loop = sample(pipe, cond, seeds, height=16, s_min_uncond=20.0, s_min_uncond_all=True, **kw)
+    assert (ours - loop).abs().max().item() <= 1e-5 * loop.abs().max().item()
+    guided = sample(pipe, cond, seeds, height=16, **kw)
+    assert (guided - loop).abs().max().item() > 1e-2  # every call skipped the uncond
+
+
+def test_unpadded_conds_are_named(pipe: Any) -> None:
+    """A1111 runs a prompt and negative of different chunk counts unpadded unless its infotext
+    says ``Pad conds: True``; the pipeline call pads them, and says so."""
+    import warnings
+
+    from promptweights.diffusers import from_infotext
+    from promptweights.errors import PromptweightsWarning, UnreproducibleError
+
+    long = " ".join(["cat"] * 100)  # two 75-token chunks; the negative has one
+    saved = pipe.scheduler
+    try:
+        with pytest.warns(PromptweightsWarning, match="different chunk counts"):
+            from_infotext(pipe, GenerationParameters.from_settings(long, "blurry", _settings()))
+        params = GenerationParameters.from_settings(long, "blurry", _settings())
+        with pytest.raises(UnreproducibleError, match="different chunk counts"):
+            from_infotext(pipe, params, strict=True)
+        padded = {**_settings(), "Pad conds": "True"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PromptweightsWarning)
+            kwargs = from_infotext(pipe, GenerationParameters.from_settings(long, "blur", padded))
+            assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape
+            from_infotext(pipe, GenerationParameters.from_settings(long, long, _settings()))
+    finally:
+        pipe.scheduler = saved
+
+
+def _settings() -> dict[str, object]:
+    return {"Steps": 2, "Sampler": "Euler", "CFG scale": 5, "Seed": 1, "RNG": "CPU"} | {
+        "Size-1": 16,
+        "Size-2": 16,
+    }

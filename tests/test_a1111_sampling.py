@@ -27,6 +27,7 @@ from _a1111_sampling_reference import (
     reference_ddim,
     reference_plms,
 )
+from _a1111_schedule_reference import a1111_sigmas
 from _tiny_pipelines import tiny_sd1_sd15_schedule
 
 from promptweights.a1111.run import Seeds, sample
@@ -57,6 +58,14 @@ K_SAMPLERS: dict[str, tuple[str, str, bool, bool, dict[str, Any]]] = {
         {"eta": 1.0, "solver_type": "heun"},
     ),
 }
+
+
+def _beta_ppf(q: float) -> float:
+    """Beta(0.6, 0.6)'s quantile as A1111 computes it (scipy), for the Beta schedule."""
+    stats = pytest.importorskip("scipy.stats")
+    return float(stats.beta.ppf(q, 0.6, 0.6))
+
+
 SECOND_ORDER = {"Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE"}  # A1111's flags
 
 
@@ -114,6 +123,7 @@ def _reference_k(
     ensd: int = 0,
     cfg: float = 5.0,
     source: str = "CPU",
+    sgm: bool = False,
     **cfg_opts: float,
 ) -> list[torch.Tensor]:
     func, default, discard, brownian, extra = K_SAMPLERS[name]
@@ -121,16 +131,12 @@ def _reference_k(
     v = pipe.scheduler.config.get("prediction_type") == "v_prediction"
     wrap = (EXTERNAL.CompVisVDenoiser if v else EXTERNAL.CompVisDenoiser)(model)
     n = steps + 1 if discard else steps
-    schedule = schedule or default
-    if schedule == "uniform":
-        sigmas = wrap.get_sigmas(n)
-    else:
-        getter = getattr(SAMPLING, f"get_sigmas_{schedule}")
-        sigmas = getter(n=n, sigma_min=wrap.sigmas[0].item(), sigma_max=wrap.sigmas[-1].item())
+    sigmas = a1111_sigmas(schedule or default, n, wrap, SAMPLING, ppf=_beta_ppf)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     rng = ReferenceRNG(_shape(pipe, size), seeds, list(subseeds), strength, ensd, source)
-    x = rng.next() * sigmas[0]
+    # A1111's "SGM noise multiplier" scales the first noise by sqrt(1 + σ0²) instead of σ0
+    x = rng.next() * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if sgm else sigmas[0])
     total = 2 * steps if name in SECOND_ORDER else steps
     conds = cond if callable(cond) else _conds_from(cond)
     denoiser = ReferenceCFG(wrap, conds, cfg, total, **cfg_opts)
@@ -158,7 +164,7 @@ def _reference_k(
 
 
 def _ours(
-    pipe: Any, cond: Any, sampler: str, steps: int, seeds: list[int], size: int, **kw: Any
+    pipe: Any, cond: Any, sampler: Any, steps: int, seeds: list[int], size: int, **kw: Any
 ) -> list[torch.Tensor]:
     out: list[torch.Tensor] = []
 
@@ -212,6 +218,38 @@ def test_k_samplers_match_k_diffusion_per_step(pipe: Any, sampler: str, karras: 
     ours = _ours(pipe, cond, name, steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
     theirs = _reference_k(pipe, cond, sampler, "karras" if karras else None, steps, seeds, 16)
     _assert_close(ours, theirs)
+
+
+# Schedules whose grid a sampler meets in its own way (Simple and Normal are plain σ lists:
+# tests/test_a1111_schedules.py covers them).
+_SCHEDULE_RUNS = [
+    ("Align Your Steps", "Euler", 3),
+    ("DDIM", "Euler", 7),  # the table's stride gives 8 σ steps for 7
+    ("KL Optimal", "DPM++ 2M", 3),  # ends at σmin, not 0
+    ("Beta", "DPM++ SDE", 3),
+]
+
+
+@pytest.mark.parametrize(("schedule", "sampler", "steps"), _SCHEDULE_RUNS)
+def test_schedule_types_sample_as_a1111(pipe: Any, schedule: str, sampler: str, steps: int) -> None:
+    """A1111 v1.10.1's further schedule types under a sampler, step by step."""
+    from promptweights.samplers import resolve
+
+    internal = resolve("Euler", schedule).schedule_name
+    cond = _encode(pipe, sampler, steps)
+    choice = resolve(sampler, schedule)
+    ours = _ours(pipe, cond, choice, steps, [5, 6], 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    theirs = _reference_k(pipe, cond, sampler, internal, steps, [5, 6], 16)
+    _assert_close(ours, theirs)
+
+
+def test_sgm_noise_multiplier(pipe: Any) -> None:
+    cond = _encode(pipe, "Euler a", 3)
+    kw: dict[str, Any] = {"seeds_kw": {"source": "CPU"}, "cfg_scale": 5.0}
+    ours = _ours(pipe, cond, "Euler a", 3, [7, 8], 16, sgm_noise_multiplier=True, **kw)
+    _assert_close(ours, _reference_k(pipe, cond, "Euler a", None, 3, [7, 8], 16, sgm=True))
+    plain = _reference_k(pipe, cond, "Euler a", None, 3, [7, 8], 16)
+    assert (plain[-1] - ours[-1]).abs().max().item() > 1e-3
 
 
 def test_v_prediction_model(pipe: Any) -> None:

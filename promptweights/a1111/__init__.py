@@ -7,8 +7,11 @@ Importing it loads torch (``import promptweights`` does not). Its modules:
 * :mod:`promptweights.a1111.brownian`: the SDE samplers' seeded Brownian noise (extra ``a1111``);
 * :mod:`promptweights.a1111.philox`: the ``NV`` source, Philox4x32-10 with cuRAND's Box–Muller;
 * :mod:`promptweights.a1111.samplers`: k-diffusion's samplers and A1111's DDIM/PLMS, step by step;
-* :mod:`promptweights.a1111.schedules`: the model's σ table, A1111's σ schedules, DDIM timesteps;
+* :mod:`promptweights.a1111.schedules`: the model's σ table, every σ schedule type of A1111
+  v1.10.1, DDIM timesteps;
 * :mod:`promptweights.a1111.denoiser`: A1111's CFG denoiser (AND weights, NGMS, Skip Early CFG);
+* :mod:`promptweights.a1111.guidance`: the same CFG options inside a pipeline's own guidance step
+  (UNet hooks :func:`promptweights.diffusers.from_infotext` installs);
 * :mod:`promptweights.a1111.run`: :func:`~promptweights.a1111.run.sample`, A1111's sampling loop
   on a diffusers UNet;
 * :mod:`promptweights.a1111.scheduler`: the same samplers as a scheduler inside a pipeline's loop
@@ -18,7 +21,7 @@ Importing it loads torch (``import promptweights`` does not). Its modules:
 
 from __future__ import annotations
 
-from . import brownian, denoiser, philox, plan, rng, run, samplers, scheduler, schedules
+from . import brownian, denoiser, guidance, philox, plan, rng, run, samplers, scheduler, schedules
 from .denoiser import CFGDenoiser
 from .rng import (
     SOURCES,
@@ -45,6 +48,7 @@ __all__ = [
     "brownian_noise_sampler",
     "create_generator",
     "denoiser",
+    "guidance",
     "philox",
     "plan",
     "randn",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CFGDenoiser", "Conds"]
+__all__ = ["CFGDenoiser", "Conds", "skips_uncond"]
 
 #: ``model(x, sigma, cond)``: the wrapped UNet; one σ (or timestep) per row.
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -45,6 +45,30 @@ class Conds:
     parts: list[list[tuple[int, float]]]
     tensor: Tensor
     uncond: Tensor
+
+
+def skips_uncond(
+    call: int,
+    total_calls: int,
+    sigma: float,
+    *,
+    s_min_uncond: float = 0.0,
+    s_min_uncond_all: bool = False,
+    skip_early_cfg: float = 0.0,
+) -> bool:
+    """Whether A1111's denoiser skips the uncond at ``call`` (0-based) of ``total_calls``: "Skip
+    Early CFG" while ``call / total_calls`` is at most its fraction; else NGMS on odd calls (every
+    call with "NGMS all steps") while ``sigma`` (the timestep, for DDIM and PLMS) is below it.
+
+    >>> skips_uncond(1, 4, 0.5, s_min_uncond=1.0), skips_uncond(2, 4, 0.5, s_min_uncond=1.0)
+    (True, False)
+    >>> skips_uncond(1, 4, 9.0, skip_early_cfg=0.25), skips_uncond(2, 4, 9.0, skip_early_cfg=0.25)
+    (True, False)
+    """
+    if skip_early_cfg != 0 and call / total_calls <= skip_early_cfg:
+        return True
+    odd = call % 2 == 1 or s_min_uncond_all
+    return odd and s_min_uncond > 0 and sigma < s_min_uncond
 
 
 def _pad(tensor: Tensor, repeats: int, empty: Tensor) -> Tensor:
@@ -91,10 +115,14 @@ class CFGDenoiser:
 
     def skips_uncond(self, sigma: Tensor) -> bool:
         """Whether this call skips the uncond (Skip Early CFG, then NGMS)."""
-        if self.skip_early_cfg != 0 and self.step / self.total_calls <= self.skip_early_cfg:
-            return True
-        odd = self.step % 2 == 1 or self.s_min_uncond_all
-        return odd and self.s_min_uncond > 0 and float(sigma[0]) < self.s_min_uncond
+        return skips_uncond(
+            self.step,
+            self.total_calls,
+            float(sigma[0]),
+            s_min_uncond=self.s_min_uncond,
+            s_min_uncond_all=self.s_min_uncond_all,
+            skip_early_cfg=self.skip_early_cfg,
+        )
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The guided prediction at ``x``, ``sigma`` (one σ per image); counts the call."""

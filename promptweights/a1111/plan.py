@@ -2,22 +2,25 @@
 
 :func:`read_settings` reads the seed and sampler settings A1111 writes (``Seed``, ``Variation
 seed``, ``Seed resize from``, ``RNG``, ``ENSD``, ``Eta``, ``Eta DDIM``, ``Sigma churn``…,
-``Discard penultimate sigma``, ``NGMS``, ``Skip Early CFG``); :func:`unreproducible` lists, one
-sentence per setting, what :func:`promptweights.diffusers.from_infotext` cannot reproduce even
-with A1111's noise and samplers.
+``Discard penultimate sigma``, ``NGMS``, ``NGMS all steps``, ``Skip Early CFG``, ``Schedule min
+sigma``, ``Schedule max sigma``, ``Schedule rho``, ``Beta schedule alpha``, ``Beta schedule
+beta``, ``SGM noise multiplier``); :func:`unreproducible` lists, one sentence per setting, what
+:func:`promptweights.diffusers.from_infotext` cannot reproduce even with A1111's noise and
+samplers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from promptweights.samplers import SamplerChoice
 
 from .run import Seeds
 from .samplers import SAMPLERS, Options
+from .schedules import SCHEDULE_LABELS, ScheduleOptions
 
 __all__ = ["A1111Settings", "read_settings", "unreproducible", "unsupported_reason"]
 
@@ -36,13 +39,21 @@ _NEVER: dict[str, str] = {
     "Pad conds v0": "the v0 padding (repeat or truncate the negative) is not reproduced; cond "
     "and uncond are padded with empty chunks",
     "Downcast alphas_cumprod": "the model's ᾱ is not downcast to float16",
-    "Schedule max sigma": "a custom σ range is not reproduced",
-    "Schedule min sigma": "a custom σ range is not reproduced",
-    "Schedule rho": "a custom ρ is not reproduced",
-    "SGM noise multiplier": "the SGM noise multiplier is not reproduced",
     "Refiner": "the refiner switch is not reproduced",
     "FP8 weight": "float8 UNet weights are not reproduced",
     "Image CFG scale": "InstructPix2Pix image guidance is not reproduced",
+    "Conditional mask weight": "an inpainting model's image conditioning is not reproduced",
+    "Init image hash": "img2img is not reproduced (txt2img only)",
+    "Noise multiplier": "img2img is not reproduced (txt2img only)",
+    "Extra noise": "img2img is not reproduced (txt2img only)",
+    "Mask mode": "inpainting is not reproduced (txt2img only)",
+    "Mask blur": "inpainting is not reproduced (txt2img only)",
+    "Masked content": "inpainting is not reproduced (txt2img only)",
+    "Inpaint area": "inpainting is not reproduced (txt2img only)",
+    "Masked area padding": "inpainting is not reproduced (txt2img only)",
+    "VAE Encoder": "A1111 encoded an image (img2img or hires fix) with an approximate VAE "
+    "encoder; not reproduced",
+    "VAE Decoder": "A1111 decoded with an approximate VAE decoder; the pipeline's VAE decodes here",
 }
 #: A1111 v1.10.1's own keys a re-run here reads or may leave aside (they change nothing in a
 #: txt2img re-run with the same model), beside A1111_KEY_ORDER and the keys above.
@@ -72,6 +83,10 @@ _KNOWN = frozenset(
         "Token merging ratio hr",
         "Beta schedule alpha",
         "Beta schedule beta",
+        "Schedule max sigma",
+        "Schedule min sigma",
+        "Schedule rho",
+        "SGM noise multiplier",
         "Refiner switch at",
         "Refiner switch by sampling steps",
         "Hypernet strength",
@@ -79,8 +94,9 @@ _KNOWN = frozenset(
         "Token normalization",
     }
 )
-#: Settings the A1111 denoiser reproduces, but a pipeline's own guidance step cannot.
-_PIPELINE_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
+#: A1111's CFG denoiser settings: run.sample's CFGDenoiser and, in a pipeline call, the UNet
+#: hooks of promptweights.a1111.guidance reproduce them.
+_CFG = ("NGMS", "NGMS all steps", "Skip Early CFG")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +109,8 @@ class A1111Settings:
     s_min_uncond: float = 0.0
     s_min_uncond_all: bool = False
     skip_early_cfg: float = 0.0
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    sgm_noise_multiplier: bool = False
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -160,6 +178,25 @@ def read_settings(
         s_min_uncond=_float(settings, "NGMS", 0.0),
         s_min_uncond_all=settings.get("NGMS all steps") == "True",
         skip_early_cfg=_float(settings, "Skip Early CFG", 0.0),
+        schedule=_schedule_options(settings),
+        sgm_noise_multiplier=settings.get("SGM noise multiplier") == "True",
+    )
+
+
+def _schedule_options(settings: Mapping[str, str]) -> ScheduleOptions:
+    """The schedule settings A1111 writes when they differ from the model's (σ range, ρ) or
+    when the Beta schedule runs (its alpha and beta)."""
+
+    def positive(key: str) -> float | None:
+        value = _float(settings, key, 0.0)
+        return value if value > 0 else None
+
+    return ScheduleOptions(
+        sigma_min=positive("Schedule min sigma"),
+        sigma_max=positive("Schedule max sigma"),
+        rho=positive("Schedule rho"),
+        beta_alpha=_float(settings, "Beta schedule alpha", 0.6),
+        beta_beta=_float(settings, "Beta schedule beta", 0.6),
     )
 
 
@@ -193,7 +230,7 @@ def _known(key: str) -> bool:
         base in A1111_KEY_ORDER
         or base in _KNOWN
         or base in _NEVER
-        or base in _PIPELINE_CFG
+        or base in _CFG
         or base in (SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY)
     )
 
@@ -206,9 +243,9 @@ def unsupported_reason(choice: SamplerChoice) -> str | None:
     """Why A1111 sampling cannot run ``choice`` here, or None."""
     if choice.sampler not in SAMPLERS:
         return f"{choice.sampler} is not one of the samplers run here ({', '.join(SAMPLERS)})"
-    computed = ("Uniform", "Karras", "Exponential", "Polyexponential", "SGM Uniform")
-    if choice.schedule is not None and choice.schedule not in computed:
-        return f"the {choice.schedule} schedule is not computed here ({', '.join(computed)})"
+    if choice.schedule is not None and choice.schedule not in SCHEDULE_LABELS:
+        labels = ", ".join(SCHEDULE_LABELS)
+        return f"the {choice.schedule} schedule is not computed here ({labels})"
     return None
 
 
@@ -220,9 +257,9 @@ def unreproducible(
 
     Args:
         params: parsed parameters.
-        pipeline: the re-run is a diffusers pipeline call (its guidance step cannot skip the
-            uncond: NGMS and Skip Early CFG are listed); False for
-            :func:`promptweights.a1111.run.sample`.
+        pipeline: the re-run is a diffusers pipeline call (True) or
+            :func:`promptweights.a1111.run.sample`; both reproduce the same settings (AND, NGMS
+            and Skip Early CFG included), the argument is kept for callers that pass it.
         cuda: CUDA is available (A1111's default ``GPU`` source is torch's CUDA generator;
             without it ``NV`` stands in, see :func:`read_settings`).
     """
@@ -235,16 +272,6 @@ def unreproducible(
         if key in written or f"{key}-1" in written:
             sentence = hires[0] if key == "Hires upscale" and hires else f"{key}: {why}"
             out.append((key, sentence))
-    if pipeline:
-        out.extend(
-            (
-                key,
-                f"{key}: {written[key]!r}: a pipeline's guidance step cannot skip the uncond; "
-                "promptweights.a1111.run.sample reproduces it",
-            )
-            for key in _PIPELINE_CFG
-            if key in written
-        )
     out.extend(_unwritten_ensd(params))
     out.extend(
         (key, f"{key}: not a setting this re-run knows (an extension's?): not reproduced")

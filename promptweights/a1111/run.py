@@ -24,6 +24,7 @@ from promptweights.samplers import SamplerChoice, resolve
 from . import schedules
 from .denoiser import CFGDenoiser, Conds
 from .samplers import SAMPLERS, NoiseFn, Options, SamplerSpec, Step, drive
+from .scheduler import initial_scale
 
 __all__ = ["KDiffusionModel", "Seeds", "TimestepModel", "decode", "sample", "timeline_conds"]
 
@@ -184,13 +185,17 @@ def sample(
     s_min_uncond_all: bool = False,
     skip_early_cfg: float = 0.0,
     on_step: Callable[[Step], None] | None = None,
+    schedule: schedules.ScheduleOptions | None = None,
+    sgm_noise_multiplier: bool = False,
 ) -> Tensor:
     """Sample latents for ``cond`` as A1111 v1.10.1 does (txt2img, first pass).
 
     Args:
         pipe: an SD 1.x/2.x diffusers pipeline (its ``unet`` and scheduler config are used).
         cond: from :func:`promptweights.diffusers.encode` (``steps`` as here; doubled schedule for
-            second-order samplers), one image per seed.
+            second-order samplers), one image per seed. ``encode`` pads a prompt and negative of
+            different chunk counts to one length (A1111's "Pad conds"; ``cond.padded_conds``
+            says so), where A1111 by default runs them unpadded.
         seeds: the seed settings.
         sampler: A1111's sampler name (``"DPM++ 2M Karras"``…) or a resolved choice.
         steps: sampling steps.
@@ -203,6 +208,10 @@ def sample(
         s_min_uncond_all: "NGMS all steps".
         skip_early_cfg: "Skip Early CFG".
         on_step: called with the latents after each sampler step.
+        schedule: the σ schedule's settings (:class:`~promptweights.a1111.schedules.
+            ScheduleOptions`; by default SD 1.5's Align Your Steps table, the model's σ range).
+        sgm_noise_multiplier: A1111's "SGM noise multiplier" (initial noise times
+            ``sqrt(1 + σ₀²)`` rather than σ₀; k-diffusion samplers).
 
     Returns:
         The final latents ``(B, C, H, W)`` (float32), before the VAE.
@@ -241,9 +250,9 @@ def sample(
             model = KDiffusionModel(unet, alphas.to(device), prediction)
             denoiser = CFGDenoiser(model, conds, cfg_scale, **common)  # type: ignore[arg-type]
             sigmas = schedules.sampler_sigmas(
-                choice, steps, model.sigmas.cpu(), discard_penultimate=discard
+                choice, steps, model.sigmas.cpu(), discard_penultimate=discard, options=schedule
             ).to(device)
-            x = x * sigmas[0]
+            x = x * initial_scale(sigmas, sgm_noise_multiplier)
             noise = _noise(spec, seeds, rng, x, sigmas, options)
             return drive(spec.run(x, sigmas, options, noise), denoiser, on_step)
         timesteps = schedules.ddim_timesteps(steps, discard_penultimate=discard).to(device)

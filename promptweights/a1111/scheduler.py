@@ -26,7 +26,7 @@ from promptweights.samplers import SamplerChoice
 from . import schedules
 from .samplers import SAMPLERS, Call, NoiseFn, Options, SamplerGen, SamplerSpec
 
-__all__ = ["A1111Scheduler", "A1111SchedulerOutput"]
+__all__ = ["A1111Scheduler", "A1111SchedulerOutput", "initial_scale"]
 
 
 @dataclass
@@ -34,6 +34,14 @@ class A1111SchedulerOutput:
     """What ``step`` returns with ``return_dict=True`` (diffusers' ``prev_sample``)."""
 
     prev_sample: Tensor
+
+
+def initial_scale(sigmas: Tensor, sgm_noise_multiplier: bool = False) -> Tensor:
+    """What A1111 multiplies the initial noise by: σ₀, or ``sqrt(1 + σ₀²)`` with its "SGM noise
+    multiplier" (float32, as A1111 computes it)."""
+    if sgm_noise_multiplier:
+        return torch.sqrt(1.0 + sigmas[0] ** 2.0)
+    return sigmas[0]
 
 
 def _zero_noise(sigma: Tensor, sigma_next: Tensor) -> Tensor:
@@ -52,6 +60,10 @@ class A1111Scheduler:
         brownian: for the SDE samplers, ``brownian(x, sigmas)`` makes the Brownian-tree noise.
         options: eta, s_noise, churn…
         discard_penultimate: "Discard penultimate sigma" for any sampler.
+        schedule: the σ schedule's settings (model kind for Align Your Steps, σ range, ρ, Beta's
+            alpha and beta).
+        sgm_noise_multiplier: A1111's "SGM noise multiplier": the initial noise is scaled by
+            ``sqrt(1 + σ₀²)`` instead of σ₀ (k-diffusion samplers).
     """
 
     order = 1
@@ -66,6 +78,8 @@ class A1111Scheduler:
         brownian: Any = None,
         options: Options | None = None,
         discard_penultimate: bool = False,
+        schedule: schedules.ScheduleOptions | None = None,
+        sgm_noise_multiplier: bool = False,
     ) -> None:
         spec = SAMPLERS.get(choice.sampler)
         if spec is None:
@@ -85,10 +99,13 @@ class A1111Scheduler:
             options = Options(**{**fields, "solver_type": spec.solver_type})
         self.options = options
         self.discard = discard_penultimate or spec.discard_penultimate
+        self.schedule = schedule or schedules.ScheduleOptions()
         self.grid = self._grid()
         calls = self._calls()
         self.call_sigmas = calls
-        self.init_noise_sigma: Tensor | float = self.grid[0] if self.is_k else 1.0
+        self.init_noise_sigma: Tensor | float = (
+            initial_scale(self.grid, sgm_noise_multiplier) if self.is_k else 1.0
+        )
         self.timesteps = self._model_times(calls)
         self._generator: SamplerGen | None = None
         self._pending: Call | None = None
@@ -106,6 +123,7 @@ class A1111Scheduler:
                 self.num_inference_steps,
                 self.sigma_table,
                 discard_penultimate=self.discard,
+                options=self.schedule,
             )
         return schedules.ddim_timesteps(self.num_inference_steps, discard_penultimate=self.discard)
 
@@ -149,6 +167,17 @@ class A1111Scheduler:
         self._generator = None
         self._pending = None
         self._index = 0
+
+    @property
+    def call_index(self) -> int:
+        """The model call the pipeline makes next (0-based; A1111's denoiser step counter)."""
+        return self._index
+
+    @property
+    def call_sigma(self) -> float:
+        """σ of the next model call (its timestep for DDIM and PLMS), as A1111's denoiser sees
+        it."""
+        return float(self._sigma())
 
     def _sigma(self) -> Tensor:
         return self.call_sigmas[min(self._index, len(self.call_sigmas) - 1)]

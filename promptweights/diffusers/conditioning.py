@@ -202,6 +202,9 @@ class Conditioning:
             embeds (for an image whose texts change during sampling, the union of theirs: the
             pipeline reads one mask for the whole run); else ``None``.
         negative_prompt_attention_mask: likewise for the negative.
+        padded_conds: (set by ``encode``) some text was padded with encoded empty chunks to the
+            length of the others (a prompt and negative of different chunk counts: A1111's "Pad
+            conds").
     """
 
     prompt_embeds: Tensor
@@ -216,6 +219,7 @@ class Conditioning:
     num_inference_steps: int | None = None
     prompt_attention_mask: Tensor | None = None
     negative_prompt_attention_mask: Tensor | None = None
+    padded_conds: bool = False
 
     @property
     def edits(self) -> bool:

@@ -585,7 +585,9 @@ def encode(
         if undo is not None:
             undo()
         raise
-    return _conditioning(family, timing, texts.networks, timeline, pass_steps)
+    cond = _conditioning(family, timing, texts.networks, timeline, pass_steps)
+    cond.padded_conds = any(needed)  # empty chunks padded some text (A1111's "Pad conds")
+    return cond
 
 
 def _conditioning(

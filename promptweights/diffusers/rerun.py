@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def plan_rerun(source: Any, *, a1111_fallback: bool = False, match: str | None =
 
     Returns:
         The plan; ``unsupported`` and :meth:`Rerun.warnings` list precisely what still cannot
-        match (hires fix, img2img, NGMS and Skip Early CFG in a pipeline call, a noise source not
+        match (hires fix, img2img, a refiner, an extension's settings, a noise source not
         available here…).
 
     Raises:
@@ -194,8 +194,14 @@ def from_infotext(
       per-step noise follows ``ENSD``, ``Eta``, ``Sigma churn``… The pipeline combines cond and
       uncond on the noise prediction, A1111 on the denoised latents: equal up to float rounding.
       A prompt and negative of different chunk counts are padded to one length (A1111's ``Pad
-      conds``); A1111 by default runs them unpadded. ``AND``, ``NGMS`` and ``Skip Early CFG``
-      need :func:`promptweights.a1111.run.sample` (A1111's CFG denoiser).
+      conds``); A1111 by default runs them unpadded: without ``Pad conds: True`` in the text
+      that is a warning (after encoding; with ``strict``, an error before the scheduler is
+      replaced). ``AND`` with weights, ``NGMS``, ``NGMS all
+      steps`` and ``Skip Early CFG`` are A1111's too: hooks on the UNet
+      (:class:`promptweights.a1111.guidance.PipelineCFG`) run every AND part and leave out the
+      uncond on the calls A1111 skips it; they stay on the UNet while this A1111 scheduler is the
+      pipeline's (so the call can run again) and remove themselves once another one is, or once
+      a run starts with other prompt embeddings.
     * ``"diffusers"`` (and images promptweights sampled with a diffusers scheduler): the sampler
       and schedule type pick and configure the diffusers scheduler (explicit ``sigmas`` where the
       schedule is not a diffusers option) and the seed becomes a CPU ``torch.Generator``; an A1111
@@ -204,8 +210,8 @@ def from_infotext(
       ``Sampler``: the pipeline's scheduler is then kept.
 
     The same infotext on the same device and model gives the same image (and the same torch thread
-    count: float sums may round otherwise). What cannot be reproduced (hires fix, NGMS in a
-    pipeline call…) is listed by :func:`plan_rerun` and never dropped silently: each is a
+    count: float sums may round otherwise). What cannot be reproduced (hires fix, a
+    refiner…) is listed by :func:`plan_rerun` and never dropped silently: each is a
     :class:`~promptweights.errors.PromptweightsWarning`, or with ``strict=True`` an
     :class:`~promptweights.errors.UnreproducibleError` before any model work.
 
@@ -313,14 +319,29 @@ def _encode(
     )
 
 
-def _encode_for(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> Conditioning:
-    cond = _encode(pipe, plan, plan.sampler.second_order, strict, options)
-    if cond.composable:
+def _a1111_guidance(pipe: Any, scheduler: Any, cond: Conditioning, plan: Rerun) -> Any:
+    """The UNet hooks that give the pipeline's guidance step A1111's AND, NGMS and Skip Early
+    CFG (:class:`promptweights.a1111.guidance.PipelineCFG`), or None when the call needs none."""
+    from promptweights.a1111.guidance import PipelineCFG
+
+    a1111 = plan.a1111
+    if not (cond.composable or a1111.s_min_uncond > 0 or a1111.skip_early_cfg != 0):
+        return None
+    cfg_scale = run_settings(plan.params).cfg_scale
+    if cond.composable and cfg_scale is not None and cfg_scale <= 1:
         raise UnsupportedPipelineError(
-            "the prompt uses AND: a pipeline call runs one positive per image; "
-            "promptweights.a1111.run.sample combines AND parts as A1111 does"
+            f"AND with CFG scale {cfg_scale:g}: a pipeline call at that scale runs no uncond, "
+            "which A1111 combines the AND parts around; promptweights.a1111.run.sample does"
         )
-    return cond
+    return PipelineCFG(
+        pipe,
+        scheduler,
+        cond,
+        total_calls=2 * plan.steps if plan.sampler.second_order else plan.steps,
+        s_min_uncond=a1111.s_min_uncond,
+        s_min_uncond_all=a1111.s_min_uncond_all,
+        skip_early_cfg=a1111.skip_early_cfg,
+    )
 
 
 def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any]) -> dict[str, Any]:
@@ -329,7 +350,14 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
 
     settings = run_settings(plan.params)
     a1111 = plan.a1111
-    cond = _encode_for(pipe, plan, strict, options)
+    cond = _encode(pipe, plan, plan.sampler.second_order, strict, options)
+    if cond.padded_conds and plan.params.settings.get("Pad conds") != "True":
+        warn_or_raise(
+            "the prompt and negative have different chunk counts: A1111 ran them unpadded (the "
+            "infotext has no 'Pad conds: True'), the pipeline call pads them with empty chunks "
+            "to one length (its single batch needs it): the image differs",
+            strict=strict,
+        )
     width, height = settings.width or 512, settings.height or 512
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     shape = (int(pipe.unet.config.in_channels), height // factor, width // factor)
@@ -345,12 +373,19 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
         brownian=a1111.seeds.brownian,
         options=a1111.options,
         discard_penultimate=a1111.discard_penultimate,
+        # A1111's Align Your Steps picks its table by the model's architecture.
+        schedule=replace(a1111.schedule, sdxl=cond.family.startswith("sdxl")),
+        sgm_noise_multiplier=a1111.sgm_noise_multiplier,
     )
-    kwargs: dict[str, Any] = cond.pipeline_kwargs()
+    guidance = _a1111_guidance(pipe, scheduler, cond, plan)
+    # With AND the hooks give the UNet every part at every call (prompt editing included).
+    kwargs: dict[str, Any] = cond._tensor_kwargs() if cond.composable else cond.pipeline_kwargs()
     kwargs["num_inference_steps"] = plan.steps
     if settings.cfg_scale is not None:
         kwargs["guidance_scale"] = settings.cfg_scale
     kwargs["width"], kwargs["height"] = width, height
     kwargs["latents"] = latents.to(device=device, dtype=pipe.unet.dtype)
     pipe.scheduler = scheduler
+    if guidance is not None:
+        guidance.install(kwargs["prompt_embeds"])
     return kwargs
