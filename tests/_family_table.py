@@ -1,0 +1,56 @@
+"""One row per model family's tiny pipeline, for the tests that run every family alike
+(tests/test_every_family.py): encode, sample two steps, edit, AND, compare and re-run.
+
+A family joins those tests by adding a row here: its builder from ``_tiny_pipelines`` (or its
+own ``_tiny_*`` module), the image size its tiny pipeline samples at, and the pipeline-call
+options it needs beyond the conditioning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from _tiny_pipelines import tiny_chroma, tiny_flux, tiny_pixart, tiny_sd3, tiny_wan
+
+__all__ = ["ROWS", "T5_LENGTH", "Row", "pipeline"]
+
+#: ``max_sequence_length`` of every tiny T5 pipeline (the tiny T5 tokenizer's length).
+T5_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Row:
+    """A family's tiny pipeline and how to run it.
+
+    Attributes:
+        build: makes the pipeline (seeded: two calls give identical weights).
+        size: height and width it samples at.
+        call: more keyword arguments of every pipeline call (frames, resolution binning…).
+    """
+
+    build: Callable[[], Any]
+    size: int = 8
+    call: dict[str, Any] = field(default_factory=dict)
+
+
+#: Every T5 family's tiny pipeline, by the name :func:`promptweights.diffusers.family_of` gives.
+ROWS: dict[str, Row] = {
+    "sd3": Row(tiny_sd3),
+    "flux": Row(tiny_flux),
+    "chroma": Row(tiny_chroma),
+    "pixart": Row(tiny_pixart, call={"use_resolution_binning": False}),
+    "wan": Row(tiny_wan, size=16, call={"num_frames": 5}),
+}
+
+_BUILT: dict[str, Any] = {}
+
+
+def pipeline(name: str) -> Any:
+    """The row's pipeline, built once per test session (progress bar off)."""
+    if name not in _BUILT:
+        pipe = ROWS[name].build()
+        pipe.set_progress_bar_config(disable=True)
+        _BUILT[name] = pipe
+    return _BUILT[name]
