@@ -28,17 +28,20 @@ class Row:
         build: makes the pipeline (seeded: two calls give identical weights).
         size: height and width it samples at.
         call: more keyword arguments of every pipeline call (frames, resolution binning…).
+        guided: what else turns true classifier-free guidance on, beside ``guidance_scale``
+            (Flux.1's ``true_cfg_scale``).
     """
 
     build: Callable[[], Any]
     size: int = 8
     call: dict[str, Any] = field(default_factory=dict)
+    guided: dict[str, Any] = field(default_factory=dict)
 
 
 #: Every T5 family's tiny pipeline, by the name :func:`promptweights.diffusers.family_of` gives.
 ROWS: dict[str, Row] = {
     "sd3": Row(tiny_sd3),
-    "flux": Row(tiny_flux),
+    "flux": Row(tiny_flux, guided={"true_cfg_scale": 2.0}),
     "chroma": Row(tiny_chroma),
     "pixart": Row(tiny_pixart, call={"use_resolution_binning": False}),
     "wan": Row(tiny_wan, size=16, call={"num_frames": 5}),

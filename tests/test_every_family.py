@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,10 @@ np = pytest.importorskip("numpy")
 from _family_table import ROWS, T5_LENGTH, pipeline  # noqa: E402
 
 from promptweights.compare import Axis, compare, first_image  # noqa: E402
-from promptweights.diffusers import from_infotext  # noqa: E402
+from promptweights.diffusers import encode, from_infotext  # noqa: E402
 from promptweights.errors import (  # noqa: E402
     CompareError,
+    InvalidWeightError,
     PromptweightsWarning,
     UnreproducibleError,
 )
@@ -83,3 +85,174 @@ def test_a_rerun_on_another_family_warns(tmp_path: Path) -> None:
 def test_a1111_samplers_are_refused_on_flow_matching_pipelines() -> None:
     with pytest.raises(CompareError, match=r"'Euler'.*FlowMatchEulerDiscreteScheduler"):
         compare(pipeline("flux"), "a cat", [Axis("sampler", (None, "Euler"))], progress=False)
+
+
+# --- prompt editing, alternation and AND --------------------------------------------------------
+
+#: Families whose pipelines batch [uncond, cond] in one transformer call (the others call the
+#: transformer for cond, then uncond, at the same timestep).
+BATCHED = ("sd3", "pixart")
+
+
+def run(name: str, cond: Any, steps: int, record: Any = None, before: Any = None) -> None:
+    """Sample ``steps`` steps inside ``cond.attach``; ``before`` is a pre-hook registered before
+    attach's (it sees the pipeline's own inputs), ``record`` a forward hook registered after
+    (it sees attach's inputs and result)."""
+    pipe, row = pipeline(name), ROWS[name]
+    transformer = pipe.transformer
+    handles = []
+    if before is not None:
+        handles.append(transformer.register_forward_pre_hook(before, with_kwargs=True))
+    try:
+        with cond.attach(pipe):
+            if record is not None:
+                handles.append(transformer.register_forward_hook(record, with_kwargs=True))
+            pipe(
+                **cond.pipeline_kwargs(),
+                **row.call,
+                **row.guided,
+                height=row.size,
+                width=row.size,
+                guidance_scale=2.0,
+                output_type="latent",
+                max_sequence_length=T5_LENGTH,
+                generator=torch.Generator().manual_seed(0),
+            )
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not transformer._forward_pre_hooks
+    assert not transformer._forward_hooks
+
+
+def cond_and_uncond(name: str, calls: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """Per step, the (cond, uncond) transformer inputs ``calls`` recorded (each a dict of the
+    call's keywords): the halves of one batch, or the step's first and second call."""
+    if name in BATCHED:
+        out = []
+        for kwargs in calls:
+            half = kwargs["encoder_hidden_states"].shape[0] // 2
+            cond = {k: v[half:] if _rows(v, 2 * half) else v for k, v in kwargs.items()}
+            uncond = {k: v[:half] if _rows(v, 2 * half) else v for k, v in kwargs.items()}
+            out.append((cond, uncond))
+        return out
+    steps: list[list[dict[str, Any]]] = []
+    for kwargs in calls:
+        if not steps or not torch.equal(steps[-1][0]["timestep"], kwargs["timestep"]):
+            steps.append([])
+        steps[-1].append(kwargs)
+    return [(step[0], step[1] if len(step) > 1 else None) for step in steps]
+
+
+def _rows(value: Any, rows: int) -> bool:
+    return isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == rows
+
+
+def _clone(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+
+
+def plain(name: str, prompt: str, negative: str) -> Any:
+    return encode(pipeline(name), prompt, negative, max_sequence_length=T5_LENGTH, exact=True)
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize(
+    ("prompt", "negative", "steps", "expected"),
+    [
+        # A1111's run-time lookup: call k takes the first entry ending at or after k, so step 1's
+        # text also conditions the second call (a1111-behaviour.md §4.5).
+        ("a [cat:dog:1] on a mat", "[blue:red:1] sky", 3, ["cat", "cat", "dog"]),
+        ("a [cat|dog] on a mat", "[blue|red] sky", 4, ["cat", "cat", "dog", "cat"]),
+    ],
+)
+def test_editing_switches_the_conditioning_at_its_step(
+    name: str, prompt: str, negative: str, steps: int, expected: list[str]
+) -> None:
+    cond = encode(
+        pipeline(name), prompt, negative, steps=steps, max_sequence_length=T5_LENGTH, exact=True
+    )
+    # Each prompt alone, as the edited run must see it at each step.
+    alone = {
+        word: plain(name, f"a {word} on a mat", f"{colour} sky")
+        for word, colour in (("cat", "blue"), ("dog", "red"))
+    }
+    calls: list[dict[str, Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        calls.append(_clone(kwargs))
+
+    run(name, cond, steps, record=record)
+    seen = cond_and_uncond(name, calls)
+    assert len(seen) == steps
+    for (c, u), word in zip(seen, expected, strict=True):
+        want = alone[word]
+        assert torch.equal(c["encoder_hidden_states"], want.prompt_embeds), word
+        assert u is not None
+        assert torch.equal(u["encoder_hidden_states"], want.negative_prompt_embeds), word
+        if want.pooled_prompt_embeds is not None:  # SD3 and Flux: CLIP's pooled vector too
+            assert torch.equal(c["pooled_projections"], want.pooled_prompt_embeds), word
+            assert torch.equal(u["pooled_projections"], want.negative_pooled_prompt_embeds)
+
+
+def _prediction(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple) else output.sample
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_and_combines_the_parts_predictions_with_their_weights(name: str) -> None:
+    pipe = pipeline(name)
+    cond = encode(
+        pipe, "a red cat AND a blue dog:0.5", "green", max_sequence_length=T5_LENGTH, exact=True
+    )
+    parts = [plain(name, text, "green") for text in ("a red cat", "a blue dog")]
+    weights = [1.0, 0.5]
+    given: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    results: list[Any] = []
+
+    def before(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        given.append((tuple(a.detach().clone() for a in args), _clone(kwargs)))
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        results.append(_prediction(output).detach().clone())
+
+    run(name, cond, 2, record=record, before=before)
+    # The first call, recomputed here from the pipeline's own inputs and each part alone.
+    (args, kwargs), result = given[0], results[0]
+
+    def predict(part: Any) -> Any:
+        inputs = dict(kwargs)
+        if name in BATCHED:  # [uncond, part]: the negative is the same in every part's batch
+            inputs["encoder_hidden_states"] = torch.cat(
+                [part.negative_prompt_embeds, part.prompt_embeds]
+            )
+            if part.pooled_prompt_embeds is not None:
+                inputs["pooled_projections"] = torch.cat(
+                    [part.negative_pooled_prompt_embeds, part.pooled_prompt_embeds]
+                )
+        else:
+            inputs["encoder_hidden_states"] = part.prompt_embeds
+            if part.pooled_prompt_embeds is not None:
+                inputs["pooled_projections"] = part.pooled_prompt_embeds
+        with torch.no_grad():
+            return _prediction(pipe.transformer(*args, **inputs))
+
+    predictions = [predict(part) for part in parts]
+    if name in BATCHED:
+        # A1111: uncond + Σ w (cond_j − uncond), in the cond half.
+        uncond = predictions[0][:1]
+        combined = uncond + sum(
+            w * (p[1:] - uncond) for w, p in zip(weights, predictions, strict=True)
+        )
+        expected = torch.cat([uncond, combined])
+    else:
+        # The cond call: the parts' weighted mean.
+        expected = sum(w * p for w, p in zip(weights, predictions, strict=True)) / sum(weights)
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in ROWS if n not in BATCHED])
+def test_and_weights_summing_to_zero_are_refused_where_parts_are_averaged(name: str) -> None:
+    cond = encode(pipeline(name), "a cat AND a dog:-1", max_sequence_length=T5_LENGTH)
+    with pytest.raises(InvalidWeightError, match="sum to 0"), cond.attach(pipeline(name)):
+        pass

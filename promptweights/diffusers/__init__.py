@@ -118,7 +118,8 @@ nothing else in the package branches on family names. The record states:
   ``long_prompts`` (whether ``"chunk"`` is tolerated) and ``cleared`` (arguments passed as
   ``None``);
 * what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
-  one batch (``batched_guidance``: AND needs it), and the tensors the step callback swaps
+  one batch (``batched_guidance``: else AND takes the parts' weighted mean on the cond call,
+  :mod:`promptweights.diffusers._separate`), and the tensors the step callback swaps
   (``step_tensors``, ``step_pooled``).
 
 Then add a ``tiny_<family>()`` builder to ``tests/_tiny_pipelines.py``, add it to the pipelines

@@ -15,6 +15,7 @@ from promptweights.errors import (
     InvalidArgumentError,
     PromptweightsError,
     UnsupportedPipelineError,
+    warn_or_raise,
 )
 from promptweights.tree import ExtraNetwork
 
@@ -63,6 +64,15 @@ class _Timeline:
         variants = [p for image in self.parts for p in image] + self.negative
         te_changes = self.lora is not None and self.lora.te_changes
         return te_changes or any(len(p.ends) > 1 for p in variants)
+
+    @property
+    def pooled_edits(self) -> bool:
+        """Whether some pooled vector changes during sampling (an edit that CLIP reads)."""
+        stacks = [p for image in self.part_pooled for p in image] + self.negative_pooled
+        return any(
+            stack is not None and not all(torch.equal(stack[0], row) for row in stack[1:])
+            for stack in stacks
+        )
 
     @property
     def unet_changes(self) -> bool:
@@ -210,6 +220,26 @@ class Conditioning:
         family = self._timeline.family
         return self.composable or (self._timeline.edits and not family.step_callback)
 
+    @property
+    def _hook_switch(self) -> str:
+        """What of an edit the step callback cannot swap on a family that runs cond and uncond
+        apart (Flux's pooled vector, Chroma's and Flux's negative), ``""`` if nothing:
+        :meth:`attach`'s hook switches it."""
+        timeline = self._timeline
+        family = timeline.family
+        if family.batched_guidance:
+            return ""
+        if family.step_pooled is None and timeline.pooled_edits:
+            return "pooled vector"
+        negative_edits = any(len(part.ends) > 1 for part in timeline.negative)
+        if (
+            negative_edits
+            and timeline.has_negative
+            and "negative_prompt_embeds" not in (family.step_tensors)
+        ):
+            return "negative prompt"
+        return ""
+
     def at_call(self, k: int) -> dict[str, Tensor | None]:
         """The conditioning the denoiser gets at call ``k`` (0-based), without AND parts ≥ 2.
 
@@ -277,6 +307,16 @@ class Conditioning:
                     f"{family.title} pipelines take no callback_on_step_end, so a LoRA weight "
                     "schedule cannot change the UNet weights during sampling"
                 )
+            switch = self._hook_switch
+            if switch and not self._attached:
+                warn_or_raise(
+                    f"the edit changes {family.title}'s {switch}, which its "
+                    "callback_on_step_end cannot swap: run the pipeline inside "
+                    "`with cond.attach(pipe):` to switch it too (else it stays the first "
+                    "schedule entry's)",
+                    strict=False,
+                    stacklevel=3,
+                )
             callback = _StepCallback(
                 self._timeline, callback_on_step_end, steps=self.num_inference_steps
             )
@@ -326,9 +366,17 @@ class Conditioning:
 
         Registers a forward pre-hook and a forward hook on ``pipe.unet`` (or ``pipe.transformer``)
         and removes both on exit, whatever happens; for prompts without AND it does nothing (except
-        on a family without ``callback_on_step_end``, PixArt, where the hook switches an editing
-        prompt's conditioning at each call).
-        Needs classifier-free guidance (``guidance_scale > 1``).
+        where the step callback cannot switch an editing prompt's conditioning: PixArt, which takes
+        no ``callback_on_step_end``, and Flux when the edit changes CLIP-L's pooled vector; the
+        hook switches it at each call there).
+
+        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt) the parts are
+        combined as A1111 does, ``uncond + Σ w_j (cond_j − uncond)``, which needs
+        classifier-free guidance (``guidance_scale > 1``). Where it calls the transformer for
+        cond and uncond apart (Flux.1, Chroma, Wan) the cond call's prediction becomes the parts'
+        weighted mean ``Σ w_j ε_j / Σ w_j`` (ComfyUI's ``ConditioningCombine``; A1111's where the
+        weights sum to 1), with or without true guidance
+        (:mod:`promptweights.diffusers._separate`).
 
         Args:
             pipe: the pipeline this conditioning was encoded for.
@@ -337,9 +385,9 @@ class Conditioning:
             This conditioning (``pipeline_kwargs()`` works inside the block).
 
         Raises:
-            UnsupportedPipelineError: AND on Flux (no batched guidance to hook into).
+            InvalidWeightError: AND weights that sum to 0 on Flux, Chroma or Wan (no mean).
         """
-        if not self.needs_attach:
+        if not self.needs_attach and not self._hook_switch:
             self._attached += 1
             try:
                 yield self
@@ -347,17 +395,24 @@ class Conditioning:
                 self._attached -= 1
             return
         family = self._timeline.family
-        if not family.batched_guidance:
-            raise UnsupportedPipelineError(
-                f"AND needs batched classifier-free guidance; {family.title} has none"
-            )
-        # Editing without AND on a pipeline without step callbacks: the hook only switches.
-        denoiser = getattr(pipe, family.denoiser)
-        hook = _AndHook(self._timeline, pipe)
-        handles = [
-            denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
-            denoiser.register_forward_hook(hook.after, with_kwargs=True),
-        ]
+        hook: Any
+        if family.batched_guidance:
+            # Editing without AND on a pipeline without step callbacks: the hook only switches.
+            hook = _AndHook(self._timeline, pipe)
+        else:
+            from ._separate import SeparateHook, check_weights
+
+            check_weights(self._timeline)
+            hook = SeparateHook(self._timeline, pipe)
+        handles = []
+        for name in (family.denoiser, *family.more_denoisers):
+            denoiser = getattr(pipe, name, None)
+            if denoiser is None:
+                continue
+            handles += [
+                denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
+                denoiser.register_forward_hook(hook.after, with_kwargs=True),
+            ]
         self._attached += 1
         try:
             yield self

@@ -187,7 +187,9 @@ class Family:
         empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
             ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
-        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (AND needs it).
+        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch; else it runs
+            cond and uncond as separate calls, and AND takes the parts' weighted mean there
+            (:mod:`promptweights.diffusers._separate`).
         step_tensors: the tensors the step callback asks the pipeline for (with
             ``"negative_prompt_embeds"``: the negative is a tensor of its own, swapped apart).
         step_pooled: the pipeline's name for the pooled tensor the step callback swaps, if any.
@@ -201,6 +203,8 @@ class Family:
             ``"chunk"`` (more windows, ``BREAK`` starts one).
         cleared: pipeline arguments with a default that clashes with the embeds (PixArt's
             ``negative_prompt=""``): the keyword arguments pass them as ``None``.
+        more_denoisers: other components the AND hook attaches to as well, where present
+            (Wan 2.2's low-noise ``transformer_2``).
     """
 
     name: str
@@ -225,6 +229,7 @@ class Family:
     attention_mask: Literal["", "text", "text+1"] = ""
     long_prompts: tuple[str, ...] = ("truncate",)
     cleared: tuple[str, ...] = ()
+    more_denoisers: tuple[str, ...] = ()
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -545,6 +550,7 @@ RECORDS: tuple[Family, ...] = (
         sequence_length=512,
         batched_guidance=False,
         step_tensors=("prompt_embeds", "negative_prompt_embeds"),
+        more_denoisers=("transformer_2",),
         # Wan always hands its transformer 512 positions, zero past the text: kept as trained.
     ),
 )
