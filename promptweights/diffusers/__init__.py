@@ -135,7 +135,7 @@ from promptweights.infotext import UNSUPPORTED_SETTINGS
 
 from .conditioning import Conditioning
 from .encode import encode
-from .families import FAMILIES, family_of
+from .families import FAMILIES, encoder_names, family_of
 from .many import encode_many
 from .rerun import Rerun, from_infotext, plan_rerun
 from .textual_inversion import load_textual_inversion
@@ -147,6 +147,7 @@ __all__ = [
     "Rerun",
     "encode",
     "encode_many",
+    "encoder_names",
     "family_of",
     "from_infotext",
     "load_textual_inversion",

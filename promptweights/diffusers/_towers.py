@@ -5,7 +5,9 @@
 * the diagnostics of the T5 towers: text past the window (truncated, with the count of tokens
   dropped), ``BREAK`` where it cannot start a window, and weights written for a tower whose
   weighting is off (:class:`~promptweights.strategies.Policy`);
-* the attention masks that Chroma and PixArt take with their T5 embeds.
+* the attention masks that Chroma and PixArt take with their T5 embeds;
+* inline per-encoder prompts: ``TE(clip_l: …; t5: …)`` blocks routed to ``prompt_2``/``prompt_3``
+  (:func:`route_inline`, :mod:`promptweights.routing`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,70 @@ from .families import Family
 
 #: ``encode``'s ``long_prompts`` values.
 LONG_PROMPTS = ("truncate", "chunk")
+
+#: The per-encoder arguments a ``TE(…)`` block stands in for.
+_EXTRA = ("prompt_2", "negative_prompt_2", "prompt_3", "negative_prompt_3")
+
+
+def route_inline(family: Family, texts: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve ``TE(name: …)`` blocks into the prompt arguments the family's towers read.
+
+    Args:
+        family: the pipeline's record (its towers' names and prompt numbers).
+        texts: ``prompt``, ``negative_prompt``, ``prompt_2``… as given (a str, one per image, or
+            None).
+
+    Returns:
+        ``texts`` unchanged when no prompt holds a block; else ``prompt`` and ``negative_prompt``
+        with each tower's text under the argument it reads (``prompt_2`` for Flux's T5…).
+
+    Raises:
+        InvalidArgumentError: blocks and ``prompt_2``/``prompt_3`` (or their negatives) given
+            together; two towers reading one argument but named apart in a block.
+        PromptSyntaxError: as :func:`promptweights.route` raises.
+    """
+    from promptweights.routing import OPENER
+
+    def listed(value: Any) -> list[Any]:
+        return [value] if isinstance(value, str) else list(value or ())
+
+    main = ("prompt", "negative_prompt")
+    if not any(isinstance(t, str) and OPENER in t for key in main for t in listed(texts.get(key))):
+        return dict(texts)
+    given = [key for key in _EXTRA if texts.get(key) is not None]
+    if given:
+        raise InvalidArgumentError(
+            f"the prompt routes text to encoders with TE(…) and {given[0]} is given too: use one "
+            "or the other"
+        )
+    names = [tower.label for tower in family.towers]
+    out = dict(texts)
+    for key in main:
+        value = texts.get(key)
+        if value is None:
+            continue
+        per_image = [_route_one(family, text, names) for text in listed(value)]
+        for number in sorted({tower.prompt for tower in family.towers}):
+            name = key if number == 1 else f"{key}_{number}"
+            routed = [image[number] for image in per_image]
+            out[name] = routed[0] if isinstance(value, str) else routed
+    return out
+
+
+def _route_one(family: Family, text: Any, names: list[str]) -> dict[int, Any]:
+    """One text's prompt per prompt number (the text itself where it holds no block)."""
+    from promptweights.routing import route
+
+    routed = route(text, names) if isinstance(text, str) else None
+    by_number: dict[int, Any] = {}
+    for tower in family.towers:
+        mine = text if routed is None else routed[tower.label]
+        if by_number.setdefault(tower.prompt, mine) != mine:
+            raise InvalidArgumentError(
+                f"{tower.label} reads the same prompt argument as another encoder of "
+                f"{family.title}: route the same text to both"
+            )
+    return by_number
 
 
 def check_arguments(family: Family, given: Mapping[str, object], long_prompts: str) -> None:

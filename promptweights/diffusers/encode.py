@@ -450,6 +450,14 @@ def encode(
     family = record_of(pipe)
     extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
+    # TE(clip_l: …; t5: …) blocks: each encoder's text under the argument it reads.
+    routed = _towers.route_inline(
+        family, {"prompt": prompt, "negative_prompt": negative_prompt, **extra}
+    )
+    prompt, negative_prompt = routed["prompt"], routed["negative_prompt"]
+    extra = {key: routed.get(key) for key in extra}
+    prompt_2, negative_prompt_2 = extra["prompt_2"], extra["negative_prompt_2"]
+    prompt_3, negative_prompt_3 = extra["prompt_3"], extra["negative_prompt_3"]
     _towers.check_arguments(family, extra, long_prompts)
     # Unknown names fail here, before anything is loaded.
     get_strategy(strategy)

@@ -52,6 +52,8 @@ class Tower:
             Wan), as the pipeline does.
         zero_padding: T5 only: zero the outputs at the padding (Wan).
         clean: T5 only: the pipeline's text clean-up (``promptweights.tokens.CLEANERS``).
+        name: what a ``TE(name: …)`` block calls it (:mod:`promptweights.routing`); ``""``: its
+            component name.
     """
 
     component: str
@@ -66,6 +68,12 @@ class Tower:
     mask_padding: bool = False
     zero_padding: bool = False
     clean: str = ""
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """Its name in a ``TE(…)`` block: :attr:`name`, else the component's."""
+        return self.name or self.component
 
     @property
     def weighting(self) -> Policy:
@@ -369,7 +377,9 @@ def _sd3_layout(pipe: Any, towers: Sequence[Encoded], t5_length: int) -> tuple[T
 # --- the records ----------------------------------------------------------------------------------
 
 _CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
-_CLIP_G = Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g")
+_CLIP_G = Tower(
+    "text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g", name="clip_g"
+)
 
 #: Every family, in the order of :data:`FAMILIES`.
 RECORDS: tuple[Family, ...] = (
@@ -380,7 +390,7 @@ RECORDS: tuple[Family, ...] = (
         denoiser="unet",
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
-        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part=""),),
+        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part="", name="clip"),),
         layout=_sd_layout,
         padding=pad_like_a1111,
         step_tensors=("prompt_embeds",),
@@ -392,7 +402,10 @@ RECORDS: tuple[Family, ...] = (
         denoiser="unet",
         needs=("text_encoder_2",),
         loaded=("text_encoder",),
-        towers=(Tower("text_encoder", "tokenizer", "sdxl", 1, ti_part="clip_l"), _CLIP_G),
+        towers=(
+            Tower("text_encoder", "tokenizer", "sdxl", 1, ti_part="clip_l", name="clip_l"),
+            _CLIP_G,
+        ),
         layout=_sdxl_layout,
         padding=pad_like_a1111,
         empty_negative="zeros",
@@ -428,9 +441,9 @@ RECORDS: tuple[Family, ...] = (
         denoiser="transformer",
         needs=("text_encoder_3",),
         towers=(
-            Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True),
-            Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True),
-            Tower("text_encoder_3", "tokenizer_3", "t5", 3, optional=True),
+            Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True, name="clip_l"),
+            Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, name="clip_g"),
+            Tower("text_encoder_3", "tokenizer_3", "t5", 3, optional=True, name="t5"),
         ),
         layout=_sd3_layout,
         padding=pad_like_a1111,
@@ -470,8 +483,9 @@ RECORDS: tuple[Family, ...] = (
                 pooled=True,
                 clip_skip=False,
                 policy="pooled-only",
+                name="clip_l",
             ),
-            Tower("text_encoder_2", "tokenizer_2", "t5", 2),
+            Tower("text_encoder_2", "tokenizer_2", "t5", 2, name="t5"),
         ),
         layout=_flux_layout,
         padding=pad_like_a1111,
@@ -490,7 +504,7 @@ RECORDS: tuple[Family, ...] = (
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
         class_prefix="Chroma",
-        towers=(Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True),),
+        towers=(Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True, name="t5"),),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=512,
@@ -509,7 +523,15 @@ RECORDS: tuple[Family, ...] = (
         lacks=("text_encoder_2",),
         class_prefix="PixArt",
         towers=(
-            Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True, clean="lower-strip"),
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "t5",
+                1,
+                mask_padding=True,
+                clean="lower-strip",
+                name="t5",
+            ),
         ),
         layout=_t5_layout,
         padding=pad_like_a1111,
@@ -543,6 +565,7 @@ RECORDS: tuple[Family, ...] = (
                 mask_padding=True,
                 zero_padding=True,
                 clean="wan",
+                name="t5",
             ),
         ),
         layout=_t5_layout,
@@ -626,6 +649,16 @@ def _closest(pipe: Any) -> tuple[Family, str]:
         f"its components ({', '.join(sorted(components))}) do not fit that family's "
         f"{closest.denoiser} and text encoders {towers}"
     )
+
+
+def encoder_names(pipe: Any) -> tuple[str, ...]:
+    """The names a ``TE(name: …)`` block gives ``pipe``'s text encoders, in tower order
+    (:mod:`promptweights.routing`): ``("clip_l", "t5")`` for Flux.1.
+
+    Raises:
+        UnsupportedPipelineError: as :func:`family_of`.
+    """
+    return tuple(tower.label for tower in record_of(pipe).towers)
 
 
 def family_of(pipe: Any) -> str:

@@ -112,10 +112,11 @@ def _prepare_request(pipe: Any, request: Mapping[str, Any], limits: Limits) -> _
         bool(request.get("old_timelines", False)),
         limits,
     )
-    negative = request.get("negative_prompt", "")
+    # TE(clip_l: …; t5: …) blocks: each encoder's text under the argument it reads.
+    request = _towers.route_inline(record_of(pipe), {"negative_prompt": "", **request})
     texts = _prepare(
         request["prompt"],
-        negative,
+        request["negative_prompt"],
         (request.get("prompt_2"), request.get("prompt_3")),
         (request.get("negative_prompt_2"), request.get("negative_prompt_3")),
         timing,
