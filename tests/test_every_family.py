@@ -22,10 +22,17 @@ np = pytest.importorskip("numpy")
 from _family_table import ROWS, T5_LENGTH, pipeline  # noqa: E402
 
 from promptweights.compare import Axis, compare, first_image  # noqa: E402
-from promptweights.diffusers import encode, from_infotext  # noqa: E402
+from promptweights.diffusers import (  # noqa: E402
+    encode,
+    encode_many,
+    encoder_names,
+    from_infotext,
+)
 from promptweights.errors import (  # noqa: E402
     CompareError,
+    InvalidArgumentError,
     InvalidWeightError,
+    PromptSyntaxError,
     PromptweightsWarning,
     UnreproducibleError,
 )
@@ -256,3 +263,77 @@ def test_and_weights_summing_to_zero_are_refused_where_parts_are_averaged(name: 
     cond = encode(pipeline(name), "a cat AND a dog:-1", max_sequence_length=T5_LENGTH)
     with pytest.raises(InvalidWeightError, match="sum to 0"), cond.attach(pipeline(name)):
         pass
+
+
+# --- per-encoder prompts inline -----------------------------------------------------------------
+
+
+def _arguments(name: str) -> dict[str, str]:
+    """Each encoder's argument: the family's tower reading it (``prompt``, ``prompt_2``…)."""
+    from promptweights.diffusers.families import family_record
+
+    out = {}
+    for tower in family_record(name).towers:
+        out[tower.label] = "prompt" if tower.prompt == 1 else f"prompt_{tower.prompt}"
+    return out
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_a_te_block_equals_the_prompt_arguments(name: str) -> None:
+    pipe = pipeline(name)
+    arguments = _arguments(name)
+    assert encoder_names(pipe) == tuple(arguments)
+    words = ["a cow on a mat", "a (red:1.3) cat", "a [blue] dog"]  # Flux: CLIP-L unweighted
+    texts = dict(zip(arguments, words, strict=False))
+    block = "TE(" + "; ".join(f"{label}: {text}" for label, text in texts.items()) + ")"
+    inline = encode(
+        pipe,
+        f"best, {block}",
+        "TE(t5: ugly)" if "t5" in texts else "",
+        exact=True,
+        max_sequence_length=T5_LENGTH,
+    )
+    given = {"prompt": "", "negative_prompt": ""}
+    for label, text in texts.items():
+        given[arguments[label]] = f"best,  {text}"
+        given["negative_" + arguments[label]] = " ugly" if label == "t5" else ""
+    prompt, negative = given.pop("prompt"), given.pop("negative_prompt")
+    separate = encode(pipe, prompt, negative, exact=True, max_sequence_length=T5_LENGTH, **given)
+    for key in ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds"):
+        a, b = getattr(inline, key), getattr(separate, key)
+        assert (a is None and b is None) or torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("name", list(ROWS))
+def test_a_te_block_naming_another_familys_encoder_is_an_error(name: str) -> None:
+    pipe = pipeline(name)
+    with pytest.raises(PromptSyntaxError, match=r"'clip_x'.*are " + ", ".join(encoder_names(pipe))):
+        encode(pipe, "a, TE(clip_x: cat)")
+    first = encoder_names(pipe)[-1]
+    with pytest.raises(InvalidArgumentError, match=r"TE.*prompt_2"):
+        encode(pipe, f"TE({first}: cat)", prompt_2="dog")
+
+
+def test_encode_many_and_compare_route_blocks_too(tmp_path: Path) -> None:
+    pipe = pipeline("flux")
+    text = "TE(clip_l: a photo; t5: a (red:1.5) cat)"
+    (many,) = encode_many(pipe, [{"prompt": text}], exact=True, max_sequence_length=T5_LENGTH)
+    one = encode(
+        pipe, " a photo", prompt_2=" a (red:1.5) cat", exact=True, max_sequence_length=T5_LENGTH
+    )
+    assert torch.equal(many.prompt_embeds, one.prompt_embeds)
+    assert torch.equal(many.pooled_prompt_embeds, one.pooled_prompt_embeds)
+    # The block travels in the cell's infotext and re-runs to the same image.
+    result = compare(
+        pipe,
+        text,
+        steps=2,
+        out_dir=tmp_path,
+        progress=False,
+        exact=True,
+        max_sequence_length=T5_LENGTH,
+    )
+    path = tmp_path / "cells" / "000.png"
+    assert read_image(path).prompt == text
+    again = first_image(pipe(**from_infotext(pipe, str(path), exact=True), output_type="np"))
+    assert np.array_equal(np.asarray(again, dtype=np.float32), result.images[0])

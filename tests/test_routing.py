@@ -76,20 +76,20 @@ def test_a_nameless_section_is_a_diagnostic() -> None:
         pw.parse("TE(a cat)", strict=True)
 
 
-@settings(max_examples=60)
+@settings(max_examples=30)
 @given(pair=per_encoder_prompts(("clip_l", "clip_g", "t5"), with_routes=True))
 def test_routing_equals_the_drawn_pieces(pair: tuple[str, dict[str, str]]) -> None:
     text, routes = pair
     assert (pw.route(text, ["clip_l", "clip_g", "t5"]) or dict.fromkeys(routes, text)) == routes
 
 
-@settings(max_examples=60)
+@settings(max_examples=30)
 @given(text=per_encoder_prompts())
 def test_per_encoder_prompts_parse_strictly_and_render_back(text: str) -> None:
     assert pw.render(pw.parse(text, strict=True)) == text
 
 
-@settings(max_examples=40)
+@settings(max_examples=20)
 @given(text=per_encoder_prompts(), steps=st.integers(1, 30))
 def test_the_scheduling_scanner_equals_the_tree_on_blocks(text: str, steps: int) -> None:
     pw.schedules.cache_clear()
