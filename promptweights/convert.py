@@ -33,9 +33,10 @@ from .errors import Diagnostic, UnknownNameError
 from .networks import extra_networks, strip_comments
 from .parsing import parse
 from .render import render_nodes
+from .routing import OPENER
 from .schedules import schedules, split_and
 from .spans import weighted_spans
-from .tree import Alternation, Blend, Conjunction, Edit, Node
+from .tree import Alternation, Blend, Conjunction, Edit, Node, PerEncoder
 
 __all__ = ["WRITERS", "Conversion", "Writer", "convert"]
 
@@ -206,6 +207,18 @@ def _read_a1111(text: str) -> _Read:
         if n.kind not in ("lora", "lyco")
     ]
     parts = []
+    if OPENER in body and any(
+        isinstance(n, PerEncoder) for p in prompt.parts for n in _walk(p.children)
+    ):
+        diagnostics.append(
+            _diagnostic(
+                "encoders",
+                "a TE( block routes text to text encoders, which the other dialects cannot "
+                "write: read as A1111 reads it (TE and a round bracket); promptweights.route "
+                "each encoder's text first",
+                body.find(OPENER),
+            )
+        )
     for (part_text, weight), part in zip(split_and(body), prompt.parts, strict=True):
         scheduled = [n for n in _walk(part.children) if isinstance(n, Edit | Alternation)]
         if scheduled:

@@ -101,3 +101,15 @@ def test_the_strategy_refuses_names_that_are_not_identifiers() -> None:
 
     with pytest.raises(InvalidArgument):
         per_encoder_prompts(("clip l",))
+
+
+@pytest.mark.parametrize("dialect", ["comfy", "novelai", "compel"])
+def test_other_dialects_never_route(dialect: str) -> None:
+    # TE( is a1111-dialect syntax: converted to A1111 text, the others' `TE(` is no block.
+    for text in ("TE(clip_l: a; t5: b)", "x TE(t5: (cat:1.2))"):
+        assert pw.route(pw.convert(text, dialect, "a1111").text, NAMES) is None
+
+
+def test_converting_a_block_out_of_a1111_says_it_is_not_routed() -> None:
+    result = pw.convert("x TE(clip_l: a; t5: b)", "a1111", "comfy")
+    assert [(d.kind, d.pos) for d in result.diagnostics] == [("encoders", 2)]
