@@ -202,6 +202,43 @@ def test_editing_switches_the_conditioning_at_its_step(
             assert torch.equal(u["pooled_projections"], want.negative_pooled_prompt_embeds)
 
 
+#: Where each family's transformer gets the T5 attention mask (text positions first).
+MASKS = {"chroma": "attention_mask", "pixart": "encoder_attention_mask"}
+
+
+@pytest.mark.parametrize("name", list(MASKS))
+def test_each_call_is_masked_as_its_own_text(name: str) -> None:
+    # The texts of the schedule differ in length: each call's mask is its text's alone.
+    cond = encode(
+        pipeline(name),
+        "a [cat:big brown dog:1] on a mat",
+        "[blue:deep red:1] sky",
+        steps=3,
+        max_sequence_length=T5_LENGTH,
+    )
+    alone = {
+        "cat": plain(name, "a cat on a mat", "blue sky"),
+        "dog": plain(name, "a big brown dog on a mat", "deep red sky"),
+    }
+    assert not torch.equal(alone["cat"].prompt_attention_mask, alone["dog"].prompt_attention_mask)
+    calls: list[dict[str, Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        calls.append(_clone(kwargs))
+
+    run(name, cond, 3, record=record)
+    for (c, u), word in zip(cond_and_uncond(name, calls), ["cat", "cat", "dog"], strict=True):
+        want = alone[word]
+        assert u is not None
+        for got, mask in (
+            (c, want.prompt_attention_mask),
+            (u, want.negative_prompt_attention_mask),
+        ):
+            assert torch.equal(
+                got[MASKS[name]][:, : mask.shape[1]], mask.to(got[MASKS[name]].dtype)
+            )
+
+
 def _prediction(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output.sample
 
@@ -229,6 +266,11 @@ def test_and_combines_the_parts_predictions_with_their_weights(name: str) -> Non
 
     def predict(part: Any) -> Any:
         inputs = dict(kwargs)
+        if name in MASKS:  # each part masked as its own text
+            negative_mask, mask = part.negative_prompt_attention_mask, part.prompt_attention_mask
+            rows = torch.cat([negative_mask, mask]) if name in BATCHED else mask
+            inputs[MASKS[name]] = inputs[MASKS[name]].clone()
+            inputs[MASKS[name]][:, : rows.shape[1]] = rows
         if name in BATCHED:  # [uncond, part]: the negative is the same in every part's batch
             inputs["encoder_hidden_states"] = torch.cat(
                 [part.negative_prompt_embeds, part.prompt_embeds]

@@ -31,9 +31,19 @@ from .conditioning import _repeat, _Timeline
 
 __all__ = ["SeparateHook", "check_weights"]
 
-# The transformer keywords that carry the text conditioning and the pooled vector.
+# The transformer keywords that carry the text conditioning, the pooled vector and Chroma's
+# attention mask (text positions first, then the image's).
 _TEXT = "encoder_hidden_states"
 _POOLED = "pooled_projections"
+_MASK = "attention_mask"
+
+
+def put_text_mask(value: Tensor, rows: Tensor) -> Tensor:
+    """``value`` (a transformer's attention mask, its text positions first) with the text
+    positions replaced by ``rows`` (one T5 mask per row)."""
+    out = value.clone()
+    out[:, : rows.shape[1]] = rows.to(device=out.device, dtype=out.dtype)
+    return out
 
 
 def check_weights(timeline: _Timeline) -> None:
@@ -90,6 +100,9 @@ class SeparateHook:
             kwargs[_TEXT] = _repeat(negative, per_image, hidden)
             if negative_pooled is not None and kwargs.get(_POOLED) is not None:
                 kwargs[_POOLED] = _repeat(negative_pooled, per_image, kwargs[_POOLED])
+            mask = timeline.negative_mask_at(k)
+            if mask is not None and isinstance(kwargs.get(_MASK), Tensor):
+                kwargs[_MASK] = put_text_mask(kwargs[_MASK], mask.repeat_interleave(per_image, 0))
             self.pending = None
             return args, kwargs
         parts = timeline.parts_per_image
@@ -108,6 +121,10 @@ class SeparateHook:
             ):
                 kwargs[key] = torch.cat([value] * parts)
         kwargs[_TEXT] = torch.cat(embeds)
+        masks = [timeline.mask_at(k, j) for j in range(parts)]
+        if masks[0] is not None and isinstance(kwargs.get(_MASK), Tensor):
+            rows_ = torch.cat([m.repeat_interleave(per_image, 0) for m in masks])  # type: ignore[union-attr]
+            kwargs[_MASK] = put_text_mask(kwargs[_MASK], rows_)
         args = tuple(
             torch.cat([a] * parts) if isinstance(a, Tensor) and a.ndim and a.shape[0] == rows else a
             for a in args

@@ -249,17 +249,7 @@ def attention_masks(
     """
     if not family.attention_mask:
         return None
-    extra = 1 if family.attention_mask == "text+1" else 0
-    window = encoder.window.length
-    masks = []
-    for texts in groups:
-        mask = torch.zeros(length, dtype=torch.bool)
-        for tokenized in texts:
-            sizes = [c.size for c in tokenized.chunks]
-            sizes += [0] * (length // window - len(sizes))
-            for k, size in enumerate(sizes):
-                mask[k * window : k * window + min(size + 1 + extra, window)] = True
-        masks.append(mask)
+    masks = [_text_masks(family, encoder, texts, length).any(dim=0) for texts in groups]
     positive, start = [], 0
     for count in images:
         positive.append(torch.stack(masks[start : start + count]).any(dim=0))
@@ -269,6 +259,41 @@ def attention_masks(
         torch.stack(positive).to(device=device, dtype=dtype),
         torch.stack(negative).to(device=device, dtype=dtype),
     )
+
+
+def _text_masks(
+    family: Family, encoder: TextEncoder, texts: Sequence[TokenizedPrompt], length: int
+) -> Tensor:
+    """``(V, length)`` bool: each text's windows masked as the tokenizer masks them, empty
+    windows past its own as an empty text."""
+    extra = 1 if family.attention_mask == "text+1" else 0
+    window = encoder.window.length
+    masks = torch.zeros(len(texts), length, dtype=torch.bool)
+    for v, tokenized in enumerate(texts):
+        sizes = [c.size for c in tokenized.chunks]
+        sizes += [0] * (length // window - len(sizes))
+        for k, size in enumerate(sizes):
+            masks[v, k * window : k * window + min(size + 1 + extra, window)] = True
+    return masks
+
+
+def variant_masks(
+    family: Family,
+    encoder: TextEncoder,
+    groups: Sequence[Sequence[TokenizedPrompt]],
+    length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> list[Tensor] | None:
+    """Per group (as :func:`attention_masks` takes them), the ``(V, length)`` mask of each of
+    its schedule entries: what the denoiser hook gives the transformer at each call, so that an
+    edited or AND prompt is masked as each text alone (the pipeline itself reads one mask)."""
+    if not family.attention_mask:
+        return None
+    return [
+        _text_masks(family, encoder, texts, length).to(device=device, dtype=dtype)
+        for texts in groups
+    ]
 
 
 def mask_dtype(family: Family, embeds: Tensor) -> torch.dtype:

@@ -58,6 +58,42 @@ class _Timeline:
     # text-encoder weight set (set-major), and the step callback sets the UNet weights.
     lora: _LoraRun | None = None
     masks: tuple[Tensor, Tensor] | None = None  # T5 attention masks (B, L): positive, negative
+    # Per group (AND parts image-major, then the negatives): (V, L) masks, one per schedule entry.
+    variant_masks: list[Tensor] | None = None
+
+    def _group_mask(self, group: int, part: _Part, k: int) -> Tensor:
+        assert self.variant_masks is not None
+        stack = self.variant_masks[group]
+        return stack[self.variant(part, k) % stack.shape[0]]
+
+    def mask_at(self, k: int, part: int = 0) -> Tensor | None:
+        """``(B, L)`` the T5 mask of AND part ``part`` at call ``k`` (an image with fewer parts:
+        its first part's), or None for a family without masks."""
+        if self.variant_masks is None:
+            return None
+        rows, start = [], 0
+        for image in self.parts:
+            j = part if part < len(image) else 0
+            rows.append(self._group_mask(start + j, image[j], k))
+            start += len(image)
+        return torch.stack(rows)
+
+    def negative_mask_at(self, k: int) -> Tensor | None:
+        """``(B, L)`` the negative's T5 mask at call ``k``, or None."""
+        if self.variant_masks is None:
+            return None
+        start = sum(len(image) for image in self.parts)
+        return torch.stack(
+            [self._group_mask(start + i, part, k) for i, part in enumerate(self.negative)]
+        )
+
+    @property
+    def mask_edits(self) -> bool:
+        """Whether some text's mask changes during sampling (its schedule's texts differ in
+        length)."""
+        return self.variant_masks is not None and any(
+            not all(torch.equal(stack[0], row) for row in stack[1:]) for stack in self.variant_masks
+        )
 
     @property
     def edits(self) -> bool:
@@ -184,7 +220,8 @@ class Conditioning:
             pass): what the pipeline must run with, so :meth:`pipeline_kwargs` passes it on.
         prompt_attention_mask: ``(B, L)`` the T5 attention mask Chroma and PixArt take with the
             embeds (for an image whose texts change during sampling, the union of theirs: the
-            pipeline reads one mask for the whole run); else ``None``.
+            pipeline reads one mask for the whole run; inside :meth:`attach` the denoiser hook
+            masks each call as its own text); else ``None``.
         negative_prompt_attention_mask: likewise for the negative.
     """
 
@@ -231,6 +268,8 @@ class Conditioning:
             return ""
         if family.step_pooled is None and timeline.pooled_edits:
             return "pooled vector"
+        if timeline.mask_edits:
+            return "attention mask"
         negative_edits = any(len(part.ends) > 1 for part in timeline.negative)
         if (
             negative_edits
@@ -577,8 +616,20 @@ class _AndHook:
                 )
             else:
                 kwargs[key] = expand(kwargs[key])
+        self._masks(kwargs, k, per_image)
         self.pending = (half, torch.stack(weights))
         return tuple(args), kwargs
+
+    def _masks(self, kwargs: dict[str, Any], k: int, per_image: int) -> None:
+        """PixArt's ``encoder_attention_mask``: each row masked as its own text at call ``k``."""
+        timeline = self.timeline
+        value = kwargs.get("encoder_attention_mask")
+        negative = timeline.negative_mask_at(k)
+        if negative is None or not isinstance(value, Tensor):
+            return
+        masks = [negative] + [timeline.mask_at(k, j) for j in range(timeline.parts_per_image)]
+        rows = torch.cat([m.repeat_interleave(per_image, 0) for m in masks])  # type: ignore[union-attr]
+        kwargs["encoder_attention_mask"] = rows.to(device=value.device, dtype=value.dtype)
 
     def after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
         assert self.pending is not None

@@ -702,14 +702,19 @@ def _assemble(
             (e.to(device).clone(), None if p is None else p.to(device).clone())
             for e, p in assembled
         ]
+    mask_groups = [g.prompts for g in results[-1].groups]
+    mask_type = _towers.mask_dtype(family, assembled[0][0])
     masks = _towers.attention_masks(
         family,
         slots[-1].encoder,  # the families with masks have one tower, T5
-        [g.prompts for g in results[-1].groups],
+        mask_groups,
         [len(image) for image in parts],
         assembled[0][0].shape[1],
-        _towers.mask_dtype(family, assembled[0][0]),
+        mask_type,
         device,
+    )
+    per_variant = _towers.variant_masks(
+        family, slots[-1].encoder, mask_groups, assembled[0][0].shape[1], mask_type, device
     )
     n_pos = len(all_parts) - len(negatives)
     has_negative = True
@@ -742,6 +747,7 @@ def _assemble(
         has_negative,
         tuple(getattr(pipe, "_callback_tensor_inputs", ())),
         masks=masks,
+        variant_masks=per_variant,
     )
 
 
