@@ -375,7 +375,9 @@ def encode(
     Args:
         pipe: an SD 1.x/2.x, SDXL (base or refiner), SD3/3.5 or Flux.1 pipeline (text to image
             or image to image).
-        prompt: the prompt, or one per image.
+        prompt: the prompt, or one per image. ``TE(clip_l: …; t5: …)`` blocks route parts of it
+            to named text encoders (:mod:`promptweights.routing`; not with ``prompt_2`` or
+            ``prompt_3``); the negative prompt may hold them too.
         negative_prompt: the negative prompt (never split at AND), one for all or one per image.
         strategy: a weighting strategy name from ``promptweights.strategies.STRATEGIES`` or a
             callable.
