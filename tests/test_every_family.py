@@ -28,6 +28,7 @@ from promptweights.diffusers import (  # noqa: E402
     encoder_names,
     from_infotext,
 )
+from promptweights.diffusers.families import family_record  # noqa: E402
 from promptweights.errors import (  # noqa: E402
     CompareError,
     InvalidArgumentError,
@@ -97,8 +98,8 @@ def test_a1111_samplers_are_refused_on_flow_matching_pipelines() -> None:
 # --- prompt editing, alternation and AND --------------------------------------------------------
 
 #: Families whose pipelines batch [uncond, cond] in one transformer call (the others call the
-#: transformer for cond, then uncond, at the same timestep).
-BATCHED = ("sd3", "pixart")
+#: transformer for cond, then uncond, at the same timestep): from the records.
+BATCHED = tuple(n for n in ROWS if family_record(n).batched_guidance)
 
 
 def run(name: str, cond: Any, steps: int, record: Any = None, before: Any = None) -> None:
@@ -202,8 +203,13 @@ def test_editing_switches_the_conditioning_at_its_step(
             assert torch.equal(u["pooled_projections"], want.negative_pooled_prompt_embeds)
 
 
-#: Where each family's transformer gets the T5 attention mask (text positions first).
-MASKS = {"chroma": "attention_mask", "pixart": "encoder_attention_mask"}
+#: Where each family with a T5 mask hands it to its transformer (text positions first): a
+#: batched [uncond, cond] call takes PixArt's cross-attention mask, a separate call Chroma's.
+MASKS = {
+    n: "encoder_attention_mask" if n in BATCHED else "attention_mask"
+    for n in ROWS
+    if family_record(n).attention_mask
+}
 
 
 @pytest.mark.parametrize("name", list(MASKS))
@@ -312,8 +318,6 @@ def test_and_weights_summing_to_zero_are_refused_where_parts_are_averaged(name: 
 
 def _arguments(name: str) -> dict[str, str]:
     """Each encoder's argument: the family's tower reading it (``prompt``, ``prompt_2``…)."""
-    from promptweights.diffusers.families import family_record
-
     out = {}
     for tower in family_record(name).towers:
         out[tower.label] = "prompt" if tower.prompt == 1 else f"prompt_{tower.prompt}"
