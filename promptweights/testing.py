@@ -651,7 +651,8 @@ def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
       ``\\[`` ``\\]`` ``\\\\``), prompt editing ``[a:b:5]`` ``[a:0.5]`` ``[a::5]`` ``[:b:.25]``
       with integer and decimal steps, alternation ``[a|b]`` including empty options, all of these
       nested, ``BREAK``, ``AND`` with ``:w`` weights, extra networks ``<lora:name:0.8>`` and
-      ``#`` comments at line ends.
+      ``#`` comments at line ends. Per-encoder blocks ``TE(clip_l: …; t5: …)`` come from
+      :func:`per_encoder_prompts` (their names depend on the model).
     * ``"comfy"``: ``(x)``, ``(x:1.3)`` nested, ``\\(`` ``\\)`` escapes, ``embedding:name``, and
       as plain text ``[x]`` and the characters ``[]{}|<>#``.
     * ``"novelai"``: ``{x}``, ``[x]``, V4's numeric weights ``1.5::x::`` and ``-1::x::``, nested,
