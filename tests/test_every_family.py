@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 np = pytest.importorskip("numpy")
 
-from _family_table import ROWS, T5_LENGTH, pipeline  # noqa: E402
+from _family_table import CLASSES, ROWS, T5_LENGTH, family, pipeline, row  # noqa: E402
 
 from promptweights.compare import Axis, compare, first_image  # noqa: E402
 from promptweights.diffusers import (  # noqa: E402
@@ -51,8 +51,8 @@ def test_every_compare_cell_reruns_bit_for_bit_from_its_infotext(name: str, tmp_
     result = compare(
         pipe,
         "a (red:{0.5,1.5}) cat",
-        [Axis("seed", (1, 2))],
         negative_prompt="blue dog",
+        seed=1,
         steps=2,
         cfg=2.0,
         height=row.size,
@@ -63,7 +63,7 @@ def test_every_compare_cell_reruns_bit_for_bit_from_its_infotext(name: str, tmp_
         max_sequence_length=T5_LENGTH,
         pipeline_options=row.call,
     )
-    assert len(result.cells) == 4
+    assert len(result.cells) == 2
     assert not np.array_equal(result.images[0], result.images[1])  # the weight shows
     for cell, image in zip(result.cells, result.images, strict=True):
         path = tmp_path / "cells" / f"{cell.index:03d}.png"
@@ -99,14 +99,16 @@ def test_a1111_samplers_are_refused_on_flow_matching_pipelines() -> None:
 
 #: Families whose pipelines batch [uncond, cond] in one transformer call (the others call the
 #: transformer for cond, then uncond, at the same timestep): from the records.
-BATCHED = tuple(n for n in ROWS if family_record(n).batched_guidance)
+BATCHED = tuple(n for n in (*ROWS, *CLASSES) if family_record(family(n)).batched_guidance)
+#: Every family's pipeline and the other classes whose transformer inputs differ.
+EVERY = [*ROWS, *CLASSES]
 
 
 def run(name: str, cond: Any, steps: int, record: Any = None, before: Any = None) -> None:
     """Sample ``steps`` steps inside ``cond.attach``; ``before`` is a pre-hook registered before
     attach's (it sees the pipeline's own inputs), ``record`` a forward hook registered after
     (it sees attach's inputs and result)."""
-    pipe, row = pipeline(name), ROWS[name]
+    pipe, options = pipeline(name), row(name)
     transformer = pipe.transformer
     handles = []
     if before is not None:
@@ -117,10 +119,10 @@ def run(name: str, cond: Any, steps: int, record: Any = None, before: Any = None
                 handles.append(transformer.register_forward_hook(record, with_kwargs=True))
             pipe(
                 **cond.pipeline_kwargs(),
-                **row.call,
-                **row.guided,
-                height=row.size,
-                width=row.size,
+                **options.call,
+                **options.guided,
+                height=options.size,
+                width=options.size,
                 guidance_scale=2.0,
                 output_type="latent",
                 max_sequence_length=T5_LENGTH,
@@ -161,10 +163,11 @@ def _clone(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def plain(name: str, prompt: str, negative: str) -> Any:
+    negative = negative if row(name).negatives else ""
     return encode(pipeline(name), prompt, negative, max_sequence_length=T5_LENGTH, exact=True)
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("name", EVERY)
 @pytest.mark.parametrize(
     ("prompt", "negative", "steps", "expected"),
     [
@@ -177,6 +180,7 @@ def plain(name: str, prompt: str, negative: str) -> Any:
 def test_editing_switches_the_conditioning_at_its_step(
     name: str, prompt: str, negative: str, steps: int, expected: list[str]
 ) -> None:
+    negative = negative if row(name).negatives else ""
     cond = encode(
         pipeline(name), prompt, negative, steps=steps, max_sequence_length=T5_LENGTH, exact=True
     )
@@ -196,10 +200,14 @@ def test_editing_switches_the_conditioning_at_its_step(
     for (c, u), word in zip(seen, expected, strict=True):
         want = alone[word]
         assert torch.equal(c["encoder_hidden_states"], want.prompt_embeds), word
-        assert u is not None
-        assert torch.equal(u["encoder_hidden_states"], want.negative_prompt_embeds), word
         if want.pooled_prompt_embeds is not None:  # SD3 and Flux: CLIP's pooled vector too
             assert torch.equal(c["pooled_projections"], want.pooled_prompt_embeds), word
+        if not row(name).negatives:
+            assert u is None  # no true CFG: cond calls only
+            continue
+        assert u is not None
+        assert torch.equal(u["encoder_hidden_states"], want.negative_prompt_embeds), word
+        if want.pooled_prompt_embeds is not None:
             assert torch.equal(u["pooled_projections"], want.negative_pooled_prompt_embeds)
 
 
@@ -207,8 +215,8 @@ def test_editing_switches_the_conditioning_at_its_step(
 #: batched [uncond, cond] call takes PixArt's cross-attention mask, a separate call Chroma's.
 MASKS = {
     n: "encoder_attention_mask" if n in BATCHED else "attention_mask"
-    for n in ROWS
-    if family_record(n).attention_mask
+    for n in EVERY
+    if family_record(family(n)).attention_mask
 }
 
 
@@ -249,11 +257,12 @@ def _prediction(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output.sample
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("name", EVERY)
 def test_and_combines_the_parts_predictions_with_their_weights(name: str) -> None:
     pipe = pipeline(name)
+    negative = "green" if row(name).negatives else ""
     cond = encode(
-        pipe, "a red cat AND a blue dog:0.5", "green", max_sequence_length=T5_LENGTH, exact=True
+        pipe, "a red cat AND a blue dog:0.5", negative, max_sequence_length=T5_LENGTH, exact=True
     )
     parts = [plain(name, text, "green") for text in ("a red cat", "a blue dog")]
     weights = [1.0, 0.5]
@@ -274,9 +283,9 @@ def test_and_combines_the_parts_predictions_with_their_weights(name: str) -> Non
         inputs = dict(kwargs)
         if name in MASKS:  # each part masked as its own text
             negative_mask, mask = part.negative_prompt_attention_mask, part.prompt_attention_mask
-            rows = torch.cat([negative_mask, mask]) if name in BATCHED else mask
+            masks = torch.cat([negative_mask, mask]) if name in BATCHED else mask
             inputs[MASKS[name]] = inputs[MASKS[name]].clone()
-            inputs[MASKS[name]][:, : rows.shape[1]] = rows
+            inputs[MASKS[name]][:, : masks.shape[1]] = masks
         if name in BATCHED:  # [uncond, part]: the negative is the same in every part's batch
             inputs["encoder_hidden_states"] = torch.cat(
                 [part.negative_prompt_embeds, part.prompt_embeds]
