@@ -126,9 +126,10 @@ Name each tower (``Tower.name``: what a ``TE(name: …)`` block calls it,
 :mod:`promptweights.routing`). Then add a ``tiny_<family>()`` builder to
 ``tests/_tiny_pipelines.py``, its row to ``tests/_family_table.py`` (editing, AND, compare and
 re-runs on its tiny pipeline), add it to the pipelines ``tests/test_families.py`` checks (each
-is covered by exactly one record, each listed class fits its record's rule), and a test in ``tests/test_diffusers.py`` (CLIP families) or
-``tests/test_t5_families.py`` (T5 families) that a plain prompt gives exactly what the pipeline's
-own ``encode_prompt`` gives; and its row in the README's table of families.
+is covered by exactly one record, each listed class fits its record's rule), and a test in
+``tests/test_diffusers.py`` (CLIP families) or ``tests/test_t5_families.py`` (T5 families) that a
+plain prompt gives exactly what the pipeline's own ``encode_prompt`` gives; and its row in the
+README's table of families.
 """
 
 from __future__ import annotations
