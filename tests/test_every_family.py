@@ -36,6 +36,7 @@ from promptweights.errors import (  # noqa: E402
     PromptSyntaxError,
     PromptweightsWarning,
     UnreproducibleError,
+    UnsupportedPipelineError,
 )
 from promptweights.infotext import FAMILY_KEY, SEQUENCE_KEY, read_image  # noqa: E402
 
@@ -392,3 +393,12 @@ def test_encode_many_and_compare_route_blocks_too(tmp_path: Path) -> None:
     assert read_image(path).prompt == text
     again = first_image(pipe(**from_infotext(pipe, str(path), exact=True), output_type="np"))
     assert np.array_equal(np.asarray(again, dtype=np.float32), result.images[0])
+
+
+def test_a_transformer_taking_its_text_otherwise_is_refused_clearly() -> None:
+    from promptweights.diffusers._separate import SeparateHook
+
+    cond = encode(pipeline("flux"), "a cat AND a dog", max_sequence_length=T5_LENGTH)
+    hook = SeparateHook(cond._timeline)
+    with pytest.raises(UnsupportedPipelineError, match="encoder_hidden_states"):
+        hook.before(object(), (), {"encoder_hidden_states_t5": torch.zeros(1, 2, 3)})

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from promptweights.errors import InvalidWeightError, PromptweightsError
+from promptweights.errors import InvalidWeightError, PromptweightsError, UnsupportedPipelineError
 
 from .conditioning import _repeat, _Timeline
 
@@ -91,6 +91,11 @@ class SeparateHook:
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs = dict(kwargs)
+        if not isinstance(kwargs.get(_TEXT), Tensor):
+            raise UnsupportedPipelineError(
+                f"{type(module).__name__} is not called with its text as {_TEXT}=: the AND and "
+                "editing hook of promptweights.diffusers cannot hand it the conditioning"
+            )
         cond = self._advance(kwargs)
         timeline, k = self.timeline, self.step
         hidden = kwargs[_TEXT]
