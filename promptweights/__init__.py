@@ -37,6 +37,7 @@ from .limits import DEFAULT_LIMITS, MAX_MULTIPLIER, MAX_PROMPT_CHARS, MAX_WEIGHT
 from .networks import extra_networks, strip_comments
 from .parsing import parse
 from .render import render
+from .routing import route
 from .schedules import DEFAULT_MAX_DEPTH, schedules, split_and
 from .spans import DIALECTS, weighted_spans
 from .tree import (
@@ -47,9 +48,11 @@ from .tree import (
     Conjunction,
     Edit,
     Emphasis,
+    EncoderSection,
     ExtraNetwork,
     Lora,
     Node,
+    PerEncoder,
     Prompt,
     SubPrompt,
     Swap,
@@ -76,6 +79,7 @@ __all__ = [
     "Diagnostic",
     "Edit",
     "Emphasis",
+    "EncoderSection",
     "ExtraNetwork",
     "InfotextError",
     "InfotextLimitError",
@@ -86,6 +90,7 @@ __all__ = [
     "Lora",
     "NetworkFileError",
     "Node",
+    "PerEncoder",
     "Prompt",
     "PromptSyntaxError",
     "PromptweightsError",
@@ -101,6 +106,7 @@ __all__ = [
     "extra_networks",
     "parse",
     "render",
+    "route",
     "schedules",
     "split_and",
     "strip_comments",

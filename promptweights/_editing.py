@@ -42,7 +42,11 @@ TERMINALS = {
     "COLON": _COLON,
     "PIPE": _PIPE,
     "TEXT": _TEXT,
+    # promptweights' per-encoder block `TE(`: to A1111 the text `TE` and a round bracket.
+    "TE_OPEN": _OPEN,
 }
+# The text an opener puts before its bracket (`TE(` is `TE` and `(` to A1111).
+_PREFIX = {"TE(": ("TE",)}
 
 
 @functools.cache
@@ -106,10 +110,11 @@ def scan(text: str, max_depth: int) -> Pieces | None:
         if group == _TEXT:
             frame.items.append(token)
         elif group == _OPEN:
+            frame.items.extend(_PREFIX.get(token, ()))
             deep = depth >= max_depth
-            child = _Frame(")" if token == "(" else "]", deep)
+            child = _Frame("]" if token == "[" else ")", deep)
             if deep:
-                frame.items.append(token)
+                frame.items.append(token[-1])
                 # A deep bracket is text: its content and separators go on into the lists of
                 # the bracket it sits in (sharing them keeps 10,000 deep brackets linear).
                 child.items = frame.items

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from lark import Lark, Token, Transformer
 
 from .errors import Diagnostic, PromptweightsError
-from .tree import Alternation, Break, Edit, Emphasis, Node, Text
+from .tree import Alternation, Break, Edit, Emphasis, EncoderSection, Node, PerEncoder, Text
 
 if TYPE_CHECKING:
     from .dialects import Dialect
@@ -114,6 +114,8 @@ class _Brackets:
     openers: dict[str, tuple[str, str]]  # opener → (closer, the empty closer of an unclosed one)
     closers: frozenset[str]
     rules: dict[str, str]  # closer or unclosed closer → the grammar rule (the Emphasis kind)
+    #: opener → the grammar rule it starts (two openers may share a closer: `(` and `TE(`)
+    opener_rules: dict[str, str]
 
 
 class _Balancer:
@@ -390,6 +392,74 @@ class TreeBuilder(Transformer[Token, tuple[Node, ...]]):
         before = self._part(parts[0]) if len(parts) == 3 else None
         return Edit(before, self._part(parts[-2]), when, when_text)
 
+    def encoders(self, children: list[Any]) -> _Sub:
+        """``TE(name: text; name: text)``: the sections, split at the ``;`` of this level."""
+        opener, *items, closer = children
+        closed = _closed(closer)
+        sections: list[EncoderSection] = []
+        ok, colons = closed, 0
+        for piece in _split_sections(items):
+            section, section_ok, section_colons = self._section(piece, _pos(opener))
+            sections.append(section)
+            ok, colons = ok and section_ok, colons + section_colons
+        if not closed:
+            self._unclosed(opener)
+        # To A1111's scheduling grammar the block is a round bracket (§2.1).
+        return _Sub(PerEncoder(tuple(sections), closed), ok and colons <= 1)
+
+    def _section(self, items: list[Any], block: int) -> tuple[EncoderSection, bool, int]:
+        """One section: its name (before the first colon), head and content."""
+        cut = next(
+            (
+                i
+                for i, item in enumerate(items)
+                if not isinstance(item, _Sub) and item.type == "COLON"
+            ),
+            None,
+        )
+        head = None if cut is None else "".join(str(item) for item in items[:cut])
+        named = (
+            head is not None
+            and all(not isinstance(item, _Sub) and item.type == "TEXT" for item in items[:cut])
+            and _SECTION_NAME_RE.fullmatch(head) is not None
+        )
+        if not named:
+            where = _pos(items[0]) if items and not isinstance(items[0], _Sub) else block
+            _diagnose(
+                "bad-encoders",
+                "a TE( section without a name: write name: text (clip_l: a cat; t5: a dog)",
+                where,
+            )
+            seq, ok, colons = self._collect(items)
+            return EncoderSection("", "", self._nodes(seq)), ok, colons
+        assert cut is not None
+        assert head is not None
+        seq, ok, colons = self._collect(items[cut + 1 :])
+        return EncoderSection(head.strip(), head + ":", self._nodes(seq)), ok, colons + 1
+
+
+# A section's name: an identifier, with spaces around it.
+_SECTION_NAME_RE = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*")
+
+
+def _split_sections(items: list[Any]) -> list[list[Any]]:
+    """A ``TE(…)`` block's items cut at each ``;`` of its own TEXT tokens (nested brackets and
+    escapes such as ``\\;`` keep theirs)."""
+    sections: list[list[Any]] = [[]]
+    for item in items:
+        if isinstance(item, _Sub) or item.type != "TEXT" or ";" not in str(item):
+            sections[-1].append(item)
+            continue
+        text, start = str(item), _pos(item)
+        offset = 0
+        for i, piece in enumerate(text.split(";")):
+            if i:
+                sections.append([])
+            if piece:
+                sections[-1].append(_FastToken("TEXT", piece, start + offset))
+            offset += len(piece) + 1
+    return sections
+
 
 class NovelAIBuilder(TreeBuilder):
     """NovelAI: ``{x}`` and ``[x]``, each its dialect's factor, and V4's ``1.5::x::``, whose
@@ -478,13 +548,17 @@ def _literal_terminal(dialect: Dialect, char: str) -> str:
 def _brackets(dialect: Dialect) -> _Brackets:
     openers: dict[str, tuple[str, str]] = {}
     rules: dict[str, str] = {}
-    for bracket in dialect.brackets:
+    opener_rules: dict[str, str] = {}
+    for bracket in (*dialect.brackets, *dialect.groups):
         opener = bracket.terminal or _literal_terminal(dialect, bracket.opener)
         closer = _literal_terminal(dialect, bracket.closer)
         unclosed = "UNCLOSED_" + closer  # the grammar %declares it; the postlexer emits it
         openers[opener] = (closer, unclosed)
-        rules[closer] = rules[unclosed] = bracket.kind
-    return _Brackets(openers, frozenset(closer for closer, _ in openers.values()), rules)
+        rules.setdefault(closer, bracket.kind)
+        rules.setdefault(unclosed, bracket.kind)
+        opener_rules[opener] = bracket.kind
+    closers = frozenset(closer for closer, _ in openers.values())
+    return _Brackets(openers, closers, rules, opener_rules)
 
 
 @functools.cache
@@ -684,7 +758,7 @@ def _fast_parse(text: str, dialect: Dialect, max_depth: int) -> tuple[Node, ...]
     """
     builder = _fast_builder(dialect)
     brackets = _brackets(dialect)
-    openers, rules = brackets.openers, brackets.rules
+    openers, rules, opener_rules = brackets.openers, brackets.rules, brackets.opener_rules
     tokens = (
         _FastToken(m.lastgroup or "", m.group(), m.start())
         for m in fast_lexer(dialect).pattern.finditer(text)
@@ -697,7 +771,8 @@ def _fast_parse(text: str, dialect: Dialect, max_depth: int) -> tuple[Node, ...]
         elif kind in rules:
             children = stack.pop()
             children.append(token)
-            stack[-1].append(getattr(builder, rules[kind])(children))
+            rule = opener_rules[children[0].type]  # the opener's: `(` and `TE(` share `)`
+            stack[-1].append(getattr(builder, rule)(children))
         else:
             stack[-1].append(token)
     return builder.start(stack[0])

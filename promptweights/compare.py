@@ -55,7 +55,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import CompareError, LimitExceededError
-from .infotext import EMPHASIS_STRATEGIES, SAMPLING_KEY, SCHEDULER_KEY, STRATEGY_KEY
+from .infotext import (
+    EMPHASIS_STRATEGIES,
+    FAMILY_KEY,
+    SAMPLING_KEY,
+    SCHEDULER_KEY,
+    SEQUENCE_KEY,
+    STRATEGY_KEY,
+)
 
 __all__ = [
     "AXES",
@@ -122,6 +129,8 @@ _TITLES = {
 }
 # A1111's "Emphasis" setting for the strategies that are A1111's own (a1111-behaviour.md §9.1).
 _EMPHASIS = {strategy: mode for mode, strategy in EMPHASIS_STRATEGIES.items()}
+# Families whose infotext stays as A1111 writes it (A1111 runs them; no T5 window to name).
+_CLIP_FAMILIES = ("sd", "sdxl", "sdxl-refiner")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _BRACES_RE = re.compile(r"\{([^{}]*)\}")
 _SPAN_BEFORE_RE = re.compile(r"\(([^():]*):$")
@@ -505,11 +514,19 @@ def _edits(text: str) -> bool:
 class _Runner:
     """Runs cells on one pipeline: conditioning cache, schedulers, latents per seed."""
 
-    def __init__(self, pipe: Any, encode: EncodeFunction, height: int | None, width: int | None):
+    def __init__(
+        self,
+        pipe: Any,
+        encode: EncodeFunction,
+        height: int | None,
+        width: int | None,
+        call: _CallOptions | None = None,
+    ):
         self.pipe = pipe
         self.encode_function = encode
         self.height = height
         self.width = width
+        self.call = call or _CallOptions()
         self.conditionings: dict[tuple[Any, ...], Any] = {}
         self.schedulers: dict[str, Any] = {}
         self.original_scheduler: Any = getattr(pipe, "scheduler", None)
@@ -538,6 +555,7 @@ class _Runner:
             "steps": cell.steps,
             "second_order": second_order,
         }
+        options |= self.call.encode_options()
         return key, options
 
     def conditioning(self, cell: Cell, strategy: Any, normalization: str) -> Any:
@@ -566,7 +584,16 @@ class _Runner:
                     prompts = {"prompt": cell.prompt, "negative_prompt": cell.negative_prompt}
                     wanted[key] = {**prompts, **options}
         if wanted:
-            done = encode_many(self.pipe, list(wanted.values()))
+            shared = ("exact", "max_sequence_length")  # encode_many's own, not per request
+            requests = [
+                {k: v for k, v in options.items() if k not in shared} for options in wanted.values()
+            ]
+            done = encode_many(
+                self.pipe,
+                requests,
+                exact=self.call.exact,
+                max_sequence_length=self.call.max_sequence_length,
+            )
             self.conditionings.update(zip(wanted, done, strict=True))
 
     def scheduler(self, sampler: str | None) -> tuple[Any, Any]:
@@ -619,18 +646,69 @@ class _Runner:
             kwargs["height"] = self.height
         if self.width:
             kwargs["width"] = self.width
+        kwargs |= self.call.pipeline_kwargs()
         if choice is not None and choice.explicit_sigmas and choice.schedule_name:
             sigmas = model_sigmas(scheduler.alphas_cumprod.tolist())
             kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, cell.steps, sigmas)
         with cond.attach(self.pipe):
             # The cell's own steps win: a conditioning without edits is shared across steps.
             out = self.pipe(**{**cond.pipeline_kwargs(), **kwargs})
-        image: Any = np.asarray(out.images[0], dtype=np.float32)
+        image: Any = np.asarray(first_image(out), dtype=np.float32)
         return image
 
     def restore(self) -> None:
         if self.original_scheduler is not None:
             self.pipe.scheduler = self.original_scheduler
+
+
+@dataclass(frozen=True)
+class _CallOptions:
+    """What every cell's encoding and pipeline call share beyond the axes (:func:`compare`'s
+    ``exact``, ``max_sequence_length`` and ``pipeline_options``)."""
+
+    exact: bool = False
+    max_sequence_length: int | None = None
+    pipeline_options: tuple[tuple[str, Any], ...] = ()
+
+    def encode_options(self) -> dict[str, Any]:
+        """The encoder function's extra keyword arguments (only those set)."""
+        options: dict[str, Any] = {}
+        if self.exact:
+            options["exact"] = True
+        if self.max_sequence_length is not None:
+            options["max_sequence_length"] = self.max_sequence_length
+        return options
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The pipeline call's extra keyword arguments."""
+        kwargs = dict(self.pipeline_options)
+        if self.max_sequence_length is not None:
+            kwargs.setdefault("max_sequence_length", self.max_sequence_length)
+        return kwargs
+
+
+def _check_samplers(pipe: Any, cells: Sequence[Cell]) -> None:
+    """A1111's samplers run models with a discrete DDPM noise schedule (SD 1.x/2.x, SDXL); a
+    flow-matching pipeline (SD3, Flux, Chroma, Wan) keeps its own scheduler."""
+    config = getattr(getattr(pipe, "scheduler", None), "config", None)
+    if config is None or "beta_start" in config:
+        return
+    named = sorted({cell.sampler for cell in cells if cell.sampler is not None})
+    if named:
+        raise CompareError(
+            f"sampler {named[0]!r}: A1111's samplers need a model with a discrete DDPM noise "
+            f"schedule; {type(pipe.scheduler).__name__} is not one, so this pipeline keeps its "
+            "own scheduler (sampler=None)"
+        )
+
+
+def first_image(output: Any) -> Any:
+    """The picture of a pipeline output: its first image, or a video pipeline's (Wan) first
+    frame of its first video."""
+    images = getattr(output, "images", None)
+    if images is not None:
+        return images[0]
+    return output.frames[0][0]
 
 
 def _check_names(axes: Sequence[Axis], fixed: dict[str, Any]) -> None:
@@ -802,6 +880,9 @@ def compare(
     threads: int | None = None,
     expand: bool = False,
     wildcards: Any = None,
+    exact: bool = False,
+    max_sequence_length: int | None = None,
+    pipeline_options: dict[str, Any] | None = None,
 ) -> CompareResult:
     """Run a comparison grid on ``pipe``; write it to ``out_dir`` if given.
 
@@ -839,6 +920,15 @@ def compare(
             axis, one column per variant (:func:`promptweights.dynamic.expand`, combinatorial,
             at most :data:`MAX_CELLS`); a sweep written in the prompt is found first.
         wildcards: the wildcards of the expansion: a folder of ``.txt`` files or a ``dict``.
+        exact: encode each conditioning with ``exact=True`` (one row per forward pass): bit for
+            bit what :func:`promptweights.diffusers.from_infotext` gives with ``exact=True``
+            (the default batches every conditioning, equal up to float rounding).
+        max_sequence_length: the T5 window of the T5 families (default: the pipeline's own);
+            written to each cell's infotext as ``Max sequence length``, which ``from_infotext``
+            reads back.
+        pipeline_options: more keyword arguments for every pipeline call (``num_frames`` for
+            Wan, ``use_resolution_binning=False`` for a PixArt size without a bin). They are not
+            written to the infotext: give them to the re-run's call again.
 
     Returns:
         The :class:`CompareResult` (on every process, when sharded).
@@ -865,11 +955,15 @@ def compare(
         expand=expand,
         wildcards=wildcards,
     )
+    _check_samplers(pipe, cells)
     mine, state = _shard([cell.index for cell in cells])
     main = state is None or state.is_main_process
     if out_dir is not None and main:
         check_out_dir(out_dir, overwrite=overwrite)
-    runner = _Runner(pipe, encode or _adapter_encode, height, width)
+    call = _CallOptions(
+        bool(exact), max_sequence_length, tuple(sorted((pipeline_options or {}).items()))
+    )
+    runner = _Runner(pipe, encode or _adapter_encode, height, width, call)
     done: list[tuple[int, Any, float]] = []
     from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
@@ -910,8 +1004,9 @@ def compare(
     )
     if out_dir is not None and main:
         scheduler = type(runner.original_scheduler).__name__
+        written = _Written(model_name, scheduler, _family(pipe), max_sequence_length)
         try:
-            result.files = _write(result, Path(out_dir), prompt, model_name, scheduler)
+            result.files = _write(result, Path(out_dir), prompt, written)
         except OSError as error:
             raise CompareError(
                 f"cannot write the grid to {str(out_dir)!r}: {_os_error(error)}"
@@ -1073,14 +1168,37 @@ def draw_grid(images: Sequence[Any], axes: Sequence[Axis], *, pad: int = 6, gap:
     return grid
 
 
-def _infotext(
-    cell: Cell, width: int, height: int, model_name: str | None, scheduler: str | None
-) -> Any:
+@dataclass(frozen=True)
+class _Written:
+    """What every cell's infotext holds besides the cell's own settings."""
+
+    model_name: str | None
+    scheduler: str | None  # the pipeline's own scheduler class
+    family: str | None  # promptweights.diffusers.family_of(pipe), None for an unknown pipe
+    max_sequence_length: int | None  # compare's, None: the pipeline's own default
+
+
+def _family(pipe: Any) -> str | None:
+    """The pipeline's family, or None where the adapter does not know it (a custom encoder)."""
+    from .diffusers import family_of
+    from .errors import UnsupportedPipelineError
+
+    try:
+        return family_of(pipe)
+    except UnsupportedPipelineError:
+        return None
+
+
+def _infotext(cell: Cell, width: int, height: int, written: _Written) -> Any:
     """The cell's infotext: enough for :func:`promptweights.diffusers.from_infotext` and for
     :func:`settings_from_infotext` to redo it bit for bit on the same model, device and thread
     count. The sampler is written as A1111 writes it (``Sampler`` and ``Schedule type``); a cell
-    made with the model's own scheduler names its class under :data:`SCHEDULER_KEY` instead."""
+    made with the model's own scheduler names its class under :data:`SCHEDULER_KEY` instead.
+    A T5 family's cell also names the family (:data:`FAMILY_KEY`) and, when ``compare`` was given
+    one, the T5 window (:data:`SEQUENCE_KEY`)."""
     from .infotext import GenerationParameters
+
+    model_name, scheduler = written.model_name, written.scheduler
     from .samplers import resolve
 
     cfg = f"{cell.cfg:g}"
@@ -1111,18 +1229,20 @@ def _infotext(
         settings[STRATEGY_KEY] = name
     if cell.normalization != "none":
         settings["Token normalization"] = cell.normalization
+    if written.family is not None and written.family not in _CLIP_FAMILIES:
+        settings[FAMILY_KEY] = written.family
+    if written.max_sequence_length is not None:
+        settings[SEQUENCE_KEY] = written.max_sequence_length
     return GenerationParameters.from_settings(cell.prompt, cell.negative_prompt, settings)
 
 
-def _write(
-    result: CompareResult, out: Path, prompt: str, model_name: str | None, scheduler: str | None
-) -> dict[str, Any]:
+def _write(result: CompareResult, out: Path, prompt: str, written: _Written) -> dict[str, Any]:
     cells = _directory(out / "cells")
     files: dict[str, Any] = {"cells": []}
     for cell, image in zip(result.cells, result.images, strict=True):
         path = cells / f"{cell.index:03d}.png"
         picture = _to_pil(image)
-        params = _infotext(cell, picture.width, picture.height, model_name, scheduler)
+        params = _infotext(cell, picture.width, picture.height, written)
         _atomic_write(path, functools.partial(_save_png, picture, params))
         files["cells"].append(path)
     files["grid"] = out / "grid.png"

@@ -45,9 +45,10 @@ from .errors import Diagnostic, UnknownNameError
 from .networks import extra_networks_with_map, strip_comments_with_map
 from .parsing import parse
 from .render import render_nodes
+from .routing import OPENER
 from .schedules import schedules, split_and_with_tails
 from .spans import weighted_spans
-from .tree import Alternation, Blend, Conjunction, Edit, Lora, Node, Swap
+from .tree import Alternation, Blend, Conjunction, Edit, Lora, Node, PerEncoder, Swap
 
 __all__ = ["WRITERS", "Conversion", "Writer", "convert"]
 
@@ -306,6 +307,18 @@ def _read_a1111(text: str) -> _Read:
             diagnostics.append(_diagnostic("network", message, where))
     locator = _Locator(body, to_source)
     parts = []
+    if OPENER in body and any(
+        isinstance(n, PerEncoder) for p in prompt.parts for n in _walk(p.children)
+    ):
+        diagnostics.append(
+            _diagnostic(
+                "encoders",
+                "a TE( block routes text to text encoders, which the other dialects cannot "
+                "write: read as A1111 reads it (TE and a round bracket); promptweights.route "
+                "each encoder's text first",
+                to_source(body.find(OPENER)),
+            )
+        )
     start = 0
     for (part_text, weight, tail), part in zip(
         split_and_with_tails(body), prompt.parts, strict=True

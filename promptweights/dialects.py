@@ -72,6 +72,10 @@ class Dialect:
     strategy: str  # the function in promptweights.testing that builds prompts(dialect=name)
     breaks: bool  # whether BREAK starts a new chunk
     outer_passes: bool  # whether comments, extra networks and AND are cut out first (§1)
+    #: Bracket-like rules of the grammar that weigh nothing and are not emphasis: A1111's
+    #: per-encoder block ``TE(…)`` (opener terminal ``TE_OPEN``, closer ``)``), resolved by
+    #: :func:`promptweights.route` before the emphasis pass.
+    groups: tuple[Bracket, ...] = ()
 
     def factor(self, kind: str) -> float:
         """The weight factor of the bracket ``kind``."""
@@ -91,6 +95,7 @@ A1111 = Dialect(
     strategy="_a1111_prompts",
     breaks=True,
     outer_passes=True,
+    groups=(Bracket("encoders", "TE(", ")", 1.0, terminal="TE_OPEN"),),
 )
 
 COMFY = Dialect(

@@ -223,6 +223,10 @@ DIAGNOSTICS: dict[str, tuple[str, tuple[str, ...]]] = {
         "brackets nested deeper than the depth cap; kept as text",
         ("(" * 300 + "a" + ")" * 300,),
     ),
+    "bad-encoders": (
+        "a TE( per-encoder section without a name: write name: text",
+        ("TE(a cat)", "TE(clip_l: a; dog)", "TE()"),
+    ),
     "bad-network": (
         "an extra-network tag whose multiplier is not a number (nor loractl's weight@step "
         "points), or with no name",

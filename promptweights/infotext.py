@@ -50,8 +50,10 @@ from .infotext_codec import (
     parse,
     unreproducible,
 )
+from .infotext_codec import FAMILY_KEY as FAMILY_KEY
 from .infotext_codec import SAMPLING_KEY as SAMPLING_KEY
 from .infotext_codec import SCHEDULER_KEY as SCHEDULER_KEY
+from .infotext_codec import SEQUENCE_KEY as SEQUENCE_KEY
 from .infotext_codec import STRATEGY_KEY as STRATEGY_KEY
 from .infotext_codec import UNSUPPORTED_SETTINGS as UNSUPPORTED_SETTINGS
 from .infotext_codec import Value as Value
@@ -59,10 +61,12 @@ from .infotext_codec import Value as Value
 __all__ = [
     "A1111_KEY_ORDER",
     "EMPHASIS_STRATEGIES",
+    "FAMILY_KEY",
     "MAX_IMAGE_BYTES",
     "MAX_INFOTEXT_CHARS",
     "SAMPLING_KEY",
     "SCHEDULER_KEY",
+    "SEQUENCE_KEY",
     "STRATEGY_KEY",
     "UNSUPPORTED_SETTINGS",
     "GenerationParameters",

@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 __all__ = [
     "A1111_KEY_ORDER",
     "EMPHASIS_STRATEGIES",
+    "FAMILY_KEY",
     "MAX_INFOTEXT_CHARS",
     "SAMPLING_KEY",
     "SCHEDULER_KEY",
+    "SEQUENCE_KEY",
     "STRATEGY_KEY",
     "UNSUPPORTED_SETTINGS",
     "GenerationParameters",
@@ -115,6 +117,12 @@ SCHEDULER_KEY = "Diffusers scheduler"
 #: scheduler and torch's generator rather than A1111's noise and samplers:
 #: ``promptweights.diffusers.from_infotext`` then re-runs it the diffusers way by default.
 SAMPLING_KEY = "Sampling"
+#: The key promptweights writes for an image of a family A1111 does not run (``flux``, ``sd3``…:
+#: ``promptweights.diffusers.family_of``): ``from_infotext`` warns when the pipeline is another.
+FAMILY_KEY = "Model family"
+#: The key promptweights writes for the T5 window an image was encoded with, when it is not the
+#: pipeline's default (``max_sequence_length``): ``from_infotext`` encodes and runs with it.
+SEQUENCE_KEY = "Max sequence length"
 
 _NEGATIVE_PREFIX = "Negative prompt:"
 _WXH_RE = re.compile(r"^(\d+)x(\d+)$")  # `$` as in A1111: also before one trailing newline

@@ -16,6 +16,7 @@ from .tree import (
     Emphasis,
     Lora,
     Node,
+    PerEncoder,
     Prompt,
     Swap,
     Text,
@@ -62,6 +63,8 @@ def _render(
             _render_edit(node, out, step, step_of)
         elif isinstance(node, Alternation):
             _render_alternation(node, out, step, step_of)
+        elif isinstance(node, PerEncoder):
+            _render_encoders(node, out, step, step_of)
         else:
             _render_compel(node, out, step, step_of)
 
@@ -112,6 +115,20 @@ def _render_emphasis(
         out.append(node.weight_text)
     if node.closed:
         out.append(closer)
+
+
+def _render_encoders(
+    node: PerEncoder, out: list[str], step: int | None, step_of: StepOf | None
+) -> None:
+    """``TE(name: text; name: text)`` as written (:func:`promptweights.route` picks sections)."""
+    out.append("TE(")
+    for i, section in enumerate(node.sections):
+        if i:
+            out.append(";")
+        out.append(section.head)
+        _render(section.children, out, step, step_of)
+    if node.closed:
+        out.append(")")
 
 
 def _render_edit(node: Edit, out: list[str], step: int | None, step_of: StepOf | None) -> None:

@@ -20,7 +20,7 @@ from .dialects import A1111
 from .errors import LimitExceededError
 from .limits import DEFAULT_LIMITS
 from .render import render_nodes
-from .tree import DEFAULT_MAX_DEPTH, Alternation, Edit, Emphasis, Node
+from .tree import DEFAULT_MAX_DEPTH, Alternation, Edit, Emphasis, Node, PerEncoder
 
 __all__ = ["DEFAULT_MAX_DEPTH", "edit_step", "schedules", "split_and"]
 
@@ -78,6 +78,8 @@ def _walk(nodes: Iterable[Node]) -> Iterable[Node]:
             stack.append(iter((*(node.before or ()), *node.after)))
         elif isinstance(node, Alternation):
             stack.append(iter([child for option in node.options for child in option]))
+        elif isinstance(node, PerEncoder):  # TE(…): edits inside its sections count too
+            stack.append(iter([child for s in node.sections for child in s.children]))
 
 
 def _boundaries(total: int, switches: Iterable[int], alternates: bool) -> list[int]:

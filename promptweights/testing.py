@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -65,7 +65,15 @@ from hypothesis.errors import InvalidArgument  # noqa: E402
 
 from promptweights import dialects  # noqa: E402
 
-__all__ = ["DIALECTS", "bracket_soup", "dynamic_prompts", "prompts", "trees", "weights"]
+__all__ = [
+    "DIALECTS",
+    "bracket_soup",
+    "dynamic_prompts",
+    "per_encoder_prompts",
+    "prompts",
+    "trees",
+    "weights",
+]
 
 T = TypeVar("T")
 
@@ -395,6 +403,66 @@ def _a1111_prompts(draw: st.DrawFn) -> str:
     return draw(st.sampled_from((" AND ", "\nAND\n", " AND\n"))).join(parts)
 
 
+@st.composite
+def _per_encoder(draw: st.DrawFn, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """A prompt with ``TE(…)`` blocks, and the text each encoder should read."""
+    inline = _a1111_inline()
+    text: list[str] = []
+    routed: dict[str, list[str]] = {name: [] for name in names}
+    for i in range(draw(st.integers(min_value=1, max_value=4))):
+        if i:
+            separator = draw(st.sampled_from(_TOP_SEPARATORS))
+            text.append(separator)
+            for parts in routed.values():
+                parts.append(separator)
+        if draw(st.booleans()):
+            outside = draw(inline)
+            text.append(outside)
+            for parts in routed.values():
+                parts.append(outside)
+            continue
+        named = draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names), unique=True))
+        if re.match(r"\w", "".join(text)[-1:]):
+            # `TE(` opens a block only where no word character precedes it.
+            text.append(" ")
+            for parts in routed.values():
+                parts.append(" ")
+        sections = []
+        for name in named:
+            content = draw(st.one_of(st.just(""), inline.map(" {}".format), inline))
+            head = f"{draw(_spaces())}{name}{draw(_spaces())}:"
+            sections.append(head + content)
+            routed[name].append(content)
+        text.append("TE(" + ";".join(sections) + ")")
+    return "".join(text), {name: "".join(parts) for name, parts in routed.items()}
+
+
+def per_encoder_prompts(
+    names: tuple[str, ...] = ("clip_l", "t5"), *, with_routes: bool = False
+) -> st.SearchStrategy[Any]:
+    """a1111 prompts with per-encoder blocks ``TE(clip_l: …; t5: …)`` (see promptweights.routing).
+
+    Text outside the blocks and each section's content are :func:`prompts`' inline constructs
+    (emphasis, escapes, editing, alternation, nested); each block names one or more of ``names``,
+    each at most once, with optional spaces around the name. Every example parses without a
+    diagnostic.
+
+    Args:
+        names: the encoder names the blocks use (a family's,
+            ``promptweights.diffusers.encoder_names(pipe)``).
+        with_routes: draw ``(text, {name: text that encoder reads})`` pairs, the second worked
+            out from the pieces drawn (not by promptweights), for testing a router.
+
+    Returns:
+        A strategy for ``str`` prompts, or for pairs with ``with_routes``.
+    """
+    checked = tuple(names)
+    if not checked or not all(isinstance(n, str) and n.isidentifier() for n in checked):
+        raise InvalidArgument(f"per_encoder_prompts: names must be identifiers, not {names!r}")
+    pairs = _per_encoder(checked)
+    return pairs if with_routes else pairs.map(lambda pair: pair[0])
+
+
 def _not_a_float(text: str) -> bool:
     try:
         float(text)
@@ -583,7 +651,8 @@ def prompts(*, dialect: str = "a1111") -> st.SearchStrategy[str]:
       ``\\[`` ``\\]`` ``\\\\``), prompt editing ``[a:b:5]`` ``[a:0.5]`` ``[a::5]`` ``[:b:.25]``
       with integer and decimal steps, alternation ``[a|b]`` including empty options, all of these
       nested, ``BREAK``, ``AND`` with ``:w`` weights, extra networks ``<lora:name:0.8>`` and
-      ``#`` comments at line ends.
+      ``#`` comments at line ends. Per-encoder blocks ``TE(clip_l: …; t5: …)`` come from
+      :func:`per_encoder_prompts` (their names depend on the model).
     * ``"comfy"``: ``(x)``, ``(x:1.3)`` nested, ``\\(`` ``\\)`` escapes, ``embedding:name``, and
       as plain text ``[x]`` and the characters ``[]{}|<>#``.
     * ``"novelai"``: ``{x}``, ``[x]``, V4's numeric weights ``1.5::x::`` and ``-1::x::``, nested,

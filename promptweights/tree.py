@@ -37,9 +37,11 @@ __all__ = [
     "Conjunction",
     "Edit",
     "Emphasis",
+    "EncoderSection",
     "ExtraNetwork",
     "Lora",
     "Node",
+    "PerEncoder",
     "Prompt",
     "SubPrompt",
     "Swap",
@@ -107,6 +109,39 @@ class Alternation:
     """Alternation ``[a|b|c]``: one option per sampling step, cycling; options may be empty."""
 
     options: tuple[tuple[Node, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSection:
+    """One section of a :class:`PerEncoder` block: ``clip_l: a red cat``.
+
+    Attributes:
+        name: the encoder it goes to, as written without the spaces around it (``"clip_l"``);
+            ``""`` for a section without a ``name:`` (a ``bad-encoders`` diagnostic).
+        head: the text before the section's content as written: spaces, name and colon
+            (``" t5:"``); ``""`` for a section without a name.
+        children: the section's content, parsed like any text.
+    """
+
+    name: str
+    head: str
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PerEncoder:
+    """Per-encoder prompts ``TE(clip_l: a cat; t5: a (red:1.2) cat)``: each text encoder reads the
+    sections that name it, where the block stands, and nothing of the others
+    (:func:`promptweights.route`). promptweights' own syntax (A1111 reads ``TE`` and a round
+    bracket); the sections are separated by ``;``.
+
+    Attributes:
+        sections: the sections, in order.
+        closed: ``False`` for a block whose ``)`` is missing.
+    """
+
+    sections: tuple[EncoderSection, ...]
+    closed: bool = True
 
 
 # --- compel's constructs (dialect="compel"; grammar/compel.lark) ---------------------------
@@ -198,7 +233,17 @@ class Conjunction:
 
 
 Node: TypeAlias = (
-    Text | Break | Emphasis | Edit | Alternation | Attention | Swap | Lora | Blend | Conjunction
+    Text
+    | Break
+    | Emphasis
+    | Edit
+    | Alternation
+    | PerEncoder
+    | Attention
+    | Swap
+    | Lora
+    | Blend
+    | Conjunction
 )
 
 

@@ -14,7 +14,7 @@ import promptweights as pw
 from benchmarks.corpus import generate
 from promptweights import _editing, _lark, dialects
 from promptweights.parsing import parse_nodes
-from promptweights.testing import bracket_soup, prompts
+from promptweights.testing import bracket_soup, per_encoder_prompts, prompts
 
 
 def _both(text: str, dialect: str, max_depth: int = pw.DEFAULT_MAX_DEPTH) -> None:
@@ -42,9 +42,9 @@ def test_every_grammar_terminal_has_a_counterpart_in_the_fast_path(dialect: str)
         for rule in grammar.rules
         if len(rule.expansion) > 1 and rule.expansion[0].is_term
     }
-    assert starts == {
-        (brackets.rules[closer], opener) for opener, (closer, _) in brackets.openers.items()
-    }
+    assert starts == {(brackets.opener_rules[opener], opener) for opener in brackets.openers}
+    # Each closer reduces a rule the postlexer knows (`(` and `TE(` share `)`).
+    assert {closer for closer, _ in brackets.openers.values()} <= set(brackets.rules)
     # The declared terminals (no pattern) are exactly the ones the balancing postlexer emits.
     unclosed = {name for _, name in brackets.openers.values()}
     assert used - defined == {"STRAY", "DEEP"} | unclosed
@@ -59,6 +59,12 @@ def test_the_scheduling_scanner_knows_every_a1111_terminal() -> None:
 @given(data=st.data())
 def test_fast_path_equals_lark_on_valid_prompts(dialect: str, data: st.DataObject) -> None:
     _both(data.draw(prompts(dialect=dialect)), dialect)
+
+
+@given(text=per_encoder_prompts())
+def test_fast_path_equals_lark_on_per_encoder_blocks(text: str) -> None:
+    _both(text, "a1111")
+    _both(text.replace(")", "", 1), "a1111")  # a block or bracket left open
 
 
 @pytest.mark.parametrize("dialect", pw.DIALECTS)

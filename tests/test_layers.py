@@ -29,6 +29,7 @@ LAYERS = [
         "dynamic",
         "spans",
         "render",
+        "routing",
         "schedules",
         "networks",
         "lora_schedules",

@@ -123,17 +123,21 @@ nothing else in the package branches on family names. The record states:
   ``long_prompts`` (whether ``"chunk"`` is tolerated) and ``cleared`` (arguments passed as
   ``None``);
 * what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
-  one batch (``batched_guidance``: AND needs it), and the tensors the step callback swaps
+  one batch (``batched_guidance``: else AND takes the parts' weighted mean on the cond call,
+  :mod:`promptweights.diffusers._separate`), and the tensors the step callback swaps
   (``step_tensors``, ``step_pooled``); the name of the mask argument (``mask_argument``),
   whether the pipeline takes one tensor per image (``embeds_as_list``), and the pipeline classes
   named like the family's that it refuses, with the reason (``refused``).
 
-Then add a ``tiny_<family>()`` builder to ``tests/_tiny_pipelines.py``, add it to the pipelines
-``tests/test_families.py`` checks (each is covered by exactly one record, each listed class fits
-its record's rule), and a test in ``tests/test_diffusers.py`` (CLIP families) or
-``tests/test_t5_families.py`` (T5 families) or ``tests/test_llm_families.py`` (decoder LLMs,
-tiny models in ``tests/_tiny_llm.py``) that a plain prompt gives exactly what the pipeline's
-own ``encode_prompt`` gives; and its row in the README's table of families.
+Name each tower (``Tower.name``: what a ``TE(name: …)`` block calls it,
+:mod:`promptweights.routing`). Then add a ``tiny_<family>()`` builder to
+``tests/_tiny_pipelines.py``, its row to ``tests/_family_table.py`` (editing, AND, compare and
+re-runs on its tiny pipeline), add it to the pipelines ``tests/test_families.py`` checks (each
+is covered by exactly one record, each listed class fits its record's rule), and a test in
+``tests/test_diffusers.py`` (CLIP families) or ``tests/test_t5_families.py`` (T5 families) or
+``tests/test_llm_families.py`` (decoder LLMs, tiny models in ``tests/_tiny_llm.py``) that a plain
+prompt gives exactly what the pipeline's own ``encode_prompt`` gives; and its row in the README's
+table of families.
 """
 
 from __future__ import annotations
@@ -142,7 +146,7 @@ from promptweights.infotext import UNSUPPORTED_SETTINGS
 
 from .conditioning import Conditioning
 from .encode import encode
-from .families import FAMILIES, family_of
+from .families import FAMILIES, encoder_names, family_of
 from .many import encode_many
 from .rerun import Rerun, from_infotext, plan_rerun
 from .textual_inversion import load_textual_inversion
@@ -154,6 +158,7 @@ __all__ = [
     "Rerun",
     "encode",
     "encode_many",
+    "encoder_names",
     "family_of",
     "from_infotext",
     "load_textual_inversion",

@@ -5,7 +5,9 @@
 * the diagnostics of the T5 towers: text past the window (truncated, with the count of tokens
   dropped), ``BREAK`` where it cannot start a window, and weights written for a tower whose
   weighting is off (:class:`~promptweights.strategies.Policy`);
-* the attention masks that Chroma and PixArt take with their T5 embeds.
+* the attention masks that Chroma and PixArt take with their T5 embeds;
+* inline per-encoder prompts: ``TE(clip_l: …; t5: …)`` blocks routed to ``prompt_2``/``prompt_3``
+  (:func:`route_inline`, :mod:`promptweights.routing`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,70 @@ from .families import Family
 
 #: ``encode``'s ``long_prompts`` values.
 LONG_PROMPTS = ("truncate", "chunk")
+
+#: The per-encoder arguments a ``TE(…)`` block stands in for.
+_EXTRA = tuple(f"{side}prompt_{n}" for n in (2, 3, 4) for side in ("", "negative_"))
+
+
+def route_inline(family: Family, texts: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve ``TE(name: …)`` blocks into the prompt arguments the family's towers read.
+
+    Args:
+        family: the pipeline's record (its towers' names and prompt numbers).
+        texts: ``prompt``, ``negative_prompt``, ``prompt_2``… as given (a str, one per image, or
+            None).
+
+    Returns:
+        ``texts`` unchanged when no prompt holds a block; else ``prompt`` and ``negative_prompt``
+        with each tower's text under the argument it reads (``prompt_2`` for Flux's T5…).
+
+    Raises:
+        InvalidArgumentError: blocks and ``prompt_2``/``prompt_3`` (or their negatives) given
+            together; two towers reading one argument but named apart in a block.
+        PromptSyntaxError: as :func:`promptweights.route` raises.
+    """
+    from promptweights.routing import OPENER
+
+    def listed(value: Any) -> list[Any]:
+        return [value] if isinstance(value, str) else list(value or ())
+
+    main = ("prompt", "negative_prompt")
+    if not any(isinstance(t, str) and OPENER in t for key in main for t in listed(texts.get(key))):
+        return dict(texts)
+    given = [key for key in _EXTRA if texts.get(key) is not None]
+    if given:
+        raise InvalidArgumentError(
+            f"the prompt routes text to encoders with TE(…) and {given[0]} is given too: use one "
+            "or the other"
+        )
+    names = [tower.label for tower in family.towers]
+    out = dict(texts)
+    for key in main:
+        value = texts.get(key)
+        if value is None:
+            continue
+        per_image = [_route_one(family, text, names) for text in listed(value)]
+        for number in sorted({tower.prompt for tower in family.towers}):
+            name = key if number == 1 else f"{key}_{number}"
+            routed = [image[number] for image in per_image]
+            out[name] = routed[0] if isinstance(value, str) else routed
+    return out
+
+
+def _route_one(family: Family, text: Any, names: list[str]) -> dict[int, Any]:
+    """One text's prompt per prompt number (the text itself where it holds no block)."""
+    from promptweights.routing import route
+
+    routed = route(text, names) if isinstance(text, str) else None
+    by_number: dict[int, Any] = {}
+    for tower in family.towers:
+        mine = text if routed is None else routed[tower.label]
+        if by_number.setdefault(tower.prompt, mine) != mine:
+            raise InvalidArgumentError(
+                f"{tower.label} reads the same prompt argument as another encoder of "
+                f"{family.title}: route the same text to both"
+            )
+    return by_number
 
 
 def check_arguments(family: Family, given: Mapping[str, object], long_prompts: str) -> None:
@@ -186,17 +252,7 @@ def attention_masks(
     """
     if not family.attention_mask:
         return None
-    extra = 1 if family.attention_mask == "text+1" else 0
-    window = encoder.window.length
-    masks = []
-    for texts in groups:
-        mask = torch.zeros(length, dtype=torch.bool)
-        for tokenized in texts:
-            sizes = [c.size for c in tokenized.chunks]
-            sizes += [0] * (length // window - len(sizes))
-            for k, size in enumerate(sizes):
-                mask[k * window : k * window + min(size + 1 + extra, window)] = True
-        masks.append(mask)
+    masks = [_text_masks(family, encoder, texts, length).any(dim=0) for texts in groups]
     positive, start = [], 0
     for count in images:
         positive.append(torch.stack(masks[start : start + count]).any(dim=0))
@@ -206,6 +262,41 @@ def attention_masks(
         torch.stack(positive).to(device=device, dtype=dtype),
         torch.stack(negative).to(device=device, dtype=dtype),
     )
+
+
+def _text_masks(
+    family: Family, encoder: TextEncoder, texts: Sequence[TokenizedPrompt], length: int
+) -> Tensor:
+    """``(V, length)`` bool: each text's windows masked as the tokenizer masks them, empty
+    windows past its own as an empty text."""
+    extra = 1 if family.attention_mask == "text+1" else 0
+    window = encoder.window.length
+    masks = torch.zeros(len(texts), length, dtype=torch.bool)
+    for v, tokenized in enumerate(texts):
+        sizes = [c.size for c in tokenized.chunks]
+        sizes += [0] * (length // window - len(sizes))
+        for k, size in enumerate(sizes):
+            masks[v, k * window : k * window + min(size + 1 + extra, window)] = True
+    return masks
+
+
+def variant_masks(
+    family: Family,
+    encoder: TextEncoder,
+    groups: Sequence[Sequence[TokenizedPrompt]],
+    length: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> list[Tensor] | None:
+    """Per group (as :func:`attention_masks` takes them), the ``(V, length)`` mask of each of
+    its schedule entries: what the denoiser hook gives the transformer at each call, so that an
+    edited or AND prompt is masked as each text alone (the pipeline itself reads one mask)."""
+    if not family.attention_mask:
+        return None
+    return [
+        _text_masks(family, encoder, texts, length).to(device=device, dtype=dtype)
+        for texts in groups
+    ]
 
 
 def mask_dtype(family: Family, embeds: Tensor) -> torch.dtype:

@@ -15,6 +15,7 @@ from promptweights.errors import (
     InvalidArgumentError,
     PromptweightsError,
     UnsupportedPipelineError,
+    warn_or_raise,
 )
 from promptweights.tree import ExtraNetwork
 
@@ -61,12 +62,57 @@ class _Timeline:
     parameters: frozenset[str] | None = None
     # Family.split's cutter: the pipeline takes the packed prompt_embeds as several tensors.
     split: Callable[[Tensor], dict[str, Tensor]] | None = None
+    # Per group (AND parts image-major, then the negatives): (V, L) masks, one per schedule entry.
+    variant_masks: list[Tensor] | None = None
+
+    def _group_mask(self, group: int, part: _Part, k: int) -> Tensor:
+        assert self.variant_masks is not None
+        stack = self.variant_masks[group]
+        return stack[self.variant(part, k) % stack.shape[0]]
+
+    def mask_at(self, k: int, part: int = 0) -> Tensor | None:
+        """``(B, L)`` the T5 mask of AND part ``part`` at call ``k`` (an image with fewer parts:
+        its first part's), or None for a family without masks."""
+        if self.variant_masks is None:
+            return None
+        rows, start = [], 0
+        for image in self.parts:
+            j = part if part < len(image) else 0
+            rows.append(self._group_mask(start + j, image[j], k))
+            start += len(image)
+        return torch.stack(rows)
+
+    def negative_mask_at(self, k: int) -> Tensor | None:
+        """``(B, L)`` the negative's T5 mask at call ``k``, or None."""
+        if self.variant_masks is None:
+            return None
+        start = sum(len(image) for image in self.parts)
+        return torch.stack(
+            [self._group_mask(start + i, part, k) for i, part in enumerate(self.negative)]
+        )
+
+    @property
+    def mask_edits(self) -> bool:
+        """Whether some text's mask changes during sampling (its schedule's texts differ in
+        length)."""
+        return self.variant_masks is not None and any(
+            not all(torch.equal(stack[0], row) for row in stack[1:]) for stack in self.variant_masks
+        )
 
     @property
     def edits(self) -> bool:
         variants = [p for image in self.parts for p in image] + self.negative
         te_changes = self.lora is not None and self.lora.te_changes
         return te_changes or any(len(p.ends) > 1 for p in variants)
+
+    @property
+    def pooled_edits(self) -> bool:
+        """Whether some pooled vector changes during sampling (an edit that CLIP reads)."""
+        stacks = [p for image in self.part_pooled for p in image] + self.negative_pooled
+        return any(
+            stack is not None and not all(torch.equal(stack[0], row) for row in stack[1:])
+            for stack in stacks
+        )
 
     @property
     def unet_changes(self) -> bool:
@@ -200,7 +246,8 @@ class Conditioning:
             pass): what the pipeline must run with, so :meth:`pipeline_kwargs` passes it on.
         prompt_attention_mask: ``(B, L)`` the T5 attention mask Chroma and PixArt take with the
             embeds (for an image whose texts change during sampling, the union of theirs: the
-            pipeline reads one mask for the whole run); else ``None``.
+            pipeline reads one mask for the whole run; inside :meth:`attach` the denoiser hook
+            masks each call as its own text); else ``None``.
         negative_prompt_attention_mask: likewise for the negative.
         padded_conds: (set by ``encode``) some text was padded with encoded empty chunks to the
             length of the others (a prompt and negative of different chunk counts: A1111's "Pad
@@ -239,6 +286,28 @@ class Conditioning:
         denoiser hook switches the conditioning instead."""
         family = self._timeline.family
         return self.composable or (self._timeline.edits and not family.step_callback)
+
+    @property
+    def _hook_switch(self) -> str:
+        """What of an edit the step callback cannot swap on a family that runs cond and uncond
+        apart (Flux's pooled vector, Chroma's and Flux's negative), ``""`` if nothing:
+        :meth:`attach`'s hook switches it."""
+        timeline = self._timeline
+        family = timeline.family
+        if family.batched_guidance:
+            return ""
+        if family.step_pooled is None and timeline.pooled_edits:
+            return "pooled vector"
+        if timeline.mask_edits:
+            return "attention mask"
+        negative_edits = any(len(part.ends) > 1 for part in timeline.negative)
+        if (
+            negative_edits
+            and timeline.has_negative
+            and "negative_prompt_embeds" not in (family.step_tensors)
+        ):
+            return "negative prompt"
+        return ""
 
     def at_call(self, k: int) -> dict[str, Tensor | None]:
         """The conditioning the denoiser gets at call ``k`` (0-based), without AND parts ≥ 2.
@@ -313,6 +382,16 @@ class Conditioning:
                     f"{family.title} pipelines take no callback_on_step_end, so a LoRA weight "
                     "schedule cannot change the UNet weights during sampling"
                 )
+            switch = self._hook_switch
+            if switch and not self._attached:
+                warn_or_raise(
+                    f"the edit changes {family.title}'s {switch}, which its "
+                    "callback_on_step_end cannot swap: run the pipeline inside "
+                    "`with cond.attach(pipe):` to switch it too (else it stays the first "
+                    "schedule entry's)",
+                    strict=False,
+                    stacklevel=3,
+                )
             callback = _StepCallback(
                 self._timeline, callback_on_step_end, steps=self.num_inference_steps
             )
@@ -374,9 +453,17 @@ class Conditioning:
 
         Registers a forward pre-hook and a forward hook on ``pipe.unet`` (or ``pipe.transformer``)
         and removes both on exit, whatever happens; for prompts without AND it does nothing (except
-        on a family without ``callback_on_step_end``, PixArt, where the hook switches an editing
-        prompt's conditioning at each call).
-        Needs classifier-free guidance (``guidance_scale > 1``).
+        where the step callback cannot switch an editing prompt's conditioning: PixArt, which takes
+        no ``callback_on_step_end``, and Flux when the edit changes CLIP-L's pooled vector; the
+        hook switches it at each call there).
+
+        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt) the parts are
+        combined as A1111 does, ``uncond + Σ w_j (cond_j − uncond)``, which needs
+        classifier-free guidance (``guidance_scale > 1``). Where it calls the transformer for
+        cond and uncond apart (Flux.1, Chroma, Wan) the cond call's prediction becomes the parts'
+        weighted mean ``Σ w_j ε_j / Σ w_j`` (ComfyUI's ``ConditioningCombine``; A1111's where the
+        weights sum to 1), with or without true guidance
+        (:mod:`promptweights.diffusers._separate`).
 
         Args:
             pipe: the pipeline this conditioning was encoded for.
@@ -385,9 +472,9 @@ class Conditioning:
             This conditioning (``pipeline_kwargs()`` works inside the block).
 
         Raises:
-            UnsupportedPipelineError: AND on Flux (no batched guidance to hook into).
+            InvalidWeightError: AND weights that sum to 0 on Flux, Chroma or Wan (no mean).
         """
-        if not self.needs_attach:
+        if not self.needs_attach and not self._hook_switch:
             self._attached += 1
             try:
                 yield self
@@ -395,17 +482,24 @@ class Conditioning:
                 self._attached -= 1
             return
         family = self._timeline.family
-        if not family.batched_guidance:
-            raise UnsupportedPipelineError(
-                f"AND needs batched classifier-free guidance; {family.title} has none"
-            )
-        # Editing without AND on a pipeline without step callbacks: the hook only switches.
-        denoiser = getattr(pipe, family.denoiser)
-        hook = _AndHook(self._timeline, pipe)
-        handles = [
-            denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
-            denoiser.register_forward_hook(hook.after, with_kwargs=True),
-        ]
+        hook: Any
+        if family.batched_guidance:
+            # Editing without AND on a pipeline without step callbacks: the hook only switches.
+            hook = _AndHook(self._timeline, pipe)
+        else:
+            from ._separate import SeparateHook, check_weights
+
+            check_weights(self._timeline)
+            hook = SeparateHook(self._timeline, pipe)
+        handles = []
+        for name in (family.denoiser, *family.more_denoisers):
+            denoiser = getattr(pipe, name, None)
+            if denoiser is None:
+                continue
+            handles += [
+                denoiser.register_forward_pre_hook(hook.before, with_kwargs=True),
+                denoiser.register_forward_hook(hook.after, with_kwargs=True),
+            ]
         self._attached += 1
         try:
             yield self
@@ -577,8 +671,20 @@ class _AndHook:
                 )
             else:
                 kwargs[key] = expand(kwargs[key])
+        self._masks(kwargs, k, per_image)
         self.pending = (half, torch.stack(weights))
         return tuple(args), kwargs
+
+    def _masks(self, kwargs: dict[str, Any], k: int, per_image: int) -> None:
+        """PixArt's ``encoder_attention_mask``: each row masked as its own text at call ``k``."""
+        timeline = self.timeline
+        value = kwargs.get("encoder_attention_mask")
+        negative = timeline.negative_mask_at(k)
+        if negative is None or not isinstance(value, Tensor):
+            return
+        masks = [negative] + [timeline.mask_at(k, j) for j in range(timeline.parts_per_image)]
+        rows = torch.cat([m.repeat_interleave(per_image, 0) for m in masks])  # type: ignore[union-attr]
+        kwargs["encoder_attention_mask"] = rows.to(device=value.device, dtype=value.dtype)
 
     def after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
         assert self.pending is not None

@@ -407,7 +407,9 @@ def encode(
     Args:
         pipe: an SD 1.x/2.x, SDXL (base or refiner), SD3/3.5 or Flux.1 pipeline (text to image
             or image to image).
-        prompt: the prompt, or one per image.
+        prompt: the prompt, or one per image. ``TE(clip_l: …; t5: …)`` blocks route parts of it
+            to named text encoders (:mod:`promptweights.routing`; not with ``prompt_2`` or
+            ``prompt_3``); the negative prompt may hold them too.
         negative_prompt: the negative prompt (never split at AND), one for all or one per image.
         strategy: a weighting strategy name from ``promptweights.strategies.STRATEGIES`` or a
             callable; ``None`` (the default): each text encoder's policy default (``"a1111"`` on
@@ -488,6 +490,12 @@ def encode(
     extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
     extra |= {"prompt_4": prompt_4, "negative_prompt_4": negative_prompt_4}
+    # TE(clip_l: …; t5: …) blocks: each encoder's text under the argument it reads.
+    routed = _towers.route_inline(
+        family, {"prompt": prompt, "negative_prompt": negative_prompt, **extra}
+    )
+    prompt, negative_prompt = routed["prompt"], routed["negative_prompt"]
+    extra = {key: routed.get(key) for key in extra}
     _towers.check_arguments(family, extra, long_prompts)
     # Unknown names fail here, before anything is loaded.
     if strategy is not None:
@@ -504,8 +512,8 @@ def encode(
     texts = _prepare(
         prompt,
         negative_prompt,
-        (prompt_2, prompt_3, prompt_4),
-        (negative_prompt_2, negative_prompt_3, negative_prompt_4),
+        tuple(extra[f"prompt_{n}"] for n in (2, 3, 4)),
+        tuple(extra[f"negative_prompt_{n}"] for n in (2, 3, 4)),
         timing,
     )
     first_networks = promptweights.extra_networks(texts.first_text)[1]
@@ -755,6 +763,7 @@ def _assemble(
             for e, p in assembled
         ]
     template = family.towers[-1].llm
+    per_variant = None
     if template is not None and len(family.towers) == 1:
         # A decoder LLM: the text's positions only (per pipeline), and their masks.
         assembled, masks = _llm.shape(
@@ -767,14 +776,19 @@ def _assemble(
             length=t5_length,
         )
     else:
+        mask_groups = [g.prompts for g in results[-1].groups]
+        mask_type = _towers.mask_dtype(family, assembled[0][0])
         masks = _towers.attention_masks(
             family,
             slots[-1].encoder,  # the families with masks have one tower, T5
-            [g.prompts for g in results[-1].groups],
+            mask_groups,
             [len(image) for image in parts],
             assembled[0][0].shape[1],
-            _towers.mask_dtype(family, assembled[0][0]),
+            mask_type,
             device,
+        )
+        per_variant = _towers.variant_masks(
+            family, slots[-1].encoder, mask_groups, assembled[0][0].shape[1], mask_type, device
         )
     n_pos = len(all_parts) - len(negatives)
     has_negative = True
@@ -809,6 +823,7 @@ def _assemble(
         masks=masks,
         parameters=_call_parameters(pipe),
         split=None if family.split is None else family.split(pipe, t5_length),
+        variant_masks=per_variant,
     )
 
 

@@ -65,6 +65,8 @@ class Tower:
             rather than chunked (HiDream's long CLIP-L/G: 218); ``0``: 77-token chunks.
         capped: T5 and decoder LLMs: the window is at most the tokenizer's
             ``model_max_length`` (HiDream's ``min(max_sequence_length, model_max_length)``).
+        name: what a ``TE(name: …)`` block calls it (:mod:`promptweights.routing`); ``""``: its
+            component name.
     """
 
     component: str
@@ -83,6 +85,12 @@ class Tower:
     models: tuple[str, ...] = ()
     window: int = 0
     capped: bool = False
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """Its name in a ``TE(…)`` block: :attr:`name`, else the component's."""
+        return self.name or self.component
 
     @property
     def weighting(self) -> Policy:
@@ -226,7 +234,9 @@ class Family:
         empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
             ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
-        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (AND needs it).
+        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch; else it runs
+            cond and uncond as separate calls, and AND takes the parts' weighted mean there
+            (:mod:`promptweights.diffusers._separate`).
         step_tensors: the tensors the step callback asks the pipeline for (with
             ``"negative_prompt_embeds"``: the negative is a tensor of its own, swapped apart).
         step_pooled: the pipeline's name for the pooled tensor the step callback swaps, if any.
@@ -249,6 +259,8 @@ class Family:
         split: for a pipeline that takes its text as several tensors (HiDream's
             ``prompt_embeds_t5`` and ``prompt_embeds_llama3``), ``split(pipe, length)`` gives
             the function that cuts the layout's packed ``prompt_embeds`` into them, by name.
+        more_denoisers: other components the AND hook attaches to as well, where present
+            (Wan 2.2's low-noise ``transformer_2``).
     """
 
     name: str
@@ -277,6 +289,7 @@ class Family:
     embeds_as_list: bool = False
     refused: tuple[tuple[str, str], ...] = ()
     split: Callable[[Any, int], Callable[[Tensor], dict[str, Tensor]]] | None = None
+    more_denoisers: tuple[str, ...] = ()
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -454,7 +467,9 @@ def _hidream_split(pipe: Any, t5_length: int) -> Callable[[Tensor], dict[str, Te
 #: The CLIP text models (SD's tower: Kolors has the same components with ChatGLM3 in its place).
 _CLIP_MODELS = ("CLIPTextModel", "CLIPTextModelWithProjection")
 _CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
-_CLIP_G = Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g")
+_CLIP_G = Tower(
+    "text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, ti_part="clip_g", name="clip_g"
+)
 
 #: Qwen-Image's Qwen2.5-VL: ``prompt_template_encode`` around the prompt, its first
 #: ``prompt_template_encode_start_idx`` (34) tokens dropped, the tokenizer cut at
@@ -576,7 +591,11 @@ RECORDS: tuple[Family, ...] = (
         denoiser="unet",
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
-        towers=(Tower("text_encoder", "tokenizer", "clip", 1, ti_part="", models=_CLIP_MODELS),),
+        towers=(
+            Tower(
+                "text_encoder", "tokenizer", "clip", 1, ti_part="", models=_CLIP_MODELS, name="clip"
+            ),
+        ),
         layout=_sd_layout,
         padding=pad_like_a1111,
         step_tensors=("prompt_embeds",),
@@ -588,7 +607,10 @@ RECORDS: tuple[Family, ...] = (
         denoiser="unet",
         needs=("text_encoder_2",),
         loaded=("text_encoder",),
-        towers=(Tower("text_encoder", "tokenizer", "sdxl", 1, ti_part="clip_l"), _CLIP_G),
+        towers=(
+            Tower("text_encoder", "tokenizer", "sdxl", 1, ti_part="clip_l", name="clip_l"),
+            _CLIP_G,
+        ),
         layout=_sdxl_layout,
         padding=pad_like_a1111,
         empty_negative="zeros",
@@ -625,9 +647,9 @@ RECORDS: tuple[Family, ...] = (
         needs=("text_encoder_3",),
         lacks=("text_encoder_4",),  # HiDream has a fourth
         towers=(
-            Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True),
-            Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True),
-            Tower("text_encoder_3", "tokenizer_3", "t5", 3, optional=True),
+            Tower("text_encoder", "tokenizer", "sdxl", 1, pooled=True, name="clip_l"),
+            Tower("text_encoder_2", "tokenizer_2", "sdxl", 2, pooled=True, name="clip_g"),
+            Tower("text_encoder_3", "tokenizer_3", "t5", 3, optional=True, name="t5"),
         ),
         layout=_sd3_layout,
         padding=pad_like_a1111,
@@ -667,8 +689,9 @@ RECORDS: tuple[Family, ...] = (
                 pooled=True,
                 clip_skip=False,
                 policy="pooled-only",
+                name="clip_l",
             ),
-            Tower("text_encoder_2", "tokenizer_2", "t5", 2),
+            Tower("text_encoder_2", "tokenizer_2", "t5", 2, name="t5"),
         ),
         layout=_flux_layout,
         padding=pad_like_a1111,
@@ -687,7 +710,7 @@ RECORDS: tuple[Family, ...] = (
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
         class_prefix="Chroma",
-        towers=(Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True),),
+        towers=(Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True, name="t5"),),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=512,
@@ -706,7 +729,15 @@ RECORDS: tuple[Family, ...] = (
         lacks=("text_encoder_2",),
         class_prefix="PixArt",
         towers=(
-            Tower("text_encoder", "tokenizer", "t5", 1, mask_padding=True, clean="lower-strip"),
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "t5",
+                1,
+                mask_padding=True,
+                clean="lower-strip",
+                name="t5",
+            ),
         ),
         layout=_t5_layout,
         padding=pad_like_a1111,
@@ -740,6 +771,7 @@ RECORDS: tuple[Family, ...] = (
                 mask_padding=True,
                 zero_padding=True,
                 clean="wan",
+                name="t5",
             ),
         ),
         layout=_t5_layout,
@@ -747,6 +779,7 @@ RECORDS: tuple[Family, ...] = (
         sequence_length=512,
         batched_guidance=False,
         step_tensors=("prompt_embeds", "negative_prompt_embeds"),
+        more_denoisers=("transformer_2",),
         # Wan always hands its transformer 512 positions, zero past the text: kept as trained.
     ),
     Family(
@@ -1057,6 +1090,16 @@ def _closest(pipe: Any) -> tuple[Family, str]:
         f"its components ({', '.join(sorted(components))}) do not fit that family's "
         f"{closest.denoiser} and text encoders {towers}"
     )
+
+
+def encoder_names(pipe: Any) -> tuple[str, ...]:
+    """The names a ``TE(name: …)`` block gives ``pipe``'s text encoders, in tower order
+    (:mod:`promptweights.routing`): ``("clip_l", "t5")`` for Flux.1.
+
+    Raises:
+        UnsupportedPipelineError: as :func:`family_of`.
+    """
+    return tuple(tower.label for tower in record_of(pipe).towers)
 
 
 def family_of(pipe: Any) -> str:

@@ -116,10 +116,11 @@ def _prepare_request(pipe: Any, request: Mapping[str, Any], limits: Limits) -> _
         bool(request.get("old_timelines", False)),
         limits,
     )
-    negative = request.get("negative_prompt", "")
+    # TE(clip_l: …; t5: …) blocks: each encoder's text under the argument it reads.
+    request = _towers.route_inline(record_of(pipe), {"negative_prompt": "", **request})
     texts = _prepare(
         request["prompt"],
-        negative,
+        request["negative_prompt"],
         tuple(request.get(f"prompt_{n}") for n in (2, 3, 4)),
         tuple(request.get(f"negative_prompt_{n}") for n in (2, 3, 4)),
         timing,

@@ -244,6 +244,7 @@ def from_infotext(
         warn_or_raise(message, strict=strict)
     if plan.match == "a1111":
         return _a1111_kwargs(pipe, plan, strict, options)
+    options = _family_options(pipe, plan.params, strict, options)
     scheduler, second_order = _scheduler(pipe, plan, strict)
     cond = _encode(pipe, plan, second_order, strict, options)
     if cond.needs_attach:
@@ -254,6 +255,8 @@ def from_infotext(
         )
     kwargs = cond.pipeline_kwargs()
     kwargs["num_inference_steps"] = plan.steps
+    if "max_sequence_length" in options:
+        kwargs["max_sequence_length"] = options["max_sequence_length"]
     if settings.cfg_scale is not None:
         kwargs["guidance_scale"] = settings.cfg_scale
     if settings.width and settings.height:
@@ -266,6 +269,33 @@ def from_infotext(
         kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, plan.steps, sigmas)
     pipe.scheduler = scheduler
     return kwargs
+
+
+def _family_options(
+    pipe: Any, params: Any, strict: bool, options: dict[str, Any]
+) -> dict[str, Any]:
+    """What the infotext says of the family: ``Model family`` (another family's pipeline cannot
+    give the same image: a warning, an error when strict) and ``Max sequence length`` (the T5
+    window, passed to :func:`encode` and the pipeline unless ``options`` names one)."""
+    from promptweights.infotext import FAMILY_KEY, SEQUENCE_KEY
+
+    from .families import family_of
+
+    written = params.written
+    family = written.get(FAMILY_KEY)
+    if family is not None and family != family_of(pipe):
+        warn_or_raise(
+            f"the image was made with a {family!r} pipeline; {type(pipe).__name__} is a "
+            f"{family_of(pipe)!r} pipeline and gives another image",
+            strict=strict,
+            stacklevel=4,
+        )
+    length = written.get(SEQUENCE_KEY)
+    if length is None or "max_sequence_length" in options:
+        return options
+    if not length.isdigit() or not 0 < int(length) <= 1 << 16:
+        raise InvalidArgumentError(f"{SEQUENCE_KEY}: {length!r} is not a token count")
+    return {**options, "max_sequence_length": int(length)}
 
 
 def _scheduler(pipe: Any, plan: Rerun, strict: bool) -> tuple[Any, bool]:
