@@ -30,6 +30,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from . import _lark
+from ._arguments import check_text
 from .dialects import A1111
 from .errors import PromptSyntaxError
 from .render import render_nodes
@@ -153,7 +154,9 @@ def route(text: str, names: Sequence[str]) -> dict[str, str] | None:
     Raises:
         PromptSyntaxError: a section without a name, a name not in ``names``, a name twice in
             one block, or a block inside a block (kind ``bad-encoders``, with the position).
+        ArgumentTypeError: ``text`` is not a str.
     """
+    text = check_text(text, "text")
     found = blocks(text)
     if not found:
         return None

@@ -23,6 +23,7 @@ CALLS: dict[str, Callable[[object, str], object]] = {
     "strip_comments": lambda text, _: pw.strip_comments(text),  # type: ignore[arg-type]
     "render": lambda text, _: pw.render(text),  # type: ignore[arg-type]
     "convert": lambda text, dialect: pw.convert(text, dialect, "a1111"),  # type: ignore[arg-type]
+    "route": lambda text, _: pw.route(text, ["clip_l", "t5"]),  # type: ignore[arg-type]
 }
 
 

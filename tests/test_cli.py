@@ -317,7 +317,7 @@ def test_python_dash_m_gives_one_line_and_exit_2() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "promptweights: error: unknown strategy '?'; known: a1111, a1111-no-norm, lpw, lerp-eos, "
-        "comfy, compel, comfy++, down-weight, ignore, none"
+        "comfy, compel, comfy++, down-weight, ignore, none, span-lerp"
     ]
 
 
