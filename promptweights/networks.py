@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._arguments import check_text
@@ -53,6 +54,26 @@ class _Chain:
         return _Chain((self, earlier))
 
 
+def _network_matches(text: str) -> Iterator[re.Match[str]]:
+    """``_NETWORK_RE.finditer(text)``, in linear time.
+
+    The regex engine retries every ``<`` up to the end of the text when no ``>`` follows (quadratic
+    on ``<lora:(`` repeated). A tag starting before the next ``>`` ends at it (``[^>]`` cannot
+    cross it), so each search is bounded by the next ``>``, and none is made once none is left.
+    """
+    pos = 0
+    while (start := text.find("<", pos)) >= 0:
+        end = text.find(">", start)
+        if end < 0:
+            return
+        match = _NETWORK_RE.search(text, start, end + 1)
+        if match is None:
+            pos = end + 1
+            continue
+        yield match
+        pos = match.end()
+
+
 def _substitute(
     text: str, pattern: re.Pattern[str], replacement: str
 ) -> tuple[str, OffsetMap, list[re.Match[str]]]:
@@ -61,7 +82,8 @@ def _substitute(
     old_starts = [0]
     matches = []
     pos = new = 0
-    for match in pattern.finditer(text):
+    found = _network_matches(text) if pattern is _NETWORK_RE else pattern.finditer(text)
+    for match in found:
         matches.append(match)
         out.append(text[pos : match.start()])
         new += match.start() - pos

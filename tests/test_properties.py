@@ -805,3 +805,14 @@ def test_time_grows_linearly_with_length(function: Callable[[str], object], unit
         _best_time(function, _repeat_to(unit, small), 5), 1e-5
     )
     assert ratio < 1.6 * large / small, f"100x longer text took {ratio:.0f}x the CPU time"
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="<>:ab_( ", max_size=40))
+def test_network_tags_are_found_as_a1111s_regex_finds_them(text: str) -> None:
+    # networks finds tags in linear time by bounding each search by the next ">"; the spans must
+    # be exactly those of A1111's own pattern, written out here.
+    from promptweights.networks import _network_matches
+
+    a1111 = re.compile(r"<(\w+):([^>]+)>")
+    assert [m.span() for m in _network_matches(text)] == [m.span() for m in a1111.finditer(text)]
