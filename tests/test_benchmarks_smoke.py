@@ -196,13 +196,15 @@ def test_sd_embed_flux1_multiplies_an_unpadded_t5_pass_and_means_the_chunk_pools
     clip_ids: list[int] = []
     for text in ("a ", "red", " cat, " + "tree, " * 40):
         clip_ids += pipe.tokenizer(text).input_ids[1:-1]
-    assert 75 < len(clip_ids) < 150
+    # Two chunks with the real CLIP tokenizer; more with the character-level fallback vocabulary
+    # of a clone without ../shared. Each chunk: BOS, up to 75 tokens, EOS-padded to 77.
+    assert len(clip_ids) > 75
     bos, eos = pipe.tokenizer.bos_token_id, pipe.tokenizer.eos_token_id
-    rest = clip_ids[75:]
-    rows = [[bos, *clip_ids[:75], eos], [bos, *rest, *[eos] * (75 - len(rest)), eos]]
+    chunks = [clip_ids[k : k + 75] for k in range(0, len(clip_ids), 75)]
+    rows = [[bos, *chunk, *[eos] * (75 - len(chunk)), eos] for chunk in chunks]
     with torch.no_grad():
-        pools = [pipe.text_encoder(torch.tensor([r])).pooler_output[0] for r in rows]
-    assert torch.allclose(pooled[0].float(), (pools[0].float() + pools[1].float()) / 2, atol=1e-2)
+        pools = [pipe.text_encoder(torch.tensor([r])).pooler_output[0].float() for r in rows]
+    assert torch.allclose(pooled[0].float(), sum(pools) / len(pools), atol=1e-2)
 
 
 def test_encode_benchmark_prints_the_flux_t5_table(capsys: pytest.CaptureFixture[str]) -> None:
