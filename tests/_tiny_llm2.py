@@ -21,6 +21,7 @@ import string
 from typing import Any
 
 from _tiny_models import tiny_clip_tokenizer, tiny_t5_model, tiny_t5_tokenizer
+from _tiny_pipelines import _vae
 
 __all__ = [
     "GEMMA_WORDS",
@@ -97,26 +98,6 @@ def _gemma2(tokenizer: Any, width: int = 8, layers: int = 2) -> Any:
     return Gemma2Model(config).eval()
 
 
-def _flat_vae(latent_channels: int = 4) -> Any:
-    import torch
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
-
-
 def tiny_lumina2() -> Any:
     """Lumina 2: Gemma 2 (8 wide, 2 layers; the pipeline reads the penultimate hidden state)."""
     import diffusers
@@ -143,7 +124,7 @@ def tiny_lumina2() -> Any:
     )
     return diffusers.Lumina2Pipeline(
         transformer=transformer.eval(),
-        vae=_flat_vae(),
+        vae=_vae(flat=True),
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
         text_encoder=te,
         tokenizer=tok,
@@ -435,7 +416,7 @@ def tiny_hidream() -> Any:
     ).eval()
     return diffusers.HiDreamImagePipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
-        vae=_flat_vae(),
+        vae=_vae(flat=True),
         text_encoder=_long_clip(tok),
         tokenizer=tok,
         text_encoder_2=_long_clip(tok_2),
