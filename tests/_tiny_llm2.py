@@ -20,7 +20,7 @@ import functools
 import string
 from typing import Any
 
-from _tiny_models import tiny_clip_tokenizer, tiny_t5_model, tiny_t5_tokenizer
+from _tiny_models import tiny_clip_model, tiny_clip_tokenizer, tiny_t5_model, tiny_t5_tokenizer
 from _tiny_pipelines import _vae
 
 __all__ = [
@@ -347,27 +347,6 @@ def tiny_llama_tokenizer() -> Any:
     )
 
 
-def _long_clip(tokenizer: Any) -> Any:
-    """HiDream's CLIP-L/G: 128 positions (the pipeline pads to min(max_sequence_length, 218))."""
-    import torch
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        projection_dim=16,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModelWithProjection(config).eval()
-
-
 def _llama(tokenizer: Any) -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -417,9 +396,9 @@ def tiny_hidream() -> Any:
     return diffusers.HiDreamImagePipeline(
         scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
         vae=_vae(flat=True),
-        text_encoder=_long_clip(tok),
+        text_encoder=tiny_clip_model(tok, projection=True, layers=2, width=16, positions=128),
         tokenizer=tok,
-        text_encoder_2=_long_clip(tok_2),
+        text_encoder_2=tiny_clip_model(tok_2, projection=True, layers=2, width=16, positions=128),
         tokenizer_2=tok_2,
         text_encoder_3=tiny_t5_model(tok_3),
         tokenizer_3=tok_3,

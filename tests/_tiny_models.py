@@ -72,9 +72,15 @@ def tiny_t5_tokenizer() -> Any:
 
 
 def tiny_clip_model(
-    tokenizer: Any, *, projection: bool = False, layers: int = 3, width: int = 32
+    tokenizer: Any,
+    *,
+    projection: bool = False,
+    layers: int = 3,
+    width: int = 32,
+    positions: int = 77,
 ) -> Any:
-    """A CLIP text tower with random weights (``torch.manual_seed(0)``) sized for ``tokenizer``."""
+    """A CLIP text tower with random weights (``torch.manual_seed(0)``) sized for ``tokenizer``
+    (``positions``: HiDream's long CLIP-L/G take 128)."""
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -85,7 +91,7 @@ def tiny_clip_model(
         intermediate_size=37,
         num_hidden_layers=layers,
         num_attention_heads=4,
-        max_position_embeddings=77,
+        max_position_embeddings=positions,
         projection_dim=16,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
