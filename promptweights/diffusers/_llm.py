@@ -242,13 +242,15 @@ def shape(
     *,
     negative: TextEncoder | None = None,
     length: int = 0,
-) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor] | None]:
+) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor] | None, list[Tensor] | None]:
     """Cut each group's rows to what the pipeline hands its denoiser, and the masks.
 
     Every positive text (every image, AND part and schedule variant) gets the length of the
     longest positive one, every negative that of the longest negative, padded with zeros, as the
     pipeline pads a batch; the mask of an image is the union of its texts' positions (the
-    pipeline reads one mask for the whole run).
+    pipeline reads one mask for the whole run), and each text keeps its own mask as well (the
+    denoiser hook masks each call as its own text, and Z-Image's per-image tensors are cut to
+    it).
 
     Args:
         template: the tower's template record.
@@ -263,7 +265,8 @@ def shape(
     Returns:
         The cut groups, and ``(positive (B, L), negative (B, L'))`` int64 masks for the
         ``"valid"`` output; for the whole window, the tokenizer's masks where the pipeline hands
-        them over (``plain_negative``: Lumina 2, SANA), else ``None``.
+        them over (``plain_negative``: Lumina 2, SANA), else ``None``; and per group the
+        ``(V, L)`` mask of each of its texts where there are masks (else ``None``).
     """
     if template.output == "window" and template.plain_negative:
         encoders = (encoder, negative or encoder)
@@ -274,28 +277,34 @@ def shape(
     longest = [max(lengths[:positives], default=0), max(lengths[positives:], default=0)]
     out: list[tuple[Tensor, Tensor | None]] = []
     masks: list[Tensor] = []
+    own: list[Tensor] = []
     for g, ((embeds, pooled), group) in enumerate(zip(assembled, spans, strict=True)):
         size = longest[g >= positives]
         rows = []
-        mask = torch.zeros(size, dtype=torch.long)
+        each = torch.zeros(len(group), size, dtype=torch.long)
         for v, (start, end) in enumerate(group):
             row = embeds[v, start:end]
             pad = row.new_zeros(size - row.shape[0], row.shape[1])
             rows.append(torch.cat([row, pad]))
-            mask[: end - start] = 1
+            each[v, : end - start] = 1
         out.append((torch.stack(rows), pooled))
-        masks.append(mask)
+        masks.append(each.amax(dim=0))
+        own.append(each.to(embeds.device))
     if template.output == "window":
-        return out, None
+        return out, None, None
     positive, start = [], 0
     for count in images:
         positive.append(torch.stack(masks[start : start + count]).amax(dim=0))
         start += count
     device = out[0][0].device
     negatives = masks[positives:]
-    return out, (
-        torch.stack(positive).to(device),
-        torch.stack(negatives).to(device) if negatives else torch.zeros(0, longest[1]),
+    return (
+        out,
+        (
+            torch.stack(positive).to(device),
+            torch.stack(negatives).to(device) if negatives else torch.zeros(0, longest[1]),
+        ),
+        own,
     )
 
 
@@ -306,14 +315,16 @@ def _windows(
     assembled: list[tuple[Tensor, Tensor | None]],
     images: Sequence[int],
     length: int,
-) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor]]:
+) -> tuple[list[tuple[Tensor, Tensor | None]], tuple[Tensor, Tensor], list[Tensor]]:
     """The whole windows and the tokenizer's masks of each (1 on the text, its template and its
-    special tokens; 0 on the padding, on either side), the union over an image's texts. SANA's
+    special tokens; 0 on the padding, on either side), the union over an image's texts, and
+    each text's own (per group, ``(V, L)``). SANA's
     positive windows are cut to the first position and the last ``length - 1`` (its
     ``select_index``), masks likewise."""
     positives = sum(images)
     out: list[tuple[Tensor, Tensor | None]] = []
     masks: list[Tensor] = []
+    own: list[Tensor] = []
     for g, ((embeds, pooled), group) in enumerate(zip(assembled, prompts, strict=True)):
         layout = encoders[g >= positives].window
         ids = torch.tensor([p.chunks[0].ids for p in group])
@@ -323,9 +334,11 @@ def _windows(
             embeds, mask = embeds[:, index], mask[:, index]
         out.append((embeds, pooled))
         masks.append(mask.amax(dim=0))
+        own.append(mask.to(embeds.device))
     positive, start = [], 0
     for count in images:
         positive.append(torch.stack(masks[start : start + count]).amax(dim=0))
         start += count
     device = out[0][0].device
-    return out, (torch.stack(positive).to(device), torch.stack(masks[positives:]).to(device))
+    union = (torch.stack(positive).to(device), torch.stack(masks[positives:]).to(device))
+    return out, union, own

@@ -766,7 +766,7 @@ def _assemble(
     per_variant = None
     if template is not None and len(family.towers) == 1:
         # A decoder LLM: the text's positions only (per pipeline), and their masks.
-        assembled, masks = _llm.shape(
+        assembled, masks, per_variant = _llm.shape(
             template,
             slots[-1].encoder,
             [g.prompts for g in results[-1].groups],
