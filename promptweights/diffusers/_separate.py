@@ -31,11 +31,13 @@ from .conditioning import _repeat, _Timeline
 
 __all__ = ["SeparateHook", "check_weights"]
 
-# The transformer keywords that carry the text conditioning, the pooled vector and Chroma's
-# attention mask (text positions first, then the image's).
+# The transformer keywords that carry the text conditioning and the pooled vector.
 _TEXT = "encoder_hidden_states"
 _POOLED = "pooled_projections"
-_MASK = "attention_mask"
+#: The keywords that carry the text's attention mask, text positions first: Chroma's
+#: ``attention_mask`` (then the image's), Qwen-Image's ``encoder_hidden_states_mask`` and Lumina
+#: 2's ``encoder_attention_mask`` (the text's only).
+_MASKS = ("attention_mask", "encoder_hidden_states_mask", "encoder_attention_mask")
 
 
 def put_text_mask(value: Tensor, rows: Tensor) -> Tensor:
@@ -44,6 +46,23 @@ def put_text_mask(value: Tensor, rows: Tensor) -> Tensor:
     out = value.clone()
     out[:, : rows.shape[1]] = rows.to(device=out.device, dtype=out.dtype)
     return out
+
+
+def _set_mask(kwargs: dict[str, Any], rows: Tensor | None, text: Tensor) -> None:
+    """Mask the call's text as ``rows`` (one mask per row of ``text``) under whichever mask
+    keyword the transformer was called with. Qwen-Image's pipeline passes ``None`` for a mask
+    of ones: one is made where ``rows`` masks something, else ``None`` stays."""
+    if rows is None:
+        return
+    for key in _MASKS:
+        if key not in kwargs:
+            continue
+        value = kwargs[key]
+        if isinstance(value, Tensor):
+            kwargs[key] = put_text_mask(value, rows)
+        elif value is None and key == "encoder_hidden_states_mask" and not bool(rows.all()):
+            kwargs[key] = rows.to(device=text.device, dtype=torch.long)
+        return
 
 
 def check_weights(timeline: _Timeline) -> None:
@@ -106,8 +125,9 @@ class SeparateHook:
             if negative_pooled is not None and kwargs.get(_POOLED) is not None:
                 kwargs[_POOLED] = _repeat(negative_pooled, per_image, kwargs[_POOLED])
             mask = timeline.negative_mask_at(k)
-            if mask is not None and isinstance(kwargs.get(_MASK), Tensor):
-                kwargs[_MASK] = put_text_mask(kwargs[_MASK], mask.repeat_interleave(per_image, 0))
+            _set_mask(
+                kwargs, None if mask is None else mask.repeat_interleave(per_image, 0), hidden
+            )
             self.pending = None
             return args, kwargs
         parts = timeline.parts_per_image
@@ -127,9 +147,9 @@ class SeparateHook:
                 kwargs[key] = torch.cat([value] * parts)
         kwargs[_TEXT] = torch.cat(embeds)
         masks = [timeline.mask_at(k, j) for j in range(parts)]
-        if masks[0] is not None and isinstance(kwargs.get(_MASK), Tensor):
+        if masks[0] is not None:
             rows_ = torch.cat([m.repeat_interleave(per_image, 0) for m in masks])  # type: ignore[union-attr]
-            kwargs[_MASK] = put_text_mask(kwargs[_MASK], rows_)
+            _set_mask(kwargs, rows_, kwargs[_TEXT])
         args = tuple(
             torch.cat([a] * parts) if isinstance(a, Tensor) and a.ndim and a.shape[0] == rows else a
             for a in args

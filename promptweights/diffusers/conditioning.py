@@ -294,11 +294,13 @@ class Conditioning:
         :meth:`attach`'s hook switches it."""
         timeline = self._timeline
         family = timeline.family
-        if family.batched_guidance:
-            return ""
+        # Z-Image's per-image tensors are cut to each text by the step callback itself.
+        mask_edits = timeline.mask_edits and not family.embeds_as_list
+        if family.batched_guidance and not family.embeds_as_list:
+            return "attention mask" if mask_edits else ""
         if family.step_pooled is None and timeline.pooled_edits:
             return "pooled vector"
-        if timeline.mask_edits:
+        if mask_edits:
             return "attention mask"
         negative_edits = any(len(part.ends) > 1 for part in timeline.negative)
         if (
@@ -365,12 +367,6 @@ class Conditioning:
                 that edits, on a family whose pipelines take no ``callback_on_step_end``).
         """
         self._check_attached()
-        if self.edits and self._timeline.split is not None:
-            raise UnsupportedPipelineError(
-                f"prompt editing and alternation are not supported on {self._timeline.family.title}"
-                ": its text reaches the transformer as several tensors, which the step callback "
-                "does not swap"
-            )
         kwargs = self._tensor_kwargs()
         inputs: list[str] = []
         if callback_on_step_end is not None:
@@ -439,9 +435,14 @@ class Conditioning:
         if negative_mask is not None and name and self.negative_prompt_embeds is not None:
             kwargs["negative_" + name] = negative_mask
         if family.embeds_as_list:
+            # Each image's tensor is its text at the first call, cut to that text's own length.
+            own = self._timeline.mask_at(0), self._timeline.negative_mask_at(0)
             for key, mask in (
-                ("prompt_embeds", self.prompt_attention_mask),
-                ("negative_prompt_embeds", self.negative_prompt_attention_mask),
+                ("prompt_embeds", self.prompt_attention_mask if own[0] is None else own[0]),
+                (
+                    "negative_prompt_embeds",
+                    self.negative_prompt_attention_mask if own[1] is None else own[1],
+                ),
             ):
                 if kwargs.get(key) is not None:
                     kwargs[key] = _per_image(kwargs[key], mask)
@@ -483,7 +484,11 @@ class Conditioning:
             return
         family = self._timeline.family
         hook: Any
-        if family.batched_guidance:
+        if family.embeds_as_list:
+            from ._listed import ListHook
+
+            hook = ListHook(self._timeline, pipe)
+        elif family.batched_guidance:
             # Editing without AND on a pipeline without step callbacks: the hook only switches.
             hook = _AndHook(self._timeline, pipe)
         else:
@@ -581,14 +586,14 @@ class _StepCallback:
         if not guided and timeline.has_negative and "negative_prompt_embeds" in family.step_tensors:
             # The negative is a tensor of its own (Wan): swapped on its own.
             pairs.append(("negative_prompt_embeds", negative, None))
+        if timeline.split is not None:
+            out |= self._split_swap(kwargs, positive, negative, guided)
         for name, pos, neg in pairs:
             current = kwargs.get(name)
             if current is None:  # the pipeline does not let this tensor be swapped
                 continue
             if isinstance(current, list):  # one tensor per image (Z-Image): positives only
-                masks = timeline.masks
-                mask = None if masks is None else masks[name.startswith("negative")]
-                rows = _per_image(pos, mask)
+                rows = _per_image(pos, timeline.mask_at(k))
                 per_image = max(1, len(current) // len(rows))
                 out[name] = [row for row in rows for _ in range(per_image)]
                 continue
@@ -599,6 +604,33 @@ class _StepCallback:
                 assert neg is not None
                 new = torch.cat([_repeat(neg, per_image, current), new])
             out[name] = new
+        return out
+
+    def _split_swap(
+        self, kwargs: dict[str, Any], positive: Tensor, negative: Tensor, guided: bool
+    ) -> dict[str, Tensor]:
+        """HiDream: the packed conditioning of the next call cut into the tensors the pipeline
+        holds (``prompt_embeds_t5`` ``(B, L, D)``, ``prompt_embeds_llama3`` ``(layers, B, L, D)``:
+        rows on dim ``ndim - 3``), ``[negative, positive]`` where it batches them."""
+        timeline = self.timeline
+        assert timeline.split is not None
+        halves = 2 if guided else 1
+        per_image = 0
+        for name, piece in timeline.split(positive).items():
+            current = kwargs.get(name)
+            if isinstance(current, Tensor):
+                per_image = current.shape[piece.ndim - 3] // (halves * timeline.batch)
+                break
+        if not per_image:
+            return {}
+        packed = positive.repeat_interleave(per_image, 0)
+        if guided:
+            packed = torch.cat([negative.repeat_interleave(per_image, 0), packed])
+        out = {}
+        for name, piece in timeline.split(packed).items():
+            current = kwargs.get(name)
+            if isinstance(current, Tensor):
+                out[name] = piece.to(device=current.device, dtype=current.dtype)
         return out
 
 
@@ -645,14 +677,12 @@ class _AndHook:
                 return torch.cat([tensor[:half]] + [tensor[half:]] * parts)
             return tensor
 
-        hidden = kwargs["encoder_hidden_states"]
-        kwargs["encoder_hidden_states"] = torch.cat(
-            [_repeat(negative, per_image, hidden)] + [_repeat(c, per_image, hidden) for c in conds]
-        )
+        texts = self._texts(kwargs, negative, conds, per_image)
         if args:
             args = [expand(args[0]), *(expand(a) for a in args[1:])]  # type: ignore[assignment]
         for key in list(kwargs):
-            if key == "encoder_hidden_states":
+            if key in texts:
+                kwargs[key] = texts[key]
                 continue
             if key == "added_cond_kwargs" and kwargs[key] is not None:
                 added = {name: expand(value) for name, value in kwargs[key].items()}
@@ -663,7 +693,7 @@ class _AndHook:
                         + [_repeat(p, per_image, like) for p in pooleds if p is not None]
                     )
                 kwargs[key] = added
-            elif key == "pooled_projections" and negative_pooled is not None:
+            elif key in ("pooled_projections", "pooled_embeds") and negative_pooled is not None:
                 like = kwargs[key]
                 kwargs[key] = torch.cat(
                     [_repeat(negative_pooled, per_image, like)]
@@ -674,6 +704,38 @@ class _AndHook:
         self._masks(kwargs, k, per_image)
         self.pending = (half, torch.stack(weights))
         return tuple(args), kwargs
+
+    def _texts(
+        self, kwargs: dict[str, Any], negative: Tensor, conds: list[Tensor], per_image: int
+    ) -> dict[str, Tensor]:
+        """The denoiser's text keywords for ``[uncond, part 1, part 2…]``:
+        ``encoder_hidden_states``, or, where the family splits its text (HiDream), each split
+        tensor under the denoiser's name for it (``prompt_embeds_t5`` as
+        ``encoder_hidden_states_t5``; a layer stack ``(layers, B, L, D)`` has its rows on
+        dim 1)."""
+        split = self.timeline.split
+        name = "encoder_hidden_states"
+        if split is None:
+            like = kwargs[name]
+            rows = [_repeat(negative, per_image, like)] + [
+                _repeat(c, per_image, like) for c in conds
+            ]
+            return {name: torch.cat(rows)}
+        packed = torch.cat(
+            [negative.repeat_interleave(per_image, 0)]
+            + [c.repeat_interleave(per_image, 0) for c in conds]
+        )
+        out = {}
+        for key, piece in split(packed).items():
+            target = name + key.removeprefix("prompt_embeds")
+            like = kwargs.get(target)
+            if not isinstance(like, Tensor):
+                raise UnsupportedPipelineError(
+                    f"{self.timeline.family.title}'s denoiser was called without {target}=: the "
+                    "AND and editing hook cannot hand it the conditioning"
+                )
+            out[target] = piece.to(device=like.device, dtype=like.dtype)
+        return out
 
     def _masks(self, kwargs: dict[str, Any], k: int, per_image: int) -> None:
         """PixArt's ``encoder_attention_mask``: each row masked as its own text at call ``k``."""

@@ -567,7 +567,7 @@ _HIDREAM_LLAMA = Template(
 )
 
 
-def _hidream_clip(component: str, tokenizer: str, prompt: int) -> Tower:
+def _hidream_clip(component: str, tokenizer: str, prompt: int, name: str) -> Tower:
     """HiDream's long CLIP-L/G: only the projected pooled vector, of one 218-token window."""
     return Tower(
         component,
@@ -579,6 +579,7 @@ def _hidream_clip(component: str, tokenizer: str, prompt: int) -> Tower:
         policy="pooled-only",
         window=218,
         models=("CLIPTextModelWithProjection",),
+        name=name,
     )
 
 
@@ -804,6 +805,7 @@ RECORDS: tuple[Family, ...] = (
                 1,
                 llm=_QWEN_IMAGE,
                 models=("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel"),
+                name="qwen",
             ),
         ),
         layout=_t5_layout,
@@ -838,12 +840,14 @@ RECORDS: tuple[Family, ...] = (
                 1,
                 llm=_Z_IMAGE,
                 models=("Qwen3Model", "Qwen3ForCausalLM"),
+                name="qwen",
             ),
         ),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=512,
-        batched_guidance=False,
+        # One transformer call per step, lists [cond…, uncond…] (promptweights.diffusers._listed).
+        batched_guidance=True,
         step_tensors=("prompt_embeds",),
         mask_argument="",
         embeds_as_list=True,
@@ -871,6 +875,7 @@ RECORDS: tuple[Family, ...] = (
                 1,
                 llm=_FLUX2,
                 models=("Mistral3ForConditionalGeneration", "Mistral3Model"),
+                name="mistral",
             ),
         ),
         layout=_t5_layout,
@@ -897,6 +902,7 @@ RECORDS: tuple[Family, ...] = (
                 1,
                 llm=_FLUX2_KLEIN,
                 models=("Qwen3ForCausalLM", "Qwen3Model"),
+                name="qwen",
             ),
         ),
         layout=_t5_layout,
@@ -926,6 +932,7 @@ RECORDS: tuple[Family, ...] = (
                 pooled=True,
                 clip_skip=False,
                 models=("ChatGLMModel",),
+                name="glm",
             ),
         ),
         layout=_single_layout,
@@ -943,7 +950,11 @@ RECORDS: tuple[Family, ...] = (
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
         class_prefix="Lumina2",
-        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_LUMINA2, models=_GEMMA2),),
+        towers=(
+            Tower(
+                "text_encoder", "tokenizer", "llm", 1, llm=_LUMINA2, models=_GEMMA2, name="gemma"
+            ),
+        ),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=256,
@@ -966,7 +977,9 @@ RECORDS: tuple[Family, ...] = (
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
         class_prefix="Sana",
-        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_SANA, models=_GEMMA2),),
+        towers=(
+            Tower("text_encoder", "tokenizer", "llm", 1, llm=_SANA, models=_GEMMA2, name="gemma"),
+        ),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=300,
@@ -988,9 +1001,11 @@ RECORDS: tuple[Family, ...] = (
         needs=("text_encoder_4",),
         class_prefix="HiDream",
         towers=(
-            _hidream_clip("text_encoder", "tokenizer", 1),
-            _hidream_clip("text_encoder_2", "tokenizer_2", 2),
-            Tower("text_encoder_3", "tokenizer_3", "t5", 3, mask_padding=True, capped=True),
+            _hidream_clip("text_encoder", "tokenizer", 1, "clip_l"),
+            _hidream_clip("text_encoder_2", "tokenizer_2", 2, "clip_g"),
+            Tower(
+                "text_encoder_3", "tokenizer_3", "t5", 3, mask_padding=True, capped=True, name="t5"
+            ),
             Tower(
                 "text_encoder_4",
                 "tokenizer_4",
@@ -999,16 +1014,16 @@ RECORDS: tuple[Family, ...] = (
                 llm=_HIDREAM_LLAMA,
                 capped=True,
                 models=("LlamaForCausalLM", "LlamaModel"),
+                name="llama",
             ),
         ),
         layout=_hidream_layout,
         padding=pad_like_a1111,
         sequence_length=128,
-        # Its transformer takes encoder_hidden_states_t5/_llama3: the AND hook and the step
-        # callback's prompt_embeds do not reach it (editing is refused, AND too).
-        batched_guidance=False,
-        step_tensors=(),
-        step_pooled=None,
+        # One [uncond, cond] batch; its text is two tensors (encoder_hidden_states_t5/_llama3),
+        # cut from the packed prompt_embeds by split, for the step callback and the AND hook.
+        step_tensors=("prompt_embeds_t5", "prompt_embeds_llama3", "pooled_prompt_embeds"),
+        step_pooled="pooled_prompt_embeds",
         split=_hidream_split,
     ),
 )
