@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from _tiny_llm import tiny_flux2, tiny_qwen_image, tiny_z_image
+from _tiny_llm2 import tiny_hidream, tiny_kolors, tiny_lumina2, tiny_sana
 from _tiny_pipelines import tiny_chroma, tiny_flux, tiny_pixart, tiny_sd3, tiny_wan
 
-__all__ = ["CLASSES", "ROWS", "T5_LENGTH", "Row", "family", "pipeline", "row"]
+__all__ = ["CLASSES", "LLM_ROWS", "ROWS", "T5_LENGTH", "Row", "family", "pipeline", "row"]
 
 #: ``max_sequence_length`` of every tiny T5 pipeline (the tiny T5 tokenizer's length).
 T5_LENGTH = 16
@@ -32,6 +34,9 @@ class Row:
             (Flux.1's ``true_cfg_scale``).
         family: the family's name where the row's key is not it (another pipeline class).
         negatives: whether the pipeline takes a negative prompt (Flux Fill does not).
+        length: the ``max_sequence_length`` of every call (long enough for the test prompts
+            past an LLM family's template: Flux.2's system message, Lumina 2's system prompt).
+        needs: a module the builder imports that a plain clone may lack (the test skips).
     """
 
     build: Callable[[], Any]
@@ -40,6 +45,8 @@ class Row:
     guided: dict[str, Any] = field(default_factory=dict)
     family: str = ""
     negatives: bool = True
+    length: int = T5_LENGTH
+    needs: str = ""
 
 
 #: Every T5 family's tiny pipeline, by the name :func:`promptweights.diffusers.family_of` gives.
@@ -83,12 +90,38 @@ CLASSES: dict[str, Row] = {
     ),
 }
 
+
+def _lumina2() -> Any:
+    """Lumina 2 with the scale factor of its tiny VAE (1: it does not downsample; the pipeline
+    assumes 8), so that a cell's image has the size it was asked for and re-runs at it."""
+    pipe = tiny_lumina2()
+    pipe.vae_scale_factor = 1
+    return pipe
+
+
+#: Every decoder-LLM family's tiny pipeline (tests/_tiny_llm.py, tests/_tiny_llm2.py): encode,
+#: two steps, compare and re-runs, editing, AND (tests/test_every_family.py and
+#: tests/test_llm_editing.py).
+LLM_ROWS: dict[str, Row] = {
+    "qwen-image": Row(tiny_qwen_image, size=32, length=32),
+    "z-image": Row(tiny_z_image, size=32, length=32),
+    "flux2": Row(tiny_flux2, size=16, length=64, negatives=False),
+    "flux2-klein": Row(lambda: tiny_flux2("Klein"), size=16, length=32),
+    "lumina2": Row(_lumina2, size=16, length=128),
+    "sana": Row(tiny_sana, size=32, call={"use_resolution_binning": False}, length=32),
+    "kolors": Row(tiny_kolors, size=16, length=32, needs="sentencepiece"),
+    "hidream": Row(tiny_hidream, size=16),
+}
+
 _BUILT: dict[str, Any] = {}
 
 
 def row(name: str) -> Row:
     """The row of a family (:data:`ROWS`) or pipeline class (:data:`CLASSES`)."""
-    return ROWS[name] if name in ROWS else CLASSES[name]
+    for table in (ROWS, LLM_ROWS):
+        if name in table:
+            return table[name]
+    return CLASSES[name]
 
 
 def family(name: str) -> str:
@@ -99,6 +132,10 @@ def family(name: str) -> str:
 def pipeline(name: str) -> Any:
     """The row's pipeline, built once per test session (progress bar off)."""
     if name not in _BUILT:
+        if row(name).needs:
+            import pytest
+
+            pytest.importorskip(row(name).needs)
         pipe = row(name).build()
         pipe.set_progress_bar_config(disable=True)
         _BUILT[name] = pipe

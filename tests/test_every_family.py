@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 np = pytest.importorskip("numpy")
 
-from _family_table import CLASSES, ROWS, T5_LENGTH, family, pipeline, row  # noqa: E402
+from _family_table import CLASSES, LLM_ROWS, ROWS, T5_LENGTH, family, pipeline, row  # noqa: E402
 
 from promptweights.compare import Axis, compare, first_image  # noqa: E402
 from promptweights.diffusers import (  # noqa: E402
@@ -46,13 +46,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 # --- compare and from_infotext ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+#: Every family's tiny pipeline: the T5 families' and the decoder-LLM families'.
+FAMILIES = [*ROWS, *LLM_ROWS]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_every_compare_cell_reruns_bit_for_bit_from_its_infotext(name: str, tmp_path: Path) -> None:
-    pipe, row = pipeline(name), ROWS[name]
+    pipe, row = pipeline(name), globals()["row"](name)
+    negative = "blue dog" if row.negatives else ""
     result = compare(
         pipe,
         "a (red:{0.5,1.5}) cat",
-        negative_prompt="blue dog",
+        negative_prompt=negative,
         seed=1,
         steps=2,
         cfg=2.0,
@@ -61,7 +66,7 @@ def test_every_compare_cell_reruns_bit_for_bit_from_its_infotext(name: str, tmp_
         out_dir=tmp_path,
         progress=False,
         exact=True,
-        max_sequence_length=T5_LENGTH,
+        max_sequence_length=row.length,
         pipeline_options=row.call,
     )
     assert len(result.cells) == 2
@@ -70,10 +75,10 @@ def test_every_compare_cell_reruns_bit_for_bit_from_its_infotext(name: str, tmp_
         path = tmp_path / "cells" / f"{cell.index:03d}.png"
         params = read_image(path)
         assert params.written[FAMILY_KEY] == name
-        assert params.written[SEQUENCE_KEY] == str(T5_LENGTH)
-        assert (params.prompt, params.negative_prompt) == (cell.prompt, "blue dog")
+        assert params.written[SEQUENCE_KEY] == str(row.length)
+        assert (params.prompt, params.negative_prompt) == (cell.prompt, negative)
         kwargs = from_infotext(pipe, str(path), exact=True)
-        assert kwargs["max_sequence_length"] == T5_LENGTH
+        assert kwargs["max_sequence_length"] == row.length
         again = first_image(pipe(**kwargs, **row.call, output_type="np"))
         assert np.array_equal(np.asarray(again, dtype=np.float32), image), cell
 
@@ -334,33 +339,38 @@ def _arguments(name: str) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("name", FAMILIES)
 def test_a_te_block_equals_the_prompt_arguments(name: str) -> None:
     pipe = pipeline(name)
+    length = row(name).length
     arguments = _arguments(name)
     assert encoder_names(pipe) == tuple(arguments)
-    words = ["a cow on a mat", "a (red:1.3) cat", "a [blue] dog"]  # Flux: CLIP-L unweighted
+    # Flux: CLIP-L unweighted; HiDream: CLIP-L, CLIP-G, T5, Llama.
+    words = ["a cow on a mat", "a (red:1.3) cat", "a [blue] dog", "a (red:0.7) mat"]
     texts = dict(zip(arguments, words, strict=False))
+    for tower in family_record(family(name)).towers:  # weights no pooled vector takes
+        if tower.policy == "pooled-only":
+            texts[tower.label] = "a cow on a mat"
     block = "TE(" + "; ".join(f"{label}: {text}" for label, text in texts.items()) + ")"
     inline = encode(
         pipe,
         f"best, {block}",
         "TE(t5: ugly)" if "t5" in texts else "",
         exact=True,
-        max_sequence_length=T5_LENGTH,
+        max_sequence_length=length,
     )
     given = {"prompt": "", "negative_prompt": ""}
     for label, text in texts.items():
         given[arguments[label]] = f"best,  {text}"
         given["negative_" + arguments[label]] = " ugly" if label == "t5" else ""
     prompt, negative = given.pop("prompt"), given.pop("negative_prompt")
-    separate = encode(pipe, prompt, negative, exact=True, max_sequence_length=T5_LENGTH, **given)
+    separate = encode(pipe, prompt, negative, exact=True, max_sequence_length=length, **given)
     for key in ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds"):
         a, b = getattr(inline, key), getattr(separate, key)
         assert (a is None and b is None) or torch.equal(a, b), key
 
 
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("name", FAMILIES)
 def test_a_te_block_naming_another_familys_encoder_is_an_error(name: str) -> None:
     pipe = pipeline(name)
     with pytest.raises(PromptSyntaxError, match=r"'clip_x'.*are " + ", ".join(encoder_names(pipe))):

@@ -452,15 +452,6 @@ def test_hidream_drops_weights_only_its_clip_towers_read_with_a_reason(
         )
 
 
-def test_hidream_refuses_prompt_editing_it_cannot_swap(pipes: dict[str, Any]) -> None:
-    from promptweights.errors import UnsupportedPipelineError
-
-    pipe = get(pipes, "hidream")
-    cond = encode(pipe, "a [cat:dog:1] on a mat", steps=3, max_sequence_length=L)
-    with pytest.raises(UnsupportedPipelineError, match="editing and alternation are not supported"):
-        cond.pipeline_kwargs()
-
-
 @pytest.mark.parametrize("name", ["kolors", "sana", "lumina2"])
 def test_prompt_editing_switches_the_conditioning_during_sampling(
     pipes: dict[str, Any], name: str
