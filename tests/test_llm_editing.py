@@ -10,6 +10,7 @@ combined as the README says for the family's kind of guidance.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -259,3 +260,48 @@ def test_te_blocks_route_to_the_llm_towers_by_name(name: str) -> None:
     assert torch.equal(inline.prompt_embeds, separate.prompt_embeds)
     other = encode(pipe, "a cat on a mat", exact=True, max_sequence_length=length)
     assert not torch.equal(inline.prompt_embeds, other.prompt_embeds)
+
+
+@functools.cache
+def _sana_sprint() -> Any:
+    from _tiny_llm2 import tiny_sana
+
+    pipe = tiny_sana("Sprint")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_an_edit_without_guidance_is_masked_per_call_too() -> None:
+    # SANA Sprint has no classifier-free guidance: the hook switches the cond rows alone.
+    pipe = _sana_sprint()
+    seen: list[tuple[Any, Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        seen.append(
+            (_clone(kwargs["encoder_hidden_states"]), _clone(kwargs["encoder_attention_mask"]))
+        )
+
+    for prompt, steps in [
+        ("a [cat:big brown dog:1] on a mat", 3),
+        ("a cat on a mat", 1),
+        ("a big brown dog on a mat", 1),
+    ]:
+        cond = encode(pipe, prompt, steps=steps, max_sequence_length=32, exact=True)
+        with cond.attach(pipe):
+            handle = pipe.transformer.register_forward_hook(record, with_kwargs=True)
+            try:
+                pipe(
+                    **cond.pipeline_kwargs(),
+                    height=32,
+                    width=32,
+                    use_resolution_binning=False,
+                    intermediate_timesteps=None,
+                    output_type="latent",
+                    generator=torch.Generator().manual_seed(0),
+                )
+            finally:
+                handle.remove()
+    cat, dog = seen[3], seen[4]
+    assert not torch.equal(cat[1], dog[1])  # the texts' masks differ
+    assert [_equal(list(s), list(cat)) for s in seen[:3]] == [True, True, False]
+    assert _equal(list(seen[2]), list(dog))

@@ -651,12 +651,10 @@ class _AndHook:
         sample_key = "sample" if "sample" in kwargs else "hidden_states"
         sample = args[0] if args else kwargs[sample_key]
         total = sample.shape[0]
-        k = self.calls
-        self.calls += 1
-        lora = timeline.lora
-        if lora is not None and lora.unet_changes and lora.unet_at(k) != lora.unet_at(k - 1):
-            lora.apply(self.pipe, k)  # a LoRA's UNet weight at this call (loractl)
-        if total % (2 * timeline.batch):
+        k, guided = self._count(total)
+        if not guided and not timeline.composable and total % timeline.batch == 0:
+            return self._unguided(args, kwargs, k, total)  # type: ignore[arg-type]
+        if not guided:
             raise PromptweightsError(
                 "AND needs classifier-free guidance (guidance_scale > 1): the denoiser got "
                 f"{total} rows for {timeline.batch} prompts"
@@ -677,7 +675,7 @@ class _AndHook:
                 return torch.cat([tensor[:half]] + [tensor[half:]] * parts)
             return tensor
 
-        texts = self._texts(kwargs, negative, conds, per_image)
+        texts = self._texts(kwargs, [negative, *conds], per_image)
         if args:
             args = [expand(args[0]), *(expand(a) for a in args[1:])]  # type: ignore[assignment]
         for key in list(kwargs):
@@ -705,10 +703,48 @@ class _AndHook:
         self.pending = (half, torch.stack(weights))
         return tuple(args), kwargs
 
+    def _count(self, total: int) -> tuple[int, bool]:
+        """Count the call (and give a LoRA's UNet weight of it, loractl); return its index and
+        whether it holds ``[uncond, cond]`` (``total`` rows)."""
+        timeline = self.timeline
+        k = self.calls
+        self.calls += 1
+        lora = timeline.lora
+        if lora is not None and lora.unet_changes and lora.unet_at(k) != lora.unet_at(k - 1):
+            lora.apply(self.pipe, k)
+        paired = total % (2 * timeline.batch) == 0
+        return k, bool(getattr(self.pipe, "do_classifier_free_guidance", paired)) and paired
+
+    def _unguided(
+        self, args: list[Any], kwargs: dict[str, Any], k: int, total: int
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """An edit without classifier-free guidance (SANA Sprint, ``guidance_scale`` ≤ 1): every
+        row is a cond row, given the text, pooled vector and mask of call ``k``."""
+        timeline = self.timeline
+        per_image = total // timeline.batch
+        cond, pooled, _ = timeline.positive_at(k)
+        kwargs |= self._texts(kwargs, [cond], per_image)
+        if pooled is not None:
+            for key in ("pooled_projections", "pooled_embeds"):
+                if isinstance(kwargs.get(key), Tensor):
+                    kwargs[key] = _repeat(pooled, per_image, kwargs[key])
+            added = kwargs.get("added_cond_kwargs")
+            if added is not None and "text_embeds" in added:
+                like = added["text_embeds"]
+                kwargs["added_cond_kwargs"] = added | {
+                    "text_embeds": _repeat(pooled, per_image, like)
+                }
+        mask, value = timeline.mask_at(k), kwargs.get("encoder_attention_mask")
+        if mask is not None and isinstance(value, Tensor):
+            rows = mask.repeat_interleave(per_image, 0)
+            kwargs["encoder_attention_mask"] = rows.to(device=value.device, dtype=value.dtype)
+        self.pending = (total, torch.ones(1, total))  # the pipeline's own output
+        return tuple(args), kwargs
+
     def _texts(
-        self, kwargs: dict[str, Any], negative: Tensor, conds: list[Tensor], per_image: int
+        self, kwargs: dict[str, Any], groups: list[Tensor], per_image: int
     ) -> dict[str, Tensor]:
-        """The denoiser's text keywords for ``[uncond, part 1, part 2…]``:
+        """The denoiser's text keywords for ``groups`` (``[uncond, part 1, part 2…]``):
         ``encoder_hidden_states``, or, where the family splits its text (HiDream), each split
         tensor under the denoiser's name for it (``prompt_embeds_t5`` as
         ``encoder_hidden_states_t5``; a layer stack ``(layers, B, L, D)`` has its rows on
@@ -717,14 +753,8 @@ class _AndHook:
         name = "encoder_hidden_states"
         if split is None:
             like = kwargs[name]
-            rows = [_repeat(negative, per_image, like)] + [
-                _repeat(c, per_image, like) for c in conds
-            ]
-            return {name: torch.cat(rows)}
-        packed = torch.cat(
-            [negative.repeat_interleave(per_image, 0)]
-            + [c.repeat_interleave(per_image, 0) for c in conds]
-        )
+            return {name: torch.cat([_repeat(g, per_image, like) for g in groups])}
+        packed = torch.cat([g.repeat_interleave(per_image, 0) for g in groups])
         out = {}
         for key, piece in split(packed).items():
             target = name + key.removeprefix("prompt_embeds")
