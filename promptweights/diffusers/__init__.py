@@ -124,7 +124,8 @@ nothing else in the package branches on family names. The record states:
   ``None``);
 * what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
   one batch (``batched_guidance``: else AND takes the parts' weighted mean on the cond call,
-  :mod:`promptweights.diffusers._separate`), and the tensors the step callback swaps
+  :mod:`promptweights.diffusers._separate`; a transformer taking lists, Z-Image's:
+  :mod:`promptweights.diffusers._listed`), and the tensors the step callback swaps
   (``step_tensors``, ``step_pooled``); the name of the mask argument (``mask_argument``),
   whether the pipeline takes one tensor per image (``embeds_as_list``), and the pipeline classes
   named like the family's that it refuses, with the reason (``refused``).
@@ -132,12 +133,13 @@ nothing else in the package branches on family names. The record states:
 Name each tower (``Tower.name``: what a ``TE(name: …)`` block calls it,
 :mod:`promptweights.routing`). Then add a ``tiny_<family>()`` builder to
 ``tests/_tiny_pipelines.py``, its row to ``tests/_family_table.py`` (editing, AND, compare and
-re-runs on its tiny pipeline), add it to the pipelines ``tests/test_families.py`` checks (each
-is covered by exactly one record, each listed class fits its record's rule), and a test in
-``tests/test_diffusers.py`` (CLIP families) or ``tests/test_t5_families.py`` (T5 families) or
-``tests/test_llm_families.py`` (decoder LLMs, tiny models in ``tests/_tiny_llm.py``) that a plain
-prompt gives exactly what the pipeline's own ``encode_prompt`` gives; and its row in the README's
-table of families.
+re-runs on its tiny pipeline; an LLM family's to ``LLM_ROWS``, which
+``tests/test_llm_editing.py`` also runs), add it to the pipelines ``tests/test_families.py``
+checks (each is covered by exactly one record, each listed class fits its record's rule), and a
+test in ``tests/test_diffusers.py`` (CLIP families) or ``tests/test_t5_families.py`` (T5
+families) or ``tests/test_llm_families.py`` (decoder LLMs, tiny models in
+``tests/_tiny_llm.py``) that a plain prompt gives exactly what the pipeline's own
+``encode_prompt`` gives; and its row in the README's table of families.
 """
 
 from __future__ import annotations

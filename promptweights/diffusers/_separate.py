@@ -1,13 +1,17 @@
 """AND and run-time switching on families whose pipelines call the transformer once per
-conditioning (Flux.1, Chroma, Wan): the cond call, then, with true classifier-free guidance, the
-uncond call, at the same timestep.
+conditioning (Flux.1, Chroma, Wan, Qwen-Image, Flux.2, Flux.2 Klein, Lumina 2): the cond call,
+then, with true classifier-free guidance, the uncond call, at the same timestep.
 
 :meth:`Conditioning.attach <promptweights.diffusers.Conditioning.attach>` registers
 :class:`SeparateHook` on such a family's transformer. At each call it tells the step (a new
 timestep value starts one) and whether the call is the step's first (cond) or second (uncond),
 and hands the transformer that call's conditioning: the embeds and pooled vector of the step's
 schedule entry (prompt editing and alternation, the pooled vector included, which Flux's step
-callback cannot swap) and, for an AND prompt, every part at once.
+callback cannot swap) and, for an AND prompt, every part at once. Each call's text is masked as
+that text alone, under the keyword the transformer takes its mask by (Chroma's
+``attention_mask``, Qwen-Image's ``encoder_hidden_states_mask``, Lumina 2's
+``encoder_attention_mask``): the pipeline reads one mask per run, the union of a schedule's texts
+(Qwen-Image pads every text of an image to the longest).
 
 What AND means without a batched ``[uncond, cond]`` (weighting-strategies.md, composable
 diffusion): the cond call's prediction becomes the weighted mean of the parts' predictions,

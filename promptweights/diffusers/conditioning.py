@@ -289,9 +289,9 @@ class Conditioning:
 
     @property
     def _hook_switch(self) -> str:
-        """What of an edit the step callback cannot swap on a family that runs cond and uncond
-        apart (Flux's pooled vector, Chroma's and Flux's negative), ``""`` if nothing:
-        :meth:`attach`'s hook switches it."""
+        """What of an edit the step callback cannot swap (Flux's pooled vector, Chroma's, Flux's
+        and Z-Image's negative, a mask that changes with the text: Chroma, PixArt, Qwen-Image,
+        Lumina 2, SANA), ``""`` if nothing: :meth:`attach`'s hook switches it."""
         timeline = self._timeline
         family = timeline.family
         # Z-Image's per-image tensors are cut to each text by the step callback itself.
@@ -458,13 +458,17 @@ class Conditioning:
         no ``callback_on_step_end``, and Flux when the edit changes CLIP-L's pooled vector; the
         hook switches it at each call there).
 
-        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt) the parts are
-        combined as A1111 does, ``uncond + Σ w_j (cond_j − uncond)``, which needs
-        classifier-free guidance (``guidance_scale > 1``). Where it calls the transformer for
-        cond and uncond apart (Flux.1, Chroma, Wan) the cond call's prediction becomes the parts'
+        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt, SANA, Kolors,
+        HiDream-I1; Z-Image's lists ``[cond…, uncond…]``, :mod:`promptweights.diffusers._listed`)
+        the parts are combined as A1111 does, ``uncond + Σ w_j (cond_j − uncond)``, which needs
+        classifier-free guidance (``guidance_scale > 1``; Z-Image without it takes the weighted
+        mean). Where it calls the transformer for cond and uncond apart (Flux.1, Chroma, Wan,
+        Qwen-Image, Flux.2, Flux.2 Klein, Lumina 2) the cond call's prediction becomes the parts'
         weighted mean ``Σ w_j ε_j / Σ w_j`` (ComfyUI's ``ConditioningCombine``; A1111's where the
         weights sum to 1), with or without true guidance
-        (:mod:`promptweights.diffusers._separate`).
+        (:mod:`promptweights.diffusers._separate`). Each call's text is masked as that text
+        alone where the family has masks (the pipeline reads one mask, the union of a
+        schedule's texts), and an edit without guidance switches the cond rows alone.
 
         Args:
             pipe: the pipeline this conditioning was encoded for.
@@ -473,7 +477,7 @@ class Conditioning:
             This conditioning (``pipeline_kwargs()`` works inside the block).
 
         Raises:
-            InvalidWeightError: AND weights that sum to 0 on Flux, Chroma or Wan (no mean).
+            InvalidWeightError: AND weights that sum to 0 where the parts are averaged (no mean).
         """
         if not self.needs_attach and not self._hook_switch:
             self._attached += 1

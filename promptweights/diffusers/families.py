@@ -234,9 +234,9 @@ class Family:
         empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
             ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
-        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch; else it runs
-            cond and uncond as separate calls, and AND takes the parts' weighted mean there
-            (:mod:`promptweights.diffusers._separate`).
+        batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (Z-Image:
+            its lists ``[cond…, uncond…]``); else it runs cond and uncond as separate calls, and
+            AND takes the parts' weighted mean there (:mod:`promptweights.diffusers._separate`).
         step_tensors: the tensors the step callback asks the pipeline for (with
             ``"negative_prompt_embeds"``: the negative is a tensor of its own, swapped apart).
         step_pooled: the pipeline's name for the pooled tensor the step callback swaps, if any.
