@@ -22,7 +22,11 @@ pytest.importorskip("diffusers")
 from _family_table import LLM_ROWS, pipeline, row  # noqa: E402
 
 from promptweights.diffusers import encode, encoder_names  # noqa: E402
-from promptweights.errors import InvalidWeightError, UnsupportedPipelineError  # noqa: E402
+from promptweights.errors import (  # noqa: E402
+    InvalidWeightError,
+    PromptweightsWarning,
+    UnsupportedPipelineError,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -91,7 +95,7 @@ def _denoiser(pipe: Any) -> Any:
 Hook = Callable[..., Any]
 
 
-def _run(name: str, cond: Any, record: Hook) -> None:
+def _run(name: str, cond: Any, record: Hook, guidance: float = 2.0) -> None:
     """Sample inside ``cond.attach``; ``record`` is a forward hook registered after attach's (it
     sees attach's inputs and result)."""
     pipe, options = pipeline(name), row(name)
@@ -105,7 +109,7 @@ def _run(name: str, cond: Any, record: Hook) -> None:
                 **options.call,
                 height=options.size,
                 width=options.size,
-                guidance_scale=2.0,
+                guidance_scale=guidance,
                 output_type="latent",
                 generator=torch.Generator().manual_seed(0),
             )
@@ -128,7 +132,7 @@ def _encode(name: str, prompt: str, negative: str, steps: int) -> Any:
     )
 
 
-def _calls(name: str, cond: Any) -> list[tuple[dict[str, Any], Any]]:
+def _calls(name: str, cond: Any, guidance: float = 2.0) -> list[tuple[dict[str, Any], Any]]:
     """Every call's text conditioning and prediction."""
     calls: list[tuple[dict[str, Any], Any]] = []
 
@@ -136,7 +140,7 @@ def _calls(name: str, cond: Any) -> list[tuple[dict[str, Any], Any]]:
         prediction = output[0] if isinstance(output, tuple) else output.sample
         calls.append((_clone(_texts(name, args, kwargs)), _clone(prediction)))
 
-    _run(name, cond, record)
+    _run(name, cond, record, guidance)
     return calls
 
 
@@ -181,15 +185,17 @@ def _rows(prediction: Any) -> list[Any]:
     return list(prediction)
 
 
+#: A1111 splits "a red cat AND a blue dog:0.5" into "a red cat" and " a blue dog" (its weight
+#: regex eats the space before the colon, not the one after AND): an LLM reads that space.
+TEXTS = ("a red cat", " a blue dog")
+
+
 @pytest.mark.parametrize("name", LLM)
 def test_and_combines_the_parts_predictions_as_the_family_guides(name: str) -> None:
     weights = [1.0, 0.5]
     cond = _encode(name, "a red cat AND a blue dog:0.5", "green", 2)
     combined = _calls(name, cond)
-    # A1111 splits "a red cat AND a blue dog:0.5" into "a red cat" and " a blue dog" (its weight
-    # regex eats the space before the colon, not the one after AND): an LLM reads that space.
-    texts = ("a red cat", " a blue dog")
-    parts = [_calls(name, _encode(name, text, "green", 2)) for text in texts]
+    parts = [_calls(name, _encode(name, text, "green", 2)) for text in TEXTS]
     if name in SEPARATE:
         # The cond call: the parts' weighted mean (ComfyUI's ConditioningCombine).
         expected = sum(w * p[0][1] for w, p in zip(weights, parts, strict=True)) / sum(weights)
@@ -215,6 +221,21 @@ def test_and_weights_summing_to_zero_are_refused_where_parts_are_averaged(name: 
     cond = _encode(name, "a cat AND a dog:-1", "green", 2)
     with pytest.raises(InvalidWeightError, match="sum to 0"), cond.attach(pipeline(name)):
         pass
+
+
+def test_and_without_guidance_on_z_image_takes_the_parts_weighted_mean() -> None:
+    # guidance_scale 0 (Z-Image guides from above 0): one list of positives, no uncond.
+    cond = _encode("z-image", "a red cat AND a blue dog:0.5", "green", 2)
+    (got,) = _calls("z-image", cond, guidance=0.0)[0][1]
+    parts = [_calls("z-image", _encode("z-image", t, "green", 2), guidance=0.0) for t in TEXTS]
+    expected = (parts[0][0][1][0] + 0.5 * parts[1][0][1][0]) / 1.5
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_edit_needing_the_hook_warns_outside_attach() -> None:
+    cond = _encode("qwen-image", "a [cat:big brown dog:1] on a mat", "blue sky", 3)
+    with pytest.warns(PromptweightsWarning, match="attention mask.*attach"):
+        cond.pipeline_kwargs()
 
 
 def test_and_on_a_z_image_controlnet_is_refused_with_the_reason() -> None:

@@ -11,7 +11,7 @@ to that text's own length (prompt editing and alternation, the negative's includ
 step callback cannot swap), and, for an AND prompt, every part at once: the positive half is
 repeated once per part and the prediction of the positive half becomes A1111's
 ``uncond + Σ w_j (cond_j − uncond)`` (one batch, as SD's). Without guidance (``guidance_scale``
-≤ 1, or past the pipeline's CFG truncation) there is no uncond in the call: the prediction is then
+0, or past the pipeline's CFG truncation) there is no uncond in the call: the prediction is then
 the parts' weighted mean ``Σ w_j ε_j / Σ w_j``, as on the pipelines that call the transformer for
 cond and uncond apart (:mod:`promptweights.diffusers._separate`).
 """
