@@ -16,7 +16,17 @@ from _tiny_llm import tiny_flux2, tiny_qwen_image, tiny_z_image
 from _tiny_llm2 import tiny_hidream, tiny_kolors, tiny_lumina2, tiny_sana
 from _tiny_pipelines import tiny_chroma, tiny_flux, tiny_pixart, tiny_sd3, tiny_wan
 
-__all__ = ["CLASSES", "LLM_ROWS", "ROWS", "T5_LENGTH", "Row", "family", "pipeline", "row"]
+__all__ = [
+    "CLASSES",
+    "LLM_CLASSES",
+    "LLM_ROWS",
+    "ROWS",
+    "T5_LENGTH",
+    "Row",
+    "family",
+    "pipeline",
+    "row",
+]
 
 #: ``max_sequence_length`` of every tiny T5 pipeline (the tiny T5 tokenizer's length).
 T5_LENGTH = 16
@@ -113,12 +123,27 @@ LLM_ROWS: dict[str, Row] = {
     "hidream": Row(tiny_hidream, size=16),
 }
 
+#: Other pipeline classes of the LLM families whose denoiser batch differs: PAG batches
+#: ``[uncond, cond, perturbed cond]`` (editing runs there; AND is refused).
+LLM_CLASSES: dict[str, Row] = {
+    "kolors-pag": Row(
+        lambda: tiny_kolors("PAG"), size=16, length=32, needs="sentencepiece", family="kolors"
+    ),
+    "sana-pag": Row(
+        lambda: tiny_sana("PAG"),
+        size=32,
+        call={"use_resolution_binning": False},
+        length=32,
+        family="sana",
+    ),
+}
+
 _BUILT: dict[str, Any] = {}
 
 
 def row(name: str) -> Row:
     """The row of a family (:data:`ROWS`) or pipeline class (:data:`CLASSES`)."""
-    for table in (ROWS, LLM_ROWS):
+    for table in (ROWS, LLM_ROWS, LLM_CLASSES):
         if name in table:
             return table[name]
     return CLASSES[name]

@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from _family_table import LLM_ROWS, pipeline, row  # noqa: E402
+from _family_table import LLM_CLASSES, LLM_ROWS, family, pipeline, row  # noqa: E402
 
 from promptweights.diffusers import encode, encoder_names  # noqa: E402
 from promptweights.errors import (  # noqa: E402
@@ -63,6 +63,7 @@ def _valid(embeds: Any, mask: Any) -> list[Any]:
 
 def _texts(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The text conditioning of one transformer (or UNet) call, as the family hands it over."""
+    name = family(name)
     if name == "z-image":
         return {"cap_feats": args[2] if len(args) > 2 else kwargs["cap_feats"]}
     if name == "qwen-image":
@@ -144,7 +145,7 @@ def _calls(name: str, cond: Any, guidance: float = 2.0) -> list[tuple[dict[str, 
     return calls
 
 
-@pytest.mark.parametrize("name", LLM)
+@pytest.mark.parametrize("name", [*LLM, *LLM_CLASSES])
 @pytest.mark.parametrize(
     ("prompt", "negative", "steps", "expected"),
     [
@@ -236,6 +237,13 @@ def test_an_edit_needing_the_hook_warns_outside_attach() -> None:
     cond = _encode("qwen-image", "a [cat:big brown dog:1] on a mat", "blue sky", 3)
     with pytest.warns(PromptweightsWarning, match="attention mask.*attach"):
         cond.pipeline_kwargs()
+
+
+@pytest.mark.parametrize("name", list(LLM_CLASSES))
+def test_and_is_refused_under_perturbed_attention_guidance(name: str) -> None:
+    cond = _encode(name, "a red cat AND a blue dog:0.5", "green", 2)
+    with pytest.raises(UnsupportedPipelineError, match="perturbed copy of the cond"):
+        _calls(name, cond)
 
 
 def test_and_on_a_z_image_controlnet_is_refused_with_the_reason() -> None:

@@ -601,12 +601,14 @@ class _StepCallback:
                 per_image = max(1, len(current) // len(rows))
                 out[name] = [row for row in rows for _ in range(per_image)]
                 continue
-            halves = 2 if guided else 1
+            # PAG (Kolors PAG, SANA PAG) batches a perturbed copy of the cond after it.
+            pag = guided and bool(getattr(pipe, "do_perturbed_attention_guidance", False))
+            halves = (2 if guided else 1) + pag
             per_image = current.shape[0] // (halves * timeline.batch)
             new = _repeat(pos, per_image, current)
             if guided:
                 assert neg is not None
-                new = torch.cat([_repeat(neg, per_image, current), new])
+                new = torch.cat([_repeat(neg, per_image, current), new, *([new] if pag else [])])
             out[name] = new
         return out
 
@@ -649,6 +651,13 @@ class _AndHook:
 
     def before(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if getattr(self.pipe, "do_perturbed_attention_guidance", False):
+            return self._perturbed(args, kwargs)
+        return self._before(args, kwargs)
+
+    def _before(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         timeline = self.timeline
         args, kwargs = list(args), dict(kwargs)  # type: ignore[assignment]
@@ -707,15 +716,46 @@ class _AndHook:
         self.pending = (half, torch.stack(weights))
         return tuple(args), kwargs
 
+    def _perturbed(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A PAG pipeline (Kolors PAG, SANA PAG) batches ``[uncond, cond, perturbed cond]``: AND
+        is refused there; an edit's texts are the step callback's, its masks are switched here
+        (SANA PAG)."""
+        timeline = self.timeline
+        if timeline.composable:
+            raise UnsupportedPipelineError(
+                f"AND is not supported on {type(self.pipe).__name__} with perturbed-attention "
+                "guidance: its batch holds a perturbed copy of the cond, which A1111's "
+                "combination of AND parts has no place for (set pag_scale=0 to run AND)"
+            )
+        k = self._advance()
+        self.pending = None
+        value, mask = kwargs.get("encoder_attention_mask"), timeline.mask_at(k)
+        if mask is None or not isinstance(value, Tensor):
+            return args, kwargs
+        guided = bool(getattr(self.pipe, "do_classifier_free_guidance", False))
+        negative = timeline.negative_mask_at(k)
+        masks = [negative, mask, mask] if guided and negative is not None else [mask, mask]
+        per_image = value.shape[0] // (len(masks) * timeline.batch)
+        rows = torch.cat([m.repeat_interleave(per_image, 0) for m in masks])
+        kwargs = {**kwargs, "encoder_attention_mask": rows.to(value.device, value.dtype)}
+        return args, kwargs
+
+    def _advance(self) -> int:
+        """Count the call (and give a LoRA's UNet weight of it, loractl); return its index."""
+        k = self.calls
+        self.calls += 1
+        lora = self.timeline.lora
+        if lora is not None and lora.unet_changes and lora.unet_at(k) != lora.unet_at(k - 1):
+            lora.apply(self.pipe, k)
+        return k
+
     def _count(self, total: int) -> tuple[int, bool]:
         """Count the call (and give a LoRA's UNet weight of it, loractl); return its index and
         whether it holds ``[uncond, cond]`` (``total`` rows)."""
         timeline = self.timeline
-        k = self.calls
-        self.calls += 1
-        lora = timeline.lora
-        if lora is not None and lora.unet_changes and lora.unet_at(k) != lora.unet_at(k - 1):
-            lora.apply(self.pipe, k)
+        k = self._advance()
         paired = total % (2 * timeline.batch) == 0
         return k, bool(getattr(self.pipe, "do_classifier_free_guidance", paired)) and paired
 
@@ -783,7 +823,8 @@ class _AndHook:
         kwargs["encoder_attention_mask"] = rows.to(device=value.device, dtype=value.dtype)
 
     def after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
-        assert self.pending is not None
+        if self.pending is None:  # a PAG call, left as it is
+            return output
         half, weights = self.pending
         self.pending = None
         out = output[0] if isinstance(output, tuple) else output.sample
