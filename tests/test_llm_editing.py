@@ -145,6 +145,12 @@ def _calls(name: str, cond: Any, guidance: float = 2.0) -> list[tuple[dict[str, 
     return calls
 
 
+@functools.cache
+def _plain_texts(name: str, prompt: str, negative: str) -> list[dict[str, Any]]:
+    """The text conditioning of each call of a one-step plain run (shared by the cases)."""
+    return [t for t, _ in _calls(name, _encode(name, prompt, negative, 1))]
+
+
 @pytest.mark.parametrize("name", [*LLM, *LLM_CLASSES])
 @pytest.mark.parametrize(
     ("prompt", "negative", "steps", "expected"),
@@ -169,7 +175,7 @@ def test_each_call_gets_its_steps_text_as_a_plain_run_of_it(
     cond = _encode(name, prompt, negative, steps)
     colours = {"cat": "blue", "dog": "red", "big brown dog": "deep red"}
     alone = {
-        animal: [t for t, _ in _calls(name, _encode(name, f"a {animal} on a mat", f"{c} sky", 1))]
+        animal: _plain_texts(name, f"a {animal} on a mat", f"{c} sky")
         for animal, c in colours.items()
         if animal in expected
     }
