@@ -36,7 +36,9 @@ does and where it is done here:
 * **Chunks and padding** (§6.3, §7, §9): positive and negative always have the same length.
   Positive conds of different lengths (AND parts, images of a batch) are stacked by repeating the
   last token vector, as A1111 stacks them; cond and uncond are then padded with encoded empty-prompt
-  chunks (A1111's "Pad conds": a pipeline runs both in one batch). SDXL's pooled vector comes from
+  chunks (A1111's "Pad conds": a pipeline runs both in one batch; the lengths before this
+  padding are kept, and ``promptweights.a1111`` runs them unpadded as A1111 does by default).
+  SDXL's pooled vector comes from
   chunk 0 of the syntax-stripped text; an SDXL negative that is empty for every image is all
   zeros when the pipeline's ``force_zeros_for_empty_prompt`` is set (diffusers' and A1111's rule).
 * **LoRA** (§8): tags are always removed from the text. When ``lora_dir=`` or ``loras=`` is given,

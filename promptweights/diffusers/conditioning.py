@@ -64,6 +64,10 @@ class _Timeline:
     split: Callable[[Tensor], dict[str, Tensor]] | None = None
     # Per group (AND parts image-major, then the negatives): (V, L) masks, one per schedule entry.
     variant_masks: list[Tensor] | None = None
+    # Before A1111's "Pad conds" padding (set by encode for chunked CLIP towers; None: unknown):
+    # the positives' length in tokens (AND parts stacked) and each negative's. The padded rows
+    # hold these tokens first, then encoded empty windows.
+    lengths: tuple[int, tuple[int, ...]] | None = None
 
     def _group_mask(self, group: int, part: _Part, k: int) -> Tensor:
         assert self.variant_masks is not None
@@ -251,7 +255,8 @@ class Conditioning:
         negative_prompt_attention_mask: likewise for the negative.
         padded_conds: (set by ``encode``) some text was padded with encoded empty chunks to the
             length of the others (a prompt and negative of different chunk counts: A1111's "Pad
-            conds").
+            conds"); the timeline keeps the lengths before it, from which
+            :mod:`promptweights.a1111` runs them unpadded, as A1111 does by default.
     """
 
     prompt_embeds: Tensor

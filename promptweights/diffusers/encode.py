@@ -752,6 +752,7 @@ def _assemble(
             ]
         )
         empties.append(None if result.empty is None else result.empty.to(device))
+    lengths = _unpadded_lengths([slot.encoder for slot in slots], encoded, positives)
     family.padding([slot.encoder for slot in slots], encoded, empties, positives)
     with torch.no_grad():
         assembled = [
@@ -824,7 +825,22 @@ def _assemble(
         parameters=_call_parameters(pipe),
         split=None if family.split is None else family.split(pipe, t5_length),
         variant_masks=per_variant,
+        lengths=lengths,
     )
+
+
+def _unpadded_lengths(
+    encoders: Sequence[TextEncoder],
+    encoded: Sequence[Sequence[tuple[Tensor, Tensor | None]]],
+    positives: int,
+) -> tuple[int, tuple[int, ...]] | None:
+    """Before A1111's "Pad conds" padding: the positives' length once stacked (the longest AND
+    part) and each negative's, in tokens; None unless every tower is a chunked CLIP window (SD
+    1.x/2.x, SDXL), whose padding only appends windows at the end."""
+    if not all(e.window.chunked and e.window.bos is not None for e in encoders):
+        return None
+    groups = [max(int(tower[g][0].shape[1]) for tower in encoded) for g in range(len(encoded[0]))]
+    return max(groups[:positives]), tuple(groups[positives:])
 
 
 def _call_parameters(pipe: Any) -> frozenset[str] | None:
