@@ -198,13 +198,49 @@ class CompVisModel:
 
 class ReferenceCFG:
     """A1111's CFGDenoiser with batch_cond_uncond on: [conds, unconds] in one batch, combined
-    ``u + Σ w·scale·(c − u)``; Skip Early CFG and NGMS replace the uncond with the first cond."""
+    ``u + Σ w·scale·(c − u)``; Skip Early CFG and NGMS replace the uncond with the first cond.
 
-    def __init__(self, inner: Any, conds_at: Any, scale: float, total: int, **opts: float):
+    Cond and uncond of different lengths (``sd_samplers_cfg_denoiser.py``): with ``pad="v0"``
+    ("Pad conds v0") the uncond's last vector is repeated up to the cond's length, or the uncond
+    cut to it; with ``pad="empty"`` ("Pad conds") the shorter side gets ``empty`` (the encoded
+    empty prompt, one window) repeated; otherwise they run apart: the conds in slices of
+    ``2 · batch`` rows, then the unconds (not at all when skipped).
+    """
+
+    def __init__(
+        self,
+        inner: Any,
+        conds_at: Any,
+        scale: float,
+        total: int,
+        *,
+        pad: str = "",
+        empty: torch.Tensor | None = None,
+        **opts: float,
+    ):
         self.inner, self.conds_at, self.scale, self.total = inner, conds_at, scale, total
         self.skip_early = opts.get("skip_early_cfg", 0.0)
         self.s_min_uncond = opts.get("s_min_uncond", 0.0)
+        self.pad, self.empty = pad, empty
         self.step = 0
+
+    def _padded(self, tensor: torch.Tensor, uncond: torch.Tensor) -> Any:
+        if tensor.shape[1] == uncond.shape[1]:
+            return tensor, uncond
+        if self.pad == "v0":
+            if uncond.shape[1] < tensor.shape[1]:
+                last = uncond[:, -1:].repeat([1, tensor.shape[1] - uncond.shape[1], 1])
+                return tensor, torch.hstack([uncond, last])
+            return tensor, uncond[:, : tensor.shape[1]]
+        if self.pad == "empty":
+            assert self.empty is not None
+            repeats = (tensor.shape[1] - uncond.shape[1]) // self.empty.shape[1]
+            if repeats < 0:
+                extra = self.empty.repeat((tensor.shape[0], -repeats, 1))
+                return torch.cat([tensor, extra], axis=1), uncond
+            extra = self.empty.repeat((uncond.shape[0], repeats, 1))
+            return tensor, torch.cat([uncond, extra], axis=1)
+        return tensor, uncond
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
         conds_list, tensor, uncond = self.conds_at(self.step)
@@ -216,11 +252,18 @@ class ReferenceCFG:
         skip = self.skip_early != 0 and self.step / self.total <= self.skip_early
         if not skip and self.step % 2 and self.s_min_uncond > 0 and sigma[0] < self.s_min_uncond:
             skip = True
+        tensor, uncond = self._padded(tensor, uncond)
         if skip:
             out = self.inner(x_in[:-batch], s_in[:-batch], cond=tensor)
             out = torch.cat([out, torch.cat([out[c[0][0] : c[0][0] + 1] for c in conds_list])])
-        else:
+        elif tensor.shape[1] == uncond.shape[1]:
             out = self.inner(x_in, s_in, cond=torch.cat([tensor, uncond]))
+        else:
+            out = torch.zeros_like(x_in)
+            for a in range(0, tensor.shape[0], 2 * batch):
+                b = min(a + 2 * batch, tensor.shape[0])
+                out[a:b] = self.inner(x_in[a:b], s_in[a:b], cond=tensor[a:b])
+            out[-batch:] = self.inner(x_in[-batch:], s_in[-batch:], cond=uncond)
         scale = 1.0 if skip else self.scale
         u = out[-batch:]
         denoised = torch.clone(u)

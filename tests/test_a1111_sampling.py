@@ -124,6 +124,8 @@ def _reference_k(
     cfg: float = 5.0,
     source: str = "CPU",
     sgm: bool = False,
+    pad: str = "",
+    empty: torch.Tensor | None = None,
     **cfg_opts: float,
 ) -> list[torch.Tensor]:
     func, default, discard, brownian, extra = K_SAMPLERS[name]
@@ -139,7 +141,7 @@ def _reference_k(
     x = rng.next() * (torch.sqrt(1.0 + sigmas[0] ** 2.0) if sgm else sigmas[0])
     total = 2 * steps if name in SECOND_ORDER else steps
     conds = cond if callable(cond) else _conds_from(cond)
-    denoiser = ReferenceCFG(wrap, conds, cfg, total, **cfg_opts)
+    denoiser = ReferenceCFG(wrap, conds, cfg, total, pad=pad, empty=empty, **cfg_opts)
     SAMPLING.torch = TorchHijack(rng)
     latents: list[torch.Tensor] = []
     try:
@@ -333,6 +335,89 @@ def test_and_weights_skip_early_cfg_and_ngms(pipe: Any) -> None:
         pipe, cond, "Euler", steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0, **opts
     )
     theirs = _reference_k(pipe, cond, "Euler", None, steps, seeds, 16, **opts)
+    _assert_close(ours, theirs)
+
+
+# --- a prompt and negative of different chunk counts (A1111's "Pad conds" off, on, v0) ----------
+
+LONG = " ".join(["cat"] * 100)  # two 75-token chunks on the tiny tokenizer
+_PAD = {"": {}, "empty": {"pad_conds": True}, "v0": {"pad_conds_v0": True}}
+
+
+def _apart(pipe: Any, prompts: list[str], negatives: list[str], steps: int, **kw: Any) -> Any:
+    """The reference's conds at call k, each side encoded with an empty other side (a window
+    long, never longer than either side: nothing is padded), as A1111 encodes the prompt and the
+    negative apart; one row per text-encoder pass (``exact``), as ours, so that no batch
+    composition rounds the embeddings apart."""
+    empty = [""] * len(prompts)
+    positive = _conds_from(encode(pipe, prompts, empty, steps=steps, exact=True, **kw))
+    negative = _conds_from(encode(pipe, empty, negatives, steps=steps, exact=True, **kw))
+    return lambda k: (*positive(k)[:2], negative(k)[2])
+
+
+def _empty_prompt(pipe: Any) -> torch.Tensor:
+    """A1111's ``cond_stage_model_empty_prompt``: the empty prompt, encoded (one window)."""
+    embeds: torch.Tensor = encode(pipe, "", "", exact=True).prompt_embeds
+    assert embeds.shape[1] == 77
+    return embeds
+
+
+@pytest.mark.parametrize("pad", ["", "empty", "v0"])
+@pytest.mark.parametrize(
+    ("prompt", "negative"), [(LONG, "blurry"), ("a red cat", LONG)], ids=["long-prompt", "long-neg"]
+)
+def test_cond_and_uncond_of_different_lengths(
+    pipe: Any, prompt: str, negative: str, pad: str
+) -> None:
+    """A1111 v1.10.1 by default runs cond and uncond of different chunk counts apart, each at
+    its own length; "Pad conds" pads the shorter with empty chunks, "Pad conds v0" repeats or
+    cuts the negative: per step within 1e-5, batch 2 (the conds run as one slice of 2 rows)."""
+    steps, seeds = 3, [31, 32]
+    cond = encode(pipe, [prompt] * 2, [negative] * 2, steps=steps, exact=True)
+    assert cond.prompt_embeds.shape[1] == cond.negative_prompt_embeds.shape[1] == 154
+    kw: dict[str, Any] = {"seeds_kw": {"source": "CPU"}, "cfg_scale": 5.0, **_PAD[pad]}
+    ours = _ours(pipe, cond, "Euler a", steps, seeds, 16, **kw)
+    conds = _apart(pipe, [prompt] * 2, [negative] * 2, steps)
+    assert conds(0)[1].shape[1] + conds(0)[2].shape[1] == 231  # 2 chunks and 1
+    empty = _empty_prompt(pipe)
+    theirs = _reference_k(pipe, conds, "Euler a", None, steps, seeds, 16, pad=pad, empty=empty)
+    _assert_close(ours, theirs)
+    if pad != "empty":  # running them padded gives another image
+        padded_kw = {**kw, "pad_conds": True, "pad_conds_v0": False}
+        padded = _ours(pipe, cond, "Euler a", steps, seeds, 16, **padded_kw)
+        assert (padded[-1] - ours[-1]).abs().max().item() > 1e-3
+
+
+def test_unpadded_and_editing_skip_early_cfg_and_ngms(pipe: Any) -> None:
+    """Three AND parts (one of two chunks, one edited) per image, two images: six cond rows
+    run in slices of four and two, the one-chunk negatives apart; Skip Early CFG and NGMS skip
+    the uncond on some calls (the conds alone, at their own length)."""
+    steps, seeds = 4, [3, 4]
+    prompts = [f"a [red:blue:0.5] cat AND {LONG}:0.5 AND a cow:-0.3", "a cow AND a dog AND a cat"]
+    negatives = ["blurry", "ugly"]
+    cond = encode(pipe, prompts, negatives, steps=steps, exact=True)
+    opts = {"skip_early_cfg": 0.25, "s_min_uncond": 100.0}
+    kw: dict[str, Any] = {"seeds_kw": {"source": "CPU"}, "cfg_scale": 5.0, **opts}
+    ours = _ours(pipe, cond, "Euler", steps, seeds, 16, **kw)
+    conds = _apart(pipe, prompts, negatives, steps)
+    assert conds(0)[1].shape[:2] == (6, 154)
+    theirs = _reference_k(pipe, conds, "Euler", None, steps, seeds, 16, **opts)
+    _assert_close(ours, theirs)
+
+
+def test_timestep_sampler_unpadded(pipe: Any) -> None:
+    """DDIM (A1111's timestep denoiser) with the negative longer than the prompt."""
+    steps, seeds = 3, [5, 6]
+    cond = encode(pipe, ["a red cat"] * 2, [LONG] * 2, steps=steps, exact=True)
+    ours = _ours(pipe, cond, "DDIM", steps, seeds, 16, seeds_kw={"source": "CPU"}, cfg_scale=5.0)
+    alphas = ldm_alphas_cumprod(pipe.scheduler.config)
+    model = CompVisModel(pipe.unet, alphas)
+    conds = _apart(pipe, ["a red cat"] * 2, [LONG] * 2, steps)
+    cfg = ReferenceCFG(lambda x, t, cond: model.apply_model(x, t, cond), conds, 5.0, steps)
+    x = ReferenceRNG(_shape(pipe, 16), seeds, [], 0.0, 0).next()
+    timesteps = torch.clip(torch.arange(0, 1000, 1000 // steps) + 1, 0, 999)
+    with torch.no_grad():
+        theirs = reference_ddim(cfg, x, timesteps, alphas, 0.0)
     _assert_close(ours, theirs)
 
 

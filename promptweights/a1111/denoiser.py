@@ -7,9 +7,12 @@ through the model; the results combine per image as
 
 (unnormalised AND weights). As A1111 v1.10.1 does it:
 
-* cond and uncond of equal length run as one batch ``[c…, u…]``; of different lengths, the conds
-  run in batches of ``2 · images`` and the unconds separately, unpadded, unless ``pad_conds``
-  (A1111's "Pad conds") pads the shorter with encoded empty-prompt chunks;
+* cond and uncond of equal length run as one batch ``[c…, u…]``; of different lengths (a prompt
+  or negative over 75 tokens), by default (A1111's "Pad conds" off) the conds run in batches of
+  ``2 · images`` and the unconds separately, each at its own length; ``empty_chunk`` (A1111's
+  "Pad conds") pads the shorter with encoded empty-prompt chunks instead, and ``pad_v0`` ("Pad
+  conds v0", which wins over it) repeats the negative's last vector up to the prompt's length or
+  truncates the negative to it (:func:`pad_conds_v0`);
 * ``skip_early_cfg`` ("Skip Early CFG") skips the uncond while ``call / total_calls`` is at most
   that fraction, and ``s_min_uncond`` ("NGMS") on odd calls (every call with
   ``s_min_uncond_all``, "NGMS all steps") while σ is below it; a skipped uncond is replaced by
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["CFGDenoiser", "Conds", "skips_uncond"]
+__all__ = ["CFGDenoiser", "Conds", "pad_conds_v0", "skips_uncond"]
 
 #: ``model(x, sigma, cond)``: the wrapped UNet; one σ (or timestep) per row.
 Model = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -75,6 +78,21 @@ def _pad(tensor: Tensor, repeats: int, empty: Tensor) -> Tensor:
     return torch.cat([tensor, empty.repeat((tensor.shape[0], repeats, 1))], dim=1)
 
 
+def pad_conds_v0(tensor: Tensor, uncond: Tensor) -> tuple[Tensor, Tensor]:
+    """A1111's "Pad conds v0": the uncond ``(B, L', D)`` made as long as the cond ``(N, L, D)``,
+    by repeating its last vector when shorter or truncating it when longer; the cond unchanged.
+
+    >>> c, u = pad_conds_v0(torch.zeros(1, 4, 1), torch.arange(2.0).reshape(1, 2, 1))
+    >>> u.flatten().tolist(), pad_conds_v0(c[:, :1], u)[1].flatten().tolist()
+    ([0.0, 1.0, 1.0, 1.0], [0.0])
+    """
+    length = tensor.shape[1]
+    if uncond.shape[1] < length:
+        last = uncond[:, -1:].expand(-1, length - uncond.shape[1], -1)
+        return tensor, torch.cat([uncond, last], dim=1)
+    return tensor, uncond[:, :length]
+
+
 class CFGDenoiser:
     """Classifier-free guidance as A1111 combines it; call it as ``denoiser(x, sigma)``.
 
@@ -89,6 +107,7 @@ class CFGDenoiser:
         skip_early_cfg: Skip Early CFG fraction (0: off).
         empty_chunk: the encoded empty prompt ``(1, window, D)``; with it, cond and uncond of
             different lengths are padded (A1111's "Pad conds").
+        pad_v0: A1111's "Pad conds v0" (:func:`pad_conds_v0`; before ``empty_chunk``).
     """
 
     def __init__(
@@ -102,6 +121,7 @@ class CFGDenoiser:
         s_min_uncond_all: bool = False,
         skip_early_cfg: float = 0.0,
         empty_chunk: Tensor | None = None,
+        pad_v0: bool = False,
     ) -> None:
         self.model = model
         self.conds_at = conds_at
@@ -111,6 +131,7 @@ class CFGDenoiser:
         self.s_min_uncond_all = s_min_uncond_all
         self.skip_early_cfg = skip_early_cfg
         self.empty_chunk = empty_chunk
+        self.pad_v0 = pad_v0
         self.step = 0
 
     def skips_uncond(self, sigma: Tensor) -> bool:
@@ -136,7 +157,9 @@ class CFGDenoiser:
         if skip:
             x_in, sigma_in = x_in[:-batch], sigma_in[:-batch]
         tensor, uncond = conds.tensor, conds.uncond
-        if self.empty_chunk is not None and tensor.shape[1] != uncond.shape[1]:
+        if self.pad_v0 and tensor.shape[1] != uncond.shape[1]:
+            tensor, uncond = pad_conds_v0(tensor, uncond)
+        elif self.empty_chunk is not None and tensor.shape[1] != uncond.shape[1]:
             tensor, uncond = self._pad(tensor, uncond)
         if skip:
             out = self.model(x_in, sigma_in, tensor)

@@ -7,6 +7,12 @@
 ancestral samplers draw their per-step noise from the same ``ImageRNG`` (ENSD re-seeds it after
 the first draw), the SDE samplers from a Brownian tree seeded per image; the model is k-diffusion's
 ``CompVisDenoiser`` (ε or v prediction, fractional timesteps) under :class:`CFGDenoiser`.
+
+A prompt and negative of different chunk counts (over 75 tokens on one side) run as A1111 runs
+them: by default each at its own length in its own model calls (:func:`timeline_conds` with
+``unpadded``: ``encode`` padded them to one length for a pipeline's single batch, and the rows
+are cut back), padded with encoded empty chunks with ``pad_conds`` (A1111's "Pad conds"), or with
+the negative's last vector repeated or cut with ``pad_conds_v0`` ("Pad conds v0").
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ from .denoiser import CFGDenoiser, Conds
 from .samplers import SAMPLERS, NoiseFn, Options, SamplerSpec, Step, drive
 from .scheduler import initial_scale
 
-__all__ = ["KDiffusionModel", "Seeds", "TimestepModel", "decode", "sample", "timeline_conds"]
+__all__ = [
+    "KDiffusionModel",
+    "Seeds",
+    "TimestepModel",
+    "decode",
+    "sample",
+    "timeline_conds",
+    "unpadded_lengths",
+]
 
 
 def rng_sources() -> tuple[str, ...]:
@@ -134,12 +148,28 @@ class TimestepModel:
         return eps
 
 
-def timeline_conds(cond: Any) -> Callable[[int], Conds]:
+def unpadded_lengths(timeline: Any) -> tuple[int, int] | None:
+    """The token lengths ``(positive, negative)`` a conditioning's timeline had before ``encode``
+    padded them to one length (A1111's "Pad conds"), or None when they are equal or unknown.
+
+    The positive length is that of the longest AND part (A1111 stacks the parts by repeating
+    their last vectors); negatives of different lengths within one batch keep the longest one's.
+    """
+    lengths = getattr(timeline, "lengths", None)
+    if lengths is None or not lengths[1]:
+        return None
+    positive, negative = lengths[0], max(lengths[1])
+    return None if positive == negative else (positive, negative)
+
+
+def timeline_conds(cond: Any, *, unpadded: bool = False) -> Callable[[int], Conds]:
     """The per-call :class:`Conds` of a :class:`~promptweights.diffusers.Conditioning`: every
-    AND part of every image with its weight, prompt editing resolved at the call."""
+    AND part of every image with its weight, prompt editing resolved at the call; with
+    ``unpadded``, the cond and uncond rows at their own lengths (:func:`unpadded_lengths`)."""
     from promptweights.diffusers.conditioning import _index_at
 
     timeline = cond._timeline
+    lengths = unpadded_lengths(timeline) if unpadded else None
     if timeline.part_pooled and any(p is not None for im in timeline.part_pooled for p in im):
         raise UnsupportedPipelineError(
             "A1111 sampling here supports SD 1.x/2.x conditioning (no pooled vectors)"
@@ -158,7 +188,10 @@ def timeline_conds(cond: Any) -> Callable[[int], Conds]:
             timeline.negative_embeds[i][_index_at(n.ends, k)]
             for i, n in enumerate(timeline.negative)
         ]
-        return Conds(parts, torch.stack(rows), torch.stack(unconds))
+        tensor, uncond = torch.stack(rows), torch.stack(unconds)
+        if lengths is not None:
+            tensor, uncond = tensor[:, : lengths[0]], uncond[:, : lengths[1]]
+        return Conds(parts, tensor, uncond)
 
     return at
 
@@ -187,15 +220,16 @@ def sample(
     on_step: Callable[[Step], None] | None = None,
     schedule: schedules.ScheduleOptions | None = None,
     sgm_noise_multiplier: bool = False,
+    pad_conds: bool = False,
+    pad_conds_v0: bool = False,
 ) -> Tensor:
     """Sample latents for ``cond`` as A1111 v1.10.1 does (txt2img, first pass).
 
     Args:
         pipe: an SD 1.x/2.x diffusers pipeline (its ``unet`` and scheduler config are used).
         cond: from :func:`promptweights.diffusers.encode` (``steps`` as here; doubled schedule for
-            second-order samplers), one image per seed. ``encode`` pads a prompt and negative of
-            different chunk counts to one length (A1111's "Pad conds"; ``cond.padded_conds``
-            says so), where A1111 by default runs them unpadded.
+            second-order samplers), one image per seed. A prompt and negative of different
+            chunk counts run unpadded, as A1111 runs them by default.
         seeds: the seed settings.
         sampler: A1111's sampler name (``"DPM++ 2M Karras"``…) or a resolved choice.
         steps: sampling steps.
@@ -212,6 +246,10 @@ def sample(
             ScheduleOptions`; by default SD 1.5's Align Your Steps table, the model's σ range).
         sgm_noise_multiplier: A1111's "SGM noise multiplier" (initial noise times
             ``sqrt(1 + σ₀²)`` rather than σ₀; k-diffusion samplers).
+        pad_conds: A1111's "Pad conds": a prompt and negative of different chunk counts are
+            padded with encoded empty chunks to one length (one batch) rather than run apart.
+        pad_conds_v0: A1111's "Pad conds v0" (wins over ``pad_conds``): the negative's last
+            vector repeated up to the prompt's length, or the negative cut to it.
 
     Returns:
         The final latents ``(B, C, H, W)`` (float32), before the VAE.
@@ -243,8 +281,9 @@ def sample(
         "s_min_uncond": s_min_uncond,
         "s_min_uncond_all": s_min_uncond_all,
         "skip_early_cfg": skip_early_cfg,
+        "pad_v0": pad_conds_v0,
     }
-    conds = timeline_conds(cond)
+    conds = timeline_conds(cond, unpadded=pad_conds_v0 or not pad_conds)
     with torch.no_grad():
         if spec.k_sampler is not None:
             model = KDiffusionModel(unet, alphas.to(device), prediction)
