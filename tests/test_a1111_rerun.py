@@ -283,7 +283,7 @@ A1111_KEYS: dict[str, str | None] = {
     "Sigma noise": None,
     "Old prompt editing timelines": None,
     "Pad conds": None,
-    "Pad conds v0": "v0 padding",
+    "Pad conds v0": None,
     "Downcast alphas_cumprod": "downcast",
     "NGMS": None,
     "NGMS all steps": None,
@@ -370,30 +370,103 @@ def test_readme_path_a_png_with_and_and_ngms(pipe: Any, tmp_path: Any) -> None:
     assert (guided - loop).abs().max().item() > 1e-2  # every call skipped the uncond
 
 
-def test_unpadded_conds_are_named(pipe: Any) -> None:
-    """A1111 runs a prompt and negative of different chunk counts unpadded unless its infotext
-    says ``Pad conds: True``; the pipeline call pads them, and says so."""
+LONG = " ".join(["cat"] * 100)  # two 75-token chunks on the tiny tokenizer
+
+
+def _pipeline_and_loop(
+    pipe: Any,
+    prompt: str,
+    negative: str,
+    extra: dict[str, object],
+    cfg_scale: float = 5.0,
+    **kw: Any,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The pipeline call's final latents for an infotext and run.sample's for its settings."""
     import warnings
 
     from promptweights.diffusers import from_infotext
-    from promptweights.errors import PromptweightsWarning, UnreproducibleError
+    from promptweights.errors import PromptweightsWarning
 
-    long = " ".join(["cat"] * 100)  # two 75-token chunks; the negative has one
+    settings = {**_settings(), "CFG scale": cfg_scale, **extra}
     saved = pipe.scheduler
     try:
-        with pytest.warns(PromptweightsWarning, match="different chunk counts"):
-            from_infotext(pipe, GenerationParameters.from_settings(long, "blurry", _settings()))
-        params = GenerationParameters.from_settings(long, "blurry", _settings())
-        with pytest.raises(UnreproducibleError, match="different chunk counts"):
-            from_infotext(pipe, params, strict=True)
-        padded = {**_settings(), "Pad conds": "True"}
         with warnings.catch_warnings():
             warnings.simplefilter("error", PromptweightsWarning)
-            kwargs = from_infotext(pipe, GenerationParameters.from_settings(long, "blur", padded))
-            assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape
-            from_infotext(pipe, GenerationParameters.from_settings(long, long, _settings()))
+            kwargs = from_infotext(
+                pipe, GenerationParameters.from_settings(prompt, negative, settings)
+            )
+        ours = pipe(**kwargs, output_type="latent").images
     finally:
         pipe.scheduler = saved
+    cond = encode(pipe, prompt, negative, steps=2)
+    seeds = Seeds((1,), source="CPU")
+    loop = sample(
+        pipe, cond, seeds, sampler="Euler", steps=2, cfg_scale=cfg_scale, width=16, height=16, **kw
+    )
+    return ours, loop, kwargs
+
+
+@pytest.mark.parametrize(
+    ("extra", "kw"),
+    [
+        ({}, {}),
+        ({"Pad conds": "True"}, {"pad_conds": True}),
+        ({"Pad conds v0": "True"}, {"pad_conds_v0": True}),
+    ],
+    ids=["apart", "pad-conds", "pad-conds-v0"],
+)
+@pytest.mark.parametrize(
+    ("prompt", "negative"), [(LONG, "blurry"), ("a red cat", LONG)], ids=["long-prompt", "long-neg"]
+)
+def test_unpadded_conds_in_the_pipeline(
+    pipe: Any, prompt: str, negative: str, extra: dict[str, object], kw: dict[str, Any]
+) -> None:
+    """A prompt and negative of different chunk counts: the pipeline call runs them as A1111
+    does by default (apart, each at its own length), or as "Pad conds" / "Pad conds v0" pad
+    them, without a warning; its final latents equal run.sample's (checked against the
+    reference in tests/test_a1111_sampling.py), up to the guidance formula's rounding."""
+    ours, loop, kwargs = _pipeline_and_loop(pipe, prompt, negative, extra, **kw)
+    assert kwargs["prompt_embeds"].shape == kwargs["negative_prompt_embeds"].shape
+    assert (ours - loop).abs().max().item() <= 5e-5 * loop.abs().max().item()
+    if "Pad conds" not in extra:  # the padded run is another image
+        cond = encode(pipe, prompt, negative, steps=2)
+        seeds = Seeds((1,), source="CPU")
+        padded = sample(
+            pipe,
+            cond,
+            seeds,
+            sampler="Euler",
+            steps=2,
+            cfg_scale=5.0,
+            width=16,
+            height=16,
+            pad_conds=True,
+        )
+        assert (padded - ours).abs().max().item() > 1e-3
+
+
+def test_unpadded_conds_with_and_ngms_and_editing(pipe: Any) -> None:
+    """AND (three parts: the UNet's further cond batch), an edit and NGMS on every step beside a
+    prompt part of two chunks: the pipeline call equals run.sample."""
+    prompt = f"a [red:blue:0.5] cat AND {LONG}:0.5 AND a cow:-0.3"
+    extra = {"NGMS": 20, "NGMS all steps": "True"}
+    ours, loop, _ = _pipeline_and_loop(
+        pipe, prompt, "blurry", extra, s_min_uncond=20.0, s_min_uncond_all=True
+    )
+    assert (ours - loop).abs().max().item() <= 5e-5 * loop.abs().max().item()
+    ours, loop, _ = _pipeline_and_loop(
+        pipe, prompt, "blurry", {"Skip Early CFG": 0.5}, skip_early_cfg=0.5
+    )
+    assert (ours - loop).abs().max().item() <= 5e-5 * loop.abs().max().item()
+
+
+def test_unpadded_conds_without_guidance(pipe: Any) -> None:
+    """At CFG scale 1 the pipeline runs the prompt alone: at its own length, as A1111's
+    ``u + 1 · (c − u)`` gives it."""
+    ours, loop, _ = _pipeline_and_loop(pipe, "a red cat", LONG, {}, cfg_scale=1.0)
+    assert (ours - loop).abs().max().item() <= 5e-5 * loop.abs().max().item()
+    _, padded, _ = _pipeline_and_loop(pipe, "a red cat", LONG, {}, cfg_scale=1.0, pad_conds=True)
+    assert (padded - ours).abs().max().item() > 1e-3
 
 
 def _settings() -> dict[str, object]:
@@ -401,3 +474,29 @@ def _settings() -> dict[str, object]:
         "Size-1": 16,
         "Size-2": 16,
     }
+
+
+def test_unpadded_conds_on_sdxl() -> None:
+    """SDXL: the UNet runs the one-chunk negative and the two-chunk prompt in calls of their own,
+    each with its own rows of the pipeline's pooled and size conditioning."""
+    from _tiny_pipelines import tiny_sdxl
+
+    from promptweights.diffusers import from_infotext
+
+    xl = tiny_sdxl()
+    xl.set_progress_bar_config(disable=True)
+    forward = xl.unet.forward
+    calls: list[tuple[int, int, int]] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        hidden = kwargs["encoder_hidden_states"]
+        text = kwargs["added_cond_kwargs"]["text_embeds"]
+        calls.append((hidden.shape[0], hidden.shape[1], text.shape[0]))
+        return forward(*args, **kwargs)
+
+    xl.unet.forward = recording
+    params = GenerationParameters.from_settings(LONG, "blurry", {**_settings(), "Size-1": 32})
+    kwargs = from_infotext(xl, params)
+    assert kwargs["prompt_embeds"].shape[1] == 154
+    xl(**kwargs, output_type="latent")
+    assert calls == [(1, 77, 1), (1, 154, 1)] * 2

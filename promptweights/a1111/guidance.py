@@ -11,7 +11,14 @@ formula gives what A1111's ``CFGDenoiser`` gives (:mod:`promptweights.a1111.deno
   (:func:`~promptweights.a1111.denoiser.skips_uncond`, read at the A1111 scheduler's call counter
   and σ), the negative rows do not run; the result ``t = c_1 + Σ w_j (c_j − c_1)`` (A1111's
   scale-1 combination around the first part) is handed over as ``[t, t]``, which the pipeline's
-  guidance leaves as ``t``.
+  guidance leaves as ``t``;
+* a prompt and negative of different chunk counts (``lengths``; ``encode`` padded them to one
+  length for the pipeline's single batch): by default (A1111's "Pad conds" off) the negative
+  rows run in one UNet call and the positive rows in calls of ``2 · images`` rows, each at its
+  own length (the hooks call the UNet's ``forward`` again for the further batches); with "Pad
+  conds v0" (``pad_v0``) one call, the negative's last vector repeated up to the prompt's length
+  or the negative cut to it (:func:`~promptweights.a1111.denoiser.pad_conds_v0`). A skipped
+  uncond, or a call without guidance, runs the positive rows at their own length.
 
 The pipeline combines noise predictions, A1111 denoised latents: the same up to float rounding.
 The hooks stay on the UNet while the pipeline's scheduler is the :class:`A1111Scheduler` they
@@ -29,7 +36,7 @@ from torch import Tensor
 
 from promptweights.errors import PromptweightsError
 
-from .denoiser import skips_uncond
+from .denoiser import pad_conds_v0, skips_uncond
 from .scheduler import A1111Scheduler
 
 __all__ = ["PipelineCFG"]
@@ -50,6 +57,10 @@ class PipelineCFG:
         s_min_uncond: NGMS (0: off).
         s_min_uncond_all: "NGMS all steps".
         skip_early_cfg: "Skip Early CFG" (0: off).
+        lengths: the prompt's and negative's token lengths before padding
+            (:func:`promptweights.a1111.run.unpadded_lengths`) to run them at; None: as the
+            pipeline passes them (A1111's "Pad conds", or equal lengths).
+        pad_v0: A1111's "Pad conds v0" for ``lengths``.
     """
 
     def __init__(
@@ -62,6 +73,8 @@ class PipelineCFG:
         s_min_uncond: float = 0.0,
         s_min_uncond_all: bool = False,
         skip_early_cfg: float = 0.0,
+        lengths: tuple[int, int] | None = None,
+        pad_v0: bool = False,
     ) -> None:
         self.pipe = pipe
         self.scheduler = scheduler
@@ -71,6 +84,9 @@ class PipelineCFG:
         self.s_min_uncond = s_min_uncond
         self.s_min_uncond_all = s_min_uncond_all
         self.skip_early_cfg = skip_early_cfg
+        self.lengths = lengths
+        self.pad_v0 = pad_v0
+        self.extra: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         self.handles: list[Any] = []
         self.pending: tuple[bool, int, Tensor] | None = None
         self.prompt_embeds: Tensor | None = None
@@ -107,6 +123,7 @@ class PipelineCFG:
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """Choose the rows of this call: the parts of every image, the uncond unless skipped."""
         self.pending = None
+        self.extra = []
         if getattr(self.pipe, "scheduler", None) is not self.scheduler:
             self.remove()  # another scheduler runs now: this run is over
             return None
@@ -122,13 +139,50 @@ class PipelineCFG:
                     "AND needs classifier-free guidance (CFG scale > 1): the UNet got "
                     f"{total} rows for {self.timeline.batch} prompts"
                 )
-            return None  # no guidance: nothing to skip
-        if not self.composable and not skip:
+            return self._positive_only(kwargs, args)  # no guidance: nothing to skip
+        if not self.composable and not skip and self.lengths is None:
             return None
         half = total // 2
         args, kwargs = _select(args, kwargs, self._rows(half, skip), total)
         self.pending = (skip, half, self._conditioning(kwargs, half, skip))
+        if self.lengths is not None:
+            args, kwargs = self._unpadded(args, kwargs, half, skip)
         return args, kwargs
+
+    def _positive_only(
+        self, kwargs: dict[str, Any], args: tuple[Any, ...]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """A call without guidance: the positive rows at their own length."""
+        if self.lengths is None:
+            return None
+        hidden = kwargs["encoder_hidden_states"]
+        return args, {**kwargs, "encoder_hidden_states": hidden[:, : self.lengths[0]]}
+
+    def _unpadded(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], half: int, skip: bool
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The rows of :meth:`_rows` at their own lengths, as A1111 runs cond and uncond of
+        different lengths: the first batch is returned, the further ones kept in ``extra``."""
+        assert self.lengths is not None
+        positive, negative = self.lengths
+        hidden = kwargs["encoder_hidden_states"]
+        if skip:
+            return args, {**kwargs, "encoder_hidden_states": hidden[:, :positive]}
+        uncond, cond = hidden[:half, :negative], hidden[half:, :positive]
+        if self.pad_v0:
+            cond, uncond = pad_conds_v0(cond, uncond)
+            return args, {**kwargs, "encoder_hidden_states": torch.cat([uncond, cond])}
+        total = hidden.shape[0]
+        batches = [(torch.arange(half), uncond)]
+        for start in range(half, total, 2 * half):  # A1111's cond batches: 2 · images rows
+            end = min(start + 2 * half, total)
+            batches.append((torch.arange(start, end), cond[start - half : end - half]))
+        calls = []
+        for rows, states in batches:
+            a, k = _select(args, kwargs, rows, total)
+            calls.append((a, {**k, "encoder_hidden_states": states}))
+        self.extra = calls[1:]
+        return calls[0]
 
     def _own_run(self, kwargs: dict[str, Any], total: int) -> bool:
         """Whether the first call's positive embeddings are those the hooks were made for."""
@@ -182,7 +236,12 @@ class PipelineCFG:
             return output
         skip, half, weights = self.pending
         self.pending = None
-        out = output[0] if isinstance(output, tuple) else output.sample
+        out = _sample_of(output)
+        if self.extra:  # the further batches of cond and uncond run apart
+            calls, self.extra = self.extra, []
+            out = torch.cat([out, *(_sample_of(module.forward(*a, **k)) for a, k in calls)])
+        if not self.composable and not skip:
+            return _with_sample(output, out)
         w = weights.to(device=out.device, dtype=out.dtype)
         w = w.reshape(*w.shape, *([1] * (out.ndim - 1)))
         if skip:
@@ -194,9 +253,20 @@ class PipelineCFG:
             uncond = out[:half]
             conds = out[half:].reshape(-1, half, *out.shape[1:])
             result = torch.cat([uncond, uncond + (w * (conds - uncond)).sum(dim=0)])
-        if isinstance(output, tuple):
-            return (result, *output[1:])
-        return type(output)(sample=result)
+        return _with_sample(output, result)
+
+
+def _sample_of(output: Any) -> Tensor:
+    """The UNet's prediction, from a tuple (``return_dict=False``) or its output class."""
+    sample: Tensor = output[0] if isinstance(output, tuple) else output.sample
+    return sample
+
+
+def _with_sample(output: Any, sample: Tensor) -> Any:
+    """``output`` of the UNet with ``sample`` in place of its prediction."""
+    if isinstance(output, tuple):
+        return (sample, *output[1:])
+    return type(output)(sample=sample)
 
 
 def _select(

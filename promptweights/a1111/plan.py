@@ -4,9 +4,9 @@
 seed``, ``Seed resize from``, ``RNG``, ``ENSD``, ``Eta``, ``Eta DDIM``, ``Sigma churn``…,
 ``Discard penultimate sigma``, ``NGMS``, ``NGMS all steps``, ``Skip Early CFG``, ``Schedule min
 sigma``, ``Schedule max sigma``, ``Schedule rho``, ``Beta schedule alpha``, ``Beta schedule
-beta``, ``SGM noise multiplier``); :func:`unreproducible` lists, one sentence per setting, what
-:func:`promptweights.diffusers.from_infotext` cannot reproduce even with A1111's noise and
-samplers.
+beta``, ``SGM noise multiplier``, ``Pad conds``, ``Pad conds v0``); :func:`unreproducible`
+lists, one sentence per setting, what :func:`promptweights.diffusers.from_infotext` cannot
+reproduce even with A1111's noise and samplers.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ _NEVER: dict[str, str] = {
     "Tiling": "tiling is not reproduced",
     "Token merging ratio": "token merging is not reproduced",
     "Hypernet": "hypernetworks are not loaded",
-    "Pad conds v0": "the v0 padding (repeat or truncate the negative) is not reproduced; cond "
-    "and uncond are padded with empty chunks",
     "Downcast alphas_cumprod": "the model's ᾱ is not downcast to float16",
     "Refiner": "the refiner switch is not reproduced",
     "FP8 weight": "float8 UNet weights are not reproduced",
@@ -72,6 +70,7 @@ _KNOWN = frozenset(
         "Sigma noise",
         "Discard penultimate sigma",
         "Pad conds",
+        "Pad conds v0",
         "Old prompt editing timelines",
         "Hires prompt",
         "Hires negative prompt",
@@ -111,6 +110,8 @@ class A1111Settings:
     skip_early_cfg: float = 0.0
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
     sgm_noise_multiplier: bool = False
+    pad_conds: bool = False
+    pad_conds_v0: bool = False
 
 
 def _float(settings: Mapping[str, str], key: str, default: float) -> float:
@@ -180,6 +181,8 @@ def read_settings(
         skip_early_cfg=_float(settings, "Skip Early CFG", 0.0),
         schedule=_schedule_options(settings),
         sgm_noise_multiplier=settings.get("SGM noise multiplier") == "True",
+        pad_conds=settings.get("Pad conds") == "True",
+        pad_conds_v0=settings.get("Pad conds v0") == "True",
     )
 
 

@@ -193,13 +193,15 @@ def from_infotext(
       initial noise for ``Seed``, ``Variation seed``, ``Seed resize from`` and ``RNG``; the
       per-step noise follows ``ENSD``, ``Eta``, ``Sigma churn``… The pipeline combines cond and
       uncond on the noise prediction, A1111 on the denoised latents: equal up to float rounding.
-      A prompt and negative of different chunk counts are padded to one length (A1111's ``Pad
-      conds``); A1111 by default runs them unpadded: without ``Pad conds: True`` in the text
-      that is a warning (after encoding; with ``strict``, an error before the scheduler is
-      replaced). ``AND`` with weights, ``NGMS``, ``NGMS all
-      steps`` and ``Skip Early CFG`` are A1111's too: hooks on the UNet
-      (:class:`promptweights.a1111.guidance.PipelineCFG`) run every AND part and leave out the
-      uncond on the calls A1111 skips it; they stay on the UNet while this A1111 scheduler is the
+      ``AND`` with weights, ``NGMS``, ``NGMS all steps`` and ``Skip Early CFG`` are A1111's
+      too, and so is a prompt and negative of different chunk counts: ``encode`` pads them to
+      one length for the pipeline's single batch, and, unless the text says ``Pad conds: True``
+      (A1111's padding with empty chunks, which the pipeline then runs as is), the UNet runs
+      them at their own lengths in separate calls as A1111 does by default, or as ``Pad conds
+      v0: True`` pads them. Hooks on the UNet
+      (:class:`promptweights.a1111.guidance.PipelineCFG`) run every AND part, leave out the
+      uncond on the calls A1111 skips it and split the unpadded rows; they stay on the UNet
+      while this A1111 scheduler is the
       pipeline's (so the call can run again) and remove themselves once another one is, or once
       a run starts with other prompt embeddings.
     * ``"diffusers"`` (and images promptweights sampled with a diffusers scheduler): the sampler
@@ -350,12 +352,17 @@ def _encode(
 
 
 def _a1111_guidance(pipe: Any, scheduler: Any, cond: Conditioning, plan: Rerun) -> Any:
-    """The UNet hooks that give the pipeline's guidance step A1111's AND, NGMS and Skip Early
-    CFG (:class:`promptweights.a1111.guidance.PipelineCFG`), or None when the call needs none."""
+    """The UNet hooks that give the pipeline's guidance step A1111's AND, NGMS, Skip Early CFG
+    and unpadded cond and uncond (:class:`promptweights.a1111.guidance.PipelineCFG`), or None
+    when the call needs none."""
     from promptweights.a1111.guidance import PipelineCFG
+    from promptweights.a1111.run import unpadded_lengths
 
     a1111 = plan.a1111
-    if not (cond.composable or a1111.s_min_uncond > 0 or a1111.skip_early_cfg != 0):
+    padded = a1111.pad_conds and not a1111.pad_conds_v0  # A1111 padded as encode does
+    lengths = None if padded else unpadded_lengths(cond._timeline)
+    cfg_options = a1111.s_min_uncond > 0 or a1111.skip_early_cfg != 0
+    if not (cond.composable or cfg_options or lengths is not None):
         return None
     cfg_scale = run_settings(plan.params).cfg_scale
     if cond.composable and cfg_scale is not None and cfg_scale <= 1:
@@ -371,6 +378,8 @@ def _a1111_guidance(pipe: Any, scheduler: Any, cond: Conditioning, plan: Rerun) 
         s_min_uncond=a1111.s_min_uncond,
         s_min_uncond_all=a1111.s_min_uncond_all,
         skip_early_cfg=a1111.skip_early_cfg,
+        lengths=lengths,
+        pad_v0=a1111.pad_conds_v0,
     )
 
 
@@ -381,7 +390,9 @@ def _a1111_kwargs(pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any])
     settings = run_settings(plan.params)
     a1111 = plan.a1111
     cond = _encode(pipe, plan, plan.sampler.second_order, strict, options)
-    if cond.padded_conds and plan.params.settings.get("Pad conds") != "True":
+    padded = a1111.pad_conds and not a1111.pad_conds_v0
+    if cond.padded_conds and not padded and cond._timeline.lengths is None:
+        # encode knows no unpadded lengths for these text encoders: the rows stay padded
         warn_or_raise(
             "the prompt and negative have different chunk counts: A1111 ran them unpadded (the "
             "infotext has no 'Pad conds: True'), the pipeline call pads them with empty chunks "
