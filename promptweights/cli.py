@@ -22,17 +22,28 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import _lark
 from ._emphasis import BREAK_MARKER
-from .errors import LimitExceededError, PromptweightsError
+from .dialects import A1111
+from .errors import Diagnostic, LimitExceededError, PromptSyntaxError, PromptweightsError
 from .limits import DEFAULT_LIMITS
 from .lora_schedules import lora_schedules, lora_weights, weights_per_call
 from .parsing import parse
 from .render import StepOf, render_nodes
+from .routing import Piece, blocks, route_offsets, source_offset
 from .schedules import edit_step
 from .spans import weighted_spans
 from .toy import DEFAULT_GUIDANCE as TOY_GUIDANCE
 from .toy import DEFAULT_STEPS as TOY_STEPS
-from .tree import Alternation, Edit, Emphasis, ExtraNetwork, Node
+from .tree import (
+    DEFAULT_MAX_DEPTH,
+    Alternation,
+    Edit,
+    Emphasis,
+    ExtraNetwork,
+    Node,
+    Prompt,
+)
 
 __all__ = ["explain", "infotext_json", "main"]
 
@@ -45,7 +56,14 @@ def _table(rows: Sequence[tuple[str, ...]], header: tuple[str, ...]) -> list[str
     return [row.rstrip() for row in out]
 
 
-def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: Any = None) -> str:
+def explain(
+    text: str,
+    *,
+    steps: int = 20,
+    dialect: str = "a1111",
+    tokenizer: Any = None,
+    encoders: Sequence[str] | None = None,
+) -> str:
     """Describe how ``text`` is read: networks, AND parts, the schedule and weighted spans.
 
     The schedule is shown in sampler calls, numbered from 0 as A1111's denoiser counts them: at
@@ -62,11 +80,21 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
     With a Hugging Face ``tokenizer``, each distinct text also lists its tokens: chunk,
     position in the chunk, token, weight and the span it starts (A1111's chunking, §7).
 
+    A prompt with ``TE(name: …; …)`` blocks (:mod:`promptweights.routing`, a1111 dialect) is
+    explained per encoder: each name's routed text, then its AND parts, schedule and spans as
+    above (tokens under the first name only, whose tokenizer the model's ``tokenizer`` is).
+    Diagnostics found in an encoder's text are given at their offset in ``text``, with the
+    encoder's name. A block that cannot be routed (a section without a name, a name not in
+    ``encoders``) is a ``bad-encoders`` diagnostic, and the prompt is explained unrouted.
+
     Args:
         text: the prompt.
         steps: the number of sampler calls (the sampling steps of a first-order sampler).
         dialect: ``"a1111"``, ``"comfy"`` or ``"novelai"``.
         tokenizer: a Hugging Face tokenizer, to list tokens.
+        encoders: the pipeline's encoder names, in order
+            (:func:`promptweights.diffusers.encoder_names`); default: the names the blocks
+            use, in order of appearance.
 
     Returns:
         The description, several lines.
@@ -102,6 +130,76 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
         rows = [(n.kind, n.name, *_weight_cells(n)) for n in prompt.networks]
         lines += ["", _NETWORKS_NOTE, *_table(rows, ("kind", "name", "te", "unet"))]
         lines += _lora_lines(text, steps)
+    routed, problem = _routed(text, dialect, encoders)
+    found = prompt.diagnostics if routed is None else _whole_block_diagnostics(text)
+    diagnostics: list[tuple[int | None, str, str]] = [(d.pos, d.kind, d.message) for d in found]
+    if problem is not None and not any(d[:2] == (problem.pos, problem.kind) for d in diagnostics):
+        diagnostics.append((problem.pos, problem.kind, problem.message))
+    if routed is None:
+        lines += _part_lines(prompt, steps, dialect, tokenizer)
+    for index, (name, (own, pieces)) in enumerate((routed or {}).items()):
+        lines += ["", f"encoder {name} reads {own!r}"]
+        read = parse(own, dialect=dialect)
+        lines += _part_lines(read, steps, dialect, tokenizer if index == 0 else None)
+        for d in read.diagnostics:
+            pos = source_offset(pieces, d.pos)
+            if pos is None or not any(seen[:2] == (pos, d.kind) for seen in diagnostics):
+                diagnostics.append((pos, d.kind, f"{d.message} (in {name}'s text)"))
+    if diagnostics:
+        lines += ["", "diagnostics (strict mode raises on these)"]
+        for pos, kind, message in diagnostics:
+            where = "offset ?" if pos is None else f"offset {pos}"
+            lines.append(f"  {where}: {kind}: {message}")
+    return "\n".join(lines)
+
+
+def _routed(
+    text: str, dialect: str, encoders: Sequence[str] | None
+) -> tuple[dict[str, tuple[str, tuple[Piece, ...]]] | None, PromptSyntaxError | None]:
+    """Each encoder's text and its pieces, None without ``TE(`` blocks (only the a1111 dialect
+    has them); a block that cannot be routed is returned as the error, not raised."""
+    if dialect != "a1111" or not blocks(text):
+        return None, None
+    names = list(encoders) if encoders else []
+    if not names:
+        for _, block in blocks(text):
+            names += [s.name for s in block.sections if s.name and s.name not in names]
+    try:
+        return route_offsets(text, names), None
+    except PromptSyntaxError as error:
+        return None, error
+
+
+def _strict_check(text: str, dialect: str, encoders: Sequence[str] | None) -> None:
+    """Raise at the first diagnostic ``explain`` would list (``--strict``), with its position
+    in ``text``; a prompt with blocks is checked as routed, each encoder's text in turn."""
+    lora_schedules(text, strict=True)  # the position of a bad entry
+    routed, problem = _routed(text, dialect, encoders)
+    if problem is not None:
+        raise problem
+    if routed is None:
+        parse(text, dialect=dialect, strict=True)
+        return
+    for d in _whole_block_diagnostics(text):
+        raise PromptSyntaxError(d.message, source=text, pos=d.pos, kind=d.kind)
+    for name, (own, pieces) in routed.items():
+        for d in parse(own, dialect=dialect).diagnostics:
+            pos = source_offset(pieces, d.pos)
+            message = f"{d.message} (in {name}'s text)"
+            if pos is None:
+                raise PromptSyntaxError(message, source=own, pos=d.pos, kind=d.kind)
+            raise PromptSyntaxError(message, source=text, pos=pos, kind=d.kind)
+
+
+def _whole_block_diagnostics(text: str) -> list[Diagnostic]:
+    """The syntax diagnostics of ``text`` read with its blocks whole, as ``route`` reads them
+    (``parse`` splits at ``AND`` first, which cuts a block holding ``AND`` in two)."""
+    return list(_lark.parse_nodes(text, dialect=A1111, max_depth=DEFAULT_MAX_DEPTH)[1])
+
+
+def _part_lines(prompt: Prompt, steps: int, dialect: str, tokenizer: Any) -> list[str]:
+    """Each AND part of ``prompt``: its schedule, spans per distinct text and tokens."""
+    lines: list[str] = []
     for number, part in enumerate(prompt.parts, 1):
         lines += ["", f"part {number} of {len(prompt.parts)}, AND weight {part.weight:g}"]
         lines += [f"{steps} sampler call{'s' if steps > 1 else ''}, numbered from 0"]
@@ -117,10 +215,7 @@ def explain(text: str, *, steps: int = 20, dialect: str = "a1111", tokenizer: An
             for calls, spans in groups:
                 heading = f"tokens at {_calls_text(calls)}" if len(groups) > 1 else "tokens"
                 lines += ["", heading, *_tokens(tokenizer, spans)]
-    if prompt.diagnostics:
-        lines += ["", "diagnostics (strict mode raises on these)"]
-        lines += [f"  offset {d.pos}: {d.kind}: {d.message}" for d in prompt.diagnostics]
-    return "\n".join(lines)
+    return lines
 
 
 def _weight_cells(network: ExtraNetwork) -> tuple[str, str]:
@@ -413,6 +508,11 @@ def _parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--strict", action="store_true", help="fail on suspicious syntax")
     explain_cmd.add_argument(
         "--model", help="also list tokens with this model's tokenizer (folder, hub id or 'toy')"
+    )
+    explain_cmd.add_argument(
+        "--encoders",
+        help="the model's encoder names for TE(name: …) blocks, in order, e.g. clip_l,t5 "
+        "(default: the names the blocks use)",
     )
 
     compare_cmd = commands.add_parser(
@@ -821,11 +921,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "explain":
             if args.steps < 1:
                 raise PromptweightsError(f"--steps must be at least 1, not {args.steps}")
+            encoders = _split_list(args.encoders) if args.encoders else None
             if args.strict:
-                lora_schedules(args.prompt, strict=True)  # the position of a bad entry
-                parse(args.prompt, dialect=args.dialect, strict=True)
+                _strict_check(args.prompt, args.dialect, encoders)
             tokenizer = _load_tokenizer(args.model) if args.model else None
-            print(explain(args.prompt, steps=args.steps, dialect=args.dialect, tokenizer=tokenizer))
+            text = explain(
+                args.prompt,
+                steps=args.steps,
+                dialect=args.dialect,
+                tokenizer=tokenizer,
+                encoders=encoders,
+            )
+            print(text)
         elif args.command == "compare":
             _compare(args)
         elif args.command == "infotext":

@@ -36,7 +36,7 @@ from .errors import PromptSyntaxError
 from .render import render_nodes
 from .tree import DEFAULT_MAX_DEPTH, Alternation, Edit, Emphasis, Node, PerEncoder
 
-__all__ = ["OPENER", "blocks", "route"]
+__all__ = ["OPENER", "blocks", "route", "route_offsets"]
 
 #: What starts a per-encoder block (the grammar's ``TE_OPEN`` terminal, without its lookbehind).
 OPENER = "TE("
@@ -163,3 +163,66 @@ def route(text: str, names: Sequence[str]) -> dict[str, str] | None:
     _check(text, found, names)
     nodes, _ = _lark.parse_nodes(text, dialect=A1111, max_depth=DEFAULT_MAX_DEPTH)
     return {name: render_nodes(_pick(nodes, name)) for name in names}
+
+
+#: One piece of a routed text: (offset in the routed text, offset in the prompt, length).
+Piece = tuple[int, int, int]
+
+
+def route_offsets(text: str, names: Sequence[str]) -> dict[str, tuple[str, tuple[Piece, ...]]]:
+    """Each encoder's text, as :func:`route` gives it, with where its characters come from.
+
+    Every routed text is pieces of ``text``: what lies outside the blocks and the text of the
+    sections that name the encoder. Each piece is ``(routed offset, offset in text, length)``,
+    so that a position found in an encoder's text (a diagnostic's) can be shown in the prompt.
+    A text with no block gives each name ``text`` itself as one piece.
+
+    Raises:
+        PromptSyntaxError: as :func:`route`.
+        ArgumentTypeError: ``text`` is not a str.
+
+    >>> route_offsets("a TE(x: b; y: cc) d", ["x", "y"])["y"]
+    ('a  cc d', ((0, 0, 2), (2, 13, 3), (5, 17, 2)))
+    """
+    text = check_text(text, "text")
+    routed = route(text, names)
+    if routed is None:
+        return {name: (text, ((0, 0, len(text)),)) for name in names}
+    sources: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
+    cursor = 0
+    for pos, block in blocks(text):
+        for name in names:
+            sources[name].append((cursor, pos - cursor))
+        offset = pos + len(OPENER)
+        for i, section in enumerate(block.sections):
+            offset += 1 if i else 0  # the ";"
+            start = offset + len(section.head)
+            offset = start + len(render_nodes(section.children))
+            sources[section.name].append((start, offset - start))
+        cursor = pos + len(render_nodes((block,)))
+    out: dict[str, tuple[str, tuple[Piece, ...]]] = {}
+    for name in names:
+        pieces: list[Piece] = []
+        at = 0
+        for start, length in [*sources[name], (cursor, len(text) - cursor)]:
+            if length > 0:
+                pieces.append((at, start, length))
+                at += length
+        joined = "".join(text[start : start + length] for _, start, length in pieces)
+        # The pieces are the routed text whenever rendering gives back the source (it does
+        # for every closed block); otherwise the text is one piece at the block's place.
+        out[name] = (routed[name], tuple(pieces) if joined == routed[name] else ())
+    return out
+
+
+def source_offset(pieces: Sequence[Piece], pos: int) -> int | None:
+    """The offset in the prompt of position ``pos`` of a routed text (:func:`route_offsets`);
+    None when the pieces are unknown. A position at a piece's end maps to that end."""
+    for at, start, length in pieces:
+        if at <= pos < at + length:
+            return start + pos - at
+    if pieces:
+        at, start, length = pieces[-1]
+        if pos == at + length:
+            return start + length
+    return None
