@@ -10,13 +10,16 @@ imported only inside the subcommands that need them. ``accelerate launch --multi
 
 Every error the library raises on purpose, a model that cannot be loaded, a write that fails and
 running out of memory become one line on stderr and exit code 2. ``compare`` checks its output
-folder (empty unless ``--overwrite``, writable), ``--device`` and ``--size`` before loading a model.
+folder (empty unless ``--overwrite``, writable), ``--device``, ``--size``,
+``--max-sequence-length`` and ``--pipeline-option`` before loading a model, and each pipeline
+option against the loaded pipeline's call. ``explain`` reads ``TE(name: …)`` blocks per encoder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,7 +28,13 @@ from typing import Any
 from . import _lark
 from ._emphasis import BREAK_MARKER
 from .dialects import A1111
-from .errors import Diagnostic, LimitExceededError, PromptSyntaxError, PromptweightsError
+from .errors import (
+    Diagnostic,
+    InvalidArgumentError,
+    LimitExceededError,
+    PromptSyntaxError,
+    PromptweightsError,
+)
 from .limits import DEFAULT_LIMITS
 from .lora_schedules import lora_schedules, lora_weights, weights_per_call
 from .parsing import parse
@@ -568,6 +577,24 @@ def _parser() -> argparse.ArgumentParser:
         help="torch device (default: this process's accelerate device, else cpu)",
     )
     compare_cmd.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare_cmd.add_argument(
+        "--exact",
+        action="store_true",
+        help="encode each conditioning alone: bit for bit as from_infotext(..., exact=True)",
+    )
+    compare_cmd.add_argument(
+        "--max-sequence-length",
+        help="the T5/LLM text window of the families that have one (default: the pipeline's own)",
+    )
+    compare_cmd.add_argument(
+        "--pipeline-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another keyword argument of every pipeline call, e.g. num_frames=5 or "
+        "use_resolution_binning=false (repeatable; values read as int, float, true/false, "
+        "none, else text)",
+    )
 
     info_cmd = commands.add_parser(
         "infotext", help="print the generation parameters of an image (or text) as JSON"
@@ -600,6 +627,79 @@ def _floats(option: str, text: str) -> list[float]:
         return [float(item) for item in _split_list(text)]
     except ValueError:
         raise PromptweightsError(f"{option} takes numbers, e.g. 4,7.5; not {text!r}") from None
+
+
+#: Pipeline arguments ``compare`` sets itself, and the option that sets each (None: compare).
+_OWN_ARGUMENTS = {
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--cfg",
+    "height": "--size",
+    "width": "--size",
+    "max_sequence_length": "--max-sequence-length",
+    "generator": "--seeds",
+    "latents": "--seeds",
+    "sigmas": "--samplers",
+    "output_type": None,
+    "callback_on_step_end": None,
+    "callback_on_step_end_tensor_inputs": None,
+}
+
+
+def _pipeline_options(given: Sequence[str]) -> dict[str, Any]:
+    """``--pipeline-option KEY=VALUE`` pairs: each value an int, a float, ``true``/``false``,
+    ``none`` or else the text itself; a bad one names the option and which one it is."""
+    options: dict[str, Any] = {}
+    for number, item in enumerate(given, 1):
+        flag = f"--pipeline-option {item!r} (option {number} of {len(given)})"
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or not key.isidentifier() or not key.isascii():
+            raise InvalidArgumentError(f"{flag}: write KEY=VALUE, e.g. num_frames=5")
+        if key in options:
+            raise InvalidArgumentError(f"{flag}: {key} is given twice")
+        if key.startswith(("prompt", "negative_prompt", "pooled_prompt", "negative_pooled")):
+            raise InvalidArgumentError(f"{flag}: compare encodes the prompts itself")
+        if key in _OWN_ARGUMENTS:
+            instead = _OWN_ARGUMENTS[key]
+            use = f"use {instead}" if instead else "compare sets it"
+            raise InvalidArgumentError(f"{flag}: {key} is compare's own argument ({use})")
+        options[key] = _option_value(flag, value.strip())
+    return options
+
+
+def _option_value(flag: str, text: str) -> Any:
+    """The value of a ``--pipeline-option``: int, finite float, bool, None or str."""
+    words = {"true": True, "false": False, "none": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    if text.lstrip("+-").isascii() and text.lstrip("+-").isdigit():
+        if len(text) > 18:
+            raise InvalidArgumentError(f"{flag}: the integer {text} is too large")
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{flag}: {text!r} is not a finite number")
+    return number
+
+
+def _check_pipeline_options(pipe: Any, options: dict[str, Any]) -> None:
+    """Every option is a named keyword argument of ``pipe``'s call (the ``**kwargs`` of
+    diffusers' pipelines take only deprecated callbacks, and drop anything else unread)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(pipe.__call__).parameters
+    except (TypeError, ValueError):  # no signature to read: the call will say
+        return
+    for number, key in enumerate(options, 1):
+        if key not in parameters:
+            raise InvalidArgumentError(
+                f"--pipeline-option {key}=… (option {number} of {len(options)}): "
+                f"{type(pipe).__name__} takes no argument {key!r}"
+            )
 
 
 def _size(text: str | None) -> tuple[int | None, int | None]:
@@ -712,6 +812,15 @@ def _compare(args: argparse.Namespace) -> None:
             fixed[name] = given[0]
             Axis(name, (given[0],))  # the same checks as an axis's values
     width, height = _size(args.size)
+    args.pipeline_options = _pipeline_options(args.pipeline_option)
+    args.max_length = None
+    if args.max_sequence_length is not None:
+        if not _short_number(args.max_sequence_length) or not int(args.max_sequence_length):
+            raise InvalidArgumentError(
+                f"--max-sequence-length takes a whole number of tokens (at least 1), "
+                f"not {args.max_sequence_length!r}"
+            )
+        args.max_length = int(args.max_sequence_length)
     # Everything that can fail without a model fails before one is loaded.
     expansion = {"expand": args.expand, "wildcards": args.wildcards}
     plan_grid(args.prompt, axes, negative_prompt=args.negative, **expansion, **fixed)
@@ -725,6 +834,7 @@ def _compare(args: argparse.Namespace) -> None:
     if state is None or state.is_main_process:
         check_out_dir(args.out, overwrite=args.overwrite)
     pipe = _load_pipeline(args.model, device)
+    _check_pipeline_options(pipe, args.pipeline_options)
     try:
         result = _run_compare(args, pipe, axes, fixed, width, height)
     except (ValueError, ImportError) as error:  # the pipeline's checks, a scheduler's extras
@@ -757,6 +867,9 @@ def _run_compare(
         progress=not args.quiet,
         expand=args.expand,
         wildcards=args.wildcards,
+        exact=args.exact,
+        max_sequence_length=args.max_length,
+        pipeline_options=args.pipeline_options,
         **fixed,
     )
 

@@ -8,6 +8,10 @@ inline"); positions are found in the prompt text with ``str.index``.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import pytest
 from hypothesis import given, settings
 
@@ -138,3 +142,117 @@ def test_route_offsets_pieces_are_the_prompts_characters(pair: tuple[str, dict[s
             where = source_offset(pieces, pos)
             assert where is not None
             assert text[where] == own[pos]
+
+
+# --- compare's options for the T5/LLM families ---------------------------------------------------
+
+
+def _png_pixels(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _quantised(image: Any) -> Any:
+    """An image in [0, 1] as the 8 bits a PNG holds (the usual rounding, written out here)."""
+    return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_compare_command_on_wan_with_its_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("diffusers")
+    from _tiny_pipelines import tiny_wan
+    from diffusers import DiffusionPipeline
+
+    from promptweights.compare import first_image
+    from promptweights.diffusers import from_infotext
+    from promptweights.infotext import FAMILY_KEY, SEQUENCE_KEY, read_image
+
+    tiny_wan().save_pretrained(tmp_path / "model")
+    out = tmp_path / "out"
+    argv = ["compare", "a (red:1.4) cat", "--out", str(out), "--model", str(tmp_path / "model")]
+    argv += ["--steps", "2", "--cfg", "2", "--seeds", "1", "--size", "16x16", "--quiet"]
+    argv += ["--exact", "--max-sequence-length", "12", "--pipeline-option", "num_frames=5"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "1 cells on no axis" in stdout
+    cell = out / "cells" / "000.png"
+    params = read_image(cell)
+    assert params.written[FAMILY_KEY] == "wan"
+    assert params.written[SEQUENCE_KEY] == "12"
+    pipe = DiffusionPipeline.from_pretrained(str(tmp_path / "model"))
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = from_infotext(pipe, str(cell), exact=True)
+    assert kwargs["max_sequence_length"] == 12
+    again = first_image(pipe(**kwargs, num_frames=5, output_type="np"))
+    assert np.array_equal(_quantised(np.asarray(again, dtype=np.float32)), _png_pixels(cell))
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["num_frames"], ["option 1 of 1", "KEY=VALUE"]),
+        (["num_frames=5", "=3"], ["option 2 of 2", "KEY=VALUE"]),
+        (["num_frames=5", "num_frames=6"], ["option 2 of 2", "given twice"]),
+        (["guidance_scale=3"], ["compare's own argument", "--cfg"]),
+        (["max_sequence_length=3"], ["--max-sequence-length"]),
+        (["prompt_embeds=x"], ["encodes the prompts itself"]),
+        (["strength=nan"], ["not a finite number"]),
+        (["seedless=" + "9" * 40], ["too large"]),
+    ],
+)
+def test_bad_pipeline_options_are_one_line_before_any_model(
+    options: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "a cat", "--out", str(tmp_path / "out"), "--model", "/no/such/model"]
+    for option in options:
+        argv += ["--pipeline-option", option]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    for word in words:
+        assert word in lines[0]
+    assert "no model folder" not in err  # refused before the model
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x", "1.5"])
+def test_a_bad_max_sequence_length_is_refused(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "a cat", "--out", str(tmp_path), "--max-sequence-length", value]
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert "--max-sequence-length" in err
+
+
+def test_pipeline_option_values_are_read_as_their_types() -> None:
+    from promptweights.cli import _pipeline_options
+
+    given = ["a=5", "b=-2", "c=0.25", "d=1e-3", "e=True", "f=false", "g=none", "h=dpm", "i="]
+    assert _pipeline_options(given) == {
+        "a": 5,
+        "b": -2,
+        "c": 0.25,
+        "d": 0.001,
+        "e": True,
+        "f": False,
+        "g": None,
+        "h": "dpm",
+        "i": "",
+    }
+
+
+@pytest.mark.slow
+def test_an_option_the_pipeline_does_not_take_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", "a cat", "--out", str(tmp_path / "out"), "--steps", "1", "--quiet"]
+    code, _, err = run([*argv, "--pipeline-option", "num_frames=5"], capsys)
+    assert code == 2
+    assert "takes no argument 'num_frames'" in err
+    assert "option 1 of 1" in err
