@@ -152,7 +152,7 @@ from .conditioning import Conditioning
 from .encode import encode
 from .families import FAMILIES, encoder_names, family_of
 from .many import encode_many
-from .rerun import Rerun, from_infotext, plan_rerun
+from .rerun import Rerun, attach_infotext, from_infotext, plan_rerun
 from .textual_inversion import load_textual_inversion
 
 __all__ = [
@@ -160,6 +160,7 @@ __all__ = [
     "UNSUPPORTED_SETTINGS",
     "Conditioning",
     "Rerun",
+    "attach_infotext",
     "encode",
     "encode_many",
     "encoder_names",

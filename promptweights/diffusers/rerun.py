@@ -1,7 +1,10 @@
-"""Re-running an A1111 infotext: :func:`plan_rerun` reads it, :func:`from_infotext` runs it."""
+"""Re-running an A1111 infotext: :func:`plan_rerun` reads it, :func:`from_infotext` runs it;
+:func:`attach_infotext` runs it with the denoiser hooks AND (and PixArt's editing) need."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -232,31 +235,91 @@ def from_infotext(
         everything else succeeded.
 
     Raises:
-        UnsupportedPipelineError: a sampler without a diffusers scheduler, or an AND prompt (use
-            :func:`encode` and ``with cond.attach(pipe):``).
+        UnsupportedPipelineError: a sampler without a diffusers scheduler, or, with
+            ``match="diffusers"``, a prompt that needs the denoiser hooks (AND; editing on
+            PixArt): run it with :func:`attach_infotext`.
         UnreproducibleError: with ``strict``, a setting that cannot be reproduced.
     """
-    from promptweights.samplers import model_sigmas, schedule_sigmas
-
     plan = plan_rerun(source, a1111_fallback=a1111_fallback, match=match)
-    settings = run_settings(plan.params)
     if plan.match == "a1111":
         _check_a1111_pipeline(pipe)
     for message in plan.warnings():
         warn_or_raise(message, strict=strict)
     if plan.match == "a1111":
         return _a1111_kwargs(pipe, plan, strict, options)
+    kwargs, cond, scheduler = _diffusers_kwargs(pipe, plan, strict, options, hooked=False)
+    kwargs = {**cond.pipeline_kwargs(), **kwargs}
+    pipe.scheduler = scheduler
+    return kwargs
+
+
+@contextmanager
+def attach_infotext(
+    pipe: Any,
+    source: Any,
+    *,
+    match: str | None = None,
+    a1111_fallback: bool = False,
+    strict: bool = False,
+    **options: Any,
+) -> Iterator[dict[str, Any]]:
+    """:func:`from_infotext` for every prompt, with the denoiser hooks it may need on ``pipe``.
+
+    ``with attach_infotext(pipe, png) as kwargs: image = pipe(**kwargs).images[0]`` re-runs
+    what :func:`from_infotext` refuses with ``match="diffusers"``: ``AND`` (every family) and
+    prompt editing on a pipeline without ``callback_on_step_end`` (PixArt) or that the step
+    callback cannot fully switch (Flux's pooled vector). Inside the block the conditioning's
+    hooks sit on ``pipe``'s denoiser (:meth:`Conditioning.attach`); they are removed on exit,
+    whatever happens, so call the pipeline inside the block. Every other prompt gives the
+    same arguments as :func:`from_infotext`, with nothing attached; with ``match="a1111"``
+    the arguments are :func:`from_infotext`'s (its A1111 hooks follow the scheduler, as there).
+
+    Args:
+        pipe, source, match, a1111_fallback, strict, options: as :func:`from_infotext`.
+
+    Yields:
+        Keyword arguments for ``pipe(**kwargs)``.
+
+    Raises:
+        As :func:`from_infotext`, without the refusal of AND; ``InvalidWeightError`` for AND
+        weights summing to 0 on Flux, Chroma or Wan (no mean), on entering the block.
+    """
+    plan = plan_rerun(source, a1111_fallback=a1111_fallback, match=match)
+    if plan.match == "a1111":
+        yield from_infotext(
+            pipe, source, match=match, a1111_fallback=a1111_fallback, strict=strict, **options
+        )
+        return
+    for message in plan.warnings():
+        # warn_or_raise, this generator, contextlib's __enter__, then the caller's `with`.
+        warn_or_raise(message, strict=strict, stacklevel=4)
+    kwargs, cond, scheduler = _diffusers_kwargs(pipe, plan, strict, options, hooked=True)
+    with cond.attach(pipe):
+        kwargs = {**cond.pipeline_kwargs(), **kwargs}
+        pipe.scheduler = scheduler
+        yield kwargs
+
+
+def _diffusers_kwargs(
+    pipe: Any, plan: Rerun, strict: bool, options: dict[str, Any], *, hooked: bool
+) -> tuple[dict[str, Any], Conditioning, Any]:
+    """For ``match="diffusers"``: the call's arguments beside the conditioning's own
+    (``cond.pipeline_kwargs()``, which a hooked conditioning gives only while attached), the
+    conditioning and the scheduler to install. Without ``hooked``, a conditioning that needs
+    the denoiser hooks is refused."""
+    from promptweights.samplers import model_sigmas, schedule_sigmas
+
+    settings = run_settings(plan.params)
     options = _family_options(pipe, plan.params, strict, options)
     scheduler, second_order = _scheduler(pipe, plan, strict)
     cond = _encode(pipe, plan, second_order, strict, options)
-    if cond.needs_attach:
+    if cond.needs_attach and not hooked:
         raise UnsupportedPipelineError(
-            "the prompt uses AND (or edits, on a pipeline without callback_on_step_end): encode "
-            "it with promptweights.diffusers.encode and run the pipeline inside "
-            "`with cond.attach(pipe):`"
+            "the prompt uses AND (or edits, on a pipeline without callback_on_step_end): run "
+            "the pipeline inside `with promptweights.diffusers.attach_infotext(pipe, source) as "
+            "kwargs:` (or encode it and run inside `with cond.attach(pipe):`)"
         )
-    kwargs = cond.pipeline_kwargs()
-    kwargs["num_inference_steps"] = plan.steps
+    kwargs: dict[str, Any] = {"num_inference_steps": plan.steps}
     if "max_sequence_length" in options:
         kwargs["max_sequence_length"] = options["max_sequence_length"]
     if settings.cfg_scale is not None:
@@ -269,8 +332,7 @@ def from_infotext(
     if choice is not None and choice.explicit_sigmas and choice.schedule_name is not None:
         sigmas = model_sigmas(scheduler.alphas_cumprod)
         kwargs["sigmas"] = schedule_sigmas(choice.schedule_name, plan.steps, sigmas)
-    pipe.scheduler = scheduler
-    return kwargs
+    return kwargs, cond, scheduler
 
 
 def _family_options(
