@@ -256,3 +256,26 @@ def test_an_option_the_pipeline_does_not_take_is_named(
     assert code == 2
     assert "takes no argument 'num_frames'" in err
     assert "option 1 of 1" in err
+
+
+# --- long prompts on decoder-LLM towers ----------------------------------------------------------
+
+_LLM_FAMILIES = ["qwen-image", "z-image", "flux2", "flux2-klein", "lumina2", "sana", "kolors"]
+
+
+@pytest.mark.parametrize("name", [*_LLM_FAMILIES, "hidream"])
+def test_chunking_an_llm_tower_is_refused_with_the_familys_reason(name: str) -> None:
+    pytest.importorskip("torch")
+    from promptweights.diffusers._towers import check_arguments
+    from promptweights.diffusers.families import RECORDS
+    from promptweights.errors import InvalidArgumentError
+
+    (family,) = [record for record in RECORDS if record.name == name]
+    assert "chunk" not in family.long_prompts
+    check_arguments(family, {}, "truncate")
+    with pytest.raises(InvalidArgumentError) as caught:
+        check_arguments(family, {}, "chunk")
+    message = str(caught.value)
+    assert f"{family.title} takes long_prompts=['truncate']" in message
+    assert "T5 window" not in message  # the T5 families' reason is not theirs
+    assert "truncated" in message

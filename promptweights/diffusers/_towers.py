@@ -122,10 +122,35 @@ def check_arguments(family: Family, given: Mapping[str, object], long_prompts: s
             f"long_prompts must be one of {list(LONG_PROMPTS)}, got {long_prompts!r}"
         )
     if long_prompts not in family.long_prompts:
-        raise InvalidArgumentError(
-            f"{family.title} takes long_prompts={list(family.long_prompts)}: its denoiser reads "
-            "one T5 window of max_sequence_length tokens, so text past it is truncated"
+        reason = _NO_CHUNKS.get(family.name) or (
+            "its denoiser reads one T5 window of max_sequence_length tokens"
         )
+        raise InvalidArgumentError(
+            f"{family.title} takes long_prompts={list(family.long_prompts)}: {reason}, so text "
+            "past max_sequence_length is truncated (with a diagnostic giving the tokens dropped)"
+        )
+
+
+#: Why a decoder-LLM family takes no ``long_prompts="chunk"`` (README, "Decoder-LLM text
+#: encoders", Long prompts; the T5 families' reason is the default message).
+_NO_CHUNKS = {
+    "qwen-image": (
+        "its transformer takes a longer masked text sequence, but only as far as its text RoPE "
+        "table reaches (4096 positions after the image's) and the pipeline caps "
+        "max_sequence_length at 1024; chunking a chat-templated LLM text is not implemented"
+    ),
+    "z-image": (
+        "its transformer takes one text tensor of any length per image, but text positions "
+        "share its first RoPE axis (1024 positions) with the image; chunking a chat-templated "
+        "LLM text is not implemented"
+    ),
+    "flux2": "its transformer reads the whole padded window of max_sequence_length positions",
+    "flux2-klein": "its transformer reads the whole padded window of max_sequence_length positions",
+    "lumina2": "its transformer reads the whole padded window of max_sequence_length positions",
+    "sana": "its transformer reads the padded window the pipeline selects (its select_index)",
+    "kolors": "ChatGLM3's window is left-padded to max_sequence_length (256) and read whole",
+    "hidream": "its transformer reads T5's and Llama's padded windows of max_sequence_length",
+}
 
 
 def diagnose(
