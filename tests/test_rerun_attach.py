@@ -73,6 +73,12 @@ def test_and_round_trips_on_sd1(tmp_path: Path) -> None:
     _round_trip(_sd1(), "a red cat AND a (green:1.3) dog:0.7", tmp_path, 32, {})
 
 
+def test_and_round_trips_on_the_toy(toy_pipe: Any, tmp_path: Path) -> None:
+    """The embedded toy (SD 1.x), with its own scheduler named in the cell's infotext."""
+    toy_pipe.set_progress_bar_config(disable=True)
+    _round_trip(toy_pipe, "a red cat AND a (green:1.3) dog:0.7", tmp_path, 64, {})
+
+
 def test_and_round_trips_on_a_t5_family(tmp_path: Path) -> None:
     row = ROWS["chroma"]
     pipe = pipeline("chroma")
