@@ -107,6 +107,11 @@ class TextEncoder:
         trim: a decoder LLM run on each row's tokens only (the pipeline pads a batch to its
             longest text, one text: not at all), outputs past the text zero; ``False``: on the
             whole window with the padding masked (the pipeline pads to ``max_length``).
+        inputs: a decoder LLM's further forward arguments for a pass over ``n`` whole rows (a
+            vision-language model's image features, computed once, for rows whose template holds
+            the image's placeholder tokens: ``promptweights.diffusers._llm``); a row continued
+            from a cached prefix gets none (its suffix holds no image token). An encoder with
+            ``inputs`` keeps no empty-prompt cache (the encoding depends on the image).
     """
 
     model: Any
@@ -122,6 +127,7 @@ class TextEncoder:
     layers: tuple[int, ...] = ()
     trim: bool = False
     attentions: bool = False
+    inputs: Callable[[int], dict[str, Any]] | None = field(default=None, repr=False)
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -428,6 +434,8 @@ class TextEncoder:
 
     def cached_empty(self) -> tuple[Tensor, Tensor | None] | None:
         """The cached encoding of the empty window and its pooled vector, if still valid."""
+        if self.inputs is not None:
+            return None
         try:
             entries = _EMPTY.get(self.model)
         except TypeError:
@@ -439,6 +447,8 @@ class TextEncoder:
 
     def store_empty(self, z: Tensor, pooled: Tensor | None) -> None:
         """Cache the encoding of the empty window for this model's current weights."""
+        if self.inputs is not None:
+            return
         try:
             entries = _EMPTY.setdefault(self.model, {})
         except TypeError:  # a model that cannot be weakly referenced is not cached
@@ -715,7 +725,9 @@ class TextEncoder:
         if self.trim and not self.window.pad_left:
             end = max(1, int(text_mask(ids, self.window.pad).sum(dim=1).max()))
         mask = None if attention_mask is None else attention_mask[:, :end].to(self.device)
-        extra = {"output_attentions": True} if self.attentions else {}
+        extra: dict[str, Any] = {"output_attentions": True} if self.attentions else {}
+        if self.inputs is not None:
+            extra |= self.inputs(ids.shape[0])
         with torch.no_grad():
             out = _decoder(self.model)(
                 input_ids=ids[:, :end].to(self.device),
@@ -784,6 +796,8 @@ class TextEncoder:
         given = {} if cache is None else {_cache_argument(decoder): cache}
         if self.attentions:
             given["output_attentions"] = True
+        if cache is None and self.inputs is not None:
+            given |= self.inputs(ids.shape[0])
         out = decoder(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),

@@ -23,6 +23,7 @@ from _tiny_pipelines import (
     tiny_sdxl_refiner,
     tiny_wan,
 )
+from _tiny_vl import tiny_qwen_image_edit, tiny_qwen_image_layered
 
 from promptweights.diffusers import FAMILIES, family_of
 from promptweights.diffusers.families import RECORDS, Family, family_record
@@ -52,6 +53,10 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("qwen-image", tiny_qwen_image),
     ("qwen-image", lambda: tiny_qwen_image("Img2Img")),
     ("qwen-image", lambda: tiny_qwen_image("Inpaint")),
+    ("qwen-image-edit", tiny_qwen_image_edit),
+    ("qwen-image-edit", lambda: tiny_qwen_image_edit("Inpaint")),
+    ("qwen-image-edit-plus", lambda: tiny_qwen_image_edit("Plus")),
+    ("qwen-image-layered", tiny_qwen_image_layered),
     ("z-image", tiny_z_image),
     ("z-image", lambda: tiny_z_image("Img2Img")),
     ("z-image", lambda: tiny_z_image("Inpaint")),
@@ -74,6 +79,9 @@ def test_families_are_the_records_in_order() -> None:
         "pixart",
         "wan",
         "qwen-image",
+        "qwen-image-edit-plus",
+        "qwen-image-edit",
+        "qwen-image-layered",
         "z-image",
         "flux2",
         "flux2-klein",

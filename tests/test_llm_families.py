@@ -431,14 +431,17 @@ def test_two_steps_through_the_pipeline_match_its_own_encoding(family: str, vari
 # --- refused pipelines -------------------------------------------------------------------------
 
 
-def test_qwen_image_edit_is_refused_with_the_reason(pipes: dict[str, Any]) -> None:
+def test_qwen_image_edit_without_its_processor_is_refused_with_the_reason(
+    pipes: dict[str, Any],
+) -> None:
+    # With its processor, Qwen-Image Edit is covered (tests/test_vl_families.py).
     components = pipes["qwen-image"].components
     edit = diffusers.QwenImageEditPipeline(**components, processor=None)
     with pytest.raises(UnsupportedPipelineError) as caught:
         encode(edit, PROMPT)
     message = str(caught.value)
-    assert "closest is Qwen-Image ('qwen-image')" in message
-    assert "reads the input image" in message
+    assert "closest is Qwen-Image Edit ('qwen-image-edit')" in message
+    assert "its processor is None" in message
 
 
 def test_image_placeholders_in_an_edit_template_are_never_weighted(pipes: dict[str, Any]) -> None:

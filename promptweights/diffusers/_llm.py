@@ -22,6 +22,7 @@ A :class:`Template` in a tower's record says, as data, what the pipeline's ``enc
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -29,8 +30,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from promptweights.encoders import TextEncoder, text_mask
-from promptweights.errors import UnsupportedPipelineError
+from promptweights.encoders import TextEncoder, execution_device, text_mask
+from promptweights.errors import InvalidArgumentError, UnsupportedPipelineError
 from promptweights.tokens import TokenizedPrompt
 
 # Stands for the user's text while a chat template is rendered; split out afterwards.
@@ -86,6 +87,16 @@ class Template:
             channels (HiDream stacks them).
         attentions: the pipeline asks the model for its attention weights (HiDream), which
             selects transformers' eager attention: run so, for the same bits.
+        processor: the pipeline attribute holding the processor its ``encode_prompt`` runs on
+            the text and the input image (Qwen-Image Edit's ``processor``): the template holds
+            the image's placeholder (``<|image_pad|>``), which the processor repeats once per
+            vision token; ``""``: the prompt encoding reads no image.
+        picture: text put before the prompt for each input image, ``{}`` its number from 1
+            (Qwen-Image Edit Plus: ``"Picture 1: <|vision_start|><|image_pad|><|vision_end|>"``);
+            ``""``: the template's own placeholder takes the one image.
+        image_area: the area (pixels) the pipeline resizes each input image to before its
+            prompt encoding, keeping the aspect ratio, sides rounded to multiples of 32
+            (Qwen-Image Edit 1024², Edit Plus 384²).
     """
 
     attribute: str = ""
@@ -109,6 +120,9 @@ class Template:
     bare: bool = False
     every_layer: bool = False
     attentions: bool = False
+    processor: str = ""
+    picture: str = ""
+    image_area: int = 0
 
 
 def _instruction(pipe: Any, template: Template) -> str:
@@ -156,6 +170,126 @@ def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, s
     return pieces[0], pieces[1]
 
 
+@dataclass(frozen=True, slots=True)
+class Vision:
+    """The input images of one request, read once by a vision-language text model.
+
+    Attributes:
+        before: the text before the prompt, every image placeholder repeated once per vision
+            token, as the processor writes it.
+        tokens: the vision tokens of all images.
+        grid: the processor's ``image_grid_thw`` ``(images, 3)``.
+        features: the vision tower's output (``get_image_features``), one pass for the request.
+    """
+
+    before: str
+    tokens: int
+    grid: Tensor
+    features: Any
+
+    def inputs(self, rows: int) -> dict[str, Any]:
+        """The forward arguments of a pass over ``rows`` rows, each holding every image once."""
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        # transformers splits the pooled output per image: a tuple where a tensor is typed.
+        pooled: Any = tuple(self.features.pooler_output) * rows
+        image = BaseModelOutputWithPooling(
+            last_hidden_state=self.features.last_hidden_state, pooler_output=pooled
+        )
+        grid = self.grid.repeat(rows, 1)
+        return {"image_grid_thw": grid, "mm_encoder_outputs": {"image": image}}
+
+
+def check_image(pipe: Any, templates: Sequence[Template | None], image: Any) -> None:
+    """Refuse ``image=`` for a pipeline whose prompt encoding reads no image, and its absence
+    where it reads one.
+
+    Raises:
+        InvalidArgumentError: as said, naming the pipeline.
+    """
+    reads = any(t is not None and t.processor for t in templates)
+    if image is not None and not reads:
+        raise InvalidArgumentError(
+            f"image= is for pipelines whose prompt encoding reads the input image (Qwen-Image "
+            f"Edit, Edit Inpaint, Edit Plus); {type(pipe).__name__}'s does not: pass the image "
+            "to the pipeline only"
+        )
+    if image is None and reads:
+        raise InvalidArgumentError(
+            f"{type(pipe).__name__} reads the input image in its prompt encoding: pass "
+            "encode(..., image=…), the image the pipeline gets"
+        )
+
+
+def _side(area: int, ratio: float) -> tuple[int, int]:
+    """diffusers' ``calculate_dimensions``: width and height of ``area`` pixels at ``ratio``
+    (width / height), each rounded to a multiple of 32."""
+    width = math.sqrt(area * ratio)
+    height = width / ratio
+    return round(width / 32) * 32, round(height / 32) * 32
+
+
+def prompt_images(pipe: Any, template: Template, image: Any) -> list[Any]:
+    """The images as the pipeline hands them to its ``encode_prompt``: resized to the
+    template's area by the pipeline's own ``image_processor``.
+
+    Raises:
+        InvalidArgumentError: no image, or not a PIL image (a list only where the pipeline takes
+            several).
+    """
+    name = type(pipe).__name__
+    if image is None:
+        raise InvalidArgumentError(
+            f"{name} reads the input image in its prompt encoding: pass encode(..., image=…), "
+            "the image the pipeline gets"
+        )
+    images = list(image) if isinstance(image, (list, tuple)) else [image]
+    if not images or (len(images) > 1 and not template.picture):
+        raise InvalidArgumentError(f"{name} takes one input image, got {len(images)}")
+    for item in images:
+        size = getattr(item, "size", None)
+        if not (isinstance(size, tuple) and len(size) == 2):
+            raise InvalidArgumentError(
+                f"image must be a PIL image (as {name} reads its size), not {type(item).__name__}"
+            )
+    out = []
+    for item in images:
+        width, height = _side(template.image_area, item.size[0] / item.size[1])
+        out.append(pipe.image_processor.resize(item, height, width))
+    return out
+
+
+def vision(pipe: Any, template: Template, model: Any, before: str, image: Any) -> Vision:
+    """Read the images once: the processor's call as the pipeline makes it (its text without
+    the prompt), the placeholders expanded as it expands them, and one vision-tower pass."""
+    images = prompt_images(pipe, template, image)
+    processor = getattr(pipe, template.processor)
+    if template.picture:
+        before += "".join(template.picture.format(i + 1) for i in range(len(images)))
+    token = str(getattr(processor, "image_token", "<|image_pad|>"))
+    if before.count(token) != len(images):
+        raise UnsupportedPipelineError(
+            f"{type(pipe).__name__}'s prompt template holds {before.count(token)} image "
+            f"placeholders ({token}) for {len(images)} images"
+        )
+    inputs = processor(text=[before], images=images, padding=True, return_tensors="pt")
+    grid = inputs["image_grid_thw"]
+    merge = int(getattr(processor.image_processor, "merge_size", 2))
+    counts = [int(g.prod()) // merge**2 for g in grid]
+    pieces = before.split(token)
+    expanded = pieces[0]
+    for count, piece in zip(counts, pieces[1:], strict=True):
+        expanded += token * count + piece
+    device = execution_device(model)
+    with torch.no_grad():
+        features = model.get_image_features(
+            pixel_values=inputs["pixel_values"].to(device),
+            image_grid_thw=grid.to(device),
+            return_dict=True,
+        )
+    return Vision(expanded, sum(counts), grid.to(device), features)
+
+
 def _call_default(pipe: Any, name: str) -> object:
     try:
         parameters = inspect.signature(type(pipe).__call__).parameters
@@ -174,6 +308,7 @@ def text_encoder(
     *,
     layers: Sequence[int] | None = None,
     negative: bool = False,
+    image: Any = None,
 ) -> TextEncoder:
     """The decoder-LLM :class:`TextEncoder` of a tower, from its :class:`Template`.
 
@@ -185,13 +320,22 @@ def text_encoder(
         max_sequence_length: the pipeline's ``max_sequence_length``.
         layers: the hidden states to read, when the caller overrides the record's.
         negative: the negative's encoder of a template with ``plain_negative`` (no template).
+        image: the input image(s) of a template with a ``processor`` (the pipeline's
+            ``image``): read once here (:func:`vision`), their placeholders expanded in the
+            template; the window grows by their vision tokens.
     """
     fast = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
     before, after = ("", "") if negative else template_text(pipe, tokenizer, template)
+    seen = None
+    if template.processor:
+        seen = vision(pipe, template, model, before, image)
+        before = seen.before
     drop = int(getattr(pipe, template.drop)) if template.drop else 0
     length = max_sequence_length
     if template.length:
         length = int(getattr(pipe, template.length)) + drop
+    if seen is not None:
+        length += seen.tokens
     if template.instruction and not negative:
         # SANA: num_chi_prompt_tokens + max_sequence_length - 2 (the instruction's BOS counted).
         length += len(fast(before)["input_ids"]) - 2
@@ -220,6 +364,8 @@ def text_encoder(
         clean=template.clean,
     )
     encoder.attentions = template.attentions
+    if seen is not None:
+        encoder.inputs = seen.inputs
     return encoder
 
 

@@ -68,11 +68,18 @@ def _slots(
     max_sequence_length: int | None,
     exact: bool,
     chunked: bool = False,
+    image: Any = None,
 ) -> list[_Slot]:
     slots = []
     for tower in family.towers:
         encoder = tower.text_encoder(
-            pipe, TextEncoder, clip_skip, max_sequence_length, family.window(pipe), chunked
+            pipe,
+            TextEncoder,
+            clip_skip,
+            max_sequence_length,
+            family.window(pipe),
+            chunked,
+            image=image,
         )
         if encoder is None:
             continue
@@ -400,6 +407,7 @@ def encode(
     strict: bool = False,
     dialect: str = "a1111",
     swap: str = "refuse",
+    image: Any = None,
     **unknown: NoReturn,
 ) -> Conditioning:
     """Encode an A1111 prompt for a diffusers pipeline.
@@ -452,6 +460,10 @@ def encode(
         swap: what compel's ``.swap()`` does: ``"refuse"`` (an error: diffusers pipelines have
             no cross-attention control) or ``"edit"``: the nearest A1111 prompt edit
             ``[original:replacement:t_start]``, an approximation.
+        image: the input image the pipeline's own ``encode_prompt`` reads (Qwen-Image Edit and
+            Edit Inpaint: one PIL image; Edit Plus: one or a list), as passed to the pipeline:
+            resized as the pipeline resizes it and read once by the vision tower for every row
+            of the call; its vision tokens are never weighted. Only for those pipelines.
         **unknown: none; an unknown keyword raises :class:`InvalidArgumentError`.
 
     Nothing in the prompt is dropped silently: ``<lora:…>`` tags without ``lora_dir``/``loras``,
@@ -487,6 +499,7 @@ def encode(
             encode, pipe, prompt, negative_prompt, dialect=dialect, swap=swap, options=options
         )
     family = record_of(pipe)
+    _llm.check_image(pipe, [tower.llm for tower in family.towers], image)
     extra = {"prompt_2": prompt_2, "negative_prompt_2": negative_prompt_2}
     extra |= {"prompt_3": prompt_3, "negative_prompt_3": negative_prompt_3}
     extra |= {"prompt_4": prompt_4, "negative_prompt_4": negative_prompt_4}
@@ -548,6 +561,7 @@ def encode(
         max_sequence_length,
         bool(exact),
         chunked=long_prompts == "chunk",
+        image=image,
     )
     # 2. Plan every row (tokens, the output-token and row limits) before anything is touched.
     all_parts = [p for image in texts.parts for p in image] + texts.negatives

@@ -112,6 +112,7 @@ class Tower:
         default_length: int | None,
         chunked: bool = False,
         negative: bool = False,
+        image: Any = None,
     ) -> TextEncoder | None:
         """This tower of ``pipe`` as a ``cls`` (``None`` for an optional tower the pipe lacks).
 
@@ -119,7 +120,8 @@ class Tower:
         it; a tower without ``clip_skip`` always reads the last layer its kind reads. ``chunked``:
         a T5 tower cuts long text into windows instead of truncating it. ``negative``: the
         negative's encoder of a decoder LLM whose template is the positive's only
-        (``Template.plain_negative``).
+        (``Template.plain_negative``). ``image``: the input image(s) a decoder LLM's template
+        reads (``Template.processor``).
         """
         model = getattr(pipe, self.component)
         if model is None and self.optional:
@@ -133,7 +135,9 @@ class Tower:
         if self.kind == "llm":
             assert self.llm is not None, "an llm tower has a Template"
             assert length is not None, "an llm family has a sequence_length"
-            return text_encoder(pipe, self.llm, model, tokenizer, length, negative=negative)
+            return text_encoder(
+                pipe, self.llm, model, tokenizer, length, negative=negative, image=image
+            )
         if self.kind == "clip" and self.window:
             window = min(length or self.window, self.window)
             layout = layout_for(tokenizer, length=window, chunked=False)
@@ -464,6 +468,41 @@ def _hidream_split(pipe: Any, t5_length: int) -> Callable[[Tensor], dict[str, Te
 
 # --- the records ----------------------------------------------------------------------------------
 
+
+def _qwen_image_edit(
+    name: str,
+    title: str,
+    pipelines: tuple[str, ...],
+    template: Template,
+    refused: tuple[tuple[str, str], ...] = (),
+) -> Family:
+    """A Qwen-Image pipeline with a ``processor`` (Edit, Edit Plus, Layered): Qwen-Image's
+    record with another template, covering the class names that start as its first's."""
+    prefix = pipelines[0].removesuffix("Pipeline")
+    return Family(
+        name=name,
+        title=title,
+        pipelines=pipelines,
+        denoiser="transformer",
+        loaded=("text_encoder", "processor"),
+        lacks=("text_encoder_2",),
+        class_prefix=prefix,
+        towers=(
+            Tower(
+                "text_encoder", "tokenizer", "llm", 1, llm=template, models=_QWEN_VL, name="qwen"
+            ),
+        ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        empty_negative="omitted",  # true CFG only with a negative prompt, as Qwen-Image
+        batched_guidance=False,
+        step_tensors=("prompt_embeds",),
+        mask_argument="prompt_embeds_mask",
+        refused=refused,
+    )
+
+
 #: The CLIP text models (SD's tower: Kolors has the same components with ChatGLM3 in its place).
 _CLIP_MODELS = ("CLIPTextModel", "CLIPTextModelWithProjection")
 _CLIP_L = Tower("text_encoder", "tokenizer", "sdxl", 1)
@@ -481,15 +520,29 @@ _QWEN_IMAGE = Template(
     length="tokenizer_max_length",
     cut=True,
 )
-_QWEN_IMAGE_EDIT = (
-    "its prompt encoding reads the input image through Qwen2.5-VL's vision tower (image "
-    "placeholder tokens in the template, the processor), which encode does not take"
+#: Qwen-Image Edit's Qwen2.5-VL: the same, its template holding the input image's placeholder,
+#: which the ``processor`` expands to the image's vision tokens (the image resized to 1024² pixels
+#: first); the first 64 tokens dropped, nothing truncated or cut (the processor call has no
+#: length), so the encoding holds the vision tokens' states, then the text's.
+_QWEN_IMAGE_EDIT = Template(
+    attribute="prompt_template_encode",
+    drop="prompt_template_encode_start_idx",
+    length="tokenizer_max_length",
+    processor="processor",
+    image_area=1024 * 1024,
 )
+#: Qwen-Image Edit Plus: one ``Picture n: <|vision_start|><|image_pad|><|vision_end|>`` before
+#: the prompt per input image (one image or a list), each resized to 384² pixels.
+_QWEN_IMAGE_EDIT_PLUS = Template(
+    attribute="prompt_template_encode",
+    drop="prompt_template_encode_start_idx",
+    length="tokenizer_max_length",
+    processor="processor",
+    picture="Picture {}: <|vision_start|><|image_pad|><|vision_end|>",
+    image_area=384 * 384,
+)
+_QWEN_VL = ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel")
 _QWEN_IMAGE_REFUSED = (
-    ("QwenImageEditPipeline", _QWEN_IMAGE_EDIT),
-    ("QwenImageEditPlusPipeline", _QWEN_IMAGE_EDIT),
-    ("QwenImageEditInpaintPipeline", _QWEN_IMAGE_EDIT),
-    ("QwenImageLayeredPipeline", _QWEN_IMAGE_EDIT),
     (
         "QwenImage21Pipeline",
         "it encodes its prompt through a processor (no tokenizer component), which encode "
@@ -804,7 +857,7 @@ RECORDS: tuple[Family, ...] = (
                 "llm",
                 1,
                 llm=_QWEN_IMAGE,
-                models=("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel"),
+                models=_QWEN_VL,
                 name="qwen",
             ),
         ),
@@ -817,6 +870,30 @@ RECORDS: tuple[Family, ...] = (
         step_tensors=("prompt_embeds",),
         mask_argument="prompt_embeds_mask",
         refused=_QWEN_IMAGE_REFUSED,
+    ),
+    _qwen_image_edit(
+        "qwen-image-edit-plus",
+        "Qwen-Image Edit Plus",
+        ("QwenImageEditPlusPipeline",),
+        _QWEN_IMAGE_EDIT_PLUS,
+    ),
+    _qwen_image_edit(
+        "qwen-image-edit",
+        "Qwen-Image Edit",
+        ("QwenImageEditPipeline", "QwenImageEditInpaintPipeline"),
+        _QWEN_IMAGE_EDIT,
+        refused=(
+            (
+                "QwenImageEditPlusPipeline",
+                "it writes a 'Picture n:' line per input image before the prompt: it is "
+                "Qwen-Image Edit Plus ('qwen-image-edit-plus'), and that record does not cover it",
+            ),
+        ),
+    ),
+    # Layered reads its image only to caption it when no prompt is given: its prompt encoding
+    # is Qwen-Image's (the processor is a component, but not read by encode_prompt).
+    _qwen_image_edit(
+        "qwen-image-layered", "Qwen-Image Layered", ("QwenImageLayeredPipeline",), _QWEN_IMAGE
     ),
     Family(
         name="z-image",
@@ -1100,6 +1177,9 @@ def _closest(pipe: Any) -> tuple[Family, str]:
         )
     if not components:
         return closest, "it is not a diffusers pipeline (it has no components)"
+    missing = [name for name in closest.loaded if name in components and components[name] is None]
+    if missing:
+        return closest, f"its {', '.join(missing)} is None, and that family's encoding reads it"
     towers = ", ".join(f"{t.component} ({t.kind})" for t in closest.towers)
     return closest, (
         f"its components ({', '.join(sorted(components))}) do not fit that family's "
@@ -1125,7 +1205,8 @@ def family_of(pipe: Any) -> str:
 
     Returns:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
-        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``, ``"z-image"``,
+        ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``,
+        ``"qwen-image-edit-plus"``, ``"qwen-image-edit"``, ``"qwen-image-layered"``, ``"z-image"``,
         ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``, ``"sana"`` or
         ``"hidream"``.
 

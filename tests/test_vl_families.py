@@ -1,0 +1,268 @@
+"""The Qwen-Image pipelines whose prompt encoding reads the input image (Edit, Edit Inpaint, Edit
+Plus) and Layered: bit-for-bit parity with each pipeline's own ``encode_prompt`` and its own run,
+weights on the user's text only (never the vision tokens), one vision pass per request.
+
+The expected encodings are the pipelines' own (``encode_prompt`` on the image as their
+``__call__`` resizes it), or the model run directly on a masked row: never our output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from _tiny_llm import tiny_qwen_tokenizer  # noqa: E402
+from _tiny_vl import (  # noqa: E402
+    tiny_image,
+    tiny_qwen_image_edit,
+    tiny_qwen_image_layered,
+    tiny_vl_processor,
+)
+
+from promptweights.diffusers import encode, family_of  # noqa: E402
+from promptweights.encoders import TextEncoder  # noqa: E402
+from promptweights.errors import InvalidArgumentError, UnsupportedPipelineError  # noqa: E402
+from promptweights.tokens import tokenize  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+PROMPT = "a red cat on a mat"
+NEGATIVE = "blue dog"
+#: (variant, images): Edit Plus with one image and with two.
+CASES = [("", 1), ("Inpaint", 1), ("Plus", 1), ("Plus", 2)]
+IDS = ["Edit", "EditInpaint", "EditPlus-1", "EditPlus-2"]
+
+
+def _images(count: int) -> list[Any]:
+    return [tiny_image(64 + 16 * i, 48, seed=i) for i in range(count)]
+
+
+def _argument(variant: str, images: list[Any]) -> Any:
+    return images if variant == "Plus" and len(images) > 1 else images[0]
+
+
+def _resized(pipe: Any, variant: str, images: list[Any]) -> Any:
+    """The images as the pipeline's ``__call__`` hands them to ``encode_prompt``: diffusers'
+    ``calculate_dimensions`` (width sqrt(area·ratio), sides rounded to multiples of 32) at 1024²
+    pixels, 384² for Edit Plus, written out here from its source."""
+    area = 384 * 384 if variant == "Plus" else 1024 * 1024
+    out = []
+    for image in images:
+        ratio = image.size[0] / image.size[1]
+        width = math.sqrt(area * ratio)
+        height = width / ratio
+        w, h = round(width / 32) * 32, round(height / 32) * 32
+        out.append(pipe.image_processor.resize(image, h, w))
+    return out if variant == "Plus" else out[0]
+
+
+def _reference(pipe: Any, prompt: str, image: Any) -> tuple[Any, Any]:
+    with torch.no_grad():
+        return pipe.encode_prompt(prompt, image=image)  # type: ignore[no-any-return]
+
+
+def _mask_agrees(ours: Any, theirs: Any) -> bool:
+    # The pipelines return no mask where every position is text; ours is then all ones.
+    return bool(ours.all()) if theirs is None else bool(torch.equal(ours, theirs))
+
+
+@pytest.mark.parametrize(("variant", "count"), CASES, ids=IDS)
+def test_parity_with_encode_prompt_on_the_same_image(variant: str, count: int) -> None:
+    pipe = tiny_qwen_image_edit(variant)
+    assert family_of(pipe) == ("qwen-image-edit-plus" if variant == "Plus" else "qwen-image-edit")
+    images = _images(count)
+    cond = encode(pipe, PROMPT, NEGATIVE, image=_argument(variant, images), exact=True)
+    kwargs = cond.pipeline_kwargs()
+    resized = _resized(pipe, variant, images)
+    positive, mask = _reference(pipe, PROMPT, resized)
+    negative, negative_mask = _reference(pipe, NEGATIVE, resized)
+    assert torch.equal(kwargs["prompt_embeds"], positive)
+    assert _mask_agrees(kwargs["prompt_embeds_mask"], mask)
+    assert torch.equal(kwargs["negative_prompt_embeds"], negative)
+    assert _mask_agrees(kwargs["negative_prompt_embeds_mask"], negative_mask)
+    # The vision tokens (at least one per image) and their markers are in the encoding.
+    text = len(tiny_qwen_tokenizer()(PROMPT)["input_ids"])
+    assert positive.shape[1] >= text + 3 * count
+
+
+@pytest.mark.parametrize(
+    "variant", ["", "Inpaint", "Plus"], ids=["Edit", "EditInpaint", "EditPlus"]
+)
+def test_two_steps_through_the_pipeline_match_its_own_run(variant: str) -> None:
+    import PIL.Image
+
+    pipe = tiny_qwen_image_edit(variant)
+    image = tiny_image()
+    options: dict[str, Any] = {"image": image, "true_cfg_scale": 2.0, "output_type": "latent"}
+    if variant == "Inpaint":
+        options["mask_image"] = PIL.Image.new("L", image.size, 255)
+
+    def run(**kwargs: Any) -> Any:
+        generator = torch.Generator().manual_seed(0)
+        return pipe(**kwargs, **options, generator=generator).images
+
+    cond = encode(pipe, PROMPT, NEGATIVE, image=image, steps=2, exact=True)
+    ours = run(**cond.pipeline_kwargs())
+    theirs = run(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2)
+    assert torch.equal(ours, theirs)
+    weighted = encode(pipe, "a (red:1.6) cat on a mat", NEGATIVE, image=image, steps=2)
+    moved = run(**weighted.pipeline_kwargs())
+    assert torch.isfinite(moved).all()
+    assert not torch.equal(moved, theirs)
+
+
+def _encoder(pipe: Any, image: Any) -> TextEncoder:
+    from promptweights.diffusers.families import record_of
+
+    record = record_of(pipe)
+    encoder = record.towers[0].text_encoder(
+        pipe, TextEncoder, 1, None, record.window(pipe), image=image
+    )
+    assert encoder is not None
+    return encoder
+
+
+@pytest.mark.parametrize("variant", ["", "Plus"], ids=["Edit", "EditPlus"])
+def test_vision_tokens_and_the_template_are_never_weighted(variant: str) -> None:
+    pipe = tiny_qwen_image_edit(variant)
+    images = _images(2 if variant else 1)
+    encoder = _encoder(pipe, _argument(variant, images))
+    tok = tiny_qwen_tokenizer()
+    spans = [("a ", 1.0), ("red cat", 1.5), (" on a mat", 0.5)]
+    (chunk,) = tokenize(tok, spans, layout=encoder.window).chunks
+    tokens = tok.convert_ids_to_tokens(list(chunk.ids[: chunk.size]))
+    pads = [i for i, token in enumerate(tokens) if token == "<|image_pad|>"]
+    # Expanded as the processor expands them, for the images as the pipeline resizes them.
+    resized = _resized(pipe, variant, images)
+    resized = resized if isinstance(resized, list) else [resized]
+    text = ["<|image_pad|>" * len(resized)]
+    expanded = tiny_vl_processor()(text=text, images=resized)["input_ids"][0]
+    assert len(pads) == expanded.count(tok.convert_tokens_to_ids("<|image_pad|>")) >= len(images)
+    markers = [i for i, t in enumerate(tokens) if t in ("<|vision_start|>", "<|vision_end|>")]
+    assert len(markers) == 2 * len(images)
+    for i in [*pads, *markers]:
+        assert chunk.fragments[i] == -1
+        assert chunk.weights[i] == 1.0
+    weighted = [(t, w) for t, w in zip(tokens, chunk.weights, strict=False) if w != 1.0]
+    assert weighted == [("Ġred", 1.5), ("Ġcat", 1.5), ("Ġon", 0.5), ("Ġa", 0.5), ("Ġmat", 0.5)]
+    # Every template token (the system message, the markers, the assistant turn) is unweighted.
+    first = tokens.index("Ġred") - 1  # "a"
+    assert all(w == 1.0 for w in chunk.weights[:first])
+    assert all(w == 1.0 for w in chunk.weights[tokens.index("Ġmat") + 1 : chunk.size])
+
+
+def _masked_reference(pipe: Any, image: Any, hidden: int) -> Any:
+    """The prompt encoded with window position ``hidden`` hidden from the attention mask, run on
+    the model directly with the processor's image inputs, cut as the pipeline cuts it."""
+    encoder = _encoder(pipe, image)
+    (chunk,) = tokenize(encoder.tokenizer, [(PROMPT, 1.0)], layout=encoder.window).chunks
+    ids = torch.tensor([chunk.ids[: chunk.size]])
+    mask = torch.ones_like(ids)
+    mask[0, hidden] = 0
+    resized = _resized(pipe, "", [image])
+    inputs = tiny_vl_processor()(text=["<|image_pad|>"], images=[resized], return_tensors="pt")
+    with torch.no_grad():
+        states = pipe.text_encoder(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+            output_hidden_states=True,
+        ).hidden_states
+    return states[-1][0, encoder.window.drop :]
+
+
+def _plain(pipe: Any, prompt: str, image: Any, **options: Any) -> Any:
+    return encode(pipe, prompt, image=image, **options).pipeline_kwargs()["prompt_embeds"][0]
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "batched"])
+def test_span_weights_move_away_from_or_towards_the_span_masked_encoding(exact: bool) -> None:
+    pipe = tiny_qwen_image_edit("")
+    image = tiny_image()
+    encoder = _encoder(pipe, image)
+    tok = tiny_qwen_tokenizer()
+    (chunk,) = tokenize(tok, [(PROMPT, 1.0)], layout=encoder.window).chunks
+    red = tok.convert_ids_to_tokens(list(chunk.ids)).index("Ġred")
+    z = _plain(pipe, PROMPT, image, exact=True)
+    m = _masked_reference(pipe, image, red)
+    assert z.shape == m.shape
+    start = red - encoder.window.drop  # "red" in the output
+    after = slice(start, None)
+    distance = (z[after] - m[after]).norm()
+    assert distance > 0
+    for weight, closer in ((1.5, False), (0.5, True), (0.0, True)):
+        weighted = _plain(pipe, f"a (red:{weight}) cat on a mat", image, exact=exact)
+        moved = (weighted[after] - m[after]).norm()
+        assert (moved < distance) == closer, weight
+        # Before the span (the vision tokens, the template and "a"), nothing moves.
+        torch.testing.assert_close(weighted[:start], z[:start], rtol=1e-6, atol=1e-7)
+        # The lerp: z + (w − 1)(z − m) from the span on.
+        torch.testing.assert_close(
+            weighted[after], z[after] + (weight - 1) * (z[after] - m[after]), rtol=1e-4, atol=1e-5
+        )
+    ones = _plain(pipe, "a (red:1.0) cat on a mat", image, exact=True)
+    assert torch.equal(ones, z)
+
+
+def test_the_image_is_read_once_per_request() -> None:
+    pipe = tiny_qwen_image_edit("")
+    calls: list[int] = []
+    handle = pipe.text_encoder.model.visual.register_forward_hook(
+        lambda *_: calls.append(1)  # type: ignore[arg-type]
+    )
+    try:
+        for exact in (True, False):
+            calls.clear()
+            cond = encode(
+                pipe,
+                ["a (red:1.4) cat AND a [blue] dog", "(old:1.2) house"],
+                "(tall:0.8) tree",
+                image=tiny_image(),
+                exact=exact,
+            )
+            assert cond.prompt_embeds is not None
+            assert len(calls) == 1, exact
+    finally:
+        handle.remove()
+
+
+def test_the_image_argument_is_checked() -> None:
+    pipe = tiny_qwen_image_edit("")
+    with pytest.raises(InvalidArgumentError, match="reads the input image"):
+        encode(pipe, PROMPT)
+    with pytest.raises(InvalidArgumentError, match="takes one input image, got 2"):
+        encode(pipe, PROMPT, image=_images(2))
+    with pytest.raises(InvalidArgumentError, match="must be a PIL image"):
+        encode(pipe, PROMPT, image=torch.zeros(1, 3, 8, 8))
+    with pytest.raises(InvalidArgumentError, match="image= is for pipelines"):
+        encode(tiny_qwen_image_layered(), PROMPT, image=tiny_image())
+
+
+def test_an_edit_pipeline_without_its_processor_is_refused_with_the_reason() -> None:
+    components = dict(tiny_qwen_image_edit("").components)
+    components["processor"] = None
+    pipe = diffusers.QwenImageEditPipeline(**components)
+    with pytest.raises(UnsupportedPipelineError) as caught:
+        encode(pipe, PROMPT, image=tiny_image())
+    message = str(caught.value)
+    assert "closest is Qwen-Image Edit ('qwen-image-edit')" in message
+    assert "processor is None" in message
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, ""], ids=["prompt", "empty"])
+def test_layered_encodes_as_qwen_image_without_reading_the_image(prompt: str) -> None:
+    pipe = tiny_qwen_image_layered()
+    assert family_of(pipe) == "qwen-image-layered"
+    kwargs = encode(pipe, prompt, NEGATIVE, exact=True).pipeline_kwargs()
+    with torch.no_grad():
+        positive, mask = pipe.encode_prompt(prompt, max_sequence_length=512)
+        negative, _ = pipe.encode_prompt(NEGATIVE, max_sequence_length=512)
+    assert torch.equal(kwargs["prompt_embeds"], positive)
+    assert _mask_agrees(kwargs["prompt_embeds_mask"], mask)
+    assert torch.equal(kwargs["negative_prompt_embeds"], negative)
