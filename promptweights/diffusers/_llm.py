@@ -17,6 +17,18 @@ A :class:`Template` in a tower's record says, as data, what the pipeline's ``enc
 
 :func:`text_encoder` builds the tower's :class:`~promptweights.encoders.TextEncoder` from it;
 :func:`shape` cuts the built rows to what the pipeline hands its denoiser, and gives the masks.
+
+**Input images** (Qwen-Image Edit, Edit Inpaint, Edit Plus: ``Template.processor``). Their
+``encode_prompt`` runs the pipeline's processor on the templated text and the input image (resized
+first, as their ``__call__`` resizes it) and Qwen2.5-VL on both. :func:`vision` makes the same
+processor call once per request, expands the template's ``<|image_pad|>`` placeholders as the
+processor does (one per vision token) and runs the vision tower once (``get_image_features``);
+every forward pass of the encoder then gets those features as ``mm_encoder_outputs`` (and the
+``image_grid_thw`` the pipeline passes), one copy per row, so that an unweighted row equals the
+pipeline's bit for bit without reading the image again. The placeholders are template text: never
+weighted. Rows continued from a cached prefix (``span-lerp``'s masked rows) need no image input:
+their suffix starts in the user's text, after the image. Position ids stay the 1-D ones the
+pipeline's call gives (it passes no ``mm_token_type_ids``, so the multimodal rope index is unused).
 """
 
 from __future__ import annotations

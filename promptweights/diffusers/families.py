@@ -931,8 +931,10 @@ RECORDS: tuple[Family, ...] = (
         refused=(
             (
                 "ZImageOmniPipeline",
-                "its prompt encoding reads the input images (SigLIP and image placeholder "
-                "tokens in the Qwen3 conversation), which encode does not take",
+                "its prompt encoding cuts the Qwen3 conversation into segments around one "
+                "vision slot per condition image, each encoded in its own row, and takes a list "
+                "of segment tensors per prompt, which encode does not build (the images go to "
+                "SigLIP, not to the text encoder)",
             ),
         ),
     ),
