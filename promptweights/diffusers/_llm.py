@@ -182,7 +182,7 @@ def template_text(pipe: Any, tokenizer: Any, template: Template) -> tuple[str, s
     return pieces[0], pieces[1]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class Vision:
     """The input images of one request, read once by a vision-language text model.
 
@@ -191,24 +191,42 @@ class Vision:
             token, as the processor writes it.
         tokens: the vision tokens of all images.
         grid: the processor's ``image_grid_thw`` ``(images, 3)``.
-        features: the vision tower's output (``get_image_features``), one pass for the request.
+        pixels: the processor's ``pixel_values``.
+        model: the vision-language model.
     """
 
     before: str
     tokens: int
     grid: Tensor
-    features: Any
+    pixels: Tensor
+    model: Any
+    _features: Any = None
+
+    @property
+    def features(self) -> Any:
+        """The vision tower's output (``get_image_features``): one pass, at the first use (so
+        under the LoRA ``encode`` loads before it encodes the rows)."""
+        if self._features is None:
+            device = execution_device(self.model)
+            with torch.no_grad():
+                self._features = self.model.get_image_features(
+                    pixel_values=self.pixels.to(device),
+                    image_grid_thw=self.grid.to(device),
+                    return_dict=True,
+                )
+        return self._features
 
     def inputs(self, rows: int) -> dict[str, Any]:
         """The forward arguments of a pass over ``rows`` rows, each holding every image once."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+        features = self.features
         # transformers splits the pooled output per image: a tuple where a tensor is typed.
-        pooled: Any = tuple(self.features.pooler_output) * rows
+        pooled: Any = tuple(features.pooler_output) * rows
         image = BaseModelOutputWithPooling(
-            last_hidden_state=self.features.last_hidden_state, pooler_output=pooled
+            last_hidden_state=features.last_hidden_state, pooler_output=pooled
         )
-        grid = self.grid.repeat(rows, 1)
+        grid = self.grid.to(execution_device(self.model)).repeat(rows, 1)
         return {"image_grid_thw": grid, "mm_encoder_outputs": {"image": image}}
 
 
@@ -272,8 +290,9 @@ def prompt_images(pipe: Any, template: Template, image: Any) -> list[Any]:
 
 
 def vision(pipe: Any, template: Template, model: Any, before: str, image: Any) -> Vision:
-    """Read the images once: the processor's call as the pipeline makes it (its text without
-    the prompt), the placeholders expanded as it expands them, and one vision-tower pass."""
+    """The images of one request: the processor's call as the pipeline makes it (its text
+    without the prompt), the placeholders expanded as it expands them; the vision tower runs
+    once, when the first row is encoded."""
     images = prompt_images(pipe, template, image)
     processor = getattr(pipe, template.processor)
     if template.picture:
@@ -292,14 +311,7 @@ def vision(pipe: Any, template: Template, model: Any, before: str, image: Any) -
     expanded = pieces[0]
     for count, piece in zip(counts, pieces[1:], strict=True):
         expanded += token * count + piece
-    device = execution_device(model)
-    with torch.no_grad():
-        features = model.get_image_features(
-            pixel_values=inputs["pixel_values"].to(device),
-            image_grid_thw=grid.to(device),
-            return_dict=True,
-        )
-    return Vision(expanded, sum(counts), grid.to(device), features)
+    return Vision(expanded, sum(counts), grid, inputs["pixel_values"], model)
 
 
 def _call_default(pipe: Any, name: str) -> object:
