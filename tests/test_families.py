@@ -23,6 +23,7 @@ from _tiny_pipelines import (
     tiny_sdxl_refiner,
     tiny_wan,
 )
+from _tiny_sana_wm import tiny_sana_wm
 from _tiny_vl import tiny_qwen_image_edit, tiny_qwen_image_layered
 
 from promptweights.diffusers import FAMILIES, family_of
@@ -57,6 +58,7 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("qwen-image-edit", lambda: tiny_qwen_image_edit("Inpaint")),
     ("qwen-image-edit-plus", lambda: tiny_qwen_image_edit("Plus")),
     ("qwen-image-layered", tiny_qwen_image_layered),
+    ("sana-wm", tiny_sana_wm),
     ("z-image", tiny_z_image),
     ("z-image", lambda: tiny_z_image("Img2Img")),
     ("z-image", lambda: tiny_z_image("Inpaint")),
@@ -87,6 +89,7 @@ def test_families_are_the_records_in_order() -> None:
         "flux2-klein",
         "kolors",
         "lumina2",
+        "sana-wm",
         "sana",
         "hidream",
     )

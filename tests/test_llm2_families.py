@@ -364,24 +364,27 @@ def test_one_tower_families_take_no_prompt_2(pipes: dict[str, Any], name: str) -
         encode(get(pipes, name), PROMPT, prompt_2="a dog")
 
 
-def test_sana_wm_is_refused_with_its_reason() -> None:
+def test_sana_wm_with_another_text_encoder_is_refused_with_its_reason() -> None:
+    # SANA-WM with Gemma 2 is covered (tests/test_sana_wm.py).
     from typing import ClassVar
 
     from promptweights.errors import UnsupportedPipelineError
 
-    class Gemma2Model:
+    class GemmaModel:
         pass
 
     class SanaWMPipeline:
         components: ClassVar[dict[str, object]] = {
-            "text_encoder": Gemma2Model(),
+            "text_encoder": GemmaModel(),
             "tokenizer": object(),
             "transformer": object(),
             "vae": object(),
             "scheduler": object(),
         }
 
-    with pytest.raises(UnsupportedPipelineError, match=r"SANA \('sana'\): its transformer takes"):
+    with pytest.raises(
+        UnsupportedPipelineError, match=r"SANA-WM \('sana-wm'\): .*text_encoder is a GemmaModel"
+    ):
         encode(SanaWMPipeline(), PROMPT)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -85,6 +86,9 @@ class Template:
             newlines, goes before the prompt (SANA's ``complex_human_instruction``); the window
             then grows by the instruction's tokens less two (SANA's ``max_length_all``) and the
             positive is cut to its first and last ``max_sequence_length - 1`` positions.
+        instruction_constant: the constant of the pipeline's module that gives the instruction
+            where the argument's default is ``None`` (SANA-WM's ``DEFAULT_CHI_PROMPT``, used for
+            ``chi_prompt=None``).
         plain_negative: the pipeline writes the template around the positive prompt only: the
             negative is tokenised alone (with the tokenizer's special tokens), in a window of
             ``max_sequence_length``, and handed over whole (Lumina 2, SANA).
@@ -126,6 +130,7 @@ class Template:
     preamble: str = ""
     preamble_end: str = ""
     instruction: str = ""
+    instruction_constant: str = ""
     plain_negative: bool = False
     padding_side: Literal["right", "tokenizer"] = "right"
     clean: str = ""
@@ -138,8 +143,12 @@ class Template:
 
 
 def _instruction(pipe: Any, template: Template) -> str:
-    """SANA's complex human instruction: the ``__call__`` default's lines, joined."""
+    """SANA's complex human instruction: the ``__call__`` default's lines, joined (SANA-WM:
+    its module's constant, where the argument's default is ``None``)."""
     default = _call_default(pipe, template.instruction)
+    if default is None and template.instruction_constant:
+        module = sys.modules.get(type(pipe).__module__)
+        default = getattr(module, template.instruction_constant, None)
     if not isinstance(default, (list, tuple)) or not default:
         return ""
     return "\n".join(str(line) for line in default)

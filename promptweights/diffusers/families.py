@@ -466,6 +466,15 @@ def _hidream_split(pipe: Any, t5_length: int) -> Callable[[Tensor], dict[str, Te
     return split
 
 
+def _sana_wm_split(pipe: Any, t5_length: int) -> Callable[[Tensor], dict[str, Tensor]]:
+    """SANA-WM's transformer takes its text as ``(B, 1, L, D)``: the embeds with a new axis."""
+
+    def split(packed: Tensor) -> dict[str, Tensor]:
+        return {"prompt_embeds": packed[:, None]}
+
+    return split
+
+
 # --- the records ----------------------------------------------------------------------------------
 
 
@@ -605,6 +614,17 @@ _SANA = Template(
     specials=True,
     plain_negative=True,
     clean="lower-strip",
+)
+#: SANA-WM's Gemma 2: SANA's, with its ``chi_prompt`` (``DEFAULT_CHI_PROMPT`` when ``None``) as
+#: the instruction, the prompt as written (no clean-up), the tokenizer's padding put on the right
+#: by the call; its transformer takes ``(B, 1, L, D)`` (:func:`_sana_wm_split`).
+_SANA_WM = Template(
+    instruction="chi_prompt",
+    instruction_constant="DEFAULT_CHI_PROMPT",
+    padding="max_length",
+    output="window",
+    specials=True,
+    plain_negative=True,
 )
 _GEMMA2 = ("Gemma2Model", "Gemma2ForCausalLM")
 #: HiDream's Llama-3.1: the prompt alone with the tokenizer's BOS, padded on the right to
@@ -1041,6 +1061,26 @@ RECORDS: tuple[Family, ...] = (
         step_tensors=("prompt_embeds",),
     ),
     Family(
+        name="sana-wm",
+        title="SANA-WM",
+        pipelines=("SanaWMPipeline",),
+        denoiser="transformer",
+        loaded=("text_encoder",),
+        lacks=("text_encoder_2",),
+        class_prefix="SanaWM",
+        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_SANA_WM, models=_GEMMA2),),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=300,
+        # One transformer call on [negative, positive] given positionally: the AND hooks, which
+        # hand encoder_hidden_states=, refuse it cleanly from the separate-call path.
+        batched_guidance=False,
+        # Its callback's prompt_embeds is the (2, 1, L, D) pair: editing is refused (split).
+        step_tensors=(),
+        cleared=("prompt",),  # a required argument: None with the embeds
+        split=_sana_wm_split,
+    ),
+    Family(
         name="sana",
         title="SANA",
         pipelines=(
@@ -1067,8 +1107,8 @@ RECORDS: tuple[Family, ...] = (
         refused=(
             (
                 "SanaWMPipeline",
-                "its transformer takes (B, 1, L, D) prompt embeddings and its instruction comes "
-                "from a chi_prompt argument, which encode does not write",
+                "its transformer takes (B, 1, L, D) prompt embeddings: it is SANA-WM "
+                "('sana-wm'), and that record does not cover it",
             ),
         ),
     ),
@@ -1160,7 +1200,10 @@ def _closest(pipe: Any) -> tuple[Family, str]:
 
     titled = [record for record in RECORDS if record.title]
     closest = max(titled, key=shared)  # max keeps the first of equals
-    for record in titled:
+    listing = [record for record in titled if name in record.pipelines]
+    if listing:  # the record that lists the class: why it does not cover this one
+        closest = listing[0]
+    for record in [] if listing else titled:
         refused = dict(record.refused)
         if name in refused:
             return record, refused[name]
@@ -1209,7 +1252,7 @@ def family_of(pipe: Any) -> str:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
         ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``,
         ``"qwen-image-edit-plus"``, ``"qwen-image-edit"``, ``"qwen-image-layered"``, ``"z-image"``,
-        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``, ``"sana"`` or
+        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``, ``"sana-wm"``, ``"sana"`` or
         ``"hidream"``.
 
     Raises:
