@@ -112,6 +112,11 @@ class TextEncoder:
             the image's placeholder tokens: ``promptweights.diffusers._llm``); a row continued
             from a cached prefix gets none (its suffix holds no image token). An encoder with
             ``inputs`` keeps no empty-prompt cache (the encoding depends on the image).
+        companions: a decoder LLM's fixed rows ``(k, T)`` that the pipeline encodes in the
+            same batch as the text's row, and the row's index among them (Z-Image Omni's
+            template segments): each row runs in that batch, as the pipeline's call runs it,
+            and :attr:`companion_states` keeps their states ``(k, T, D)`` (the same in every
+            such batch: a batch of one shape computes each row alike).
     """
 
     model: Any
@@ -128,6 +133,8 @@ class TextEncoder:
     trim: bool = False
     attentions: bool = False
     inputs: Callable[[int], dict[str, Any]] | None = field(default=None, repr=False)
+    companions: tuple[Tensor, int] | None = field(default=None, repr=False)
+    companion_states: Tensor | None = field(default=None, repr=False)
     _mask_token: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -720,6 +727,27 @@ class TextEncoder:
     def _run_llm(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         """A decoder LLM on rows of a templated window (``attention_mask`` already holds the
         padding): on the text only (``trim``, outputs zero after it) or on the whole window."""
+        if self.companions is not None:
+            return self._run_with_companions(ids, attention_mask)
+        return self._run_rows(ids, attention_mask)
+
+    def _run_with_companions(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Each row in a batch with :attr:`companions`, at their index (see there)."""
+        assert self.companions is not None
+        rows, at = self.companions
+        text = text_mask(rows, self.window.pad, left=self.window.pad_left)
+        out = []
+        for i in range(ids.shape[0]):
+            mask = None if attention_mask is None else attention_mask[i : i + 1]
+            row_mask = text_mask(ids[i : i + 1], self.window.pad) if mask is None else mask
+            batch = torch.cat([rows[:at], ids[i : i + 1], rows[at:]])
+            masks = torch.cat([text[:at], row_mask.to(text.dtype), text[at:]])
+            z = self._run_rows(batch, masks)
+            self.companion_states = torch.cat([z[:at], z[at + 1 :]])
+            out.append(z[at : at + 1])
+        return torch.cat(out)
+
+    def _run_rows(self, ids: Tensor, attention_mask: Tensor | None) -> Tensor:
         t = ids.shape[1]
         end = t
         if self.trim and not self.window.pad_left:

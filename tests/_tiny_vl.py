@@ -109,3 +109,73 @@ def tiny_qwen_image_layered() -> Any:
     pipe = diffusers.QwenImageLayeredPipeline(**_components())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@cache
+def tiny_z_image_omni() -> Any:
+    """Z-Image Omni: ``_tiny_llm``'s Qwen3 and tokenizer, a tiny SigLIP 2 (16 wide, 16-pixel
+    patches, transformers' PIL image processor) and a transformer taking its features; the VAE
+    in bfloat16, as the pipeline casts the condition images to bfloat16 for it."""
+    import diffusers
+    import torch
+    from _tiny_llm import tiny_qwen3_model
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil,
+    )
+
+    torch.manual_seed(0)
+    transformer = diffusers.ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        norm_eps=1e-5,
+        qk_norm=True,
+        cap_feat_dim=32,
+        siglip_feat_dim=16,
+        rope_theta=256.0,
+        t_scale=1000.0,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=32,
+        sample_size=32,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    ).to(torch.bfloat16)
+    torch.manual_seed(0)
+    siglip = Siglip2VisionModel(
+        Siglip2VisionConfig(
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_patches=16,
+            patch_size=16,
+        )
+    ).eval()
+    pipe = diffusers.ZImageOmniPipeline(
+        scheduler=_flow_scheduler(),
+        vae=vae,
+        text_encoder=tiny_qwen3_model(),
+        tokenizer=tiny_qwen_tokenizer(),
+        transformer=transformer,
+        siglip=siglip,
+        siglip_processor=Siglip2ImageProcessorPil(max_num_patches=16, patch_size=16),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

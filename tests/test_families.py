@@ -24,7 +24,7 @@ from _tiny_pipelines import (
     tiny_wan,
 )
 from _tiny_sana_wm import tiny_sana_wm
-from _tiny_vl import tiny_qwen_image_edit, tiny_qwen_image_layered
+from _tiny_vl import tiny_qwen_image_edit, tiny_qwen_image_layered, tiny_z_image_omni
 
 from promptweights.diffusers import FAMILIES, family_of
 from promptweights.diffusers.families import RECORDS, Family, family_record
@@ -59,6 +59,7 @@ PIPELINES: list[tuple[str, Callable[[], Any]]] = [
     ("qwen-image-edit-plus", lambda: tiny_qwen_image_edit("Plus")),
     ("qwen-image-layered", tiny_qwen_image_layered),
     ("sana-wm", tiny_sana_wm),
+    ("z-image-omni", tiny_z_image_omni),
     ("z-image", tiny_z_image),
     ("z-image", lambda: tiny_z_image("Img2Img")),
     ("z-image", lambda: tiny_z_image("Inpaint")),
@@ -85,6 +86,7 @@ def test_families_are_the_records_in_order() -> None:
         "qwen-image-edit",
         "qwen-image-layered",
         "z-image",
+        "z-image-omni",
         "flux2",
         "flux2-klein",
         "kolors",

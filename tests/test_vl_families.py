@@ -22,6 +22,7 @@ from _tiny_vl import (  # noqa: E402
     tiny_qwen_image_edit,
     tiny_qwen_image_layered,
     tiny_vl_processor,
+    tiny_z_image_omni,
 )
 
 from promptweights.diffusers import encode, family_of  # noqa: E402
@@ -266,3 +267,80 @@ def test_layered_encodes_as_qwen_image_without_reading_the_image(prompt: str) ->
     assert torch.equal(kwargs["prompt_embeds"], positive)
     assert _mask_agrees(kwargs["prompt_embeds_mask"], mask)
     assert torch.equal(kwargs["negative_prompt_embeds"], negative)
+
+
+# --- Z-Image Omni: the conversation in segments, one vision slot per condition image ----------
+
+
+def _omni_images(count: int) -> list[Any] | None:
+    return [tiny_image(64, 64, seed=i) for i in range(count)] or None
+
+
+@pytest.mark.parametrize("count", [0, 1, 2], ids=["no-image", "one-image", "two-images"])
+def test_z_image_omni_parity_with_encode_prompt(count: int) -> None:
+    pipe = tiny_z_image_omni()
+    assert family_of(pipe) == "z-image-omni"
+    cond = encode(pipe, PROMPT, NEGATIVE, image=_omni_images(count), exact=True)
+    kwargs = cond.pipeline_kwargs()
+    with torch.no_grad():
+        positive, negative = pipe.encode_prompt(
+            PROMPT, negative_prompt=NEGATIVE, num_condition_images=count
+        )
+    for ours, theirs in (
+        (kwargs["prompt_embeds"], positive),
+        (kwargs["negative_prompt_embeds"], negative),
+    ):
+        assert len(ours) == len(theirs) == 1
+        assert len(ours[0]) == len(theirs[0]) == (1 if count == 0 else count + 2)
+        assert all(torch.equal(a, b) for a, b in zip(ours[0], theirs[0], strict=True))
+
+
+def test_z_image_omni_two_steps_match_its_own_run() -> None:
+    pipe = tiny_z_image_omni()
+    images = _omni_images(1)
+    options: dict[str, Any] = {"height": 32, "width": 32, "guidance_scale": 2.0}
+
+    def run(**kwargs: Any) -> Any:
+        generator = torch.Generator().manual_seed(0)
+        out = pipe(image=images, **kwargs, **options, output_type="latent", generator=generator)
+        return out.images
+
+    cond = encode(pipe, PROMPT, NEGATIVE, image=images, steps=2, exact=True)
+    ours = run(**cond.pipeline_kwargs())
+    theirs = run(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2)
+    assert torch.equal(ours, theirs)
+    weighted = encode(pipe, "a (red:1.6) cat on a mat", NEGATIVE, image=images, steps=2)
+    moved = run(**weighted.pipeline_kwargs())
+    assert torch.isfinite(moved).all()
+    assert not torch.equal(moved, theirs)
+
+
+def test_z_image_omni_weights_move_the_prompts_segment_only() -> None:
+    pipe = tiny_z_image_omni()
+    images = _omni_images(1)
+
+    def segments(prompt: str) -> list[Any]:
+        kwargs = encode(pipe, prompt, image=images, exact=True).pipeline_kwargs()
+        return list(kwargs["prompt_embeds"][0])
+
+    plain = segments(PROMPT)
+    assert all(
+        torch.equal(a, b) for a, b in zip(segments("a (red:1.0) cat on a mat"), plain, strict=True)
+    )
+    up, down = segments("a (red:1.5) cat on a mat"), segments("a (red:0.5) cat on a mat")
+    for weighted in (up, down):
+        # The segments before and after the prompt's are the template's: never weighted.
+        assert torch.equal(weighted[0], plain[0])
+        assert torch.equal(weighted[2], plain[2])
+        # In the prompt's segment, "<|vision_end|>" and "a" do not move; "red" on does.
+        assert torch.equal(weighted[1][:2], plain[1][:2])
+        assert not torch.equal(weighted[1][2:], plain[1][2:])
+    # Up and down move to opposite sides of the plain encoding (span-lerp: z + (w − 1)(z − m)).
+    torch.testing.assert_close(up[1] - plain[1], plain[1] - down[1], rtol=1e-4, atol=1e-6)
+
+
+def test_z_image_omni_editing_and_and_are_refused() -> None:
+    pipe = tiny_z_image_omni()
+    cond = encode(pipe, "a [cat:dog:0.5] on a mat", image=_omni_images(1), steps=2)
+    with pytest.raises(UnsupportedPipelineError, match="not supported on Z-Image Omni"):
+        cond.pipeline_kwargs()

@@ -29,6 +29,12 @@ pipeline's bit for bit without reading the image again. The placeholders are tem
 weighted. Rows continued from a cached prefix (``span-lerp``'s masked rows) need no image input:
 their suffix starts in the user's text, after the image. Position ids stay the 1-D ones the
 pipeline's call gives (it passes no ``mm_token_type_ids``, so the multimodal rope index is unused).
+
+**Segments** (Z-Image Omni: ``Template.segments``). Its conversation is cut at each condition
+image's vision slot into segments encoded as rows of one batch; only the prompt's segment holds
+user text. The encoder is that segment's; the other segments ride along as
+``TextEncoder.companions`` (each row runs in the pipeline's batch), and :func:`segment_lists`
+puts their states around the prompt's in the lists the pipeline takes.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +55,33 @@ from promptweights.tokens import TokenizedPrompt
 
 # Stands for the user's text while a chat template is rendered; split out afterwards.
 _SENTINEL = "\u2063PROMPTWEIGHTS\u2063"
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """Z-Image Omni's conversation, cut into segments at each condition image's vision slot;
+    each segment is tokenised and encoded as a row of its own, in one batch, and the pipeline
+    takes the segments' states as a list.
+
+    Attributes:
+        plain: the text around the prompt without condition images (one segment).
+        first: the segment before the first image.
+        between: the segment between two images.
+        prompt: the text around the prompt, after the last image.
+        last: the segment after the prompt's.
+    """
+
+    plain: tuple[str, str]
+    first: str
+    between: str
+    prompt: tuple[str, str]
+    last: str
+
+    def around(self, images: int) -> tuple[list[str], tuple[str, str], list[str]]:
+        """The segments before the prompt's, the text around the prompt, the segments after."""
+        if images == 0:
+            return [], self.plain, []
+        return [self.first] + [self.between] * (images - 1), self.prompt, [self.last]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +146,9 @@ class Template:
         image_area: the area (pixels) the pipeline resizes each input image to before its
             prompt encoding, keeping the aspect ratio, sides rounded to multiples of 32
             (Qwen-Image Edit 1024², Edit Plus 384²).
+        segments: the conversation as separately encoded segments around one vision slot per
+            condition image (Z-Image Omni: only the number of images is read, from ``image=``);
+            ``None``: one text.
     """
 
     attribute: str = ""
@@ -140,6 +176,7 @@ class Template:
     processor: str = ""
     picture: str = ""
     image_area: int = 0
+    segments: Segments | None = None
 
 
 def _instruction(pipe: Any, template: Template) -> str:
@@ -247,11 +284,12 @@ def check_image(pipe: Any, templates: Sequence[Template | None], image: Any) -> 
         InvalidArgumentError: as said, naming the pipeline.
     """
     reads = any(t is not None and t.processor for t in templates)
-    if image is not None and not reads:
+    counts = any(t is not None and t.segments is not None for t in templates)
+    if image is not None and not (reads or counts):
         raise InvalidArgumentError(
             f"image= is for pipelines whose prompt encoding reads the input image (Qwen-Image "
-            f"Edit, Edit Inpaint, Edit Plus); {type(pipe).__name__}'s does not: pass the image "
-            "to the pipeline only"
+            f"Edit, Edit Inpaint, Edit Plus) or counts them (Z-Image Omni); "
+            f"{type(pipe).__name__}'s does not: pass the image to the pipeline only"
         )
     if image is None and reads:
         raise InvalidArgumentError(
@@ -358,6 +396,8 @@ def text_encoder(
             template; the window grows by their vision tokens.
     """
     fast = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+    if template.segments is not None:
+        return _segmented(template, template.segments, model, fast, max_sequence_length, image)
     before, after = ("", "") if negative else template_text(pipe, tokenizer, template)
     seen = None
     if template.processor:
@@ -400,6 +440,56 @@ def text_encoder(
     if seen is not None:
         encoder.inputs = seen.inputs
     return encoder
+
+
+def _segmented(
+    template: Template,
+    segments: Segments,
+    model: Any,
+    tokenizer: Any,
+    max_sequence_length: int,
+    image: Any,
+) -> TextEncoder:
+    """Z-Image Omni's encoder: the prompt's segment, run in a batch with the other segments
+    (``TextEncoder.companions``), as the pipeline batches them."""
+    count = 0 if image is None else len(image) if isinstance(image, (list, tuple)) else 1
+    before, around, after = segments.around(count)
+    encoder = TextEncoder.llm(
+        model,
+        tokenizer,
+        template=around,
+        max_length=max_sequence_length,
+        layers=template.layers,
+        trim=False,
+    )
+    encoder.share_prefixes = False  # every row in the segments' batch, the masked ones too
+    rows = torch.zeros(0, max_sequence_length, dtype=torch.long)  # no image: the prompt alone
+    if before or after:
+        rows = tokenizer(
+            before + after,
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            return_tensors="pt",
+        )["input_ids"]
+    encoder.companions = (rows, len(before))
+    return encoder
+
+
+def segment_lists(encoder: TextEncoder) -> Callable[[Any], dict[str, Any]]:
+    """Z-Image Omni's ``prompt_embeds``: per image, the segments' states (their text positions)
+    with the prompt's in its place, from a list of the prompt's states per image."""
+    assert encoder.companions is not None, "an encoder from _segmented"
+    assert encoder.companion_states is not None, "set by its first row"
+    rows, at = encoder.companions
+    shown = text_mask(rows, encoder.window.pad).bool()
+    states = encoder.companion_states
+    fixed = [states[k][shown[k].to(states.device)] for k in range(states.shape[0])]
+
+    def wrap(per_image: Any) -> dict[str, Any]:
+        return {"prompt_embeds": [[*fixed[:at], own, *fixed[at:]] for own in per_image]}
+
+    return wrap
 
 
 def _positions(encoder: TextEncoder, prompt: TokenizedPrompt, output: str) -> tuple[int, int]:

@@ -824,6 +824,9 @@ def _assemble(
         part_embeds.append([assembled[index + j][0] for j in range(len(image))])
         part_pooled.append([assembled[index + j][1] for j in range(len(image))])
         index += len(image)
+    split = None if family.split is None else family.split(pipe, t5_length)
+    if slots[-1].encoder.companions is not None:  # Z-Image Omni: a list of segments per image
+        split = _llm.segment_lists(slots[-1].encoder)
     return _Timeline(
         family,
         len(parts),
@@ -837,7 +840,7 @@ def _assemble(
         tuple(getattr(pipe, "_callback_tensor_inputs", ())),
         masks=masks,
         parameters=_call_parameters(pipe),
-        split=None if family.split is None else family.split(pipe, t5_length),
+        split=split,
         variant_masks=per_variant,
         lengths=lengths,
     )

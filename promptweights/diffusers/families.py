@@ -23,7 +23,7 @@ from promptweights.errors import UnsupportedPipelineError
 from promptweights.strategies import POLICIES, Policy
 from promptweights.tokens import layout_for
 
-from ._llm import Template, text_encoder
+from ._llm import Segments, Template, text_encoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,6 +567,21 @@ _Z_IMAGE = Template(
     padding="max_length",
 )
 
+#: Z-Image Omni's Qwen3: the conversation written out (no chat template) and cut into segments
+#: at each condition image's vision slot; each segment padded to ``max_sequence_length`` and
+#: encoded as a row of one batch, ``hidden_states[-2]`` of each segment's text positions.
+_Z_IMAGE_OMNI = Template(
+    layers=(-2,),
+    padding="max_length",
+    segments=Segments(
+        plain=("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
+        first="<|im_start|>user\n<|vision_start|>",
+        between="<|vision_end|><|vision_start|>",
+        prompt=("<|vision_end|>", "<|im_end|>\n<|im_start|>assistant\n<|vision_start|>"),
+        last="<|vision_end|><|im_end|>",
+    ),
+)
+
 #: Flux.2's Mistral 3: the chat template over its system message and the prompt (text parts),
 #: padded to ``max_sequence_length`` (512) and masked, hidden states 10, 20 and 30
 #: (``text_encoder_out_layers``) side by side on the channels, over the whole window.
@@ -948,15 +963,34 @@ RECORDS: tuple[Family, ...] = (
         step_tensors=("prompt_embeds",),
         mask_argument="",
         embeds_as_list=True,
-        refused=(
-            (
-                "ZImageOmniPipeline",
-                "its prompt encoding cuts the Qwen3 conversation into segments around one "
-                "vision slot per condition image, each encoded in its own row, and takes a list "
-                "of segment tensors per prompt, which encode does not build (the images go to "
-                "SigLIP, not to the text encoder)",
+    ),
+    Family(
+        name="z-image-omni",
+        title="Z-Image Omni",
+        pipelines=("ZImageOmniPipeline",),
+        denoiser="transformer",
+        loaded=("text_encoder", "siglip"),
+        lacks=("text_encoder_2",),
+        class_prefix="ZImageOmni",
+        towers=(
+            Tower(
+                "text_encoder",
+                "tokenizer",
+                "llm",
+                1,
+                llm=_Z_IMAGE_OMNI,
+                models=("Qwen3Model", "Qwen3ForCausalLM"),
             ),
         ),
+        layout=_t5_layout,
+        padding=pad_like_a1111,
+        sequence_length=512,
+        # Its transformer takes cap_feats= (lists): the AND hook refuses it; its callback's
+        # prompt_embeds are lists of segments: editing is refused (the timeline's split).
+        batched_guidance=False,
+        step_tensors=(),
+        mask_argument="",
+        embeds_as_list=True,
     ),
     Family(
         name="flux2",
@@ -1252,8 +1286,8 @@ def family_of(pipe: Any) -> str:
         ``"sd"`` (SD 1.x/2.x), ``"sdxl"``, ``"sdxl-refiner"`` (OpenCLIP-G only), ``"sd3"``,
         ``"flux"``, ``"chroma"``, ``"pixart"``, ``"wan"``, ``"qwen-image"``,
         ``"qwen-image-edit-plus"``, ``"qwen-image-edit"``, ``"qwen-image-layered"``, ``"z-image"``,
-        ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``, ``"sana-wm"``, ``"sana"`` or
-        ``"hidream"``.
+        ``"z-image-omni"``, ``"flux2"``, ``"flux2-klein"``, ``"kolors"``, ``"lumina2"``,
+        ``"sana-wm"``, ``"sana"`` or ``"hidream"``.
 
     Raises:
         UnsupportedPipelineError: for any other pipeline; the message names the closest family
