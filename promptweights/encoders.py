@@ -116,7 +116,8 @@ class TextEncoder:
             same batch as the text's row, and the row's index among them (Z-Image Omni's
             template segments): each row runs in that batch, as the pipeline's call runs it,
             and :attr:`companion_states` keeps their states ``(k, T, D)`` (the same in every
-            such batch: a batch of one shape computes each row alike).
+            such batch: a batch of one shape computes each row alike). No empty-prompt cache
+            either (its batch is not a one-row pass).
     """
 
     model: Any
@@ -441,7 +442,7 @@ class TextEncoder:
 
     def cached_empty(self) -> tuple[Tensor, Tensor | None] | None:
         """The cached encoding of the empty window and its pooled vector, if still valid."""
-        if self.inputs is not None:
+        if self.inputs is not None or self.companions is not None:
             return None
         try:
             entries = _EMPTY.get(self.model)
@@ -454,7 +455,7 @@ class TextEncoder:
 
     def store_empty(self, z: Tensor, pooled: Tensor | None) -> None:
         """Cache the encoding of the empty window for this model's current weights."""
-        if self.inputs is not None:
+        if self.inputs is not None or self.companions is not None:
             return
         try:
             entries = _EMPTY.setdefault(self.model, {})
