@@ -9,9 +9,9 @@ alternation ``[a|b]``, ``AND``, ``<lora:…>`` tags, textual-inversion names) an
 
 Families: SD 1.x/2.x, SDXL (base and refiner), SD3/3.5 (with or without T5) and Flux.1, text to
 image and image to image; the T5 families (Chroma, PixArt, Wan) and the decoder-LLM families
-(Qwen-Image, Qwen-Image Edit/Edit Plus with ``image=``, Z-Image, Flux.2, Flux.2 Klein,
-Lumina 2, SANA, Kolors' ChatGLM3 and HiDream-I1's Llama-3.1 beside its CLIP and T5:
-:mod:`~promptweights.diffusers._llm`). What A1111
+(Qwen-Image, Qwen-Image Edit/Edit Plus with ``image=``, Z-Image, Z-Image Omni, Flux.2,
+Flux.2 Klein, Lumina 2, SANA, SANA-WM, Kolors' ChatGLM3 and HiDream-I1's Llama-3.1 beside its
+CLIP and T5: :mod:`~promptweights.diffusers._llm`). What A1111
 does and where it is done here:
 
 * **Order of operations** (a1111-behaviour.md §1): comments and extra-network tags are removed
