@@ -55,7 +55,8 @@ own KV cache of the shared prefix.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -797,7 +798,7 @@ class TextEncoder:
                 ids[rest], None if attention_mask is None else attention_mask[rest]
             )
             z, _ = _scatter(rest, z_rest, None, n)
-        with torch.no_grad():
+        with torch.no_grad(), _fresh_rope(self.model):
             for j, rows in children.items():
                 end = max(int(ends[j]), 1)
                 state, cache = self._llm_pass(ids[j : j + 1, :end], shown[j : j + 1, :end])
@@ -897,6 +898,24 @@ class TextEncoder:
     @property
     def _norm(self) -> bool:
         return self.final_layer_norm or self.layer == -1
+
+
+@contextmanager
+def _fresh_rope(model: Any) -> Iterator[None]:
+    """Run a multimodal-rope model (Qwen2.5-VL) without the ``rope_deltas`` its last
+    ``generate`` left on it (Qwen-Image Layered's captioning calls it): with a KV cache its
+    forward would shift the suffix's positions by them. They are put back afterwards."""
+    modules = getattr(model, "modules", None)
+    every = list(modules()) if callable(modules) else []
+    held = [m for m in every if getattr(m, "rope_deltas", None) is not None]
+    saved = [m.rope_deltas for m in held]
+    for module in held:
+        module.rope_deltas = None
+    try:
+        yield
+    finally:
+        for module, deltas in zip(held, saved, strict=True):
+            module.rope_deltas = deltas
 
 
 def _decoder(model: Any) -> Any:

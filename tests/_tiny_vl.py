@@ -102,11 +102,46 @@ def tiny_image(width: int = 64, height: int = 48, seed: int = 0) -> Any:
 
 @cache
 def tiny_qwen_image_layered() -> Any:
-    """Qwen-Image Layered with the same components (its prompt encoding reads no image; the
-    VAE is not the RGBA one its sampling needs: encode-only)."""
-    import diffusers
+    """Qwen-Image Layered: an RGBA VAE (8 latent channels, so that a 4-channel image is not
+    taken for latents), a transformer with the layered 3-D rope, and a copy of the Qwen2.5-VL
+    whose generation stops at its first token (the pipeline captions its image whenever no
+    prompt is given, even beside ``prompt_embeds``: one token keeps that cheap)."""
+    import copy
 
-    pipe = diffusers.QwenImageLayeredPipeline(**_components())
+    import diffusers
+    import torch
+
+    parts = _components()
+    torch.manual_seed(0)
+    parts["vae"] = diffusers.AutoencoderKLQwenImage(
+        base_dim=4,
+        z_dim=8,
+        dim_mult=[1, 1, 1, 1, 1, 1],
+        num_res_blocks=0,
+        temperal_downsample=[False] * 5,
+        input_channels=4,
+        latents_mean=[0.0] * 8,
+        latents_std=[1.0] * 8,
+    )
+    torch.manual_seed(0)
+    parts["transformer"] = diffusers.QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=32,
+        out_channels=8,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=3,
+        joint_attention_dim=32,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+        use_layer3d_rope=True,
+        use_additional_t_cond=True,
+    )
+    text_encoder = copy.deepcopy(parts["text_encoder"])
+    vocabulary = int(text_encoder.config.text_config.vocab_size)
+    text_encoder.generation_config.eos_token_id = list(range(vocabulary))
+    parts["text_encoder"] = text_encoder
+    pipe = diffusers.QwenImageLayeredPipeline(**parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

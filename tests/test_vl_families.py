@@ -211,6 +211,24 @@ def test_span_weights_move_away_from_or_towards_the_span_masked_encoding(exact: 
     assert torch.equal(ones, z)
 
 
+def test_rope_deltas_left_by_a_generate_call_change_nothing() -> None:
+    # Qwen2.5-VL keeps the rope_deltas of its last generate() (Layered's captioning calls it);
+    # with a KV cache its forward would shift the masked rows' suffix positions by them.
+    pipe = tiny_qwen_image_edit("")
+    image = tiny_image()
+    prompt = "a (red:1.5) cat on a (mat:0.5)"
+    before = encode(pipe, prompt, image=image).prompt_embeds
+    inner = pipe.text_encoder.model
+    inner.rope_deltas = torch.tensor([[-3]])
+    try:
+        after = encode(pipe, prompt, image=image).prompt_embeds
+    finally:
+        stale = inner.rope_deltas
+        inner.rope_deltas = None
+    assert torch.equal(after, before)
+    assert torch.equal(stale, torch.tensor([[-3]]))  # the model's state is put back
+
+
 def test_the_image_is_read_once_per_request() -> None:
     pipe = tiny_qwen_image_edit("")
     calls: list[int] = []
@@ -267,6 +285,29 @@ def test_layered_encodes_as_qwen_image_without_reading_the_image(prompt: str) ->
     assert torch.equal(kwargs["prompt_embeds"], positive)
     assert _mask_agrees(kwargs["prompt_embeds_mask"], mask)
     assert torch.equal(kwargs["negative_prompt_embeds"], negative)
+
+
+def test_layered_two_steps_match_its_own_run() -> None:
+    from PIL import Image
+
+    pipe = tiny_qwen_image_layered()
+    pixels = (torch.rand(48, 64, 4, generator=torch.Generator().manual_seed(0)) * 255).byte()
+    image = Image.fromarray(pixels.numpy(), "RGBA")
+    # output_type="latent" fails in diffusers 0.42.1's Layered pipeline: decoded frames, then.
+    options: dict[str, Any] = {"image": image, "layers": 1, "true_cfg_scale": 2.0}
+
+    def run(**kwargs: Any) -> Any:
+        generator = torch.Generator().manual_seed(0)
+        return pipe(**kwargs, **options, output_type="pt", generator=generator).images
+
+    cond = encode(pipe, PROMPT, NEGATIVE, steps=2, exact=True)
+    ours = run(**cond.pipeline_kwargs())
+    theirs = run(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=2)
+    assert len(ours) == len(theirs) == 1
+    assert torch.equal(torch.as_tensor(ours[0]), torch.as_tensor(theirs[0]))
+    weighted = encode(pipe, "a (red:1.6) cat on a mat", NEGATIVE, steps=2)
+    moved = torch.as_tensor(run(**weighted.pipeline_kwargs())[0])
+    assert not torch.equal(moved, torch.as_tensor(theirs[0]))
 
 
 # --- Z-Image Omni: the conversation in segments, one vision slot per condition image ----------
