@@ -382,6 +382,13 @@ def test_z_image_omni_weights_move_the_prompts_segment_only() -> None:
 
 def test_z_image_omni_editing_and_and_are_refused() -> None:
     pipe = tiny_z_image_omni()
-    cond = encode(pipe, "a [cat:dog:0.5] on a mat", image=_omni_images(1), steps=2)
-    with pytest.raises(UnsupportedPipelineError, match="not supported on Z-Image Omni"):
+    images = _omni_images(1)
+    cond = encode(pipe, "a [cat:dog:0.5] on a mat", image=images, steps=2)
+    with pytest.raises(UnsupportedPipelineError, match="not supported on Z-Image Omni: its"):
         cond.pipeline_kwargs()
+    anded = encode(pipe, "a cat AND a dog", image=images)
+    with (
+        pytest.raises(UnsupportedPipelineError, match="not supported on Z-Image Omni"),
+        anded.attach(pipe),
+    ):
+        pass

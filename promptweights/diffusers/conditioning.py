@@ -371,6 +371,7 @@ class Conditioning:
             PromptweightsError: for an AND prompt outside ``with cond.attach(pipe):`` (or one
                 that edits, on a family whose pipelines take no ``callback_on_step_end``).
         """
+        self._refuse_runtime()
         self._check_attached()
         kwargs = self._tensor_kwargs()
         inputs: list[str] = []
@@ -403,6 +404,15 @@ class Conditioning:
             kwargs["callback_on_step_end"] = callback_on_step_end
             kwargs["callback_on_step_end_tensor_inputs"] = inputs
         return kwargs
+
+    def _refuse_runtime(self) -> None:
+        """Refuse editing, alternation and AND where the family says they cannot work."""
+        family = self._timeline.family
+        if family.runtime_refused and (self.edits or self.needs_attach):
+            raise UnsupportedPipelineError(
+                f"prompt editing, alternation and AND are not supported on {family.title}: "
+                f"{family.runtime_refused}"
+            )
 
     def _check_attached(self) -> None:
         if not self.needs_attach or self._attached:
@@ -484,6 +494,7 @@ class Conditioning:
         Raises:
             InvalidWeightError: AND weights that sum to 0 where the parts are averaged (no mean).
         """
+        self._refuse_runtime()
         if not self.needs_attach and not self._hook_switch:
             self._attached += 1
             try:

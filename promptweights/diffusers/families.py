@@ -265,6 +265,9 @@ class Family:
             the function that cuts the layout's packed ``prompt_embeds`` into them, by name.
         more_denoisers: other components the AND hook attaches to as well, where present
             (Wan 2.2's low-noise ``transformer_2``).
+        runtime_refused: why prompt editing, alternation and AND are refused on it (its text
+            reaches the denoiser in a form the step callback and the hooks do not swap);
+            ``""``: they work.
     """
 
     name: str
@@ -294,6 +297,7 @@ class Family:
     refused: tuple[tuple[str, str], ...] = ()
     split: Callable[[Any, int], Callable[[Tensor], dict[str, Tensor]]] | None = None
     more_denoisers: tuple[str, ...] = ()
+    runtime_refused: str = ""
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -980,15 +984,18 @@ RECORDS: tuple[Family, ...] = (
                 1,
                 llm=_Z_IMAGE_OMNI,
                 models=("Qwen3Model", "Qwen3ForCausalLM"),
+                name="qwen",
             ),
         ),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=512,
-        # Its transformer takes cap_feats= (lists): the AND hook refuses it; its callback's
-        # prompt_embeds are lists of segments: editing is refused (the timeline's split).
         batched_guidance=False,
         step_tensors=(),
+        runtime_refused=(
+            "its prompt_embeds are lists of segments per image, in its step callback and in its "
+            "transformer's cap_feats=, which neither the step callback nor the denoiser hooks swap"
+        ),
         mask_argument="",
         embeds_as_list=True,
     ),
@@ -1102,15 +1109,21 @@ RECORDS: tuple[Family, ...] = (
         loaded=("text_encoder",),
         lacks=("text_encoder_2",),
         class_prefix="SanaWM",
-        towers=(Tower("text_encoder", "tokenizer", "llm", 1, llm=_SANA_WM, models=_GEMMA2),),
+        towers=(
+            Tower(
+                "text_encoder", "tokenizer", "llm", 1, llm=_SANA_WM, models=_GEMMA2, name="gemma"
+            ),
+        ),
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=300,
-        # One transformer call on [negative, positive] given positionally: the AND hooks, which
-        # hand encoder_hidden_states=, refuse it cleanly from the separate-call path.
         batched_guidance=False,
-        # Its callback's prompt_embeds is the (2, 1, L, D) pair: editing is refused (split).
         step_tensors=(),
+        runtime_refused=(
+            "its step callback's prompt_embeds is the (2, 1, L, D) [negative, positive] pair and "
+            "its transformer takes the text positionally, which neither the step callback nor "
+            "the denoiser hooks swap"
+        ),
         cleared=("prompt",),  # a required argument: None with the embeds
         split=_sana_wm_split,
     ),
