@@ -906,6 +906,7 @@ def test_every_option_is_a_typed_keyword_only_parameter() -> None:
         "strategy",
         "steps",
         "strict",
+        "image",  # the input image Qwen-Image Edit's and Z-Image Omni's encode_prompt read
     }
     assert expected | {"clip_skip"} == options
     hints = typing.get_type_hints(_encode)
