@@ -150,6 +150,20 @@ _NO_CHUNKS = {
     "sana": "its transformer reads the padded window the pipeline selects (its select_index)",
     "kolors": "ChatGLM3's window is left-padded to max_sequence_length (256) and read whole",
     "hidream": "its transformer reads T5's and Llama's padded windows of max_sequence_length",
+    "qwen-image-edit": (
+        "its transformer's text RoPE limits are Qwen-Image's, and its encoding holds the "
+        "image's vision tokens before the text; chunking a templated LLM text is not implemented"
+    ),
+    "qwen-image-edit-plus": (
+        "its transformer's text RoPE limits are Qwen-Image's, and its encoding holds the "
+        "images' vision tokens before the text; chunking a templated LLM text is not implemented"
+    ),
+    "qwen-image-layered": (
+        "its prompt encoding and transformer limits are Qwen-Image's; chunking a chat-templated "
+        "LLM text is not implemented"
+    ),
+    "z-image-omni": "its segments are each one padded window of max_sequence_length positions",
+    "sana-wm": "its transformer reads the padded window the pipeline selects (its select_index)",
 }
 
 
