@@ -392,3 +392,18 @@ def test_z_image_omni_editing_and_and_are_refused() -> None:
         anded.attach(pipe),
     ):
         pass
+
+
+def test_chunking_is_refused_with_each_familys_reason() -> None:
+    cases = [
+        (tiny_qwen_image_edit(""), {"image": tiny_image()}, "Qwen-Image Edit takes"),
+        (tiny_qwen_image_edit("Plus"), {"image": tiny_image()}, "Qwen-Image Edit Plus takes"),
+        (tiny_qwen_image_layered(), {}, "Qwen-Image Layered takes"),
+        (tiny_z_image_omni(), {}, "Z-Image Omni takes"),
+    ]
+    for pipe, options, start in cases:
+        with pytest.raises(InvalidArgumentError) as caught:
+            encode(pipe, PROMPT, long_prompts="chunk", **options)
+        message = str(caught.value)
+        assert message.startswith(start)
+        assert "T5 window" not in message  # the T5 families' reason is not theirs
