@@ -125,10 +125,11 @@ nothing else in the package branches on family names. The record states:
   default for it); ``attention_mask`` (the T5 mask the pipeline takes with the embeds),
   ``long_prompts`` (whether ``"chunk"`` is tolerated) and ``cleared`` (arguments passed as
   ``None``);
-* what an empty negative becomes (``empty_negative``), whether guidance runs ``[uncond, cond]`` in
-  one batch (``batched_guidance``: else AND takes the parts' weighted mean on the cond call,
-  :mod:`promptweights.diffusers._separate`; a transformer taking lists, Z-Image's:
-  :mod:`promptweights.diffusers._listed`), and the tensors the step callback swaps
+* what an empty negative becomes (``empty_negative``; zeroed or omitted, it is never encoded),
+  whether guidance runs ``[uncond, cond]`` in one batch (``batched_guidance``: else AND takes
+  the parts' weighted mean on the cond call, :mod:`promptweights.diffusers._separate`; a
+  transformer taking lists, Z-Image's: :mod:`promptweights.diffusers._listed`), and the tensors
+  the step callback swaps
   (``step_tensors``, ``step_pooled``); the name of the mask argument (``mask_argument``),
   whether the pipeline takes one tensor per image (``embeds_as_list``), and the pipeline classes
   named like the family's that it refuses, with the reason (``refused``).

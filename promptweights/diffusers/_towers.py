@@ -181,7 +181,8 @@ def diagnose(
         family: the pipeline's record.
         slots: per present tower, ``(encoder, prompt number, policy, component name)``.
         plans: per tower, its plan (one request whose groups are ``parts``).
-        parts: every AND part and negative, in the plans' group order.
+        parts: every AND part and negative, in the plans' group order (or the first groups':
+            the others, stand-ins for an unused negative, are not diagnosed).
         strict: raise :class:`~promptweights.errors.UnreproducibleError` instead of warning.
     """
     messages: list[str] = []
@@ -191,7 +192,7 @@ def diagnose(
         truncated: list[tuple[int, str]] = []
         breaks = 0
         dropped_weights: list[str] = []
-        for part, texts in zip(parts, groups, strict=True):
+        for part, texts in zip(parts, groups[: len(parts)], strict=True):
             for variant, tokenized in zip(part.texts, texts, strict=True):
                 text = variant[prompt - 1]
                 if tokenized.truncated:
@@ -346,7 +347,11 @@ def mask_dtype(family: Family, embeds: Tensor) -> torch.dtype:
 
 def takes_negative(pipe: Any) -> bool:
     """Whether ``pipe``'s ``__call__`` takes ``negative_prompt_embeds`` (Flux Fill does not: it
-    has no true classifier-free guidance)."""
+    has no true classifier-free guidance) and uses it (a step-distilled Flux.2 Klein, config
+    ``is_distilled``, ignores it)."""
+    config = getattr(pipe, "config", None)
+    if isinstance(config, Mapping) and config.get("is_distilled") is True:
+        return False
     try:
         parameters = inspect.signature(type(pipe).__call__).parameters
     except (TypeError, ValueError):

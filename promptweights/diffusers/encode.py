@@ -564,7 +564,7 @@ def encode(
         image=image,
     )
     # 2. Plan every row (tokens, the output-token and row limits) before anything is touched.
-    all_parts = [p for image in texts.parts for p in image] + texts.negatives
+    all_parts, diagnosed = _planned_parts(pipe, family, slots, texts)
     plans = _plan_all(
         slots,
         all_parts,
@@ -575,7 +575,7 @@ def encode(
         positives=len(all_parts) - len(texts.negatives),
     )
     described = [(s.encoder, s.prompt, s.policy, s.component) for s in slots]
-    _towers.diagnose(family, described, plans, all_parts, strict=strict)
+    _towers.diagnose(family, described, plans, diagnosed, strict=strict)
     _towers.check_negative(pipe, texts.negatives, strict=strict)
     positives = len(all_parts) - len(texts.negatives)
     needed = family.padding_empties(
@@ -633,8 +633,49 @@ def _conditioning(
         _timeline=timeline,
         num_inference_steps=pass_steps,
         prompt_attention_mask=None if masks is None else masks[0],
-        negative_prompt_attention_mask=None if masks is None else masks[1],
+        negative_prompt_attention_mask=None
+        if masks is None or not timeline.has_negative
+        else masks[1],
     )
+
+
+def _planned_parts(
+    pipe: Any, family: Family, slots: Sequence[_Slot], texts: _Texts
+) -> tuple[list[_Part], list[_Part]]:
+    """The parts to plan (every AND part, then the negatives) and those to diagnose: an unused
+    negative (:func:`_negative_unused`) is planned as stand-ins that cost no row, and not
+    diagnosed."""
+    positives = [p for image in texts.parts for p in image]
+    if _negative_unused(pipe, family, slots, texts.negatives):
+        return positives + _stand_ins(texts.parts, texts.negatives), positives
+    return positives + texts.negatives, positives + texts.negatives
+
+
+def _negative_unused(
+    pipe: Any, family: Family, slots: Sequence[_Slot], negatives: Sequence[_Part]
+) -> bool:
+    """Whether the negatives' encodings never reach the pipeline: an empty negative that the
+    family omits (Flux.1, Flux.2, Qwen-Image) or replaces by zeros (SDXL, Kolors with
+    ``force_zeros_for_empty_prompt``), or any negative of a pipeline that takes none (Flux Fill).
+    Not for towers that template the negative apart (their rows would differ)."""
+    if any(slot.reads != "all" for slot in slots):
+        return False
+    if not _towers.takes_negative(pipe):
+        return True
+    if any(text for part in negatives for variant in part.texts for text in variant):
+        return False
+    return family.empty_negative == "omitted" or (
+        family.empty_negative == "zeros" and _force_zeros(pipe)
+    )
+
+
+def _stand_ins(parts: Sequence[Sequence[_Part]], negatives: Sequence[_Part]) -> list[_Part]:
+    """Negatives to plan in place of unused ones: per prompt slot, the longest positive text
+    (its first schedule entry), whose rows the positives already encode, so that the stand-ins
+    cost no encoder row and pad to the positives' length (their values are never used)."""
+    firsts = [part.texts[0] for image in parts for part in image]
+    text = tuple(max((t[i] for t in firsts), key=len) for i in range(len(firsts[0])))
+    return [dataclasses.replace(n, texts=[text] * len(n.texts)) for n in negatives]
 
 
 def _plan_all(
@@ -817,6 +858,9 @@ def _assemble(
         has_negative = False
     if has_negative and not _towers.takes_negative(pipe):
         has_negative = False
+    if not has_negative:  # never passed (and possibly planned from stand-ins): zeros
+        negative_embeds = [torch.zeros_like(e) for e in negative_embeds]
+        negative_pooled = [None if p is None else torch.zeros_like(p) for p in negative_pooled]
     part_embeds: list[list[Tensor]] = []
     part_pooled: list[list[Tensor | None]] = []
     index = 0

@@ -238,6 +238,8 @@ class Family:
         empty_negative: what a negative that is empty for every image becomes: ``"encoded"``
             (the empty text, encoded), ``"zeros"`` (all zeros when the pipeline's
             ``force_zeros_for_empty_prompt`` is set) or ``"omitted"`` (no negative at all).
+            Zeroed or omitted, it costs no encoder row (nor does any negative of a pipeline that
+            takes none): ``encode`` plans it as rows the prompts already have.
         batched_guidance: whether the denoiser runs ``[uncond, cond]`` in one batch (Z-Image:
             its lists ``[cond…, uncond…]``); else it runs cond and uncond as separate calls, and
             AND takes the parts' weighted mean there (:mod:`promptweights.diffusers._separate`).

@@ -41,6 +41,7 @@ from .encode import (
     _check_networks,
     _conditioning,
     _plan_all,
+    _planned_parts,
     _prepare,
     _Slot,
     _slot_groups,
@@ -212,7 +213,7 @@ def encode_many(
         group = [prepared[i] for i in members]
         _diagnose(pipe, family, slots, group, int(comma_backtrack), limits, strict)
         lora = lora_plan is not None
-        passes = _plan_passes(family, slots, group, int(comma_backtrack), limits, lora)
+        passes = _plan_passes(pipe, family, slots, group, int(comma_backtrack), limits, lora)
         work.append(_Work(members, slots, passes))
     # LoRA (undone on failure), then the passes.
     undo = _apply_loras(pipe, lora_plan) if lora_plan is not None else None
@@ -295,16 +296,17 @@ def _diagnose(
     """What each request's towers drop of its prompts, warned (or raised) as :func:`encode` does."""
     described = [(s.encoder, s.prompt, s.policy, s.component) for s in slots]
     for one in group:
+        planned, diagnosed = _planned_parts(pipe, family, slots, one.texts)
         plans = _plan_all(
             slots,
-            one.all_parts,
+            planned,
             strategy=one.strategy,
             normalization=one.normalization,
             comma_backtrack=comma_backtrack,
             max_output_tokens=limits.output_tokens,
             positives=len(one.all_parts) - len(one.texts.negatives),
         )
-        _towers.diagnose(family, described, plans, one.all_parts, strict=strict)
+        _towers.diagnose(family, described, plans, diagnosed, strict=strict)
         _towers.check_negative(pipe, one.texts.negatives, strict=strict)
 
 
@@ -322,6 +324,7 @@ def _same_loras(prepared: Sequence[_Prepared]) -> None:
 
 
 def _plan_passes(
+    pipe: Any,
     family: Family,
     slots: list[_Slot],
     group: Sequence[_Prepared],
@@ -331,15 +334,17 @@ def _plan_passes(
 ) -> list[list[tuple[Plan, list[int], bool]]]:
     """Per slot, the passes to run: (plan, which members it builds, whether it needs the empty
     window). One pass per slot unless ``limits.rows`` splits it; every limit checked here."""
+    # An unused negative is planned as stand-ins that cost no row (as in encode).
+    planned = [_planned_parts(pipe, family, slots, one.texts)[0] for one in group]
     requests = [
         [
             Request(
-                _slot_groups(slot, one.all_parts, len(one.all_parts) - len(one.texts.negatives)),
+                _slot_groups(slot, parts, len(parts) - len(one.texts.negatives)),
                 slot.policy.strategy(one.strategy),
                 one.normalization,
                 equal_length=False,
             )
-            for one in group
+            for one, parts in zip(group, planned, strict=True)
         ]
         for slot in slots
     ]
