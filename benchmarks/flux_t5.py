@@ -29,7 +29,13 @@ prompt), in the pipeline's T5 window (``max_sequence_length`` 512, Flux.1-dev's)
   (an EOS after every fragment), no padding to 512, one un-chunked T5 pass, then a raw multiply;
   CLIP-L pooled = mean of the pooled outputs of every 77-token chunk (one pass each);
 * promptweights ``a1111``: ``promptweights.diffusers.encode(pipe, prompt)`` per prompt, and once
-  for the list of every prompt (``one list``), each run from a cold empty-prompt cache.
+  for the list of every prompt (``one list``), each run from a cold empty-prompt cache;
+* the equal-work rows, ``window per prompt``: ``encode_prompt`` and promptweights ``a1111`` with
+  the pipeline's own ``max_sequence_length`` set, per prompt, to the smallest window that holds
+  its text (:func:`smallest_window`: the T5 tokens of the prompt's text without its weighting
+  syntax, EOS included), the value a user would pass to run the text's own tokens, as sd_embed
+  does, with an output that is still exactly the pipeline's for that window (``encode_prompt``
+  gets the same texts without their weights).
 
 A forward-hook counter counts T5 passes, rows and positions, and CLIP passes.
 """
@@ -204,6 +210,20 @@ def sd_embed_flux1(pipe: Any, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     return z * scale.reshape(1, -1, 1), mean
 
 
+def smallest_window(pipe: Any, prompt: str) -> int:
+    """The smallest ``max_sequence_length`` that holds ``prompt`` on ``pipe``'s T5: the tokens of
+    its text without the weighting syntax (``promptweights.weighted_spans``; ``BREAK`` dropped, as
+    on an unchunked T5), with the EOS; what a user passes to encode no padding."""
+    return len(pipe.tokenizer_2(plain_text(prompt), truncation=False).input_ids)
+
+
+def plain_text(prompt: str) -> str:
+    """``prompt``'s text without its weighting syntax and ``BREAK`` s."""
+    from promptweights import weighted_spans
+
+    return "".join(t for t, w in weighted_spans(prompt) if w != -1)
+
+
 # --- measuring -----------------------------------------------------------------------------------
 
 
@@ -284,20 +304,45 @@ def run_table(pipe: Any, prompts: Sequence[str], repeat: int, window: int) -> li
         cold()
         return ours(list(prompts))
 
+    fitted = [min(window, smallest_window(pipe, p)) for p in prompts]
+
+    texts = [plain_text(p) for p in prompts]
+
+    def plain_fitted() -> list[Any]:  # the same texts without their weights, the same windows
+        with torch.no_grad():
+            return [
+                pipe.encode_prompt(t, None, device=device, max_sequence_length=n)
+                for t, n in zip(texts, fitted, strict=True)
+            ]
+
+    def ours_fitted() -> list[Any]:
+        cold()
+        return [
+            encode(pipe, p, max_sequence_length=n) for p, n in zip(prompts, fitted, strict=True)
+        ]
+
     methods: list[tuple[str, Callable[[], Any]]] = [
         ("encode_prompt (no weights)", plain),
         ("sd_embed flux1 (re-implemented)", lambda: [sd_embed_flux1(pipe, p) for p in prompts]),
         ("promptweights a1111", ours_each),
         ("promptweights a1111, one list", ours_list),
+        ("encode_prompt, window per prompt", plain_fitted),
+        (FITTED, ours_fitted),
     ]
     rows = [measure(label, fn, counter, repeat)[0] for label, fn in methods]
     print_table(rows)
     lengths = [len(sd_embed_t5_tokens(pipe.tokenizer_2, p)[0]) for p in prompts]
     print(
         f"sd_embed's T5 sequences: {min(lengths)}–{max(lengths)} tokens "
-        f"({sum(lengths)} in all) against the pipeline's {window}-token window per prompt"
+        f"({sum(lengths)} in all) against the pipeline's {window}-token window per prompt; "
+        f"the smallest windows that hold each text: {min(fitted)}–{max(fitted)} "
+        f"({sum(fitted)} in all)"
     )
     return rows
+
+
+#: The equal-work row: ``max_sequence_length`` per prompt, :func:`smallest_window`.
+FITTED = "promptweights a1111, window per prompt"
 
 
 def _synchronize(device: torch.device) -> None:
@@ -307,15 +352,15 @@ def _synchronize(device: torch.device) -> None:
 
 def print_table(rows: list[Row]) -> None:
     theirs = rows[1][1]
-    head = f"{'method':34} {'wall s':>8} {'T5 passes':>9} {'T5 rows':>7} {'T5 pos':>7} {'CLIP':>5}"
+    head = f"{'method':38} {'wall s':>8} {'T5 passes':>9} {'T5 rows':>7} {'T5 pos':>7} {'CLIP':>5}"
     print(f"{head} {'vs sd_embed':>11}")
     for label, seconds, passes, nrows, positions, clip in rows:
         print(
-            f"{label:34} {seconds:8.2f} {passes:9d} {nrows:7d} {positions:7d} {clip:5d} "
+            f"{label:38} {seconds:8.2f} {passes:9d} {nrows:7d} {positions:7d} {clip:5d} "
             f"{theirs / seconds:10.2f}×"
         )
     times = {row[0]: row for row in rows}
-    for label in ("promptweights a1111", "promptweights a1111, one list"):
+    for label in ("promptweights a1111", "promptweights a1111, one list", FITTED):
         ours = times[label]
         print(
             f"{label} vs sd_embed flux1: {theirs / ours[1]:.2f}× faster (target ≥ 1.3×), "

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -221,11 +222,39 @@ def test_encode_benchmark_prints_the_flux_t5_table(capsys: pytest.CaptureFixture
             "sd_embed flux1 (re-implemented)",
             "promptweights a1111",
             "promptweights a1111, one list",
+            "encode_prompt, window per prompt",
+            "promptweights a1111, window per prompt",
         )
         if (found := re.search(rf"^{re.escape(label)} +[\d.]+ +(\d+) +(\d+) +(\d+) ", out, re.M))
     }
-    assert len(counts) == 4
+    assert len(counts) == 6
     assert counts["sd_embed flux1 (re-implemented)"][:2] == (3, 3)  # one pass per prompt
     assert counts["encode_prompt (no weights)"] == (3, 3, 3 * 512)
-    assert counts["promptweights a1111, one list"][0] == 1  # every prompt in one T5 pass
+    # No empty negative through T5: one row per prompt, as encode_prompt (issue 16).
+    assert counts["promptweights a1111"] == (3, 3, 3 * 512)
+    assert counts["promptweights a1111, one list"] == (1, 3, 3 * 512)  # one T5 pass
+    # The equal-work rows: the same smallest windows for both, far below 512.
+    fitted = counts["promptweights a1111, window per prompt"]
+    assert fitted == counts["encode_prompt, window per prompt"]
+    assert fitted[:2] == (3, 3)
+    assert fitted[2] < 3 * 512
     assert re.search(r"one list vs sd_embed flux1: [\d.]+× faster", out)
+    assert re.search(r"window per prompt vs sd_embed flux1: [\d.]+× faster", out)
+
+
+def test_smallest_window_holds_the_text_and_one_less_truncates(small_flux: Any) -> None:
+    from benchmarks import flux_t5
+    from promptweights.diffusers import encode
+    from promptweights.errors import PromptweightsWarning
+
+    prompt = "a (red:1.3) fox in the [snow], ((masterpiece))"
+    # "a red fox in the snow, masterpiece": its T5 tokens and the EOS.
+    want = len(small_flux.tokenizer_2("a red fox in the snow, masterpiece").input_ids)
+    window = flux_t5.smallest_window(small_flux, prompt)
+    assert window == want
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptweightsWarning)
+        cond = encode(small_flux, prompt, max_sequence_length=window)
+    assert cond.prompt_embeds.shape[1] == window
+    with pytest.warns(PromptweightsWarning, match="1 token"):
+        encode(small_flux, prompt, max_sequence_length=window - 1)
