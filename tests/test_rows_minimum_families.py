@@ -1,8 +1,9 @@
 """Rows at the minimum on the families whose negative goes unused (issue 16 item 1).
 
-Flux.1 and Flux.2 without a negative, Qwen-Image's empty negative (no true CFG), SDXL's empty
-negative under ``force_zeros_for_empty_prompt`` and a pipeline that takes no negative at all (Flux
-Fill): the negative's encoding is never passed on, so it costs no encoder row. Counted by
+Flux.1 and Flux.2 without a negative, Qwen-Image's (and Qwen-Image Edit's) empty negative (no
+true CFG), SDXL's empty negative under ``force_zeros_for_empty_prompt`` and a pipeline that takes
+or uses no negative at all (Flux Fill, a step-distilled Flux.2 Klein): the negative's encoding is
+never passed on, so it costs no encoder row. Counted by
 forward-hook counters on the tiny pipelines from a cold empty-prompt cache; outputs are checked
 bit for bit against the pipeline's own ``encode_prompt`` in the exact mode.
 """
@@ -167,6 +168,8 @@ def test_sdxl_two_chunk_prompt_needs_no_empty_window_for_a_zeroed_negative(
     assert not cond.negative_prompt_embeds.any()
     assert not cond.negative_pooled_prompt_embeds.any()
     assert cond.padded_conds is False
+    # For A1111's unpadded re-runs the zeroed negative keeps an empty text's length: one window.
+    assert cond._timeline.lengths == (154, (77,))
     # A negative that is written is encoded, and the shorter one padded with the empty window.
     encode(sdxl, two, "blurry")
     assert sdxl_rows.take() == [2 + 1 + 1, 2 + 1 + 1]
@@ -227,3 +230,23 @@ def test_a_step_distilled_klein_encodes_no_negative() -> None:
     with torch.no_grad():
         want = pipe.encode_prompt("a red cat", device="cpu")[0]
     assert torch.equal(cond.prompt_embeds, want)
+
+
+def test_qwen_image_edit_without_a_negative_encodes_the_prompt_with_its_image_only() -> None:
+    from _tiny_vl import tiny_image, tiny_qwen_image_edit
+
+    pipe = tiny_qwen_image_edit()
+    image = tiny_image(64, 48, seed=0)
+    rows = Rows(pipe)
+    rows.cold()
+    try:
+        cond = encode(pipe, "a red cat on a mat", image=image, exact=True)
+        assert rows.take() == [1]
+        assert cond.negative_prompt_embeds is None
+        guided = encode(pipe, "a red cat on a mat", "blue dog", image=image, exact=True)
+        assert rows.take() == [2]  # a negative that is used: its row too
+    finally:
+        rows.close()
+    # One row per pass on both sides: the prompt's encoding does not depend on the negative's.
+    assert torch.equal(cond.prompt_embeds, guided.prompt_embeds)
+    assert torch.equal(cond.prompt_attention_mask, guided.prompt_attention_mask)

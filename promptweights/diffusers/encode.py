@@ -808,6 +808,9 @@ def _assemble(
         )
         empties.append(None if result.empty is None else result.empty.to(device))
     lengths = _unpadded_lengths([slot.encoder for slot in slots], encoded, positives)
+    if lengths is not None and _negative_unused(pipe, family, slots, negatives):
+        # Planned as stand-ins (SDXL's zeroed empty negative): its own length is one window.
+        lengths = (lengths[0], tuple(slots[0].encoder.window.length for _ in negatives))
     family.padding([slot.encoder for slot in slots], encoded, empties, positives)
     with torch.no_grad():
         assembled = [
