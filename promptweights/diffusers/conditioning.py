@@ -340,6 +340,7 @@ class Conditioning:
         self,
         callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+        num_images_per_prompt: int | None = None,
     ) -> dict[str, Any]:
         """The keyword arguments for ``pipe(**kwargs, ...)``.
 
@@ -363,6 +364,13 @@ class Conditioning:
                 swaps the conditioning and sees its result.
             callback_on_step_end_tensor_inputs: the tensors your callback needs (diffusers'
                 default ``["latents"]`` when you pass a callback).
+            num_images_per_prompt: images per prompt (videos on Wan). Give it here, not to the
+                pipeline: diffusers' SD3, Flux.1, Chroma, Wan, Lumina 2 and Kolors pipelines
+                do not repeat embeddings passed in (the run fails, or Flux.1 and Wan run every
+                image on one broadcast text row), and Lumina 2, SANA and Qwen-Image pair a
+                list's repeated embeds with masks in another order; there the keyword arguments
+                hold the tensors repeated per image and the pipeline's count is 1, elsewhere
+                they hold the count. Either way each image is conditioned on its own text.
 
         Returns:
             The keyword arguments.
@@ -374,6 +382,8 @@ class Conditioning:
         self._refuse_runtime()
         self._check_attached()
         kwargs = self._tensor_kwargs()
+        if num_images_per_prompt is not None:
+            kwargs |= self._per_prompt(kwargs, num_images_per_prompt)
         inputs: list[str] = []
         if callback_on_step_end is not None:
             inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
@@ -413,6 +423,25 @@ class Conditioning:
                 f"prompt editing, alternation and AND are not supported on {family.title}: "
                 f"{family.runtime_refused}"
             )
+
+    def _per_prompt(self, kwargs: dict[str, Any], count: int) -> dict[str, Any]:
+        """The pipeline's images-per-prompt argument for ``count``, and the tensors repeated per
+        image where the family's pipelines do not repeat embeddings passed in."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidArgumentError(
+                f"num_images_per_prompt must be a positive integer, got {count!r}"
+            )
+        known = self._timeline.parameters
+        name = "num_images_per_prompt"
+        if known is not None and name not in known and "num_videos_per_prompt" in known:
+            name = "num_videos_per_prompt"  # Wan
+        if self._timeline.family.repeats_embeds:
+            return {name: count}
+        out: dict[str, Any] = {name: 1}
+        for key, value in kwargs.items():
+            if isinstance(value, Tensor):
+                out[key] = value.repeat_interleave(count, dim=0)
+        return out
 
     def _check_attached(self) -> None:
         if not self.needs_attach or self._attached:

@@ -270,6 +270,12 @@ class Family:
         runtime_refused: why prompt editing, alternation and AND are refused on it (its text
             reaches the denoiser in a form the step callback and the hooks do not swap);
             ``""``: they work.
+        repeats_embeds: whether the pipelines repeat embeddings passed in, and their masks, per
+            image for ``num_images_per_prompt`` (diffusers' SD3, Flux.1, Chroma and Wan repeat
+            only what they encode themselves, Lumina 2 not the negative, Kolors not the embeds;
+            Lumina 2, SANA and Qwen-Image repeat a list's masks in the wrong order, ``[m1, m2,
+            m1, m2]`` against embeds ``[e1, e1, e2, e2]``): where not,
+            ``Conditioning.pipeline_kwargs(num_images_per_prompt=n)`` hands them over repeated.
     """
 
     name: str
@@ -300,6 +306,7 @@ class Family:
     split: Callable[[Any, int], Callable[[Tensor], dict[str, Tensor]]] | None = None
     more_denoisers: tuple[str, ...] = ()
     runtime_refused: str = ""
+    repeats_embeds: bool = True
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -728,6 +735,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="sd3",
+        repeats_embeds=False,
         title="SD3/3.5",
         pipelines=(
             "StableDiffusion3Pipeline",
@@ -756,6 +764,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="flux",
+        repeats_embeds=False,
         title="Flux.1",
         pipelines=(
             "FluxPipeline",
@@ -799,6 +808,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="chroma",
+        repeats_embeds=False,
         title="Chroma",
         pipelines=("ChromaPipeline", "ChromaImg2ImgPipeline", "ChromaInpaintPipeline"),
         denoiser="transformer",
@@ -846,6 +856,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="wan",
+        repeats_embeds=False,
         title="Wan 2.x",
         pipelines=(
             "WanPipeline",
@@ -879,6 +890,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="qwen-image",
+        repeats_embeds=False,
         title="Qwen-Image",
         pipelines=(
             "QwenImagePipeline",
@@ -1056,6 +1068,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="kolors",
+        repeats_embeds=False,
         title="Kolors",
         pipelines=("KolorsPipeline", "KolorsImg2ImgPipeline", "KolorsPAGPipeline"),
         denoiser="unet",
@@ -1086,6 +1099,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="lumina2",
+        repeats_embeds=False,
         title="Lumina 2",
         pipelines=("Lumina2Pipeline",),
         denoiser="transformer",
@@ -1131,6 +1145,7 @@ RECORDS: tuple[Family, ...] = (
     ),
     Family(
         name="sana",
+        repeats_embeds=False,
         title="SANA",
         pipelines=(
             "SanaPipeline",

@@ -1,0 +1,151 @@
+"""Batches on every family's tiny pipeline (rows of tests/_family_table.py): two images per
+prompt and lists of prompts (the diffusers batch convention) run, and equal the pipeline's own
+run from the same texts.
+
+The expected images are the pipeline's own (``pipe(prompt=..., num_images_per_prompt=2)``): with
+``exact=True`` each text is encoded alone, as the pipeline encodes one prompt, so two images per
+prompt match bit for bit; a list is encoded by the pipeline in one batch, so it matches within
+1e-6 relative. A weighted prompt and an edit, which the pipeline cannot run, repeated per image
+must equal the list of that prompt twice (the same batch in the denoiser: bit for bit).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from _family_table import CLASSES, LLM_CLASSES, LLM_ROWS, ROWS, pipeline, row  # noqa: E402
+
+from promptweights.diffusers import encode  # noqa: E402
+from promptweights.diffusers.families import family_record  # noqa: E402
+from promptweights.errors import InvalidArgumentError  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+EVERY = [*ROWS, *CLASSES, *LLM_ROWS, *LLM_CLASSES]
+#: Tuples: pipelines template a list of prompts in place (Z-Image, Flux.2), so each call gets a
+#: fresh list.
+PROMPTS = ("a red cat", "a green cow on a mat")
+NEGATIVES = ("blue dog", "ugly")
+
+
+def _parameters(name: str) -> Any:
+    return inspect.signature(type(pipeline(name)).__call__).parameters
+
+
+def _count(name: str) -> str:
+    """The pipeline's images-per-prompt argument (Wan's is per video)."""
+    return (
+        "num_videos_per_prompt"
+        if "num_videos_per_prompt" in _parameters(name)
+        else ("num_images_per_prompt")
+    )
+
+
+def _negatives(name: str, texts: Sequence[str]) -> list[str] | None:
+    """The negatives the pipeline takes as text (Flux.2 and Flux Fill none; Flux.2 Klein only
+    as embeddings)."""
+    if not row(name).negatives or "negative_prompt" not in _parameters(name):
+        return None
+    return list(texts)
+
+
+def _run(name: str, **kwargs: Any) -> Any:
+    r = row(name)
+    kwargs.setdefault("num_inference_steps", 2)
+    return pipeline(name)(
+        **kwargs,
+        **r.call,
+        **r.guided,
+        height=r.size,
+        width=r.size,
+        guidance_scale=2.0,
+        max_sequence_length=r.length,
+        output_type="latent",
+        return_dict=False,
+        generator=torch.Generator().manual_seed(0),
+    )[0]
+
+
+def _encode(name: str, prompt: Any, negative: Any, **kwargs: Any) -> Any:
+    # Kolors' __call__ does not pass max_sequence_length on to its encode_prompt (256 there).
+    length = (
+        {}
+        if pipeline(name).__class__.__name__.startswith("Kolors")
+        else {"max_sequence_length": row(name).length}
+    )
+    return encode(
+        pipeline(name), prompt, "" if negative is None else negative, exact=True, **length, **kwargs
+    )
+
+
+def _close(got: Any, want: Any) -> None:
+    """Within 1e-6 relative to the output's scale (float32; different batch compositions)."""
+    scale = float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_two_images_per_prompt_equal_the_pipelines_own(name: str) -> None:
+    negatives = _negatives(name, NEGATIVES)
+    negative = None if negatives is None else negatives[0]
+    own = (
+        _run(name, prompt=PROMPTS[0], negative_prompt=negative, **{_count(name): 2})
+        if (negative is not None)
+        else _run(name, prompt=PROMPTS[0], **{_count(name): 2})
+    )
+    cond = _encode(name, PROMPTS[0], negative)
+    ours = _run(name, **cond.pipeline_kwargs(num_images_per_prompt=2))
+    assert ours.shape[0] == 2
+    assert torch.equal(ours, own)
+    if family_record(cond.family).repeats_embeds:  # the count may go to the pipeline as well
+        assert torch.equal(_run(name, **cond.pipeline_kwargs(), **{_count(name): 2}), own)
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_lists_of_prompts_equal_the_pipelines_own(name: str) -> None:
+    negatives = _negatives(name, NEGATIVES)
+    for count in (1, 2):
+        # Two images per prompt: the pipeline's own run of each text twice over (Lumina 2's own
+        # num_images_per_prompt pairs a list's embeds with the masks in the wrong order).
+        texts = {"prompt": [p for p in PROMPTS for _ in range(count)]}
+        if negatives is not None:
+            texts["negative_prompt"] = [n for n in negatives for _ in range(count)]
+        own = _run(name, **texts)
+        cond = _encode(name, list(PROMPTS), negatives)
+        ours = _run(name, **cond.pipeline_kwargs(num_images_per_prompt=count))
+        assert ours.shape[0] == 2 * count
+        _close(ours, own)
+
+
+@pytest.mark.parametrize("name", EVERY)
+@pytest.mark.parametrize("prompt", ["a (red:1.4) cat, (mat:0.6)", "a [cat:green cow:0.5] on a mat"])
+def test_weighted_and_edited_prompts_repeat_per_image_as_a_list_of_them(
+    name: str, prompt: str
+) -> None:
+    negatives = _negatives(name, ["(blue:1.3) dog"])
+    negative = None if negatives is None else negatives[0]
+    steps = {"steps": 2} if "[" in prompt else {}
+    twice = _encode(name, [prompt, prompt], None if negative is None else [negative] * 2, **steps)
+    cond = _encode(name, prompt, negative, **steps)
+    plain = _encode(name, "a red cat, mat", negative)
+    with twice.attach(pipeline(name)):
+        want = _run(name, **twice.pipeline_kwargs())
+    with cond.attach(pipeline(name)):
+        got = _run(name, **cond.pipeline_kwargs(num_images_per_prompt=2))
+    assert got.shape[0] == 2
+    assert torch.equal(got, want)
+    assert not torch.equal(got, _run(name, **plain.pipeline_kwargs(num_images_per_prompt=2)))
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_a_count_that_is_not_a_positive_integer_is_an_error(count: Any) -> None:
+    cond = _encode("flux", "a cat", None)
+    with pytest.raises(InvalidArgumentError, match="num_images_per_prompt"):
+        cond.pipeline_kwargs(num_images_per_prompt=count)
