@@ -21,7 +21,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from _family_table import CLASSES, LLM_CLASSES, LLM_ROWS, ROWS, pipeline, row  # noqa: E402
+from _family_table import CLASSES, LLM_CLASSES, LLM_ROWS, ROWS, Row  # noqa: E402
+from _family_table import pipeline as table_pipeline  # noqa: E402
+from _family_table import row as table_row  # noqa: E402
+from _tiny_pipelines import tiny_sd1, tiny_sdxl  # noqa: E402
 
 from promptweights.diffusers import encode  # noqa: E402
 from promptweights.diffusers.families import family_record  # noqa: E402
@@ -29,7 +32,26 @@ from promptweights.errors import InvalidArgumentError  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-EVERY = [*ROWS, *CLASSES, *LLM_ROWS, *LLM_CLASSES]
+#: The CLIP families, beside the table's rows.
+CLIP_ROWS = {"sd": Row(tiny_sd1, size=16), "sdxl": Row(tiny_sdxl, size=16)}
+EVERY = [*CLIP_ROWS, *ROWS, *CLASSES, *LLM_ROWS, *LLM_CLASSES]
+_BUILT: dict[str, Any] = {}
+
+
+def row(name: str) -> Row:
+    return CLIP_ROWS[name] if name in CLIP_ROWS else table_row(name)
+
+
+def pipeline(name: str) -> Any:
+    """The row's pipeline, built once per session."""
+    if name not in CLIP_ROWS:
+        return table_pipeline(name)
+    if name not in _BUILT:
+        _BUILT[name] = CLIP_ROWS[name].build()
+        _BUILT[name].set_progress_bar_config(disable=True)
+    return _BUILT[name]
+
+
 #: Tuples: pipelines template a list of prompts in place (Z-Image, Flux.2), so each call gets a
 #: fresh list.
 PROMPTS = ("a red cat", "a green cow on a mat")
@@ -68,7 +90,7 @@ def _run(name: str, **kwargs: Any) -> Any:
             height=r.size,
             width=r.size,
             guidance_scale=2.0,
-            max_sequence_length=r.length,
+            **({"max_sequence_length": r.length} if name not in CLIP_ROWS else {}),
             output_type="latent",
             return_dict=False,
             generator=torch.Generator().manual_seed(0),
@@ -92,11 +114,8 @@ def _small(pipe: Any, size: int) -> Iterator[None]:
 
 def _encode(name: str, prompt: Any, negative: Any, **kwargs: Any) -> Any:
     # Kolors' __call__ does not pass max_sequence_length on to its encode_prompt (256 there).
-    length = (
-        {}
-        if pipeline(name).__class__.__name__.startswith("Kolors")
-        else {"max_sequence_length": row(name).length}
-    )
+    kolors = pipeline(name).__class__.__name__.startswith("Kolors")
+    length = {} if kolors or name in CLIP_ROWS else {"max_sequence_length": row(name).length}
     return encode(
         pipeline(name), prompt, "" if negative is None else negative, exact=True, **length, **kwargs
     )
