@@ -185,3 +185,33 @@ def test_a_count_that_is_not_a_positive_integer_is_an_error(count: Any) -> None:
     cond = _encode("flux", "a cat", None)
     with pytest.raises(InvalidArgumentError, match="num_images_per_prompt"):
         cond.pipeline_kwargs(num_images_per_prompt=count)
+
+
+@pytest.mark.parametrize(
+    "variant", ["", "Inpaint", "Plus"], ids=["Edit", "EditInpaint", "EditPlus"]
+)
+def test_qwen_image_edit_two_images_per_prompt_equal_its_own(variant: str) -> None:
+    # Qwen-Image's record hands the tensors over repeated: its Edit pipelines with an image too.
+    import PIL.Image
+    from _tiny_vl import tiny_image, tiny_qwen_image_edit
+
+    pipe = tiny_qwen_image_edit(variant)
+    pipe.set_progress_bar_config(disable=True)
+    image = tiny_image()
+    options: dict[str, Any] = {"image": image, "true_cfg_scale": 2.0, "output_type": "latent"}
+    if variant == "Inpaint":
+        options["mask_image"] = PIL.Image.new("L", image.size, 255)
+
+    def run(**kwargs: Any) -> Any:
+        return pipe(**kwargs, **options, generator=torch.Generator().manual_seed(0)).images
+
+    cond = encode(pipe, PROMPTS[0], NEGATIVES[0], image=image, steps=2, exact=True)
+    ours = run(**cond.pipeline_kwargs(num_images_per_prompt=2))
+    own = run(
+        prompt=PROMPTS[0],
+        negative_prompt=NEGATIVES[0],
+        num_inference_steps=2,
+        num_images_per_prompt=2,
+    )
+    assert ours.shape[0] == 2
+    assert torch.equal(ours, own)
