@@ -486,6 +486,7 @@ def _adapter_encode(
     clip_skip: int,
     steps: int,
     second_order: bool,
+    **options: Any,
 ) -> Any:
     from .diffusers import encode
     from .settings import pipeline_clip_skip
@@ -499,6 +500,7 @@ def _adapter_encode(
         clip_skip=pipeline_clip_skip(clip_skip),
         steps=steps,
         second_order=second_order,
+        **options,
     )
 
 
@@ -584,7 +586,7 @@ class _Runner:
                     prompts = {"prompt": cell.prompt, "negative_prompt": cell.negative_prompt}
                     wanted[key] = {**prompts, **options}
         if wanted:
-            shared = ("exact", "max_sequence_length")  # encode_many's own, not per request
+            shared = ("exact", "max_sequence_length", "image")  # encode_many's own
             requests = [
                 {k: v for k, v in options.items() if k not in shared} for options in wanted.values()
             ]
@@ -593,6 +595,7 @@ class _Runner:
                 requests,
                 exact=self.call.exact,
                 max_sequence_length=self.call.max_sequence_length,
+                image=self.call.image,
             )
             self.conditionings.update(zip(wanted, done, strict=True))
 
@@ -664,11 +667,13 @@ class _Runner:
 @dataclass(frozen=True)
 class _CallOptions:
     """What every cell's encoding and pipeline call share beyond the axes (:func:`compare`'s
-    ``exact``, ``max_sequence_length`` and ``pipeline_options``)."""
+    ``exact``, ``max_sequence_length`` and ``pipeline_options``; ``image``: the options' input
+    image where the family's prompt encoding takes it, for the encoding too)."""
 
     exact: bool = False
     max_sequence_length: int | None = None
     pipeline_options: tuple[tuple[str, Any], ...] = ()
+    image: Any = None
 
     def encode_options(self) -> dict[str, Any]:
         """The encoder function's extra keyword arguments (only those set)."""
@@ -677,6 +682,8 @@ class _CallOptions:
             options["exact"] = True
         if self.max_sequence_length is not None:
             options["max_sequence_length"] = self.max_sequence_length
+        if self.image is not None:
+            options["image"] = self.image
         return options
 
     def pipeline_kwargs(self) -> dict[str, Any]:
@@ -685,6 +692,19 @@ class _CallOptions:
         if self.max_sequence_length is not None:
             kwargs.setdefault("max_sequence_length", self.max_sequence_length)
         return kwargs
+
+
+def _encoding_image(pipe: Any, image: Any) -> Any:
+    """The pipeline call's ``image`` where the family's prompt encoding takes it too."""
+    if image is None:
+        return None
+    from .diffusers.rerun import encoding_image
+    from .errors import UnsupportedPipelineError
+
+    try:
+        return encoding_image(pipe, image)
+    except UnsupportedPipelineError:  # a pipeline only a custom ``encode`` knows
+        return None
 
 
 def _check_samplers(pipe: Any, cells: Sequence[Cell]) -> None:
@@ -927,8 +947,12 @@ def compare(
             written to each cell's infotext as ``Max sequence length``, which ``from_infotext``
             reads back.
         pipeline_options: more keyword arguments for every pipeline call (``num_frames`` for
-            Wan, ``use_resolution_binning=False`` for a PixArt size without a bin). They are not
-            written to the infotext: give them to the re-run's call again.
+            Wan, ``use_resolution_binning=False`` for a PixArt size without a bin, ``image`` for
+            an image-to-image or edit pipeline). They are not written to the infotext: give them
+            to the re-run's call again (``from_infotext(…, image=…)``). Where the family's prompt
+            encoding takes the input image (Qwen-Image Edit, Edit Inpaint, Edit Plus, Z-Image
+            Omni), ``image`` is given to the encoding too
+            (:func:`promptweights.diffusers.rerun.encoding_image`).
 
     Returns:
         The :class:`CompareResult` (on every process, when sharded).
@@ -961,7 +985,10 @@ def compare(
     if out_dir is not None and main:
         check_out_dir(out_dir, overwrite=overwrite)
     call = _CallOptions(
-        bool(exact), max_sequence_length, tuple(sorted((pipeline_options or {}).items()))
+        bool(exact),
+        max_sequence_length,
+        tuple(sorted((pipeline_options or {}).items())),
+        _encoding_image(pipe, (pipeline_options or {}).get("image")),
     )
     runner = _Runner(pipe, encode or _adapter_encode, height, width, call)
     done: list[tuple[int, Any, float]] = []

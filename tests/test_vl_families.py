@@ -407,3 +407,79 @@ def test_chunking_is_refused_with_each_familys_reason() -> None:
         message = str(caught.value)
         assert message.startswith(start)
         assert "T5 window" not in message  # the T5 families' reason is not theirs
+
+
+# --- compare, from_infotext, attach_infotext and encode_many take the input image --------------
+
+
+@pytest.mark.parametrize(("variant", "count"), [("", 1), ("Plus", 2)], ids=["Edit", "EditPlus-2"])
+def test_compare_cells_rerun_bit_for_bit_from_their_infotext_with_the_image(
+    variant: str, count: int, tmp_path: Any
+) -> None:
+    from promptweights.compare import compare, first_image
+    from promptweights.diffusers import attach_infotext, from_infotext
+    from promptweights.infotext import read_image
+
+    pipe = tiny_qwen_image_edit(variant)
+    image = _argument(variant, _images(count))
+    result = compare(
+        pipe,
+        "a (red:{0.5,1.5}) cat",
+        negative_prompt=NEGATIVE,
+        seed=1,
+        steps=2,
+        cfg=2.0,
+        out_dir=tmp_path,
+        progress=False,
+        exact=True,
+        pipeline_options={"image": image, "true_cfg_scale": 2.0},
+    )
+    assert not np_equal(result.images[0], result.images[1])  # the weight shows
+    for cell, picture in zip(result.cells, result.images, strict=True):
+        path = str(tmp_path / "cells" / f"{cell.index:03d}.png")
+        assert read_image(path).prompt == cell.prompt
+        kwargs = from_infotext(pipe, path, exact=True, image=image)
+        assert kwargs["image"] is image
+        again = first_image(pipe(**kwargs, true_cfg_scale=2.0, output_type="np"))
+        assert np_equal(again, picture), cell
+    with attach_infotext(pipe, path, exact=True, image=image) as kwargs:
+        again = first_image(pipe(**kwargs, true_cfg_scale=2.0, output_type="np"))
+    assert np_equal(again, picture)
+
+
+def np_equal(a: Any, b: Any) -> bool:
+    import numpy as np
+
+    return bool(np.array_equal(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)))
+
+
+def test_encode_many_takes_the_image_and_equals_encode_bit_for_bit() -> None:
+    from promptweights.diffusers import encode_many
+
+    pipe = tiny_qwen_image_edit("Plus")
+    image = _images(2)
+    requests = [
+        {"prompt": PROMPT, "negative_prompt": NEGATIVE},
+        {"prompt": "a (red:1.4) cat", "normalization": "mean"},
+    ]
+    many = encode_many(pipe, requests, image=image, exact=True)
+    resized = _resized(pipe, "Plus", image)
+    # The unweighted request is the pipeline's own encoding of the same images.
+    positive, _ = _reference(pipe, PROMPT, resized)
+    assert torch.equal(many[0].pipeline_kwargs()["prompt_embeds"], positive)
+    alone = encode(pipe, "a (red:1.4) cat", image=image, normalization="mean", exact=True)
+    ours, theirs = many[1].pipeline_kwargs(), alone.pipeline_kwargs()
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert torch.equal(ours[key], value) if torch.is_tensor(value) else ours[key] == value
+    with pytest.raises(InvalidArgumentError, match=r"pass encode\(\.\.\., image="):
+        encode_many(pipe, requests)
+
+
+def test_an_image_is_not_given_to_an_encoding_that_reads_none() -> None:
+    from promptweights.diffusers.rerun import encoding_image
+
+    image = tiny_image()
+    assert encoding_image(tiny_qwen_image_edit(), image) is image
+    assert encoding_image(tiny_qwen_image_edit(), None) is None
+    assert encoding_image(tiny_qwen_image_layered(), image) is None

@@ -276,6 +276,12 @@ class Vision:
         return {"image_grid_thw": grid, "mm_encoder_outputs": {"image": image}}
 
 
+def takes_image(templates: Sequence[Template | None]) -> bool:
+    """Whether a family's prompt encoding takes the pipeline's input image: reads it (Qwen-Image
+    Edit, Edit Inpaint, Edit Plus) or counts it (Z-Image Omni)."""
+    return any(t is not None and (t.processor or t.segments is not None) for t in templates)
+
+
 def check_image(pipe: Any, templates: Sequence[Template | None], image: Any) -> None:
     """Refuse ``image=`` for a pipeline whose prompt encoding reads no image, and its absence
     where it reads one.

@@ -34,7 +34,7 @@ from promptweights.strategies import get_normalization, get_strategy
 from promptweights.tokens import empty_chunk
 from promptweights.tree import ExtraNetwork
 
-from . import _towers
+from . import _llm, _towers
 from .conditioning import Conditioning
 from .encode import (
     _assemble,
@@ -149,6 +149,7 @@ def encode_many(
     exact: bool = False,
     limits: Limits = DEFAULT_LIMITS,
     strict: bool = False,
+    image: Any = None,
 ) -> list[Conditioning]:
     """Encode several conditionings for one pipeline in one forward pass per text encoder.
 
@@ -169,6 +170,9 @@ def encode_many(
             every request (see the module docstring for when it is more).
         limits: as for :func:`encode`; ``limits.rows`` bounds each pass.
         strict: as for :func:`encode`.
+        image: as for :func:`encode` (the input image Qwen-Image Edit, Edit Inpaint and Edit
+            Plus read, Z-Image Omni counts), one for every request: its vision tokens are
+            computed once and shared by every row.
 
     Returns:
         One :class:`Conditioning` per request, in order; each equals :func:`encode` of its request
@@ -184,6 +188,7 @@ def encode_many(
     <function encode_many at ...>
     """
     family = record_of(pipe)
+    _llm.check_image(pipe, [tower.llm for tower in family.towers], image)
     if not isinstance(limits, Limits):
         raise ArgumentTypeError(
             f"limits must be a promptweights.Limits, not {type(limits).__name__}"
@@ -209,7 +214,7 @@ def encode_many(
         by_clip.setdefault(one.clip, []).append(i)
     work = []
     for clip, members in by_clip.items():
-        slots = _slots(pipe, family, clip, max_sequence_length, bool(exact))
+        slots = _slots(pipe, family, clip, max_sequence_length, bool(exact), image=image)
         group = [prepared[i] for i in members]
         _diagnose(pipe, family, slots, group, int(comma_backtrack), limits, strict)
         lora = lora_plan is not None

@@ -21,8 +21,10 @@ from promptweights.infotext import (
 from promptweights.settings import run_settings
 from promptweights.strategies import get_normalization, get_strategy
 
+from . import _llm
 from .conditioning import Conditioning
 from .encode import encode
+from .families import record_of
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def from_infotext(
     match: str | None = None,
     a1111_fallback: bool = False,
     strict: bool = False,
+    image: Any = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Configure ``pipe``'s scheduler for an A1111 infotext and return the call's arguments.
@@ -228,29 +231,57 @@ def from_infotext(
         a1111_fallback: read an unknown sampler as DPM++ 2M, as A1111 does.
         strict: raise instead of warning about what cannot be reproduced (and pass
             ``strict`` on to :func:`encode`, for extra-network tags it cannot load).
+        image: the pipeline's input image (Qwen-Image Edit, Edit Inpaint, Edit Plus, Z-Image
+            Omni, or any image-to-image pipeline), as for the pipeline's own call: the infotext
+            does not hold it, so give it again. It is passed to :func:`encode` where the
+            family's prompt encoding takes it (:func:`encoding_image`) and returned as the
+            call's ``image``.
         **options: passed on to :func:`encode` (``lora_dir``, ``exact``…).
 
     Returns:
-        Keyword arguments for ``pipe(**kwargs)``. The pipeline's scheduler is replaced only once
-        everything else succeeded.
+        Keyword arguments for ``pipe(**kwargs)`` (with ``image`` when given). The pipeline's
+        scheduler is replaced only once everything else succeeded.
 
     Raises:
         UnsupportedPipelineError: a sampler without a diffusers scheduler, or, with
             ``match="diffusers"``, a prompt that needs the denoiser hooks (AND; editing on
             PixArt): run it with :func:`attach_infotext`.
         UnreproducibleError: with ``strict``, a setting that cannot be reproduced.
+        InvalidArgumentError: ``image`` with A1111's sampling (text-to-image passes only).
     """
     plan = plan_rerun(source, a1111_fallback=a1111_fallback, match=match)
     if plan.match == "a1111":
         _check_a1111_pipeline(pipe)
+        if image is not None:
+            raise InvalidArgumentError(
+                "A1111 sampling re-runs text-to-image passes: image= is for match='diffusers'"
+            )
     for message in plan.warnings():
         warn_or_raise(message, strict=strict)
     if plan.match == "a1111":
         return _a1111_kwargs(pipe, plan, strict, options)
+    options = _with_image(pipe, options, image)
     kwargs, cond, scheduler = _diffusers_kwargs(pipe, plan, strict, options, hooked=False)
     kwargs = {**cond.pipeline_kwargs(), **kwargs}
+    if image is not None:
+        kwargs["image"] = image
     pipe.scheduler = scheduler
     return kwargs
+
+
+def encoding_image(pipe: Any, image: Any) -> Any:
+    """``image`` where ``pipe``'s prompt encoding takes the input image (Qwen-Image Edit, Edit
+    Inpaint, Edit Plus read it, Z-Image Omni counts it), else None: what :func:`encode` gets of
+    a pipeline call's ``image`` (an image-to-image pipeline's encoding reads none)."""
+    if image is None:
+        return None
+    return image if _llm.takes_image([t.llm for t in record_of(pipe).towers]) else None
+
+
+def _with_image(pipe: Any, options: dict[str, Any], image: Any) -> dict[str, Any]:
+    """:func:`encode`'s options with ``image`` where the family's encoding takes it."""
+    taken = encoding_image(pipe, image)
+    return options if taken is None else {**options, "image": taken}
 
 
 @contextmanager
@@ -261,6 +292,7 @@ def attach_infotext(
     match: str | None = None,
     a1111_fallback: bool = False,
     strict: bool = False,
+    image: Any = None,
     **options: Any,
 ) -> Iterator[dict[str, Any]]:
     """:func:`from_infotext` for every prompt, with the denoiser hooks it may need on ``pipe``.
@@ -275,7 +307,7 @@ def attach_infotext(
     the arguments are :func:`from_infotext`'s (its A1111 hooks follow the scheduler, as there).
 
     Args:
-        pipe, source, match, a1111_fallback, strict, options: as :func:`from_infotext`.
+        pipe, source, match, a1111_fallback, strict, image, options: as :func:`from_infotext`.
 
     Yields:
         Keyword arguments for ``pipe(**kwargs)``.
@@ -287,13 +319,22 @@ def attach_infotext(
     plan = plan_rerun(source, a1111_fallback=a1111_fallback, match=match)
     if plan.match == "a1111":
         yield from_infotext(
-            pipe, source, match=match, a1111_fallback=a1111_fallback, strict=strict, **options
+            pipe,
+            source,
+            match=match,
+            a1111_fallback=a1111_fallback,
+            strict=strict,
+            image=image,
+            **options,
         )
         return
     for message in plan.warnings():
         # warn_or_raise, this generator, contextlib's __enter__, then the caller's `with`.
         warn_or_raise(message, strict=strict, stacklevel=4)
+    options = _with_image(pipe, options, image)
     kwargs, cond, scheduler = _diffusers_kwargs(pipe, plan, strict, options, hooked=True)
+    if image is not None:
+        kwargs["image"] = image
     with cond.attach(pipe):
         kwargs = {**cond.pipeline_kwargs(), **kwargs}
         pipe.scheduler = scheduler
