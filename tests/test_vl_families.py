@@ -483,3 +483,88 @@ def test_an_image_is_not_given_to_an_encoding_that_reads_none() -> None:
     assert encoding_image(tiny_qwen_image_edit(), image) is image
     assert encoding_image(tiny_qwen_image_edit(), None) is None
     assert encoding_image(tiny_qwen_image_layered(), image) is None
+
+
+# --- prompt editing, alternation and AND on Qwen-Image Edit and Edit Plus ------------------------
+
+
+def _edit_calls(pipe: Any, cond: Any, image: Any) -> list[tuple[list[Any], Any]]:
+    """Every transformer call of a run inside ``cond.attach``: each row's text cut to its mask
+    (ones then zeros; a mask of ones may be None) and the prediction."""
+    calls: list[tuple[list[Any], Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        embeds, mask = kwargs["encoder_hidden_states"], kwargs.get("encoder_hidden_states_mask")
+        rows = []
+        for i, row_embeds in enumerate(embeds):
+            n = row_embeds.shape[0] if mask is None else int(mask[i].sum())
+            assert mask is None or bool(mask[i][:n].all())
+            rows.append(row_embeds[:n].detach().clone())
+        prediction = output[0] if isinstance(output, tuple) else output.sample
+        calls.append((rows, prediction.detach().clone()))
+
+    with cond.attach(pipe):
+        handle = pipe.transformer.register_forward_hook(record, with_kwargs=True)
+        try:
+            pipe(
+                **cond.pipeline_kwargs(),
+                image=image,
+                true_cfg_scale=2.0,
+                output_type="latent",
+                generator=torch.Generator().manual_seed(0),
+            )
+        finally:
+            handle.remove()
+    return calls
+
+
+def _same_rows(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("variant", "prompt", "negative", "steps", "expected"),
+    [
+        # A1111's run-time lookup: call k takes the first entry ending at or after k.
+        ("", "a [cat:big brown dog:1] on a mat", "[blue:deep red:1] sky", 3, ["cat", "cat", "dog"]),
+        ("Plus", "a [cat|big brown dog] on a mat", "[blue|deep red] sky", 3, ["cat", "cat", "dog"]),
+    ],
+    ids=["Edit-edit", "EditPlus-alternate"],
+)
+def test_each_edit_call_gets_its_steps_text_as_a_plain_run_of_it(
+    variant: str, prompt: str, negative: str, steps: int, expected: list[str]
+) -> None:
+    pipe, image = tiny_qwen_image_edit(variant), tiny_image()
+
+    def plain(animal: str, colour: str) -> list[tuple[list[Any], Any]]:
+        text = f"a {animal} on a mat"
+        return _edit_calls(
+            pipe, encode(pipe, text, f"{colour} sky", image=image, exact=True, steps=1), image
+        )
+
+    alone = {"cat": plain("cat", "blue"), "dog": plain("big brown dog", "deep red")}
+    assert len(alone["cat"]) == 2  # true CFG: the cond call, then the uncond call
+    seen = _edit_calls(
+        pipe, encode(pipe, prompt, negative, image=image, exact=True, steps=steps), image
+    )
+    assert len(seen) == 2 * steps
+    for step, animal in enumerate(expected):
+        for k in range(2):
+            assert _same_rows(seen[2 * step + k][0], alone[animal][k][0]), (step, animal, k)
+
+
+@pytest.mark.parametrize("variant", ["Plus"], ids=["EditPlus"])
+def test_and_on_edit_is_the_weighted_mean_of_the_parts_cond_predictions(variant: str) -> None:
+    pipe, image = tiny_qwen_image_edit(variant), tiny_image()
+
+    def calls(prompt: str) -> list[tuple[list[Any], Any]]:
+        return _edit_calls(
+            pipe, encode(pipe, prompt, "green", image=image, exact=True, steps=2), image
+        )
+
+    combined = calls("a red cat AND a blue dog:0.5")
+    # A1111 splits at AND keeping the space after it: the parts are "a red cat", " a blue dog".
+    parts = [calls("a red cat"), calls(" a blue dog")]
+    expected = (parts[0][0][1] + 0.5 * parts[1][0][1]) / 1.5  # ComfyUI's ConditioningCombine
+    torch.testing.assert_close(combined[0][1], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(combined[1][1], parts[0][1][1], rtol=1e-5, atol=1e-5)
