@@ -14,7 +14,7 @@ diffusers = pytest.importorskip("diffusers")
 from _tiny_sana_wm import tiny_sana_wm  # noqa: E402
 
 from promptweights.diffusers import encode, family_of  # noqa: E402
-from promptweights.errors import UnsupportedPipelineError  # noqa: E402
+from promptweights.errors import PromptweightsError  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -94,16 +94,62 @@ def test_weights_move_the_users_text_only() -> None:
     assert not torch.equal(down.prompt_embeds, plain)
 
 
-def test_editing_and_and_are_refused_clearly() -> None:
+def _calls(pipe: Any, cond: Any) -> list[tuple[Any, Any, Any]]:
+    """Every transformer call of a run inside ``cond.attach``: the text (third positional
+    argument), its ``mask=`` and the prediction (after attach's own hooks)."""
+    seen: list[tuple[Any, Any, Any]] = []
+
+    def record(module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
+        prediction = output[0] if isinstance(output, tuple) else output.sample
+        seen.append((args[2].clone(), kwargs["mask"].clone(), prediction.clone()))
+
+    with cond.attach(pipe):
+        handle = pipe.transformer.register_forward_hook(record, with_kwargs=True)
+        try:
+            _run(pipe, guidance_scale=2.0, **cond.pipeline_kwargs())
+        finally:
+            handle.remove()
+    return seen
+
+
+def _encode(pipe: Any, prompt: str, negative: str, steps: int) -> Any:
+    return encode(pipe, prompt, negative, steps=steps, max_sequence_length=L, exact=True)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "negative"),
+    [
+        ("a [cat:big brown dog:1] on a mat", "[blue:deep red:1] sky"),
+        ("a [cat|big brown dog] on a mat", "[blue|deep red] sky"),
+    ],
+    ids=["edit", "alternate"],
+)
+def test_each_call_gets_its_steps_text_and_mask_as_a_plain_run_of_it(
+    prompt: str, negative: str
+) -> None:
     pipe = tiny_sana_wm()
-    cond = encode(pipe, "a [cat:dog:0.5] on a mat", steps=2, max_sequence_length=L)
-    with pytest.raises(UnsupportedPipelineError, match="not supported on SANA-WM: its step"):
-        cond.pipeline_kwargs()
-    anded = encode(pipe, "a cat AND a dog", max_sequence_length=L)
-    with pytest.raises(UnsupportedPipelineError, match="not supported on SANA-WM"):
-        anded.pipeline_kwargs()
-    with (
-        pytest.raises(UnsupportedPipelineError, match="not supported on SANA-WM"),
-        anded.attach(pipe),
-    ):
-        pass
+    cat = _calls(pipe, _encode(pipe, "a cat on a mat", "blue sky", 1))
+    dog = _calls(pipe, _encode(pipe, "a big brown dog on a mat", "deep red sky", 1))
+    assert not torch.equal(cat[0][1], dog[0][1])  # the texts' masks differ
+    seen = _calls(pipe, _encode(pipe, prompt, negative, 3))
+    assert len(seen) == 3  # one [negative, positive] call per step
+    # A1111's run-time lookup: call k takes the first entry ending at or after k.
+    for step, alone in enumerate([cat, cat, dog]):
+        assert torch.equal(seen[step][0], alone[0][0]), step
+        assert torch.equal(seen[step][1], alone[0][1]), step
+    with pytest.raises(PromptweightsError, match="attach"):
+        _encode(pipe, prompt, negative, 3).pipeline_kwargs()
+
+
+def test_and_combines_the_parts_as_a1111_in_the_one_batch() -> None:
+    pipe = tiny_sana_wm()
+    combined = _calls(pipe, _encode(pipe, "a red cat AND a blue dog:0.5", "green", 2))
+    # A1111 splits at AND keeping the space after it: the parts are "a red cat", " a blue dog".
+    parts = [_calls(pipe, _encode(pipe, text, "green", 2)) for text in ("a red cat", " a blue dog")]
+    uncond, first = parts[0][0][2].chunk(2)
+    second = parts[1][0][2].chunk(2)[1]
+    expected = uncond + (first - uncond) + 0.5 * (second - uncond)
+    got_uncond, got = combined[0][2].chunk(2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_uncond, uncond, rtol=1e-5, atol=1e-5)
+    assert combined[0][0].shape[0] == 3  # the negative, then both parts, in one call

@@ -502,7 +502,7 @@ class Conditioning:
         no ``callback_on_step_end``, and Flux when the edit changes CLIP-L's pooled vector; the
         hook switches it at each call there).
 
-        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt, SANA, Kolors,
+        Where the pipeline batches ``[uncond, cond]`` (SD, SDXL, SD3, PixArt, SANA, SANA-WM, Kolors,
         HiDream-I1; Z-Image's lists ``[cond…, uncond…]``, :mod:`promptweights.diffusers._listed`)
         the parts are combined as A1111 does, ``uncond + Σ w_j (cond_j − uncond)``, which needs
         classifier-free guidance (``guidance_scale > 1``; Z-Image without it takes the weighted
@@ -540,6 +540,8 @@ class Conditioning:
         elif family.batched_guidance:
             # Editing without AND on a pipeline without step callbacks: the hook only switches.
             hook = _AndHook(self._timeline, pipe)
+            if family.positional_text:
+                hook = _Positional(hook)
         else:
             from ._separate import SeparateHook, check_weights
 
@@ -683,6 +685,38 @@ class _StepCallback:
             if isinstance(current, Tensor):
                 out[name] = piece.to(device=current.device, dtype=current.dtype)
         return out
+
+
+class _Positional:
+    """:class:`_AndHook` on a denoiser that takes its text as its third positional argument and
+    the text's mask as ``mask=`` (SANA-WM): the hook sees them as ``encoder_hidden_states`` and
+    ``encoder_attention_mask``, and the denoiser gets what it switched back in their places."""
+
+    def __init__(self, inner: _AndHook) -> None:
+        self.inner = inner
+
+    def before(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if len(args) < 3 or not isinstance(args[2], Tensor):
+            raise UnsupportedPipelineError(
+                f"{type(module).__name__} is not called with its text third positionally as "
+                "SANA-WM's transformer is: the AND and editing hook cannot hand it the "
+                "conditioning"
+            )
+        named = dict(kwargs)
+        named["encoder_hidden_states"] = args[2]
+        if "mask" in named:
+            named["encoder_attention_mask"] = named.pop("mask")
+        rest, named = self.inner.before(module, (*args[:2], *args[3:]), named)
+        out = list(rest)
+        out.insert(2, named.pop("encoder_hidden_states"))
+        if "encoder_attention_mask" in named:
+            named["mask"] = named.pop("encoder_attention_mask")
+        return tuple(out), named
+
+    def after(self, module: Any, args: Any, kwargs: Any, output: Any) -> Any:
+        return self.inner.after(module, args, kwargs, output)
 
 
 class _AndHook:

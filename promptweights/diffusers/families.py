@@ -276,6 +276,9 @@ class Family:
             Lumina 2, SANA and Qwen-Image repeat a list's masks in the wrong order, ``[m1, m2,
             m1, m2]`` against embeds ``[e1, e1, e2, e2]``): where not,
             ``Conditioning.pipeline_kwargs(num_images_per_prompt=n)`` hands them over repeated.
+        positional_text: the denoiser takes its text as its third positional argument and the
+            text's mask as ``mask=`` (SANA-WM): :meth:`Conditioning.attach`'s hook switches
+            them there.
     """
 
     name: str
@@ -307,6 +310,7 @@ class Family:
     more_denoisers: tuple[str, ...] = ()
     runtime_refused: str = ""
     repeats_embeds: bool = True
+    positional_text: bool = False
 
     def window(self, pipe: Any) -> int | None:
         """The T5 window when ``max_sequence_length`` is not given: the default of the pipeline's
@@ -1133,13 +1137,12 @@ RECORDS: tuple[Family, ...] = (
         layout=_t5_layout,
         padding=pad_like_a1111,
         sequence_length=300,
-        batched_guidance=False,
+        # One transformer call per step on [negative, positive], the text third positionally
+        # ((2, 1, L, D)) and its mask as mask=: editing and AND switch there, inside attach.
+        batched_guidance=True,
         step_tensors=(),
-        runtime_refused=(
-            "its step callback's prompt_embeds is the (2, 1, L, D) [negative, positive] pair and "
-            "its transformer takes the text positionally, which neither the step callback nor "
-            "the denoiser hooks swap"
-        ),
+        step_callback=False,
+        positional_text=True,
         cleared=("prompt",),  # a required argument: None with the embeds
         split=_sana_wm_split,
     ),
