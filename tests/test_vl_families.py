@@ -568,3 +568,29 @@ def test_and_on_edit_is_the_weighted_mean_of_the_parts_cond_predictions(variant:
     expected = (parts[0][0][1] + 0.5 * parts[1][0][1]) / 1.5  # ComfyUI's ConditioningCombine
     torch.testing.assert_close(combined[0][1], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(combined[1][1], parts[0][1][1], rtol=1e-5, atol=1e-5)
+
+
+def test_z_image_omni_compare_cells_rerun_bit_for_bit_with_the_images(tmp_path: Any) -> None:
+    from promptweights.compare import compare, first_image
+    from promptweights.diffusers import from_infotext
+
+    pipe, images = tiny_z_image_omni(), _omni_images(1)
+    result = compare(
+        pipe,
+        "a (red:{0.5,1.5}) cat",
+        negative_prompt=NEGATIVE,
+        seed=1,
+        steps=2,
+        cfg=2.0,
+        height=32,
+        width=32,
+        out_dir=tmp_path,
+        progress=False,
+        exact=True,
+        pipeline_options={"image": images},
+    )
+    assert not np_equal(result.images[0], result.images[1])  # the weight shows
+    for cell, picture in zip(result.cells, result.images, strict=True):
+        path = str(tmp_path / "cells" / f"{cell.index:03d}.png")
+        kwargs = from_infotext(pipe, path, exact=True, image=images)
+        assert np_equal(first_image(pipe(**kwargs, output_type="np")), picture), cell
