@@ -429,6 +429,8 @@ def test_compare_cells_rerun_bit_for_bit_from_their_infotext_with_the_image(
         seed=1,
         steps=2,
         cfg=2.0,
+        height=64,  # the infotext's size: the re-run samples at it too
+        width=64,
         out_dir=tmp_path,
         progress=False,
         exact=True,
