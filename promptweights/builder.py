@@ -64,7 +64,6 @@ from promptweights.tokens import (
     TokenizedPrompt,
     check_weights,
     diffusers_textual_inversions,
-    empty_chunk,
     equalize,
     span_position,
     tokenize_many,
@@ -274,7 +273,7 @@ class Plan:
         """
         rows = set(self._planner.index)
         if empty or any(r.needs.empty or r.padded for r in self._requests):
-            rows.add((empty_chunk(self.encoder.window).ids, None))
+            rows.add((self.encoder.empty_ids(), None))
         return frozenset(rows)
 
     def check_rows(self, max_rows: int, *, empty: bool = False, cached: bool | None = None) -> int:
@@ -291,7 +290,7 @@ class Plan:
             LimitExceededError: the pass needs more than ``max_rows`` rows.
         """
         index = self._planner.index
-        empty_row = (empty_chunk(self.encoder.window).ids, None)
+        empty_row = (self.encoder.empty_ids(), None)
         if cached is None:
             cached = self.encoder.cached_empty() is not None
         needed = empty or any(r.needs.empty or r.padded for r in self._requests)
@@ -322,7 +321,7 @@ class Plan:
             LimitExceededError: the pass needs more than ``max_rows`` rows.
         """
         encoder, planner = self.encoder, self._planner
-        empty_ids = empty_chunk(encoder.window).ids
+        empty_ids = encoder.empty_ids()
         needed = empty or any(r.needs.empty or r.padded for r in self._requests)
         cached = encoder.cached_empty()
         if cached is None and needed:

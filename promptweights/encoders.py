@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from promptweights.errors import InvalidArgumentError
-from promptweights.tokens import Layout, layout_for
+from promptweights.tokens import Layout, empty_chunk, layout_for, tokenize
 
 __all__ = ["TextEncoder", "execution_device", "forget", "text_mask"]
 
@@ -138,6 +138,7 @@ class TextEncoder:
     companions: tuple[Tensor, int] | None = field(default=None, repr=False)
     companion_states: Tensor | None = field(default=None, repr=False)
     _mask_token: int | None = field(default=None, repr=False)
+    _empty_ids: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.layout is None:
@@ -420,6 +421,17 @@ class TextEncoder:
         """The model's dtype."""
         dtype: torch.dtype = self.model.dtype
         return dtype
+
+    def empty_ids(self) -> tuple[int, ...]:
+        """The ids of the empty prompt's window: ``[BOS, EOS, PAD…]``; on a templated layout
+        (a decoder LLM) the template around an empty text, as the pipeline encodes ``""`` (the
+        image's placeholders included on a vision-language template, whose features every
+        whole row is given)."""
+        if self.window.template is None:
+            return empty_chunk(self.window).ids
+        if self._empty_ids is None:
+            self._empty_ids = tokenize(self.tokenizer, (), layout=self.window).chunks[0].ids
+        return self._empty_ids
 
     @property
     def mask_token(self) -> int:

@@ -157,6 +157,35 @@ def test_vision_tokens_and_the_template_are_never_weighted(variant: str) -> None
     assert all(w == 1.0 for w in chunk.weights[tokens.index("Ġmat") + 1 : chunk.size])
 
 
+def test_the_empty_prompt_is_the_template_around_no_text_with_the_image() -> None:
+    """comfy and compel lerp from the empty prompt's encoding: on a vision-language template it
+    is the pipeline's own window for ``""``, image placeholders expanded (a bare [BOS, EOS, PAD]
+    row had none, while every whole row gets the image's features: transformers refused it)."""
+    pipe = tiny_qwen_image_edit("")
+    image = _images(1)[0]
+    encoder = _encoder(pipe, image)
+    text = [pipe.prompt_template_encode.format("")]
+    expected = tiny_vl_processor()(text=text, images=[_resized(pipe, "", [image])])
+    expected_ids = list(expected["input_ids"][0])
+    empty = list(encoder.empty_ids())
+    assert empty[: len(expected_ids)] == expected_ids
+    assert all(i == encoder.window.pad for i in empty[len(expected_ids) :])
+
+
+@pytest.mark.parametrize("variant", ["", "Plus"], ids=["Edit", "EditPlus"])
+def test_every_strategy_encodes_on_the_edit_pipelines(variant: str) -> None:
+    from promptweights.strategies import STRATEGIES
+
+    pipe = tiny_qwen_image_edit(variant)
+    image = _images(1)[0]
+    plain = encode(pipe, "a red cat, mat", image=image, strategy="none").prompt_embeds
+    for name in STRATEGIES:
+        cond = encode(pipe, "a (red:1.4) cat, (mat:0.6)", image=image, strategy=name)
+        if name != "none":  # which reads the brackets as text
+            assert cond.prompt_embeds.shape == plain.shape, name
+        assert torch.isfinite(cond.prompt_embeds).all(), name
+
+
 def _masked_reference(pipe: Any, image: Any, hidden: int) -> Any:
     """The prompt encoded with window position ``hidden`` hidden from the attention mask, run on
     the model directly with the processor's image inputs, cut as the pipeline cuts it."""

@@ -31,7 +31,6 @@ from promptweights.errors import ArgumentTypeError, InvalidArgumentError, LimitE
 from promptweights.limits import DEFAULT_LIMITS, Limits
 from promptweights.settings import a1111_clip_skip
 from promptweights.strategies import get_normalization, get_strategy
-from promptweights.tokens import empty_chunk
 from promptweights.tree import ExtraNetwork
 
 from . import _llm, _towers
@@ -392,7 +391,7 @@ def _packs(
 ) -> list[tuple[Plan, list[int], bool]]:
     """Split requests into passes of at most ``limits.rows`` rows, in order (first fit)."""
     encoder = slot.encoder
-    empty_row = (empty_chunk(encoder.window).ids, None)
+    empty_row = (encoder.empty_ids(), None)
     in_cache = encoder.cached_empty() is not None if cached is None else cached
 
     def prepare(which: list[int]) -> Plan:
