@@ -489,8 +489,17 @@ def test_prompt_editing_switches_the_conditioning_during_sampling(
         handle.remove()
     # Every positive the denoiser read, in call order ([uncond, cond] batches: the cond half).
     positives = [s[-1:] for s in seen] if name != "lumina2" else seen[0::2]
+    # The schedule encodes cat and dog in one batch, the expectations one prompt each: equal up
+    # to the batched GEMM's last bits (1e-8 here), against 0.19 between cat and dog.
     labels = [
-        next((a for a, c in expected.items() if torch.equal(p, c.prompt_embeds)), None)
+        next(
+            (
+                a
+                for a, c in expected.items()
+                if torch.allclose(p, c.prompt_embeds, rtol=1e-5, atol=1e-5)
+            ),
+            None,
+        )
         for p in positives
     ]
     # A1111's [cat:dog:1] over 3 steps: cat at calls 0 and 1, dog from call 2 (as on PixArt).
