@@ -451,8 +451,10 @@ def test_wan_editing_swaps_the_negative_as_a_tensor_of_its_own(pipes: dict[str, 
             )
     finally:
         handle.remove()
-    # Calls alternate cond, uncond; the last uncond call reads the edited negative.
-    assert torch.equal(seen[-1], red)
+    # Calls alternate cond, uncond; the last uncond call reads the edited negative. The schedule
+    # encodes cat, dog, blue and red in one batch, red here two rows: equal up to the batched
+    # GEMM's last bits, against 2.1 between the red and blue negatives.
+    torch.testing.assert_close(seen[-1], red, rtol=1e-5, atol=1e-5)
 
 
 def test_pixart_editing_switches_in_the_denoiser_hook(pipes: dict[str, Any]) -> None:
@@ -484,7 +486,12 @@ def test_pixart_editing_switches_in_the_denoiser_hook(pipes: dict[str, Any]) -> 
             )
         finally:
             handle.remove()
-    labels = [next(n for n, e in options.items() if torch.equal(s, e)) for s in seen]
+    # The schedule encodes cat and dog in one batch, the options one prompt each: equal up to the
+    # batched GEMM's last bits, against 2.6 between cat and dog.
+    labels = [
+        next(n for n, e in options.items() if torch.allclose(s, e, rtol=1e-5, atol=1e-5))
+        for s in seen
+    ]
     assert labels == ["cat", "cat", "dog"]
     assert not pipe.transformer._forward_pre_hooks
 
