@@ -5,8 +5,9 @@ run from the same texts.
 The expected images are the pipeline's own (``pipe(prompt=..., num_images_per_prompt=2)``): with
 ``exact=True`` each text is encoded alone, as the pipeline encodes one prompt, so two images per
 prompt match bit for bit; a list is encoded by the pipeline in one batch, so it matches within
-1e-6 relative. A weighted prompt and an edit, which the pipeline cannot run, repeated per image
-must equal the list of that prompt twice (the same batch in the denoiser: bit for bit).
+1e-5 relative (a batch's last-bit rounding, carried through the denoiser and the VAE). A weighted
+prompt and an edit, which the pipeline cannot run, repeated per image must equal the list of that
+prompt twice (the same batch in the denoiser: bit for bit).
 """
 
 from __future__ import annotations
@@ -122,9 +123,11 @@ def _encode(name: str, prompt: Any, negative: Any, **kwargs: Any) -> Any:
 
 
 def _close(got: Any, want: Any) -> None:
-    """Within 1e-6 relative to the output's scale (float32; different batch compositions)."""
+    """Within 1e-5 relative to the output's scale (float32; different batch compositions: the
+    text encoder's last-bit rounding goes through the whole run, 3.9e-6 on PixArt under a
+    simulated one-ulp rounding of every Linear)."""
     scale = float(want.abs().max())
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * scale)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
 
 
 @pytest.mark.parametrize("name", EVERY)

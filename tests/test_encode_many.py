@@ -1,7 +1,7 @@
 """``promptweights.diffusers.encode_many`` and the comparison grid that uses it (issue 16).
 
 Several conditionings of one pipeline go through one forward pass per text encoder; each equals
-``encode`` of its request alone within 1e-6 relative (float32), and bit for bit in the exact mode
+``encode`` of its request alone within 1e-5 relative (float32), and bit for bit in the exact mode
 (one row per pass on both sides: the same batch composition). Passes are counted with forward
 pre-hooks on the text towers, as ``tests/test_diffusers.py`` counts them.
 """
@@ -59,9 +59,11 @@ def assert_close(a: Any, b: Any) -> None:
     assert len(ta) == len(tb)
     for x, y in zip(ta, tb, strict=True):
         assert x.shape == y.shape
-        # 1e-6 relative to the tensor's scale (elementwise, a value near 0 has no relative error).
+        # 1e-5 relative to the tensor's scale (elementwise, a value near 0 has no relative error):
+        # one pass against several, whose last bits a CPU may round differently (1.8e-6 on the
+        # SDXL towers under PROMPTWEIGHTS_BATCH_ROUNDING=1); other requests differ by >= 0.3.
         scale = float(y.abs().max())
-        assert float((x - y).abs().max()) <= 1e-6 * max(scale, 1.0)
+        assert float((x - y).abs().max()) <= 1e-5 * max(scale, 1.0)
 
 
 def assert_same(a: Any, b: Any) -> None:
