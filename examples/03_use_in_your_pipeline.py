@@ -32,7 +32,12 @@ def text_tower(pad: str, projection: bool = False) -> tuple[CLIPTokenizer, Any]:
     config = CLIPTextConfig(
         vocab_size=len(tokens), **size, num_attention_heads=4, projection_dim=16, **ids
     )
-    return tok, (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    model = (CLIPTextModelWithProjection if projection else CLIPTextModel)(config).eval()
+    # A real CLIP's final norm has a learned bias, so a chunk's mean is far from 0; a fresh one
+    # (bias 0) leaves means of ~1e-8 and A1111's mean restore would divide rounding by rounding.
+    with torch.no_grad():
+        getattr(model, "text_model", model).final_layer_norm.bias.normal_(0.3, 0.5)
+    return tok, model
 
 
 def components(xl: bool) -> dict[str, Any]:
