@@ -6,7 +6,7 @@ on several prompts with different strategies, normalisations or step counts, nee
 text encoder once per call; :func:`encode_many` plans every row of every request first
 (:func:`promptweights.builder.plan` with one builder request per conditioning, rows that several
 need planned once) and runs one forward pass per text encoder for all of them. Each result equals
-:func:`encode` of that request alone up to the last-bit rounding of a different batch (~1e-6
+:func:`encode` of that request alone up to the last-bit rounding of a different batch (a few 1e-6
 relative in float32); with ``exact=True`` (one row per pass) it equals ``encode(…, exact=True)``
 bit for bit.
 
@@ -175,7 +175,7 @@ def encode_many(
 
     Returns:
         One :class:`Conditioning` per request, in order; each equals :func:`encode` of its request
-        alone up to ~1e-6 relative in float32 (bit for bit with ``exact=True``).
+        alone up to a few 1e-6 relative in float32 (bit for bit with ``exact=True``).
 
     Raises:
         InvalidArgumentError: a request that is not a mapping of :data:`REQUEST_KEYS` with a
