@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 from _passes import Passes
+from _rows import label
 from _tiny_pipelines import (
     tiny_flux,
     tiny_sd1,
@@ -296,11 +297,7 @@ def conds_seen(pipe: Any, cond: Conditioning, steps: int, **kwargs: Any) -> list
 
 
 def labels(seen: list[Any], options: dict[str, Any]) -> str:
-    out = []
-    for s in seen:
-        names = [name for name, e in options.items() if torch.equal(s, e.to(s.dtype))]
-        out.append(names[0] if names else "?")
-    return " ".join(out)
+    return " ".join(label(s, options) or "?" for s in seen)
 
 
 def test_edit_switches_after_call_when_0_based(sd1: Any) -> None:

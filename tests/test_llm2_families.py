@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from _rows import label  # noqa: E402
 from _tiny_llm2 import tiny_hidream, tiny_kolors, tiny_lumina2, tiny_sana  # noqa: E402
 
 import promptweights  # noqa: E402
@@ -491,17 +492,8 @@ def test_prompt_editing_switches_the_conditioning_during_sampling(
     positives = [s[-1:] for s in seen] if name != "lumina2" else seen[0::2]
     # The schedule encodes cat and dog in one batch, the expectations one prompt each: equal up
     # to the batched GEMM's last bits (1e-8 here), against 0.19 between cat and dog.
-    labels = [
-        next(
-            (
-                a
-                for a, c in expected.items()
-                if torch.allclose(p, c.prompt_embeds, rtol=1e-5, atol=1e-5)
-            ),
-            None,
-        )
-        for p in positives
-    ]
+    options = {a: c.prompt_embeds for a, c in expected.items()}
+    labels = [label(p, options, tol=1e-5) for p in positives]
     # A1111's [cat:dog:1] over 3 steps: cat at calls 0 and 1, dog from call 2 (as on PixArt).
     assert labels == ["cat", "cat", "dog"]
 

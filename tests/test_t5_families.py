@@ -30,6 +30,7 @@ from promptweights.tokens import layout_for, span_owners, tokenize
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from _rows import label  # noqa: E402
 from _tiny_pipelines import (  # noqa: E402
     tiny_chroma,
     tiny_flux,
@@ -488,10 +489,7 @@ def test_pixart_editing_switches_in_the_denoiser_hook(pipes: dict[str, Any]) -> 
             handle.remove()
     # The schedule encodes cat and dog in one batch, the options one prompt each: equal up to the
     # batched GEMM's last bits, against 2.6 between cat and dog.
-    labels = [
-        next(n for n, e in options.items() if torch.allclose(s, e, rtol=1e-5, atol=1e-5))
-        for s in seen
-    ]
+    labels = [label(s, options, tol=1e-5) for s in seen]
     assert labels == ["cat", "cat", "dog"]
     assert not pipe.transformer._forward_pre_hooks
 
